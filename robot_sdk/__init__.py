@@ -1,0 +1,1 @@
+"""Predecessor-compatible alias of tidybot_sdk (filled in by the SDK issue)."""

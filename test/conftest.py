@@ -1,0 +1,84 @@
+"""Fixtures: an isolated ROS domain per session, a real rclpy client node, real processes."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from support import Proc, isolate_ros, wait_until
+
+DOMAIN_ID = isolate_ros()  # before anything imports rclpy or starts a ROS process
+
+
+def pytest_report_header() -> str:
+    return f"ROS_DOMAIN_ID={DOMAIN_ID} (reserved for this session), discovery LOCALHOST"
+
+
+class RosClient:
+    """A real rclpy node spun in a background thread, for talking to the processes under test."""
+
+    def __init__(self, name: str) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def result(self, future, timeout: float = 10.0, what: str = "a reply"):
+        """Block until an rclpy future completes (the executor thread completes it)."""
+        wait_until(future.done, timeout, what)
+        return future.result()
+
+    def call(self, srv_type, name: str, request, timeout: float = 10.0):
+        """Call a service once it is available; fail the test on timeout."""
+        client = self.node.create_client(srv_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+            return self.result(client.call_async(request), timeout, f"reply from {name}")
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def ros(request) -> Iterator[RosClient]:
+    client = RosClient("test_" + request.module.__name__.replace(".", "_"))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def procs(tmp_path: Path, request) -> Iterator[list[Proc]]:
+    """Collects started processes; anything still alive at the end is stopped and reaped.
+
+    On failure the captured output of every process is attached to the report.
+    """
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.stop(timeout=10)
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for proc in started:
+            print(proc.describe())
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

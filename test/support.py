@@ -1,0 +1,121 @@
+"""Shared machinery of the test suites: ROS isolation, real child processes, waiting.
+
+Tests talk to real processes over real sockets and a real rclpy graph; these helpers keep
+that deterministic (bounded waits that fail loudly) and clean (every process is reaped).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+# Kept open for the whole session: the flock is what reserves the domain id.
+_domain_lock = None
+
+
+def isolate_ros() -> int:
+    """Give this test session a ROS_DOMAIN_ID no other session on the machine holds.
+
+    A file lock per domain id reserves it, so parallel runs (two distros, two developers)
+    never see each other's nodes; discovery is limited to this host.
+    """
+    global _domain_lock
+    lock_dir = Path(tempfile.gettempdir()) / "tidybot-test-domains"
+    lock_dir.mkdir(exist_ok=True)
+    for domain in range(1, 102):
+        handle = open(lock_dir / f"{domain}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _domain_lock = handle
+        os.environ["ROS_DOMAIN_ID"] = str(domain)
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        os.environ.pop("ROS_LOCALHOST_ONLY", None)
+        return domain
+    raise RuntimeError("no free ROS_DOMAIN_ID between 1 and 101 on this machine")
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str,
+               interval: float = 0.02) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Proc:
+    """A real child process whose output is captured to files (no pipe can fill up)."""
+
+    def __init__(self, args: list[str], log_dir: Path, name: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.out_path = log_dir / f"{name}.out"
+        self.err_path = log_dir / f"{name}.err"
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.popen = subprocess.Popen(
+                args, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})}, cwd=ROOT, start_new_session=True)
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            self.popen.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.name} still running after {timeout}s\nstderr:\n{self.stderr[-2000:]}"
+            ) from None
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGINT, then SIGKILL of its whole group if it does not exit in ``timeout``."""
+        self.signal(signal.SIGINT)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            return self.popen.wait()
+
+    def describe(self) -> str:
+        return f"{self.name} stdout:\n{self.stdout[-3000:]}\n{self.name} stderr:\n{self.stderr[-3000:]}"
+
+
+def python_cmd(module: str, *args: str) -> list[str]:
+    """Command line running ``python -m module`` with this interpreter (the venv's)."""
+    return [sys.executable, "-m", module, *args]

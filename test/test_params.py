@@ -1,0 +1,36 @@
+"""The parameter table, the shipped YAML and the node's validation agree."""
+from __future__ import annotations
+
+import yaml
+
+from support import ROOT
+from tidybot_exec.params import BY_NAME, PARAMS, validate
+
+
+def shipped() -> dict:
+    return yaml.safe_load((ROOT / "config" / "tidybot_exec.yaml").read_text())["/**"]["ros__parameters"]
+
+
+def test_yaml_lists_every_parameter_with_its_default():
+    assert shipped() == {p.name: p.default for p in PARAMS}
+
+
+def test_yaml_documents_every_parameter():
+    text = (ROOT / "config" / "tidybot_exec.yaml").read_text()
+    for spec in PARAMS:
+        assert f"# {spec.description}" in text, spec.name
+
+
+def test_defaults_are_valid():
+    assert validate({p.name: p.default for p in PARAMS}) == []
+
+
+def test_out_of_range_wrong_type_and_clashing_ports_are_refused():
+    values = {p.name: p.default for p in PARAMS}
+    assert validate({**values, "arm_cmd_port": 0}) == ["arm_cmd_port = 0 is below its minimum 1"]
+    assert validate({**values, "arm_host": " "}) == ["arm_host must not be empty"]
+    assert "must be int" in BY_NAME["arm_cmd_port"].check(1.5)
+    assert validate({**values, "base_cmd_port": values["base_state_port"]}) == [
+        "base_state_port and base_cmd_port both use 127.0.0.1:5591"]
+    # the same port on different hosts is fine
+    assert validate({**values, "base_host": "10.0.0.9", "base_cmd_port": 5555}) == []

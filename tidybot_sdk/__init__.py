@@ -1,0 +1,1 @@
+"""The robot API that submitted code imports: arm, base, gripper, sensors."""
