@@ -69,7 +69,9 @@ def digest(*parts: object) -> str:
     h = hashlib.sha256()
     for part in parts:
         if isinstance(part, Path):
-            files = sorted(p for p in part.rglob("*") if p.is_file()) if part.is_dir() else [part]
+            h.update(str(part.relative_to(ROOT)).encode())
+            files = sorted(p for p in part.rglob("*") if p.is_file()) if part.is_dir() else (
+                [part] if part.is_file() else [])
             for f in files:
                 h.update(str(f.relative_to(ROOT)).encode())
                 h.update(f.read_bytes())
