@@ -8,7 +8,7 @@ PACKAGE = "tidybot_exec"
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=[PACKAGE, "tidybot_sdk", "robot_sdk"],
+    packages=[PACKAGE, f"{PACKAGE}.sim", "tidybot_sdk", "robot_sdk"],
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -25,6 +25,7 @@ setup(
     entry_points={
         "console_scripts": [
             f"tidybot-exec = {PACKAGE}.node:main",
+            f"tidybot-sim = {PACKAGE}.sim.cli:main",
         ],
     },
 )

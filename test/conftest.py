@@ -82,3 +82,30 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def sim_factory():
+    """Start in-process simulators (free ports); yields (simulator, wire clients) pairs."""
+    from support import Wire, sim_config
+    from tidybot_exec.sim import Simulator
+
+    started = []
+
+    def start(**overrides):
+        config = sim_config(**overrides)
+        simulator = Simulator(config)
+        simulator.start()
+        wire = Wire(config)
+        started.append((simulator, wire))
+        return simulator, wire
+
+    yield start
+    for simulator, wire in started:
+        wire.close()
+        simulator.stop()
+
+
+@pytest.fixture
+def sim(sim_factory):
+    return sim_factory()

@@ -119,3 +119,40 @@ class Proc:
 def python_cmd(module: str, *args: str) -> list[str]:
     """Command line running ``python -m module`` with this interpreter (the venv's)."""
     return [sys.executable, "-m", module, *args]
+
+
+def sim_config(**overrides):
+    """A simulator configuration on free loopback ports (parallel sessions never clash)."""
+    from tidybot_exec.sim import SimConfig
+
+    return SimConfig(arm_ports=(free_port(), free_port(), free_port()),
+                     gripper_ports=(free_port(), free_port()),
+                     base_ports=(free_port(), free_port()), **overrides)
+
+
+class Wire:
+    """Protocol clients for the three backends of one simulator, as a test would speak them."""
+
+    def __init__(self, config) -> None:
+        from tidybot_sdk.transport import (RequestClient, StateSubscriber, StreamPublisher,
+                                           endpoint)
+
+        h = config.host
+        self.cmd = {"arm": RequestClient(endpoint(h, config.arm_ports[0]), "arm"),
+                    "gripper": RequestClient(endpoint(h, config.gripper_ports[0]), "gripper",
+                                             timeout_s=8.0),
+                    "base": RequestClient(endpoint(h, config.base_ports[0]), "base")}
+        self.states = {"arm": StateSubscriber(endpoint(h, config.arm_ports[1]), "arm"),
+                       "gripper": StateSubscriber(endpoint(h, config.gripper_ports[1]), "gripper"),
+                       "base": StateSubscriber(endpoint(h, config.base_ports[1]), "base")}
+        self.stream = StreamPublisher(endpoint(h, config.arm_ports[2]))
+
+    def req(self, server: str, msg_type: int, **fields):
+        return self.cmd[server].request({"msg_type": int(msg_type), **fields})
+
+    def state(self, server: str, timeout: float = 5.0) -> dict:
+        return self.states[server].wait_next(timeout)
+
+    def close(self) -> None:
+        for c in (*self.cmd.values(), *self.states.values(), self.stream):
+            c.close()

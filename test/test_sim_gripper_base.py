@@ -1,0 +1,141 @@
+"""Simulated gripper and base over real sockets."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from support import wait_until
+from tidybot_sdk.protocol import BaseMsg, GripperMsg
+
+# ---------------------------------------------------------------------------- gripper
+
+
+def activate(wire) -> None:
+    assert wire.req("gripper", GripperMsg.ACTIVATE, reset_first=True)["success"] is True
+
+
+def test_gripper_refuses_motion_until_activated(sim):
+    _, wire = sim
+    reply = wire.req("gripper", GripperMsg.CLOSE)
+    assert reply["msg_type"] == GripperMsg.RESPONSE and reply["success"] is False
+    state = wire.state("gripper")
+    assert state["fault_code"] == 7 and "activation" in state["fault_message"]
+    activate(wire)
+    state = wire.state("gripper")
+    assert state["is_activated"] is True and state["fault_code"] == 0
+
+
+def test_gripper_close_without_object_closes_fully(sim):
+    _, wire = sim
+    activate(wire)
+    start = time.monotonic()
+    reply = wire.req("gripper", GripperMsg.CLOSE, speed=255, force=100)
+    took = time.monotonic() - start
+    assert reply["success"] is True
+    assert reply["data"] == {"position": 255, "object_detected": False}
+    assert 0.4 < took < 2.0          # 85 mm at 150 mm/s; the reply waits for the motion
+    assert wire.state("gripper")["is_moving"] is False
+
+
+def test_gripper_detects_an_object_and_speed_sets_the_duration(sim_factory):
+    _, wire = sim_factory(object_width_mm=40.0)
+    activate(wire)
+    start = time.monotonic()
+    reply = wire.req("gripper", GripperMsg.CLOSE, speed=0, force=50)
+    took = time.monotonic() - start
+    assert reply["data"]["object_detected"] is True
+    assert reply["data"]["position"] == round(255 * (1 - 40 / 85))
+    assert 1.8 < took < 4.0          # 45 mm at 20 mm/s
+    state = wire.state("gripper")
+    assert state["object_detected"] is True and state["current"] > 0
+    assert wire.req("gripper", GripperMsg.OPEN)["data"] == {"position": 0, "object_detected": False}
+
+
+def test_gripper_move_and_calibration_to_millimetres(sim):
+    _, wire = sim
+    activate(wire)
+    assert wire.state("gripper")["is_calibrated"] is False
+    assert wire.req("gripper", GripperMsg.CALIBRATE, open_mm=80.0, close_mm=2.0)["success"]
+    assert wire.req("gripper", GripperMsg.MOVE, position=128, speed=255, force=10)["success"]
+    state = wait_until(lambda: (s := wire.state("gripper"))["is_calibrated"] and s, 2, "state")
+    assert state["position"] == 128
+    assert state["position_mm"] == pytest.approx(80.0 + (2.0 - 80.0) * 128 / 255, abs=1e-6)
+
+
+def test_gripper_rejects_out_of_range_bytes(sim):
+    _, wire = sim
+    activate(wire)
+    reply = wire.req("gripper", GripperMsg.MOVE, position=300)
+    assert reply == {"msg_type": 100, "success": False, "message": "position must be 0..255, got 300"}
+
+
+def test_gripper_state_rate_is_about_10_hz(sim):
+    _, wire = sim
+    wire.state("gripper")
+    first = wire.states["gripper"].count
+    time.sleep(1.0)
+    assert 6 <= wire.states["gripper"].count - first <= 14
+
+
+# ------------------------------------------------------------------------------- base
+
+
+def drive(wire, seconds: float, msg_type: BaseMsg, **fields) -> None:
+    """Re-send a base command at 10 Hz, as clients must to beat the 250 ms watchdog."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        assert wire.req("base", msg_type, **fields)["success"] is True
+        time.sleep(0.1)
+
+
+def test_base_reaches_a_pose_target_within_its_limits(sim):
+    _, wire = sim
+    peak = np.zeros(3)
+    end = time.monotonic() + 4.5
+    while time.monotonic() < end:
+        wire.req("base", BaseMsg.EXECUTE_ACTION, base_pose=[0.4, -0.2, math.pi / 2])
+        peak = np.maximum(peak, np.abs(wire.state("base")["base_velocity"]))
+        time.sleep(0.05)
+    state = wire.state("base")
+    assert np.allclose(state["base_pose"], [0.4, -0.2, math.pi / 2], atol=2e-3)
+    assert np.all(peak <= [0.5, 0.5, 1.57]) and peak[0] > 0.2
+
+
+def test_base_velocity_in_the_local_frame_is_rotated(sim_factory):
+    _, wire = sim_factory(initial_base_pose=(0.0, 0.0, math.pi / 2))
+    drive(wire, 1.5, BaseMsg.SET_TARGET_VELOCITY, velocity=[0.2, 0.0, 0.0], frame="local")
+    x, y, _ = wire.state("base")["base_pose"]
+    assert abs(x) < 0.01 and y > 0.1      # facing +y, "forward" is +y
+
+
+def test_base_velocity_is_clipped_to_the_hardware_limit(sim):
+    _, wire = sim
+    drive(wire, 3.0, BaseMsg.SET_TARGET_VELOCITY, velocity=[2.0, 0.0, 0.0])
+    assert wire.state("base")["base_velocity"][0] == pytest.approx(0.5)
+
+
+def test_base_watchdog_brakes_and_holds_after_250_ms(sim):
+    _, wire = sim
+    drive(wire, 1.0, BaseMsg.SET_TARGET_VELOCITY, velocity=[0.2, 0.0, 0.0])
+    assert wire.state("base")["base_velocity"][0] == pytest.approx(0.2)
+    last_command = time.monotonic()
+    # from 0.2 m/s at 0.25 m/s^2 the base needs 0.8 s to stop, after the 0.25 s watchdog
+    state = wait_until(lambda: (s := wire.state("base"))["base_velocity"][0] == 0.0 and s,
+                       3.0, "the base to stop")
+    assert time.monotonic() - last_command > 0.25 + 0.6
+    assert state["active"] is False and state["motors_enabled"] is False
+    time.sleep(0.3)
+    assert wire.state("base")["base_pose"] == state["base_pose"]
+
+
+def test_base_stop_and_reset(sim):
+    _, wire = sim
+    drive(wire, 0.5, BaseMsg.SET_TARGET_VELOCITY, velocity=[0.0, 0.0, 0.5])
+    assert wire.req("base", BaseMsg.STOP)["success"]
+    wait_until(lambda: wire.state("base")["base_velocity"][2] == 0.0, 3, "the base to stop")
+    assert wire.state("base")["base_pose"][2] > 0.05
+    assert wire.req("base", BaseMsg.RESET)["success"]
+    assert wire.req("base", BaseMsg.GET_STATE)["base_pose"] == [0.0, 0.0, 0.0]

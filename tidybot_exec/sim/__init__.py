@@ -1,0 +1,146 @@
+"""Simulated TidyBot backends (arm, gripper, base) on the real wire protocols.
+
+``Simulator`` runs all three in-process (tests); ``tidybot-sim`` runs them as a command.
+An optional control socket lets tests in another process inject faults and read what the
+servers received (docs/protocols.md, "Simulator control").
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from tidybot_sdk import kinematics as kin
+from tidybot_sdk import protocol as proto
+
+from .arm import SimArm
+from .base import SimBase
+from .gripper import SimGripper
+from .server import BackendServer
+
+
+@dataclass
+class SimConfig:
+    """Where the simulated servers listen and how they start."""
+
+    host: str = "127.0.0.1"
+    arm_ports: tuple[int, int, int] = (proto.ARM_CMD_PORT, proto.ARM_STATE_PORT,
+                                       proto.ARM_STREAM_PORT)
+    gripper_ports: tuple[int, int] = (proto.GRIPPER_CMD_PORT, proto.GRIPPER_STATE_PORT)
+    base_ports: tuple[int, int] = (proto.BASE_CMD_PORT, proto.BASE_STATE_PORT)
+    arm_state_rate_hz: float = 100.0
+    gripper_state_rate_hz: float = 10.0
+    base_state_rate_hz: float = 50.0
+    initial_q: list[float] = field(default_factory=lambda: kin.HOME_Q.tolist())
+    initial_base_pose: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    object_width_mm: float | None = None
+    control_port: int | None = None
+
+
+class Simulator:
+    """The three simulated backends, started and stopped together."""
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = c = config or SimConfig()
+        if not 1.0 <= c.arm_state_rate_hz <= 1000.0:
+            raise ValueError("arm state rate must be 1..1000 Hz")
+        q0 = np.array(c.initial_q, dtype=float)
+        if q0.shape != (7,) or np.any(q0 < kin.Q_MIN) or np.any(q0 > kin.Q_MAX):
+            raise ValueError("initial_q must be 7 joint angles within the Panda limits")
+        self.arm = SimArm(c.host, *c.arm_ports, state_rate_hz=c.arm_state_rate_hz, q0=q0)
+        self.gripper = SimGripper(c.host, *c.gripper_ports, state_rate_hz=c.gripper_state_rate_hz,
+                                  object_width_mm=c.object_width_mm)
+        self.base = SimBase(c.host, *c.base_ports, state_rate_hz=c.base_state_rate_hz,
+                            pose0=c.initial_base_pose)
+        self.servers: dict[str, BackendServer] = {
+            "arm": self.arm, "gripper": self.gripper, "base": self.base}
+        self._control_stop = threading.Event()
+        self._control_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        try:
+            for server in self.servers.values():
+                server.start()
+        except Exception:
+            self.stop()          # a port in use: release the ones already bound
+            raise
+        if self.config.control_port is not None:
+            sock = zmq.Context.instance().socket(zmq.REP)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.bind(f"tcp://{self.config.host}:{self.config.control_port}")
+            self._control_thread = threading.Thread(
+                target=self._control_loop, args=(sock,), name="sim-control", daemon=True)
+            self._control_thread.start()
+
+    def stop(self) -> None:
+        self._control_stop.set()
+        if self._control_thread is not None:
+            self._control_thread.join(timeout=5)
+        for server in self.servers.values():
+            server.stop()
+
+    def __enter__(self) -> "Simulator":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def endpoints(self) -> list[str]:
+        """One line per socket, for people and for the docs."""
+        c, h = self.config, self.config.host
+        lines = [f"arm      commands tcp://{h}:{c.arm_ports[0]}  state tcp://{h}:{c.arm_ports[1]}"
+                 f"  stream tcp://{h}:{c.arm_ports[2]}",
+                 f"gripper  commands tcp://{h}:{c.gripper_ports[0]}  state tcp://{h}:{c.gripper_ports[1]}",
+                 f"base     commands tcp://{h}:{c.base_ports[0]}  state tcp://{h}:{c.base_ports[1]}"]
+        if c.control_port is not None:
+            lines.append(f"control  tcp://{h}:{c.control_port}")
+        return lines
+
+    # ------------------------------------------------------------------ control
+    def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Apply one control request (fault injection, inspection); see docs/protocols.md."""
+        cmd = request.get("cmd")
+        if cmd == "stats":
+            return {"ok": True, "received": {n: dict(s.received) for n, s in self.servers.items()},
+                    "running": {n: s.running for n, s in self.servers.items()}}
+        server = self.servers.get(request.get("server", ""))
+        if server is None:
+            return {"ok": False, "error": f"server must be one of {', '.join(self.servers)}"}
+        value = request.get("value")
+        with server.lock:
+            if cmd == "freeze_state":
+                server.faults.freeze_state = bool(value)
+            elif cmd == "drop_replies":
+                server.faults.drop_replies = int(value)
+            elif cmd == "reply_delay":
+                server.faults.reply_delay_s = float(value)
+            elif cmd == "inject_wrench" and server is self.arm:
+                self.arm.wrench = np.array(value, dtype=float).reshape(6)
+            elif cmd == "object_width_mm" and server is self.gripper:
+                self.gripper.object_width_mm = None if value is None else float(value)
+            elif cmd == "gripper_fault" and server is self.gripper:
+                self.gripper.fault_code = int(value)
+            elif cmd not in ("kill", "restart"):
+                return {"ok": False, "error": f"unknown command {cmd!r} for {server.name}"}
+        if cmd == "kill":
+            server.stop()
+        elif cmd == "restart":
+            server.stop()
+            server.start()
+        return {"ok": True}
+
+    def _control_loop(self, sock: zmq.Socket) -> None:
+        try:
+            while not self._control_stop.is_set():
+                if sock.poll(50):
+                    try:
+                        reply = self.control(proto.decode(sock.recv()))
+                    except (proto.ProtocolError, ValueError, TypeError) as exc:
+                        reply = {"ok": False, "error": str(exc)}
+                    sock.send(proto.encode(reply))
+        finally:
+            sock.close()

@@ -1,0 +1,174 @@
+"""Simulated Franka Panda behind the franka_server protocol (docs/protocols.md, "Arm").
+
+A 1 kHz loop integrates the joints within the Panda's position, velocity and acceleration
+limits. Joint position, joint velocity, cartesian pose/impedance and cartesian velocity
+targets arrive on the command stream (or REP); cartesian targets go through the same IK
+the SDK ships. When the stream is silent for 100 ms the arm holds where it is; a command
+that would break a joint limit puts it in reflex until RECOVER.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import zmq
+
+from tidybot_sdk import kinematics as kin
+from tidybot_sdk.protocol import (ARM_HOLD_AFTER_S, ARM_STREAM_TYPES, ArmMsg, ControlMode,
+                                  ProtocolError, RobotMode, decode, parse_command)
+
+from .motion import track_position, track_velocity
+from .server import BackendServer
+
+_MOTION_MODES = {
+    ArmMsg.JOINT_POSITION: (ControlMode.JOINT_POSITION,),
+    ArmMsg.JOINT_VELOCITY: (ControlMode.JOINT_VELOCITY,),
+    ArmMsg.CARTESIAN_POSE: (ControlMode.CARTESIAN_POSE, ControlMode.CARTESIAN_IMPEDANCE),
+    ArmMsg.CARTESIAN_VELOCITY: (ControlMode.CARTESIAN_VELOCITY,),
+}
+
+
+class SimArm(BackendServer):
+    name = "arm"
+    msg_types = ArmMsg
+
+    def __init__(self, host: str, cmd_port: int, state_port: int, stream_port: int, *,
+                 state_rate_hz: float = 100.0, q0=kin.HOME_Q) -> None:
+        super().__init__(host, cmd_port, state_port, state_rate_hz=state_rate_hz, tick_hz=1000.0)
+        self.stream_port = stream_port
+        self.q = np.array(q0, dtype=float)
+        self.dq = np.zeros(7)
+        self.q_target = self.q.copy()
+        self.dq_target = np.zeros(7)
+        self.twist = np.zeros(6)
+        self.mode = ControlMode.IDLE
+        self.last_command = 0.0           # monotonic time of the last motion command
+        self.holding = True               # holding the current pose (idle, stopped or silent)
+        self.reflex = ""                  # why the arm is in reflex; "" when it is not
+        self.wrench = np.zeros(6)         # O_F_ext_hat_K; tests inject contact through it
+        self.gains: dict[str, list[float]] = {}
+
+    # ----------------------------------------------------------------- commands
+    def open_extra_sockets(self) -> list[zmq.Socket]:
+        return [self._bind(zmq.SUB, self.stream_port, CONFLATE=1, SUBSCRIBE=b"")]
+
+    def on_extra_message(self, sock: zmq.Socket, data: bytes) -> None:
+        try:
+            msg_type, fields = parse_command(decode(data), ArmMsg)
+        except ProtocolError:
+            self.received["invalid_stream"] += 1
+            return
+        self.received["stream_" + msg_type.name] += 1
+        if msg_type in ARM_STREAM_TYPES:
+            with self.lock:
+                self._motion(msg_type, fields)
+
+    def handle(self, msg_type: ArmMsg, fields: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            if msg_type == ArmMsg.GET_STATE:
+                return self.state()
+            ok = True
+            if msg_type in ARM_STREAM_TYPES:
+                ok = self._motion(msg_type, fields)
+            elif msg_type == ArmMsg.SET_CONTROL_MODE:
+                self._set_mode(fields["control_mode"])
+            elif msg_type == ArmMsg.SET_GAINS:
+                self.gains.update(fields)
+            elif msg_type == ArmMsg.STOP:
+                self._hold(ControlMode.IDLE)
+            elif msg_type == ArmMsg.RECOVER:
+                self.reflex = ""
+                self._hold(ControlMode.IDLE)
+            return {"msg_type": int(msg_type), "success": ok}
+
+    def _set_mode(self, mode: int) -> None:
+        try:
+            mode = ControlMode(mode)
+        except ValueError:
+            raise ProtocolError(f"unknown control_mode {mode}") from None
+        if mode == ControlMode.TORQUE:
+            raise ProtocolError("torque control (mode 3) is not simulated")
+        if self.reflex:
+            raise ProtocolError(f"arm is in reflex ({self.reflex}); send RECOVER first")
+        self._hold(mode)
+
+    def _hold(self, mode: ControlMode) -> None:
+        """Switch mode and hold the current pose until a new target arrives."""
+        self.mode = mode
+        self.holding = True
+        self.q_target = self.q.copy()
+        self.dq_target = np.zeros(7)
+        self.twist = np.zeros(6)
+
+    def _motion(self, msg_type: ArmMsg, fields: dict[str, Any]) -> bool:
+        """Apply a motion target; False when the current mode ignores it."""
+        if self.reflex or self.mode not in _MOTION_MODES[msg_type]:
+            self.received["ignored"] += 1
+            return False
+        if msg_type == ArmMsg.JOINT_POSITION:
+            q = np.array(fields["q"])
+            if np.any(q < kin.Q_MIN) or np.any(q > kin.Q_MAX):
+                return self._enter_reflex("joint position limit violation in the commanded target")
+            self.q_target = q
+        elif msg_type == ArmMsg.JOINT_VELOCITY:
+            dq = np.array(fields["dq"])
+            if np.any(np.abs(dq) > kin.DQ_MAX):
+                return self._enter_reflex("joint velocity limit violation in the commanded target")
+            self.dq_target = dq
+        elif msg_type == ArmMsg.CARTESIAN_POSE:
+            q = kin.ik(kin.matrix_from_column_major(fields["pose"]), self.q_target, restarts=0)
+            if q is None:
+                return self._enter_reflex("cartesian target out of reach")
+            self.q_target = q
+        else:
+            self.twist = np.array(fields["twist"])
+        self.holding = False
+        self.last_command = time.monotonic()
+        return True
+
+    def _enter_reflex(self, why: str) -> bool:
+        self.reflex = why
+        self.dq[:] = 0.0
+        self._hold(self.mode)
+        return False
+
+    # ------------------------------------------------------------------- physics
+    def step(self, dt: float) -> None:
+        if dt <= 0.0:
+            return
+        if not self.holding and time.monotonic() - self.last_command > ARM_HOLD_AFTER_S:
+            self._hold(self.mode)        # stream went silent: hold where we are
+        if self.reflex:
+            return
+        if self.mode == ControlMode.JOINT_VELOCITY and not self.holding:
+            target = self.dq_target
+        elif self.mode == ControlMode.CARTESIAN_VELOCITY and not self.holding:
+            J = kin.jacobian(self.q)
+            target = J.T @ np.linalg.solve(J @ J.T + 1e-4 * np.eye(6), self.twist)
+        else:
+            self.q, self.dq = track_position(self.q, self.dq, self.q_target, kin.DQ_MAX,
+                                             kin.DDQ_MAX, dt)
+            return
+        q, dq = track_velocity(self.q, self.dq, np.clip(target, -kin.DQ_MAX, kin.DQ_MAX),
+                               kin.DDQ_MAX, dt)
+        if np.any(q < kin.Q_MIN) or np.any(q > kin.Q_MAX):
+            self._enter_reflex("joint position limit reached while moving")
+            return
+        self.q, self.dq = q, dq
+
+    def state(self) -> dict[str, Any]:
+        moving = bool(np.max(np.abs(self.dq)) > 1e-4)
+        return {
+            "q": self.q.tolist(), "dq": self.dq.tolist(),
+            "q_d": self.q_target.tolist(), "dq_d": self.dq_target.tolist(),
+            "O_T_EE": kin.column_major(kin.fk(self.q)),
+            "O_T_EE_d": kin.column_major(kin.fk(self.q_target)),
+            "O_F_ext_hat_K": self.wrench.tolist(), "K_F_ext_hat_K": self.wrench.tolist(),
+            "control_mode": int(self.mode),
+            "robot_mode": int(RobotMode.REFLEX if self.reflex else
+                              RobotMode.MOVE if moving or not self.holding else RobotMode.IDLE),
+            "auto_hold_active": self.holding and self.mode != ControlMode.IDLE,
+            "reflex_reason": self.reflex,
+            "timestamp": time.time(),
+        }

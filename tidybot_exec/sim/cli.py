@@ -1,0 +1,83 @@
+"""``tidybot-sim``: run the simulated arm, gripper and base until SIGINT/SIGTERM."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+import zmq
+
+from tidybot_sdk import protocol as proto
+
+from . import SimConfig, Simulator
+
+
+def _floats(n: int):
+    def parse(text: str) -> list[float]:
+        values = [float(v) for v in text.replace(",", " ").split()]
+        if len(values) != n:
+            raise argparse.ArgumentTypeError(f"expected {n} numbers, got {len(values)}")
+        return values
+    return parse
+
+
+def _ints(n: int):
+    def parse(text: str) -> tuple[int, ...]:
+        return tuple(int(v) for v in _floats(n)(text))
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> SimConfig:
+    p = argparse.ArgumentParser(prog="tidybot-sim", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--arm-ports", type=_ints(3), metavar="CMD,STATE,STREAM",
+                   default=(proto.ARM_CMD_PORT, proto.ARM_STATE_PORT, proto.ARM_STREAM_PORT))
+    p.add_argument("--gripper-ports", type=_ints(2), metavar="CMD,STATE",
+                   default=(proto.GRIPPER_CMD_PORT, proto.GRIPPER_STATE_PORT))
+    p.add_argument("--base-ports", type=_ints(2), metavar="CMD,STATE",
+                   default=(proto.BASE_CMD_PORT, proto.BASE_STATE_PORT))
+    p.add_argument("--arm-state-rate", type=float, default=100.0, metavar="HZ",
+                   help="arm state publish rate, 1..1000 Hz (default 100)")
+    p.add_argument("--gripper-state-rate", type=float, default=10.0, metavar="HZ")
+    p.add_argument("--base-state-rate", type=float, default=50.0, metavar="HZ")
+    p.add_argument("--initial-q", type=_floats(7), metavar="Q1,...,Q7",
+                   help="initial arm joints in rad (default: home)")
+    p.add_argument("--initial-base-pose", type=_floats(3), metavar="X,Y,THETA",
+                   default=[0.0, 0.0, 0.0])
+    p.add_argument("--object-width-mm", type=float, default=None,
+                   help="width of a simulated object between the fingers (default: none)")
+    p.add_argument("--control-port", type=int, default=None,
+                   help="port of the fault-injection/inspection socket (default: off)")
+    a = p.parse_args(argv)
+    config = SimConfig(host=a.host, arm_ports=a.arm_ports, gripper_ports=a.gripper_ports,
+                       base_ports=a.base_ports, arm_state_rate_hz=a.arm_state_rate,
+                       gripper_state_rate_hz=a.gripper_state_rate,
+                       base_state_rate_hz=a.base_state_rate,
+                       initial_base_pose=tuple(a.initial_base_pose),
+                       object_width_mm=a.object_width_mm, control_port=a.control_port)
+    if a.initial_q is not None:
+        config.initial_q = a.initial_q
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        sim = Simulator(config)
+        sim.start()
+    except (ValueError, zmq.ZMQError) as exc:   # a bad seed, a port in use
+        print(f"tidybot-sim: {exc}", file=sys.stderr)
+        return 2
+    print("tidybot-sim: listening", *sim.endpoints(), sep="\n  ", flush=True)
+    done.wait()
+    sim.stop()
+    print("tidybot-sim: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

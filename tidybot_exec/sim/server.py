@@ -1,0 +1,175 @@
+"""The plumbing every simulated backend shares: a REP command socket, a PUB state socket,
+a fixed-rate physics loop, fault injection and a count of the commands received.
+
+A backend subclass supplies ``handle`` (one command -> reply), ``step`` (advance the
+physics by dt seconds) and ``state`` (the state message); this class owns the sockets and
+threads. Each socket is used by exactly one thread, as ZMQ requires.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import zmq
+
+from tidybot_sdk.protocol import ProtocolError, decode, encode, parse_command
+
+
+@dataclass
+class Faults:
+    """Fault injection for tests: set fields while the server runs."""
+
+    freeze_state: bool = False   # stop publishing state (the physics keeps running)
+    drop_replies: int = 0        # swallow this many replies (the client's request times out)
+    reply_delay_s: float = 0.0   # answer every request this much later
+
+
+class BackendServer:
+    """One simulated backend on its own sockets and threads."""
+
+    name = "backend"
+    msg_types: type[IntEnum]
+
+    def __init__(self, host: str, cmd_port: int, state_port: int, *, state_rate_hz: float,
+                 tick_hz: float) -> None:
+        self.host, self.cmd_port, self.state_port = host, cmd_port, state_port
+        self.state_rate_hz, self.tick_hz = state_rate_hz, tick_hz
+        self.faults = Faults()
+        self.received: Counter[str] = Counter()   # msg_type name -> count, for tests
+        self.lock = threading.RLock()              # guards the physics state
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._ctx = zmq.Context.instance()
+
+    # -------------------------------------------------------------- subclass interface
+    def handle(self, msg_type: IntEnum, fields: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def step(self, dt: float) -> None:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def error_reply(self, text: str) -> dict[str, Any]:
+        return {"error": text}
+
+    def open_extra_sockets(self) -> list[zmq.Socket]:
+        """Sockets the physics thread polls (the arm's command stream)."""
+        return []
+
+    def on_extra_message(self, sock: zmq.Socket, data: bytes) -> None:
+        """A message arrived on one of open_extra_sockets()."""
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def running(self) -> bool:
+        return bool(self._threads)
+
+    def start(self) -> None:
+        """Bind the sockets and start serving (again, after stop())."""
+        if self.running:
+            return
+        self._stop.clear()
+        bound: list[zmq.Socket] = []
+        try:
+            bound.append(rep := self._bind(zmq.REP, self.cmd_port))
+            bound.append(pub := self._bind(zmq.PUB, self.state_port))
+            bound.extend(extra := self.open_extra_sockets())
+        except zmq.ZMQError:
+            for sock in bound:
+                sock.close()
+            raise
+        self._threads = [
+            threading.Thread(target=self._serve, args=(rep,), name=f"{self.name}-rep", daemon=True),
+            threading.Thread(target=self._run, args=(pub, extra), name=f"{self.name}-loop",
+                             daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        """Close the sockets and stop the threads (a crashed or killed server, to clients)."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads = []
+
+    def _bind(self, kind: int, port: int, **options: Any) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        for opt, value in options.items():
+            sock.setsockopt(getattr(zmq, opt), value)
+        sock.bind(f"tcp://{self.host}:{port}")
+        return sock
+
+    # -------------------------------------------------------------------- threads
+    def _serve(self, rep: zmq.Socket) -> None:
+        try:
+            while not self._stop.is_set():
+                if not rep.poll(50):
+                    continue
+                reply = self.reply_to(rep.recv())
+                if self.faults.reply_delay_s:
+                    time.sleep(self.faults.reply_delay_s)
+                if self.faults.drop_replies > 0:
+                    # REP must answer before it can receive again; a dropped reply is a
+                    # restarted socket, as when a real server hangs and is restarted.
+                    self.faults.drop_replies -= 1
+                    rep.close()
+                    rep = self._bind(zmq.REP, self.cmd_port)
+                    continue
+                rep.send(encode(reply))
+        finally:
+            rep.close()
+
+    def reply_to(self, data: bytes) -> dict[str, Any]:
+        """Decode, check and handle one request; every failure becomes an error reply."""
+        try:
+            msg_type, fields = parse_command(decode(data), self.msg_types)
+        except ProtocolError as exc:
+            self.received["invalid"] += 1
+            return self.error_reply(str(exc))
+        self.received[msg_type.name] += 1
+        try:
+            return self.handle(msg_type, fields)   # takes self.lock itself, as briefly as it can
+        except ProtocolError as exc:
+            return self.error_reply(str(exc))
+        except Exception as exc:  # a bug must not take the server down: answer and go on
+            self.received["internal_error"] += 1
+            return self.error_reply(f"internal error: {type(exc).__name__}: {exc}")
+
+    def _run(self, pub: zmq.Socket, extra: list[zmq.Socket]) -> None:
+        period = 1.0 / self.tick_hz
+        publish_every = 1.0 / self.state_rate_hz
+        poller = zmq.Poller()
+        for sock in extra:
+            poller.register(sock, zmq.POLLIN)
+        last = next_tick = next_pub = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                for sock, _ in poller.poll(0) if extra else ():
+                    self.on_extra_message(sock, sock.recv())
+                with self.lock:
+                    self.step(min(now - last, 10 * period))
+                    due = now >= next_pub and not self.faults.freeze_state
+                    msg = self.state() if due else None
+                last = now
+                if msg is not None:
+                    pub.send(encode(msg))
+                if now >= next_pub:
+                    next_pub = max(next_pub + publish_every, now)
+                next_tick += period
+                delay = next_tick - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    next_tick = time.monotonic()   # overloaded: do not try to catch up
+        finally:
+            pub.close()
+            for sock in extra:
+                sock.close()

@@ -1,0 +1,160 @@
+"""ZMQ transport for the backend protocols: request/reply with timeouts, latest-state
+subscription with staleness, and the arm's command stream.
+
+Used by the SDK, the node's state bridge and the tests. A request that times out
+leaves a REQ socket unusable, so the socket is closed and recreated ("lazy pirate");
+the predecessor's client never did that and stayed broken after one slow reply.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Mapping
+
+import zmq
+
+from .protocol import ProtocolError, decode, encode
+
+
+class BackendUnavailableError(ConnectionError):
+    """A backend did not answer in time or its state is missing or stale."""
+
+
+def endpoint(host: str, port: int) -> str:
+    return f"tcp://{host}:{port}"
+
+
+class RequestClient:
+    """REQ socket to a backend's REP command port."""
+
+    def __init__(self, address: str, name: str, timeout_s: float = 2.0) -> None:
+        self.address, self.name, self.timeout_s = address, name, timeout_s
+        self._ctx = zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self._lock = threading.Lock()     # one request in flight per client
+
+    def _socket(self) -> zmq.Socket:
+        if self._sock is None:
+            self._sock = self._ctx.socket(zmq.REQ)
+            self._sock.setsockopt(zmq.LINGER, 0)
+            self._sock.connect(self.address)
+        return self._sock
+
+    def request(self, msg: Mapping[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+        """Send one command and return the decoded reply.
+
+        Raises BackendUnavailableError when no reply comes within the timeout, and
+        ProtocolError when the reply is not a protocol message.
+        """
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        with self._lock:
+            sock = self._socket()
+            sock.send(encode(msg))
+            if not sock.poll(int(timeout * 1000)):
+                self._reset()
+                raise BackendUnavailableError(
+                    f"{self.name} backend at {self.address} did not answer within {timeout:g}s")
+            return decode(sock.recv())
+
+    def _reset(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()
+
+
+class StateSubscriber:
+    """Keeps the latest state message of a backend's PUB socket, with its arrival time.
+
+    A background thread drains the socket so reads never block and never return an old
+    message as if it were new; ``latest(max_age_s)`` refuses stale state.
+    """
+
+    def __init__(self, address: str, name: str) -> None:
+        self.address, self.name = address, name
+        self._msg: dict[str, Any] | None = None
+        self._received_at = 0.0
+        self._count = 0
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{name}-state", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.setsockopt(zmq.RCVHWM, 10)
+        sock.connect(self.address)
+        try:
+            while not self._stop.is_set():
+                if not sock.poll(50):
+                    continue
+                try:
+                    msg = decode(sock.recv())
+                except ProtocolError:
+                    continue
+                with self._cond:
+                    self._msg, self._received_at = msg, time.monotonic()
+                    self._count += 1
+                    self._cond.notify_all()
+        finally:
+            sock.close()
+
+    @property
+    def count(self) -> int:
+        """How many state messages arrived so far (tests use it to see publishing stop)."""
+        return self._count
+
+    def age(self) -> float:
+        """Seconds since the last state message (inf before the first)."""
+        return time.monotonic() - self._received_at if self._msg is not None else float("inf")
+
+    def latest(self, max_age_s: float) -> dict[str, Any]:
+        """The newest state, or BackendUnavailableError when none arrived in ``max_age_s``."""
+        with self._cond:
+            msg, age = self._msg, self.age()
+        if msg is None:
+            raise BackendUnavailableError(
+                f"no state from the {self.name} backend at {self.address} yet")
+        if age > max_age_s:
+            raise BackendUnavailableError(
+                f"{self.name} state is stale: last message {age:.2f}s ago (limit {max_age_s:g}s)")
+        return msg
+
+    def wait_next(self, timeout_s: float) -> dict[str, Any]:
+        """Block until a state message newer than the current one arrives."""
+        with self._cond:
+            seen = self._count
+            if not self._cond.wait_for(lambda: self._count > seen, timeout_s):
+                raise BackendUnavailableError(
+                    f"no state from the {self.name} backend at {self.address} "
+                    f"within {timeout_s:g}s")
+            return self._msg  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+class StreamPublisher:
+    """PUB socket connected to the arm's SUB stream port (CONFLATE on the server: latest wins)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._sock = zmq.Context.instance().socket(zmq.PUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SNDHWM, 2)
+        self._sock.connect(address)
+        self._lock = threading.Lock()
+
+    def send(self, msg: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._sock.send(encode(msg), zmq.NOBLOCK)
+
+    def close(self) -> None:
+        with self._lock:
+            self._sock.close(linger=0)
