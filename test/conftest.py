@@ -109,3 +109,15 @@ def sim_factory():
 @pytest.fixture
 def sim(sim_factory):
     return sim_factory()
+
+
+@pytest.fixture
+def robot(sim_factory):
+    """(simulator, wire clients, SDK Robot) for one fresh simulator."""
+    from support import sdk_config_for
+    from tidybot_sdk import Robot
+
+    simulator, wire = sim_factory()
+    sdk = Robot(sdk_config_for(simulator.config))
+    yield simulator, wire, sdk
+    sdk.close()

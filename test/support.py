@@ -47,11 +47,29 @@ def isolate_ros() -> int:
     raise RuntimeError("no free ROS_DOMAIN_ID between 1 and 101 on this machine")
 
 
+_PORT_BLOCK = 100
+_next_port = 0
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port on loopback from this session's own block below the ephemeral range.
+
+    Ports handed out by bind(0) come from the ephemeral range, where any outgoing connection
+    may take them again before the server binds; a block per reserved ROS domain id, below
+    that range, avoids both that and other sessions.
+    """
+    global _next_port
+    base = 20000 + int(os.environ.get("ROS_DOMAIN_ID", "0")) * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        port = base + _next_port
+        _next_port = (_next_port + 1) % _PORT_BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}..{base + _PORT_BLOCK - 1}")
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, what: str,
@@ -156,3 +174,18 @@ class Wire:
     def close(self) -> None:
         for c in (*self.cmd.values(), *self.states.values(), self.stream):
             c.close()
+
+
+def sdk_config_for(config, **limits):
+    """The SDK configuration that points at a simulator started with ``config``."""
+    from tidybot_sdk.config import SdkConfig
+    from tidybot_sdk.limits import SafetyLimits
+
+    h = config.host
+    return SdkConfig(
+        arm={"cmd": f"tcp://{h}:{config.arm_ports[0]}", "state": f"tcp://{h}:{config.arm_ports[1]}",
+             "stream": f"tcp://{h}:{config.arm_ports[2]}"},
+        gripper={"cmd": f"tcp://{h}:{config.gripper_ports[0]}",
+                 "state": f"tcp://{h}:{config.gripper_ports[1]}"},
+        base={"cmd": f"tcp://{h}:{config.base_ports[0]}", "state": f"tcp://{h}:{config.base_ports[1]}"},
+        limits=SafetyLimits(**limits))

@@ -9,7 +9,7 @@ import zmq
 
 from support import Proc, Wire, free_port, python_cmd, sim_config, wait_until
 from tidybot_sdk.protocol import ArmMsg, BaseMsg, GripperMsg, ProtocolError, decode, encode
-from tidybot_sdk.transport import BackendUnavailableError, RequestClient, endpoint
+from tidybot_sdk.transport import BackendUnavailable, RequestClient, endpoint
 
 GARBAGE = [b"", b"\xc1\xc1", encode([1, 2, 3]), encode("hello"), encode({"msg_type": "10"}),
            encode({"msg_type": 77}), encode({"msg_type": 10, "q": "abc"}),
@@ -74,7 +74,7 @@ def test_freeze_state_stops_publishing_until_unfrozen(sim):
     frozen_at = wire.states["arm"].count
     time.sleep(0.5)
     assert wire.states["arm"].count == frozen_at
-    with pytest.raises(BackendUnavailableError, match="stale"):
+    with pytest.raises(BackendUnavailable, match="stale"):
         wire.states["arm"].latest(max_age_s=0.3)
     assert wire.req("arm", ArmMsg.GET_STATE)["q"]      # commands still answered
     simulator.control({"cmd": "freeze_state", "server": "arm", "value": False})
@@ -85,7 +85,7 @@ def test_dropped_reply_times_out_and_the_client_recovers(sim):
     simulator, wire = sim
     simulator.control({"cmd": "drop_replies", "server": "base", "value": 1})
     client = RequestClient(wire.cmd["base"].address, "base", timeout_s=0.5)
-    with pytest.raises(BackendUnavailableError, match="did not answer within 0.5s"):
+    with pytest.raises(BackendUnavailable, match="did not answer within 0.5s"):
         client.request({"msg_type": BaseMsg.GET_STATE})
     assert "base_pose" in client.request({"msg_type": BaseMsg.GET_STATE})
     client.close()
@@ -126,9 +126,9 @@ def test_sim_process_kill_and_restart_a_server_through_the_control_socket(procs,
     try:
         wire.state("arm")
         assert control.request({"cmd": "kill", "server": "arm"}) == {"ok": True}
-        with pytest.raises(BackendUnavailableError):
+        with pytest.raises(BackendUnavailable):
             wire.cmd["arm"].request({"msg_type": ArmMsg.GET_STATE}, timeout_s=0.5)
-        with pytest.raises(BackendUnavailableError):
+        with pytest.raises(BackendUnavailable):
             wire.states["arm"].wait_next(0.5)
         assert control.request({"cmd": "restart", "server": "arm"}) == {"ok": True}
         assert "q" in wire.cmd["arm"].request({"msg_type": ArmMsg.GET_STATE})

@@ -1,1 +1,63 @@
-"""The robot API that submitted code imports: arm, base, gripper, sensors."""
+"""tidybot_sdk: the robot API that submitted code imports.
+
+    from tidybot_sdk import arm, base, gripper, sensors
+
+The objects are ready at import and connect to the backends on first use, at the
+endpoints the executor passes in ``TIDYBOT_SDK_CONFIG`` (see config.py). Calls block until
+done or raise a subclass of TidybotError. ``describe()`` returns this API as markdown.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+
+from .arm_api import ArmAPI
+from .backend import Backend
+from .base_api import BaseAPI
+from .config import SdkConfig
+from .describe import describe
+from .errors import (ArmError, BackendUnavailable, BaseError, GripperError, SafetyError,
+                     SensorError, TidybotError)
+from .gripper_api import GripperAPI
+from .limits import SafetyLimits
+from .sensors_api import SensorAPI
+
+__all__ = ["arm", "base", "gripper", "sensors", "describe", "config", "robot", "Robot", "SdkConfig", "TidybotError",
+           "ArmError", "BaseError", "GripperError", "SensorError", "SafetyError",
+           "BackendUnavailable", "SafetyLimits"]
+
+# Staleness limits: a few periods of each backend's state stream.
+_MAX_AGE = {"arm": 0.2, "base": 0.5, "gripper": 0.5}
+
+
+class Robot:
+    """arm, base, gripper and sensors connected to one set of backends."""
+
+    def __init__(self, config: SdkConfig) -> None:
+        self.config = config
+        self._backends = {name: Backend(name, getattr(config, name), config.request_timeout_s,
+                                        age) for name, age in _MAX_AGE.items()}
+        b = self._backends
+        self.arm = ArmAPI(b["arm"], config.limits)
+        self.base = BaseAPI(b["base"], config.limits)
+        self.gripper = GripperAPI(b["gripper"], config.limits)
+        self.sensors = SensorAPI(b["arm"], b["base"], b["gripper"])
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            backend.close()
+
+
+robot = Robot(SdkConfig.from_env())
+config = robot.config
+arm, base, gripper, sensors = robot.arm, robot.base, robot.gripper, robot.sensors
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+# SIGTERM becomes SystemExit so a running motion stops the robot before the process ends
+# (the default action would kill the process mid-stream). Only when nobody else set one.
+if (threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)

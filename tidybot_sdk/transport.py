@@ -13,11 +13,8 @@ from typing import Any, Mapping
 
 import zmq
 
+from .errors import BackendUnavailable
 from .protocol import ProtocolError, decode, encode
-
-
-class BackendUnavailableError(ConnectionError):
-    """A backend did not answer in time or its state is missing or stale."""
 
 
 def endpoint(host: str, port: int) -> str:
@@ -43,18 +40,21 @@ class RequestClient:
     def request(self, msg: Mapping[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
         """Send one command and return the decoded reply.
 
-        Raises BackendUnavailableError when no reply comes within the timeout, and
+        Raises BackendUnavailable when no reply comes within the timeout, and
         ProtocolError when the reply is not a protocol message.
         """
         timeout = self.timeout_s if timeout_s is None else timeout_s
         with self._lock:
             sock = self._socket()
-            sock.send(encode(msg))
-            if not sock.poll(int(timeout * 1000)):
-                self._reset()
-                raise BackendUnavailableError(
-                    f"{self.name} backend at {self.address} did not answer within {timeout:g}s")
-            return decode(sock.recv())
+            try:
+                sock.send(encode(msg))
+                if not sock.poll(int(timeout * 1000)):
+                    raise BackendUnavailable(
+                        f"{self.name} backend at {self.address} did not answer within {timeout:g}s")
+                return decode(sock.recv())
+            except BaseException:
+                self._reset()    # a REQ socket left between send and recv is unusable
+                raise
 
     def _reset(self) -> None:
         if self._sock is not None:
@@ -114,14 +114,14 @@ class StateSubscriber:
         return time.monotonic() - self._received_at if self._msg is not None else float("inf")
 
     def latest(self, max_age_s: float) -> dict[str, Any]:
-        """The newest state, or BackendUnavailableError when none arrived in ``max_age_s``."""
+        """The newest state, or BackendUnavailable when none arrived in ``max_age_s``."""
         with self._cond:
             msg, age = self._msg, self.age()
         if msg is None:
-            raise BackendUnavailableError(
+            raise BackendUnavailable(
                 f"no state from the {self.name} backend at {self.address} yet")
         if age > max_age_s:
-            raise BackendUnavailableError(
+            raise BackendUnavailable(
                 f"{self.name} state is stale: last message {age:.2f}s ago (limit {max_age_s:g}s)")
         return msg
 
@@ -130,7 +130,7 @@ class StateSubscriber:
         with self._cond:
             seen = self._count
             if not self._cond.wait_for(lambda: self._count > seen, timeout_s):
-                raise BackendUnavailableError(
+                raise BackendUnavailable(
                     f"no state from the {self.name} backend at {self.address} "
                     f"within {timeout_s:g}s")
             return self._msg  # type: ignore[return-value]

@@ -1,0 +1,86 @@
+"""A connection to one backend: commands over REQ, state over SUB, both opened on first use."""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from .errors import BackendUnavailable, TidybotError
+from .protocol import ProtocolError
+from .transport import RequestClient, StateSubscriber, StreamPublisher
+
+
+class Backend:
+    """Lazily connected client of one backend; shared by the API objects that use it."""
+
+    def __init__(self, name: str, endpoints: dict[str, str], request_timeout_s: float,
+                 max_state_age_s: float) -> None:
+        self.name, self.endpoints = name, endpoints
+        self.request_timeout_s, self.max_state_age_s = request_timeout_s, max_state_age_s
+        self._lock = threading.Lock()
+        self._cmd: RequestClient | None = None
+        self._state: StateSubscriber | None = None
+        self._stream: StreamPublisher | None = None
+
+    def _client(self) -> RequestClient:
+        with self._lock:
+            if self._cmd is None:
+                self._cmd = RequestClient(self.endpoints["cmd"], self.name, self.request_timeout_s)
+            return self._cmd
+
+    def _subscriber(self) -> StateSubscriber:
+        with self._lock:
+            if self._state is None:
+                self._state = StateSubscriber(self.endpoints["state"], self.name)
+            return self._state
+
+    def stream(self) -> StreamPublisher:
+        with self._lock:
+            if self._stream is None:
+                self._stream = StreamPublisher(self.endpoints["stream"])
+            return self._stream
+
+    def request(self, msg_type: int, timeout_s: float | None = None, **fields: Any) -> dict[str, Any]:
+        """Send a command; BackendUnavailable on timeout, TidybotError on a garbled reply."""
+        try:
+            return self._client().request({"msg_type": int(msg_type), **fields}, timeout_s)
+        except ProtocolError as exc:
+            raise TidybotError(f"{self.name} backend sent an invalid reply: {exc}") from None
+
+    def state(self, max_age_s: float | None = None) -> dict[str, Any]:
+        """The newest state; waits up to one staleness window for the first message."""
+        sub = self._subscriber()
+        limit = self.max_state_age_s if max_age_s is None else max_age_s
+        if sub.count == 0:
+            try:
+                return sub.wait_next(max(limit, 1.0))
+            except BackendUnavailable:
+                raise BackendUnavailable(
+                    f"no state from the {self.name} backend at {self.endpoints['state']}: is it "
+                    f"running? (nothing is reported as zeros; check the backend and retry)") from None
+        return sub.latest(limit)
+
+    def next_state(self, timeout_s: float = 1.0) -> dict[str, Any]:
+        """Wait for a state message newer than the last one."""
+        return self._subscriber().wait_next(timeout_s)
+
+    def close(self) -> None:
+        with self._lock:
+            for part in (self._cmd, self._state, self._stream):
+                if part is not None:
+                    part.close()
+            self._cmd = self._state = self._stream = None
+
+
+@contextmanager
+def stop_on_interrupt(stop: Callable[[], object]) -> Iterator[None]:
+    """Run a motion; if anything interrupts it (KeyboardInterrupt from the executor's SIGINT,
+    SystemExit from SIGTERM, an exception), command ``stop`` before the error propagates."""
+    try:
+        yield
+    except BaseException:
+        try:
+            stop()
+        except Exception:  # the backend may be the reason we are here; the original error wins
+            pass
+        raise

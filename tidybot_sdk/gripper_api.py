@@ -1,0 +1,120 @@
+"""``gripper``: the Robotiq 2F-85 two-finger gripper.
+
+Positions are Robotiq bytes: 0 = fully open ... 255 = fully closed; ``speed`` and ``force``
+are bytes too (force 255 is about 235 N; the lab caps it, see SafetyLimits). Widths are in
+metres and use the gripper's real calibration. Every command blocks until the fingers stop.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import Backend, stop_on_interrupt
+from .errors import GripperError
+from .limits import SafetyLimits
+from .protocol import GripperMsg
+
+DEFAULT_FORCE = 100      # byte, about 92 N
+DEFAULT_TIMEOUT = 10.0   # s, for one command (a full stroke at the slowest speed takes ~4.3 s)
+
+
+class GripperAPI:
+    """The gripper, as submitted code sees it (``from tidybot_sdk import gripper``)."""
+
+    def __init__(self, backend: Backend, limits: SafetyLimits) -> None:
+        self._backend = backend
+        self._limits = limits
+
+    def get_state(self) -> dict[str, Any]:
+        """Gripper state: ``position`` (0..255), ``position_mm``, ``is_activated``,
+        ``is_moving``, ``object_detected``, ``is_calibrated``, ``current``, ``current_ma``,
+        ``fault_code``, ``fault_message``, ``open_mm``, ``close_mm``.
+
+        Raises BackendUnavailable when the gripper is down or its state is stale."""
+        s = self._backend.state()
+        keys = ("position", "position_mm", "is_activated", "is_moving", "object_detected",
+                "is_calibrated", "current", "current_ma", "fault_code", "fault_message",
+                "open_mm", "close_mm")
+        return {k: s[k] for k in keys if k in s}
+
+    def activate(self, reset_first: bool = True, timeout: float | None = None) -> None:
+        """Activate the gripper (needed once after power-up or reset before any motion)."""
+        self._command(GripperMsg.ACTIVATE, timeout, reset_first=bool(reset_first))
+
+    def open(self, speed: int = 255, force: int = DEFAULT_FORCE,
+             timeout: float | None = None) -> None:
+        """Open fully."""
+        self._command(GripperMsg.OPEN, timeout, **self._speed_force(speed, force))
+
+    def close(self, speed: int = 255, force: int = DEFAULT_FORCE,
+              timeout: float | None = None) -> None:
+        """Close fully (or until the fingers stop on an object)."""
+        self._command(GripperMsg.CLOSE, timeout, **self._speed_force(speed, force))
+
+    def grasp(self, speed: int = 255, force: int = DEFAULT_FORCE,
+              timeout: float | None = None) -> bool:
+        """Close on an object. Returns True when the fingers stopped on something, False when
+        they closed on nothing (no exception: an empty grasp is an answer, not an error)."""
+        reply = self._command(GripperMsg.CLOSE, timeout, **self._speed_force(speed, force))
+        return bool(reply.get("data", {}).get("object_detected", False))
+
+    def move(self, position: int | None = None, width: float | None = None, speed: int = 255,
+             force: int = DEFAULT_FORCE, timeout: float | None = None) -> None:
+        """Move the fingers to ``position`` (0 open .. 255 closed) or to an opening ``width``
+        in metres (needs calibration; converted with the gripper's own open/close mm).
+        Give exactly one of the two."""
+        if (position is None) == (width is None):
+            raise GripperError("give exactly one of position= (0..255) or width= (metres)")
+        if width is not None:
+            position = self._position_for_width(width)
+        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position <= 255:
+            raise GripperError(f"position must be an integer 0..255, got {position!r}")
+        self._command(GripperMsg.MOVE, timeout, position=position,
+                      **self._speed_force(speed, force))
+
+    def calibrate(self, open_mm: float = 85.0, close_mm: float = 0.0,
+                  timeout: float | None = None) -> None:
+        """Tell the gripper its measured opening at position 0 (``open_mm``) and 255
+        (``close_mm``), so widths and position_mm are right."""
+        if not open_mm > close_mm >= 0:
+            raise GripperError(f"need open_mm > close_mm >= 0, got {open_mm}, {close_mm}")
+        self._command(GripperMsg.CALIBRATE, timeout, open_mm=float(open_mm),
+                      close_mm=float(close_mm))
+
+    def stop(self) -> None:
+        """Stop the fingers where they are. (The gripper finishes a running command first.)"""
+        self._command(GripperMsg.STOP, None)
+
+    # ---------------------------------------------------------------- internals
+    def _speed_force(self, speed: int, force: int) -> dict[str, int]:
+        for name, value in (("speed", speed), ("force", force)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+                raise GripperError(f"{name} must be an integer 0..255, got {value!r}")
+        self._limits.check_gripper_force(force)
+        return {"speed": speed, "force": force}
+
+    def _position_for_width(self, width: float) -> int:
+        state = self._backend.state()
+        if not state.get("is_calibrated"):
+            raise GripperError("width= needs a calibrated gripper: call gripper.calibrate() "
+                               "first, or use position= (0..255)")
+        open_mm, close_mm = float(state["open_mm"]), float(state["close_mm"])
+        mm = width * 1000.0
+        if not close_mm <= mm <= open_mm:
+            raise GripperError(f"width {width:.4f} m is outside the gripper's range "
+                               f"{close_mm / 1000:.4f}..{open_mm / 1000:.4f} m")
+        return round(255.0 * (open_mm - mm) / (open_mm - close_mm))
+
+    def _command(self, msg_type: GripperMsg, timeout: float | None, **fields: Any) -> dict:
+        wait = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+        with stop_on_interrupt(self._stop_quietly):
+            reply = self._backend.request(msg_type, timeout_s=wait, **fields)
+        if not reply.get("success"):
+            raise GripperError(f"gripper {msg_type.name.lower()} failed: "
+                               f"{reply.get('message') or reply.get('error') or reply}")
+        # State is published at ~10 Hz: wait for a message sent after the command finished,
+        # so sensors read right after this call see its outcome.
+        self._backend.next_state(timeout_s=1.0)
+        return reply
+
+    def _stop_quietly(self) -> None:
+        self._backend.request(GripperMsg.STOP, timeout_s=1.0)
