@@ -1,7 +1,9 @@
 """Fixtures: an isolated ROS domain per session, a real rclpy client node, real processes."""
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -10,6 +12,8 @@ import pytest
 from support import Proc, isolate_ros, wait_until
 
 DOMAIN_ID = isolate_ros()  # before anything imports rclpy or starts a ROS process
+# Live output must not depend on the caller's environment: the node runs without it.
+os.environ.pop("PYTHONUNBUFFERED", None)
 
 
 def pytest_report_header() -> str:
@@ -121,3 +125,81 @@ def robot(sim_factory):
     sdk = Robot(sdk_config_for(simulator.config))
     yield simulator, wire, sdk
     sdk.close()
+
+
+class GoalRun:
+    """One goal sent through a real rclpy ActionClient: feedback, status and result."""
+
+    def __init__(self, ros: RosClient, client, goal) -> None:
+        self.ros, self.feedback, self.goal_handle = ros, [], None
+        self.sent_at = time.monotonic()
+        self.feedback_at: list[float] = []
+        self._send = client.send_goal_async(goal, feedback_callback=self._on_feedback)
+
+    def _on_feedback(self, msg) -> None:
+        self.feedback_at.append(time.monotonic())
+        self.feedback.append(msg.feedback)
+
+    def handle(self, timeout: float = 30.0):
+        if self.goal_handle is None:
+            self.goal_handle = self.ros.result(self._send, timeout, "goal acceptance")
+            assert self.goal_handle.accepted
+        return self.goal_handle
+
+    def cancel(self, timeout: float = 10.0):
+        return self.ros.result(self.handle().cancel_goal_async(), timeout, "cancel response")
+
+    def result(self, timeout: float = 60.0):
+        """(action status, ExecuteCode.Result)."""
+        response = self.ros.result(self.handle().get_result_async(), timeout, "the result")
+        return response.status, response.result
+
+    def stdout(self) -> str:
+        return "".join(f.text for f in self.feedback if f.stream == "stdout")
+
+
+class ExecClient:
+    """Talks to a tidybot_exec node in namespace ``prefix`` from the module's rclpy node."""
+
+    def __init__(self, ros: RosClient, prefix: str = "") -> None:
+        from rclpy.action import ActionClient
+        from tidybot_interfaces.action import ExecuteCode
+
+        self.ros, self.prefix = ros, prefix
+        self.client = ActionClient(ros.node, ExecuteCode, f"{prefix}/execute_code")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        assert self.client.wait_for_server(timeout_sec=timeout), "execute_code server not up"
+
+    def send(self, code: str, **fields) -> GoalRun:
+        from tidybot_interfaces.action import ExecuteCode
+
+        return GoalRun(self.ros, self.client, ExecuteCode.Goal(code=code, **fields))
+
+    def run(self, code: str, timeout: float = 60.0, **fields):
+        return self.send(code, **fields).result(timeout)
+
+    def call(self, srv_type, name: str, request, timeout: float = 10.0):
+        return self.ros.call(srv_type, f"{self.prefix}/{name}", request, timeout)
+
+    def close(self) -> None:
+        self.client.destroy()
+
+
+@pytest.fixture(scope="module")
+def stack(ros, tmp_path_factory, request):
+    """Simulator + node processes shared by a test module (its STACK_PARAMS are node
+    parameters), and a client for them."""
+    from support import Stack
+
+    log_dir = tmp_path_factory.mktemp("stack")
+    s = Stack(log_dir, log_dir / "history", params=getattr(request.module, "STACK_PARAMS", None))
+    client = ExecClient(ros)
+    try:
+        client.wait_ready()
+    except AssertionError:
+        s.stop()
+        raise AssertionError(s.describe())
+    yield s, client
+    client.close()
+    s.stop()

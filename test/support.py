@@ -189,3 +189,52 @@ def sdk_config_for(config, **limits):
                  "state": f"tcp://{h}:{config.gripper_ports[1]}"},
         base={"cmd": f"tcp://{h}:{config.base_ports[0]}", "state": f"tcp://{h}:{config.base_ports[1]}"},
         limits=SafetyLimits(**limits))
+
+
+class Stack:
+    """tidybot-sim and tidybot-exec as real processes, wired to each other on free ports."""
+
+    def __init__(self, log_dir: Path, history_dir: Path, name: str = "stack",
+                 params: dict | None = None, node_name: str = "tidybot_exec") -> None:
+        self.config = sim_config()
+        self.control_port = free_port()
+        c = self.config
+        self.log_dir, self.name, self.node_name = log_dir, name, node_name
+        ports = lambda ps: ",".join(map(str, ps))  # noqa: E731
+        self.sim = Proc(python_cmd("tidybot_exec.sim.cli", "--arm-ports", ports(c.arm_ports),
+                                   "--gripper-ports", ports(c.gripper_ports),
+                                   "--base-ports", ports(c.base_ports),
+                                   "--control-port", str(self.control_port)),
+                        log_dir, f"{name}-sim")
+        self.params = {
+            "arm_cmd_port": c.arm_ports[0], "arm_state_port": c.arm_ports[1],
+            "arm_stream_port": c.arm_ports[2], "gripper_cmd_port": c.gripper_ports[0],
+            "gripper_state_port": c.gripper_ports[1], "base_cmd_port": c.base_ports[0],
+            "base_state_port": c.base_ports[1], "history_dir": str(history_dir),
+            **(params or {})}
+        self.node: Proc | None = None
+        self.start_node()
+
+    def start_node(self) -> Proc:
+        args = ["tidybot-exec", "--ros-args", "-r", f"__node:={self.node_name}"]
+        for key, value in self.params.items():
+            args += ["-p", f"{key}:={value}"]
+        self.node = Proc(args, self.log_dir, f"{self.name}-node")
+        return self.node
+
+    def control(self, **request):
+        from tidybot_sdk.transport import RequestClient, endpoint
+
+        client = RequestClient(endpoint("127.0.0.1", self.control_port), "control")
+        try:
+            return client.request(request)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        for proc in (self.node, self.sim):
+            if proc is not None:
+                proc.stop()
+
+    def describe(self) -> str:
+        return "\n".join(p.describe() for p in (self.sim, self.node) if p is not None)

@@ -12,7 +12,7 @@ from support import Proc, wait_until
 
 
 def start_node(procs, tmp_path, *ros_args: str) -> Proc:
-    args = ["tidybot-exec"] + (["--ros-args", *ros_args] if ros_args else [])
+    args = ["tidybot-exec", "--ros-args", "-p", f"history_dir:={tmp_path / 'history'}", *ros_args]
     proc = Proc(args, tmp_path, "tidybot_exec")
     procs.append(proc)
     return proc

@@ -1,41 +1,119 @@
 """The tidybot_exec node: the thin ROS shell around the pure core.
 
-Everything with behaviour lives in rclpy-free modules; this module only declares
-parameters, wires the core to actions, services and topics, and runs the executor.
+Everything with behaviour lives in rclpy-free modules (executor, history, robot_stop,
+params, the SDK); this module declares parameters and wires the core to the execute_code
+action, the execution/* and estop services and the execution/status topic.
 """
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 import rclpy
+from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action.server import ServerGoalHandle
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_srvs.srv import Trigger
+from tidybot_interfaces.action import ExecuteCode
+from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus
+from tidybot_interfaces.srv import GetHistory, StopExecution
 
+from tidybot_exec.executor import Execution, Executor, ExecutorSettings, Request, Result
+from tidybot_exec.history import History, Record
 from tidybot_exec.params import PARAMS, validate
+from tidybot_exec.robot_stop import RobotStopper
+from tidybot_exec.status import Status
+from tidybot_sdk.config import SdkConfig
+from tidybot_sdk.limits import SafetyLimits
 
 NODE_NAME = "tidybot_exec"
+LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                     reliability=ReliabilityPolicy.RELIABLE)
 
 _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-          float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+          float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
+          list: ParameterType.PARAMETER_DOUBLE_ARRAY}
 
 
 class InvalidParameters(Exception):
     """The parameters given to the node make no sense; the node refuses to start."""
 
 
+def sdk_config(p: dict[str, Any]) -> SdkConfig:
+    """What the code process needs: backend endpoints and safety limits, from parameters."""
+    url = lambda host, port: f"tcp://{p[host]}:{p[port]}"  # noqa: E731
+    q = SafetyLimits()
+    limits = SafetyLimits(
+        joint_min=q.joint_min, joint_max=q.joint_max, joint_speed=p["joint_speed_cap"],
+        cartesian_speed=p["cartesian_speed_cap"],
+        cartesian_angular_speed=p["cartesian_angular_speed_cap"],
+        ee_box=tuple(zip(p["ee_box_min"], p["ee_box_max"])), base_speed=p["base_speed_cap"],
+        base_angular_speed=p["base_angular_speed_cap"],
+        base_box=tuple(zip(p["base_box_min"], p["base_box_max"])),
+        gripper_max_force=p["gripper_max_force"])
+    return SdkConfig(
+        arm={"cmd": url("arm_host", "arm_cmd_port"), "state": url("arm_host", "arm_state_port"),
+             "stream": url("arm_host", "arm_stream_port")},
+        gripper={"cmd": url("gripper_host", "gripper_cmd_port"),
+                 "state": url("gripper_host", "gripper_state_port")},
+        base={"cmd": url("base_host", "base_cmd_port"), "state": url("base_host", "base_state_port")},
+        limits=limits, request_timeout_s=p["request_timeout_s"])
+
+
+def executor_settings(p: dict[str, Any], config: SdkConfig) -> ExecutorSettings:
+    mib = 1024 ** 2
+    return ExecutorSettings(
+        default_timeout_s=p["default_timeout_s"], max_timeout_s=p["max_timeout_s"],
+        max_code_bytes=p["max_code_bytes"], max_output_bytes=p["max_output_bytes"],
+        feedback_rate_hz=p["feedback_rate_hz"], feedback_max_bytes=p["feedback_max_bytes"],
+        stop_grace_s=p["stop_grace_s"], address_space_bytes=p["child_address_space_mb"] * mib,
+        open_files=p["child_open_files"], file_size_bytes=p["child_file_size_mb"] * mib,
+        sdk_config_json=config.to_json())
+
+
+def stamp(seconds: float) -> Time:
+    return Time(sec=int(seconds), nanosec=int((seconds % 1.0) * 1e9))
+
+
 class TidybotExecNode(Node):
-    """Serves the execute_code action and its companions (filled in feature by feature)."""
+    """Serves execute_code and its companions."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        self.settings = self._declare_parameters()
+        self.settings = p = self._declare_parameters()
+        config = sdk_config(p)
+        self.stopper = RobotStopper(config, self.get_logger().warning, timeout_s=1.0)
+        self.executor_core = Executor(executor_settings(p, config), self.stopper)
+        self.history = History(p["history_dir"], p["history_max_records"])
+        self._goals: dict[bytes, Execution] = {}        # goal uuid -> its running execution
+        self._last: Result | None = None
+        self._status_lock = threading.Lock()
+
+        actions = ReentrantCallbackGroup()
+        services = ReentrantCallbackGroup()
+        self._status_pub = self.create_publisher(ExecutionStatus, "execution/status", LATCHED)
+        self._action = ActionServer(
+            self, ExecuteCode, "execute_code", execute_callback=self._execute,
+            goal_callback=lambda goal: GoalResponse.ACCEPT, cancel_callback=self._cancel,
+            callback_group=actions, result_timeout=int(p["max_timeout_s"]) + 600)
+        self.create_service(StopExecution, "execution/stop", self._stop_service,
+                            callback_group=services)
+        self.create_service(Trigger, "estop", self._estop, callback_group=services)
+        self.create_service(GetHistory, "execution/history", self._history_service,
+                            callback_group=services)
+        self.create_timer(1.0, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
+        self._publish_status()
         self.get_logger().info(
-            f"ready: arm {self.settings['arm_host']}:{self.settings['arm_cmd_port']}, "
-            f"gripper {self.settings['gripper_host']}:{self.settings['gripper_cmd_port']}, "
-            f"base {self.settings['base_host']}:{self.settings['base_cmd_port']}")
+            f"ready: arm {p['arm_host']}:{p['arm_cmd_port']}, gripper {p['gripper_host']}:"
+            f"{p['gripper_cmd_port']}, base {p['base_host']}:{p['base_cmd_port']}; history in "
+            f"{self.history.path}")
 
     def _declare_parameters(self) -> dict[str, Any]:
         """Declare every parameter of params.PARAMS (read-only) and validate the values."""
@@ -44,14 +122,142 @@ class TidybotExecNode(Node):
             descriptor = ParameterDescriptor(
                 description=spec.description, read_only=True, type=_TYPES[type(spec.default)])
             try:
-                values[spec.name] = self.declare_parameter(
-                    spec.name, spec.default, descriptor).value
+                value = self.declare_parameter(spec.name, spec.default, descriptor).value
             except InvalidParameterTypeException as exc:
                 raise InvalidParameters(str(exc)) from None
+            values[spec.name] = [float(v) for v in value] if isinstance(spec.default, list) else value
         problems = validate(values)
         if problems:
             raise InvalidParameters("; ".join(problems))
         return values
+
+    # ------------------------------------------------------------------ leases
+    def authorize(self, lease_id: str) -> tuple[str, str]:
+        """(holder, refusal reason): the one seam where the lease manager plugs in."""
+        if self.settings["require_lease"]:
+            return "", "leases are required but not available in this build"
+        return "", ""
+
+    # ------------------------------------------------------------------ action
+    def _cancel(self, goal_handle: ServerGoalHandle) -> CancelResponse:
+        execution = self._goals.get(bytes(goal_handle.goal_id.uuid))
+        if execution is not None:
+            execution.stop(Status.CANCELED, "canceled by the client")
+        return CancelResponse.ACCEPT
+
+    def _execute(self, goal_handle: ServerGoalHandle) -> ExecuteCode.Result:
+        """Runs one goal to its end; never raises (every path ends with a filled result)."""
+        try:
+            result = self._run_goal(goal_handle)
+        except Exception as exc:  # a bug here must still answer the client
+            self.get_logger().error(f"execute_code failed internally: {exc!r}")
+            result = Result(execution_id="", status=Status.ERROR, error=f"internal error: {exc}")
+        if result.status == Status.SUCCEEDED:
+            goal_handle.succeed()
+        elif result.status == Status.CANCELED and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        else:
+            goal_handle.abort()
+        return ExecuteCode.Result(
+            execution_id=result.execution_id, status=int(result.status),
+            exit_code=int(result.exit_code), stdout=result.stdout, stderr=result.stderr,
+            truncated=result.truncated, error=result.error, duration_s=result.duration_s)
+
+    def _run_goal(self, goal_handle: ServerGoalHandle) -> Result:
+        goal = goal_handle.request
+        holder, refusal = self.authorize(goal.lease_id)
+        request = Request(code=goal.code, timeout_s=goal.timeout_s, label=goal.label, holder=holder)
+        if refusal:
+            return Executor.rejected(request, refusal)
+        if goal.dry_run:
+            return Executor.rejected(request, "dry_run is not available yet")
+        seq = iter(range(2 ** 32))
+        started = self.executor_core.submit(
+            request, lambda execution_id, stream, text, elapsed: goal_handle.publish_feedback(
+                ExecuteCode.Feedback(execution_id=execution_id, stream=stream, text=text,
+                                     seq=next(seq), elapsed_s=elapsed)))
+        if isinstance(started, Result):
+            return started
+        key = bytes(goal_handle.goal_id.uuid)
+        self._goals[key] = started
+        if goal_handle.is_cancel_requested:     # canceled while it was being started
+            started.stop(Status.CANCELED, "canceled by the client")
+        self._publish_status()
+        try:
+            result = self.executor_core.finish(started)
+        finally:
+            self._goals.pop(key, None)
+        self._last = result
+        self.history.append(Record.from_result(result))
+        self._publish_status()
+        self.get_logger().info(
+            f"execution {result.execution_id} ({result.label or 'no label'}): "
+            f"{result.status.name} in {result.duration_s:.2f}s" +
+            (f": {result.error}" if result.error else ""))
+        return result
+
+    # ------------------------------------------------------------------ status
+    def _publish_status(self) -> None:
+        current = self.executor_core.current
+        msg = ExecutionStatus(stamp=self.get_clock().now().to_msg())
+        if current is not None:
+            msg.state = (ExecutionStatus.STATE_STOPPING if current.stopping
+                         else ExecutionStatus.STATE_RUNNING)
+            msg.execution_id, msg.holder = current.id, current.request.holder
+            msg.label, msg.elapsed_s = current.request.label, current.elapsed
+        else:
+            msg.state = ExecutionStatus.STATE_IDLE
+        if self._last is not None:
+            msg.last_execution_id, msg.last_status = self._last.execution_id, int(self._last.status)
+            if current is None:
+                msg.execution_id, msg.holder, msg.label = (
+                    self._last.execution_id, self._last.holder, self._last.label)
+        with self._status_lock:
+            self._status_pub.publish(msg)
+
+    # ---------------------------------------------------------------- services
+    def _stop_service(self, request: StopExecution.Request,
+                      response: StopExecution.Response) -> StopExecution.Response:
+        _, refusal = self.authorize(request.lease_id)
+        if refusal:
+            response.message = refusal
+            return response
+        stopped = self.executor_core.stop_current(Status.CANCELED, "stopped via execution/stop")
+        response.success = stopped is not None
+        response.execution_id = stopped or ""
+        response.message = f"stopping {stopped}" if stopped else "nothing is running"
+        self._publish_status()
+        return response
+
+    def _estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        stopped = self.executor_core.stop_current(Status.CANCELED, "emergency stop")
+        problems = self.stopper()
+        response.success = not problems
+        response.message = "; ".join(
+            ([f"stopping execution {stopped}"] if stopped else [])
+            + (problems or ["arm, base and gripper commanded to stop and hold"]))
+        self.get_logger().warning(f"estop: {response.message}")
+        return response
+
+    def _history_service(self, request: GetHistory.Request,
+                         response: GetHistory.Response) -> GetHistory.Response:
+        response.records = [ExecutionRecord(
+            execution_id=r.execution_id, holder=r.holder, label=r.label, status=r.status,
+            exit_code=r.exit_code, error=r.error, started=stamp(r.started),
+            finished=stamp(r.finished), duration_s=r.duration_s, code_sha256=r.code_sha256,
+            stdout_tail=r.stdout_tail, stderr_tail=r.stderr_tail, truncated=r.truncated,
+            code=r.code) for r in self.history.newest(request.max_count)]
+        return response
+
+    # ---------------------------------------------------------------- shutdown
+    def shutdown(self) -> None:
+        """Stop running code through the stop path and wait for it (node shutdown)."""
+        current = self.executor_core.current
+        if current is not None:
+            current.stop(Status.CANCELED, "node shutting down")
+            current.proc.wait()
+            self.stopper()
+        self.stopper.close()
 
 
 def main(args: list[str] | None = None) -> int:
@@ -60,7 +266,7 @@ def main(args: list[str] | None = None) -> int:
     node = None
     try:
         node = TidybotExecNode()
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = MultiThreadedExecutor(num_threads=6)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -70,6 +276,7 @@ def main(args: list[str] | None = None) -> int:
         return 2
     finally:
         if node is not None:
+            node.shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-Value = bool | int | float | str
+Value = bool | int | float | str | list[float]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,11 @@ class ParamSpec:
 
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is unacceptable, or None when it is fine."""
+        if isinstance(self.default, list):
+            if (not isinstance(value, (list, tuple)) or len(value) != len(self.default)
+                    or not all(isinstance(v, float) for v in value)):
+                return f"{self.name} must be a list of {len(self.default)} floats, got {value!r}"
+            return None
         if type(value) is not type(self.default):
             return f"{self.name} must be {type(self.default).__name__}, got {value!r}"
         if isinstance(value, str):
@@ -50,6 +55,45 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("base_host", "127.0.0.1", "host of the mobile base backend"),
     _port("base_cmd_port", 5590, "base REP command socket"),
     _port("base_state_port", 5591, "base PUB state socket"),
+    ParamSpec("request_timeout_s", 2.0, "seconds to wait for a backend's reply", 0.05, 60.0),
+    # executions
+    ParamSpec("default_timeout_s", 60.0, "wall-clock limit of a goal whose timeout_s is <= 0, s",
+              0.1, 86400.0),
+    ParamSpec("max_timeout_s", 3600.0, "upper bound of any goal's timeout_s, s", 0.1, 86400.0),
+    ParamSpec("max_code_bytes", 262144, "largest accepted code, bytes", 1, 16 * 1024 ** 2),
+    ParamSpec("max_output_bytes", 1048576,
+              "output kept per stream in the result (head + tail beyond it), bytes", 1024,
+              256 * 1024 ** 2),
+    ParamSpec("feedback_rate_hz", 20.0, "most feedback messages per second per goal", 0.5, 200.0),
+    ParamSpec("feedback_max_bytes", 65536, "most text in one feedback message, bytes", 1024,
+              16 * 1024 ** 2),
+    ParamSpec("stop_grace_s", 1.0,
+              "after SIGINT, seconds the code has to stop before its process tree is killed",
+              0.0, 30.0),
+    ParamSpec("child_address_space_mb", 4096, "address-space limit of the code process, MiB "
+              "(0: none)", 0, 1024 ** 2),
+    ParamSpec("child_open_files", 1024, "open-file limit of the code process", 16, 1048576),
+    ParamSpec("child_file_size_mb", 256, "largest file the code may write, MiB (0: none)", 0,
+              1024 ** 2),
+    ParamSpec("history_dir", "~/.ros/tidybot_exec", "directory of the execution history file"),
+    ParamSpec("history_max_records", 1000, "finished executions kept in the history", 1, 1000000),
+    ParamSpec("require_lease", False, "goals and execution/stop need the current lease token"),
+    # safety limits passed to the SDK in the code process (see docs/sdk.md)
+    ParamSpec("joint_speed_cap", 1.0, "fastest joint speed of SDK arm moves, rad/s", 0.01, 2.6),
+    ParamSpec("cartesian_speed_cap", 0.25, "fastest end-effector speed of SDK moves, m/s", 0.001,
+              1.7),
+    ParamSpec("cartesian_angular_speed_cap", 1.0,
+              "fastest end-effector rotation of SDK moves, rad/s", 0.01, 2.5),
+    ParamSpec("ee_box_min", [-0.2, -0.7, 0.02],
+              "end-effector workspace box, lower corner x y z in the arm base frame, m"),
+    ParamSpec("ee_box_max", [0.9, 0.7, 1.2],
+              "end-effector workspace box, upper corner x y z in the arm base frame, m"),
+    ParamSpec("base_speed_cap", 0.5, "fastest base translation, m/s", 0.01, 0.5),
+    ParamSpec("base_angular_speed_cap", 1.57, "fastest base rotation, rad/s", 0.01, 1.57),
+    ParamSpec("base_box_min", [-5.0, -5.0], "base workspace, lower corner x y in odometry, m"),
+    ParamSpec("base_box_max", [5.0, 5.0], "base workspace, upper corner x y in odometry, m"),
+    ParamSpec("gripper_max_force", 150, "largest gripper force byte SDK code may use (0..255)",
+              0, 255),
 )
 
 BY_NAME: Mapping[str, ParamSpec] = {p.name: p for p in PARAMS}
@@ -60,6 +104,12 @@ def validate(values: Mapping[str, Any]) -> list[str]:
     problems = [err for name, value in values.items()
                 if name in BY_NAME and (err := BY_NAME[name].check(value))]
     ports = [(n, v) for n, v in values.items() if n.endswith("_port")]
+    for low, high in (("ee_box_min", "ee_box_max"), ("base_box_min", "base_box_max")):
+        if low in values and high in values and not all(
+                a < b for a, b in zip(values[low], values[high])):
+            problems.append(f"{low} must be below {high} on every axis")
+    if values.get("default_timeout_s", 0) > values.get("max_timeout_s", float("inf")):
+        problems.append("default_timeout_s must not exceed max_timeout_s")
     seen: dict[tuple[str, int], str] = {}
     for name, port in ports:
         host = values.get(name.split("_")[0] + "_host", "")

@@ -8,9 +8,6 @@ done or raise a subclass of TidybotError. ``describe()`` returns this API as mar
 """
 from __future__ import annotations
 
-import signal
-import threading
-
 from .arm_api import ArmAPI
 from .backend import Backend
 from .base_api import BaseAPI
@@ -51,13 +48,3 @@ class Robot:
 robot = Robot(SdkConfig.from_env())
 config = robot.config
 arm, base, gripper, sensors = robot.arm, robot.base, robot.gripper, robot.sensors
-
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-# SIGTERM becomes SystemExit so a running motion stops the robot before the process ends
-# (the default action would kill the process mid-stream). Only when nobody else set one.
-if (threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)

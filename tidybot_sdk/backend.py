@@ -1,6 +1,7 @@
 """A connection to one backend: commands over REQ, state over SUB, both opened on first use."""
 from __future__ import annotations
 
+import signal
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -72,10 +73,24 @@ class Backend:
             self._cmd = self._state = self._stream = None
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _catch_sigterm() -> None:
+    """Make SIGTERM raise SystemExit, so a motion stops the robot before the process ends
+    (the default action would end it mid-stream). Only in the main thread, and only where
+    nobody else handles SIGTERM (a ROS node, say, keeps its own handler)."""
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
 @contextmanager
 def stop_on_interrupt(stop: Callable[[], object]) -> Iterator[None]:
     """Run a motion; if anything interrupts it (KeyboardInterrupt from the executor's SIGINT,
     SystemExit from SIGTERM, an exception), command ``stop`` before the error propagates."""
+    _catch_sigterm()
     try:
         yield
     except BaseException:

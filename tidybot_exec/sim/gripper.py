@@ -77,12 +77,12 @@ class SimGripper(BackendServer):
                 self.calibrated = True
             return self._reply(True, f"calibrated {self.open_mm:g}..{self.close_mm:g} mm")
         with self.lock:
+            if msg_type == GripperMsg.STOP:      # nothing moves unless activated: always fine
+                self.target, self.moving = self.position, False
+                return self._reply(True, "stopped", self._data())
             if not self.activated:
                 self.fault_code = 7
                 return self._reply(False, FAULTS[7])
-            if msg_type == GripperMsg.STOP:
-                self.target, self.moving = self.position, False
-                return self._reply(True, "stopped", self._data())
             position = {GripperMsg.OPEN: 0, GripperMsg.CLOSE: 255}.get(msg_type)
             if position is None:
                 position = check_byte("position", fields["position"])

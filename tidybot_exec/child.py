@@ -1,0 +1,196 @@
+"""The child side of an execution: a supervisor process and the process running the code.
+
+Runs with ``python -I -u child.py supervise WORKDIR`` (stdlib only until the code runs):
+
+* **supervisor** — becomes a *child subreaper*, so every process the code starts, even one
+  that double-forks or calls ``setsid()``, is re-parented to it rather than to init. It
+  starts the code process, waits for it, then kills whatever the code left behind. On
+  SIGUSR1 (the executor's "kill now", also its parent-death signal) it SIGKILLs the whole
+  tree, round after round until nothing is left, and exits with the code's status.
+* **run** — applies the resource limits, dies with the supervisor, makes the SDK importable
+  and runs the code as ``__main__`` compiled under the name ``<submitted>``, so tracebacks
+  show the user's own line numbers. On an exception it writes ``report.json`` (one-line
+  error with the user's line) for the executor.
+
+SIGINT reaches both through the process group: the supervisor ignores it; the code gets
+KeyboardInterrupt, which stops any SDK motion cleanly.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import traceback
+import types
+
+FILENAME = "<submitted>"
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option: int, value: int) -> None:
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+
+
+def _die_with_parent(sig: int, parent: int) -> None:
+    """Get ``sig`` when the parent dies (and check it did not die before we asked)."""
+    _prctl(PR_SET_PDEATHSIG, sig)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+
+
+# ------------------------------------------------------------------------- supervisor
+def _children() -> list[int]:
+    """PIDs whose parent is this process (including zombies not yet reaped)."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == me:
+            found.append(int(entry))
+    return found
+
+
+def _reap() -> dict[int, int]:
+    statuses = {}
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return statuses
+        if pid == 0:
+            return statuses
+        statuses[pid] = status
+
+
+def kill_tree() -> dict[int, int]:
+    """SIGKILL every descendant. Orphans of killed processes come to us (subreaper), so
+    repeat until a scan finds none. Returns the wait statuses of the reaped children."""
+    statuses: dict[int, int] = {}
+    for _ in range(1000):
+        children = _children()
+        if not children:
+            break
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        statuses.update(_reap())
+    return statuses
+
+
+def _exit_like(status: int) -> None:
+    """Exit with the same status as the code process (signal or exit code)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig != signal.SIGKILL:          # SIGKILL cannot be handled, nor reset
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+
+
+def supervise(workdir: str) -> None:
+    with open(os.path.join(workdir, "spec.json")) as f:
+        spec = json.load(f)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)          # the code gets it; we do not
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    code_proc: list[int] = []
+
+    def kill_now(signum: int, frame: object) -> None:
+        statuses = kill_tree()
+        status = statuses.get(code_proc[0], signal.SIGKILL) if code_proc else signal.SIGKILL
+        _exit_like(status)
+
+    signal.signal(signal.SIGUSR1, kill_now)
+    signal.signal(signal.SIGTERM, kill_now)
+    _die_with_parent(signal.SIGUSR1, spec["parent_pid"])
+    proc = subprocess.Popen([sys.executable, "-I", "-u", __file__, "run", workdir],
+                            restore_signals=True)
+    code_proc.append(proc.pid)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)     # reaps adopted orphans too
+        except ChildProcessError:
+            status = 0
+            break
+        if pid == proc.pid:
+            break
+    kill_tree()                                  # whatever the code left running
+    _exit_like(status)
+
+
+# ------------------------------------------------------------------------ code process
+def _limit(name: str, value: int) -> None:
+    if value > 0:
+        resource.setrlimit(getattr(resource, name), (value, value))
+
+
+def _user_traceback(exc: BaseException) -> types.TracebackType | None:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return tb
+
+
+def _user_line(tb: types.TracebackType | None) -> int | None:
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == FILENAME:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def run(workdir: str) -> None:
+    with open(os.path.join(workdir, "spec.json")) as f:
+        spec = json.load(f)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _die_with_parent(signal.SIGKILL, os.getppid())
+    _limit("RLIMIT_AS", spec["limits"]["address_space_bytes"])
+    _limit("RLIMIT_NOFILE", spec["limits"]["open_files"])
+    _limit("RLIMIT_FSIZE", spec["limits"]["file_size_bytes"])
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    sys.path.insert(0, spec["sdk_path"])
+    with open(os.path.join(workdir, "code.py"), encoding="utf-8") as f:
+        source = f.read()
+    import linecache
+    linecache.cache[FILENAME] = (len(source), None, source.splitlines(True), FILENAME)
+    main = types.ModuleType("__main__")
+    main.__file__ = FILENAME
+    sys.modules["__main__"] = main
+    sys.argv = [FILENAME]
+    try:
+        import tidybot_sdk  # noqa: F401  (the SDK objects are ready before the code starts)
+        exec(compile(source, FILENAME, "exec", dont_inherit=True), main.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        tb = _user_traceback(exc)
+        traceback.print_exception(type(exc), exc, tb)
+        line = _user_line(tb)
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        with open(os.path.join(workdir, "report.json"), "w") as f:
+            json.dump({"error": error + (f" (line {line})" if line else ""), "line": line}, f)
+        sys.stderr.flush()
+        if isinstance(exc, KeyboardInterrupt):
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    {"supervise": supervise, "run": run}[sys.argv[1]](sys.argv[2])

@@ -1,0 +1,310 @@
+"""Runs submitted code in a supervised child process, one execution at a time (no rclpy).
+
+Every way an execution ends abnormally — cancel, timeout, stop, estop, lease loss,
+shutdown, an exception or a crash — goes through one stop path: SIGINT to the process group
+(the SDK stops its motion), a short grace, then the supervisor kills the whole tree; then
+the robot is commanded to stop and hold; only then is the result returned.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import child
+from .output import FeedbackQueue, HeadTail, LineSplitter
+from .status import Status
+from .validation import validate
+
+Feedback = Callable[[str, str, str, float], None]   # (execution_id, stream, text, elapsed_s)
+SDK_PATH = str(Path(child.__file__).resolve().parent.parent)
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    default_timeout_s: float = 60.0
+    max_timeout_s: float = 3600.0
+    max_code_bytes: int = 256 * 1024
+    max_output_bytes: int = 1024 * 1024
+    feedback_rate_hz: float = 20.0
+    feedback_max_bytes: int = 64 * 1024
+    stop_grace_s: float = 1.0
+    address_space_bytes: int = 4 * 1024 ** 3
+    open_files: int = 1024
+    file_size_bytes: int = 256 * 1024 ** 2
+    sdk_config_json: str = "{}"
+    tail_bytes: int = 4096      # of each stream, kept in history
+
+
+@dataclass
+class Request:
+    code: str
+    timeout_s: float = 0.0
+    label: str = ""
+    holder: str = ""
+
+
+@dataclass
+class Result:
+    execution_id: str
+    status: Status
+    exit_code: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    truncated: bool = False
+    error: str = ""
+    duration_s: float = 0.0
+    started: float = 0.0          # wall clock (time.time())
+    finished: float = 0.0
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    label: str = ""
+    holder: str = ""
+    code: str = ""
+
+
+@dataclass
+class _StopRequest:
+    status: Status
+    reason: str
+
+
+def new_execution_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class Execution:
+    """One running child. Created by Executor.submit; ends in ``wait()``."""
+
+    def __init__(self, executor: "Executor", request: Request, feedback: Feedback,
+                 warnings: list[str]) -> None:
+        self.executor = executor
+        self.settings = s = executor.settings
+        self.request = request
+        self.id = new_execution_id()
+        timeout = request.timeout_s if request.timeout_s > 0 else s.default_timeout_s
+        self.timeout_s = min(timeout, s.max_timeout_s)
+        self._feedback = feedback
+        self._queue = FeedbackQueue(s.feedback_max_bytes)
+        self._capture = {"stdout": HeadTail(s.max_output_bytes), "stderr": HeadTail(s.max_output_bytes)}
+        self._stop: _StopRequest | None = None
+        self._stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"tidybot-{self.id}-"))
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+        for warning in warnings:
+            self._queue.put("stderr", f"[tidybot] warning: {warning}\n")
+        self.proc = self._spawn()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop is not None
+
+    def _spawn(self) -> subprocess.Popen:
+        s = self.settings
+        (self.workdir / "code.py").write_text(self.request.code, encoding="utf-8")
+        (self.workdir / "spec.json").write_text(json.dumps({
+            "parent_pid": os.getpid(), "sdk_path": SDK_PATH,
+            "limits": {"address_space_bytes": s.address_space_bytes, "open_files": s.open_files,
+                       "file_size_bytes": s.file_size_bytes}}))
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.workdir),
+               "TMPDIR": str(self.workdir), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+               "TIDYBOT_SDK_CONFIG": s.sdk_config_json, "TIDYBOT_EXECUTION_ID": self.id,
+               # the child needs no ROS libraries: skip the ROS wheels' re-exec
+               "_ROS_WHEELS_BOOTSTRAP_COMPLETE": "1"}
+        return subprocess.Popen(
+            [sys.executable, "-I", "-u", child.__file__, "supervise", str(self.workdir)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=self.workdir, env=env, start_new_session=True, close_fds=True)
+
+    # ------------------------------------------------------------------ stopping
+    def stop(self, status: Status, reason: str) -> bool:
+        """Ask the execution to stop (returns at once). The first reason given wins."""
+        with self._lock:
+            if self._stop is not None or self.proc.poll() is not None:
+                return False
+            self._stop = _StopRequest(status, reason)
+        self._stop_event.set()
+        return True
+
+    def _kill(self) -> None:
+        """The stop path: SIGINT to the group, grace, tree kill by the supervisor, SIGKILL."""
+        pgid = self.proc.pid
+        _signal_group(pgid, signal.SIGINT)
+        if _wait(self.proc, self.settings.stop_grace_s):
+            return
+        try:
+            self.proc.send_signal(signal.SIGUSR1)       # supervisor: kill the whole tree
+        except ProcessLookupError:
+            pass
+        if not _wait(self.proc, 5.0):
+            _signal_group(pgid, signal.SIGKILL)
+            self.proc.wait()
+
+    # ---------------------------------------------------------------------- run
+    def wait(self) -> Result:
+        """Supervise the child until it ends; returns the full result (child gone, robot
+        stopped when it ended abnormally)."""
+        readers = [threading.Thread(target=self._read, args=(name, pipe), daemon=True)
+                   for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr))]
+        for t in readers:
+            t.start()
+        period = 1.0 / self.settings.feedback_rate_hz
+        deadline = self.started + self.timeout_s
+        while self.proc.poll() is None:
+            self._flush_feedback()
+            if self._stop_event.wait(min(period, max(0.0, deadline - time.monotonic()))):
+                self._kill()
+                break
+            if time.monotonic() >= deadline:
+                self.stop(Status.TIMEOUT, f"timed out after {self.timeout_s:g}s")
+        self.proc.wait()
+        for t in readers:
+            t.join(timeout=5)
+        self._flush_feedback()
+        result = self._result()
+        if result.status != Status.SUCCEEDED:
+            self.executor.stop_robot()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        result.finished = time.time()
+        return result
+
+    def _read(self, stream: str, pipe) -> None:
+        splitter, capture = LineSplitter(), self._capture[stream]
+        fd = pipe.fileno()
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            capture.add(data)
+            lines = splitter.feed(data)
+            if lines:
+                self._queue.put(stream, lines)
+        rest = splitter.flush()
+        if rest:
+            self._queue.put(stream, rest)
+        pipe.close()
+
+    def _flush_feedback(self) -> None:
+        for stream, text in self._queue.drain():
+            self._feedback(self.id, stream, text, self.elapsed)
+
+    def _result(self) -> Result:
+        code = self.proc.returncode
+        report = _read_report(self.workdir / "report.json")
+        if self._stop is not None:
+            status, error = self._stop.status, self._stop.reason
+        elif code == 0:
+            status, error = Status.SUCCEEDED, ""
+        else:
+            status = Status.FAILED
+            error = report or (f"killed by signal {-code} ({signal.Signals(-code).name})"
+                               if code < 0 else f"exited with code {code}")
+        out, err = self._capture["stdout"], self._capture["stderr"]
+        return Result(
+            execution_id=self.id, status=status, exit_code=code, stdout=out.text(),
+            stderr=err.text(), truncated=out.truncated or err.truncated, error=error,
+            duration_s=self.elapsed, started=self.started_wall,
+            stdout_tail=out.last(self.settings.tail_bytes),
+            stderr_tail=err.last(self.settings.tail_bytes), label=self.request.label,
+            holder=self.request.holder, code=self.request.code)
+
+
+class Executor:
+    """Admits one execution at a time and owns the robot-stop hook."""
+
+    def __init__(self, settings: ExecutorSettings, stop_robot: Callable[[], None]) -> None:
+        self.settings = settings
+        self._stop_robot = stop_robot
+        self._lock = threading.Lock()
+        self.current: Execution | None = None
+
+    def submit(self, request: Request, feedback: Feedback) -> Execution | Result:
+        """Start ``request`` or return a REJECTED/ERROR result saying why not. Checking for a
+        running execution and starting the new one happen under one lock (no race)."""
+        verdict = validate(request.code, self.settings.max_code_bytes)
+        if verdict.error:
+            return self.rejected(request, verdict.error)
+        with self._lock:
+            if self.current is not None:
+                return self.rejected(request, f"busy: execution {self.current.id} is running; "
+                                              f"wait for it or stop it first")
+            try:
+                self.current = Execution(self, request, feedback, verdict.warnings)
+            except OSError as exc:
+                return Result(execution_id=new_execution_id(), status=Status.ERROR,
+                              error=f"could not start the child process: {exc}",
+                              started=time.time(), finished=time.time(), label=request.label,
+                              holder=request.holder, code=request.code)
+            return self.current
+
+    def finish(self, execution: Execution) -> Result:
+        """Wait for ``execution`` and free the slot for the next one."""
+        try:
+            return execution.wait()
+        finally:
+            with self._lock:
+                if self.current is execution:
+                    self.current = None
+
+    def run(self, request: Request, feedback: Feedback) -> Result:
+        """submit + finish, for callers that do not need the Execution in between."""
+        started = self.submit(request, feedback)
+        return started if isinstance(started, Result) else self.finish(started)
+
+    def stop_current(self, status: Status, reason: str) -> str | None:
+        """Stop whatever runs; returns its execution id (None when idle)."""
+        current = self.current
+        if current is not None and current.stop(status, reason):
+            return current.id
+        return None
+
+    def stop_robot(self) -> None:
+        try:
+            self._stop_robot()
+        except Exception:  # the stop hook reports its own failures; never lose a result
+            pass
+
+    @staticmethod
+    def rejected(request: Request, reason: str) -> Result:
+        now = time.time()
+        return Result(execution_id=new_execution_id(), status=Status.REJECTED, error=reason,
+                      started=now, finished=now, label=request.label, holder=request.holder,
+                      code=request.code)
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> bool:
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _read_report(path: Path) -> str:
+    try:
+        return str(json.loads(path.read_text())["error"])
+    except (OSError, ValueError, KeyError):
+        return ""
