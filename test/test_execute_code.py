@@ -18,7 +18,7 @@ from tidybot_interfaces.srv import GetHistory, StopExecution
 from support import Wire, wait_until
 
 R = ExecuteCode.Result
-STACK_PARAMS = {"max_output_bytes": 65536, "stop_grace_s": 1.0, "child_address_space_mb": 1024}
+STACK_PARAMS = {"require_lease": False, "max_output_bytes": 65536, "stop_grace_s": 1.0, "child_address_space_mb": 1024}
 
 
 def test_success_with_output(stack):

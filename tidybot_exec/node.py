@@ -20,13 +20,16 @@ from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
 from std_srvs.srv import Trigger
 from tidybot_interfaces.action import ExecuteCode
-from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus
-from tidybot_interfaces.srv import GetHistory, StopExecution
+from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
+from tidybot_interfaces.srv import (AcquireLease, GetHistory, ReleaseLease, RenewLease,
+                                    StopExecution)
 
 from tidybot_exec.executor import Execution, Executor, ExecutorSettings, Request, Result
 from tidybot_exec.history import History, Record
+from tidybot_exec.leases import Grant, LeaseManager
 from tidybot_exec.params import PARAMS, validate
 from tidybot_exec.robot_stop import RobotStopper
 from tidybot_exec.status import Status
@@ -36,6 +39,9 @@ from tidybot_sdk.limits import SafetyLimits
 NODE_NAME = "tidybot_exec"
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      reliability=ReliabilityPolicy.RELIABLE)
+# The default service QoS keeps only 10 requests: a burst of clients (20 agents asking for
+# the lease at once) would lose requests silently.
+SERVICES = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
 _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
           float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
@@ -93,23 +99,39 @@ class TidybotExecNode(Node):
         self.executor_core = Executor(executor_settings(p, config), self.stopper)
         self.history = History(p["history_dir"], p["history_max_records"])
         self._goals: dict[bytes, Execution] = {}        # goal uuid -> its running execution
+        self._tokens: dict[str, str] = {}               # execution id -> its lease token
         self._last: Result | None = None
         self._status_lock = threading.Lock()
+        self.leases = LeaseManager(
+            default_ttl_s=p["lease_default_ttl_s"], max_lease_s=p["max_lease_s"],
+            max_wait_s=p["lease_max_wait_s"], on_end=self._lease_ended,
+            on_change=lambda: self._publish_lease_status())
 
         actions = ReentrantCallbackGroup()
         services = ReentrantCallbackGroup()
         self._status_pub = self.create_publisher(ExecutionStatus, "execution/status", LATCHED)
+        self._lease_pub = self.create_publisher(LeaseStatus, "lease/status", LATCHED)
         self._action = ActionServer(
             self, ExecuteCode, "execute_code", execute_callback=self._execute,
             goal_callback=lambda goal: GoalResponse.ACCEPT, cancel_callback=self._cancel,
             callback_group=actions, result_timeout=int(p["max_timeout_s"]) + 600)
         self.create_service(StopExecution, "execution/stop", self._stop_service,
+                            qos_profile=SERVICES,
                             callback_group=services)
-        self.create_service(Trigger, "estop", self._estop, callback_group=services)
+        self.create_service(Trigger, "estop", self._estop, qos_profile=SERVICES,
+                            callback_group=services)
         self.create_service(GetHistory, "execution/history", self._history_service,
+                            qos_profile=SERVICES,
                             callback_group=services)
-        self.create_timer(1.0, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_service(AcquireLease, "lease/acquire", self._acquire, qos_profile=SERVICES,
+                            callback_group=services)
+        self.create_service(RenewLease, "lease/renew", self._renew, qos_profile=SERVICES,
+                            callback_group=services)
+        self.create_service(ReleaseLease, "lease/release", self._release, qos_profile=SERVICES,
+                            callback_group=services)
+        self.create_timer(1.0, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_status()
+        self._publish_lease_status()
         self.get_logger().info(
             f"ready: arm {p['arm_host']}:{p['arm_cmd_port']}, gripper {p['gripper_host']}:"
             f"{p['gripper_cmd_port']}, base {p['base_host']}:{p['base_cmd_port']}; history in "
@@ -133,10 +155,54 @@ class TidybotExecNode(Node):
 
     # ------------------------------------------------------------------ leases
     def authorize(self, lease_id: str) -> tuple[str, str]:
-        """(holder, refusal reason): the one seam where the lease manager plugs in."""
-        if self.settings["require_lease"]:
-            return "", "leases are required but not available in this build"
-        return "", ""
+        """(holder, refusal reason) for a request carrying ``lease_id``."""
+        holder = self.leases.holder_of(lease_id) if lease_id else None
+        if holder is not None or not self.settings["require_lease"]:
+            return holder or "", ""
+        if not lease_id:
+            return "", "no lease: call lease/acquire and pass its lease_id"
+        return "", "invalid lease: expired, released or not the current one; acquire again"
+
+    def _lease_ended(self, token: str, reason: str) -> None:
+        """A lease lapsed, was released or revoked: stop code running under it."""
+        if token in self._tokens.values():
+            self.executor_core.stop_current(Status.CANCELED, reason)
+        self.get_logger().info(f"lease ended: {reason}")
+
+    async def _acquire(self, request: AcquireLease.Request,
+                       response: AcquireLease.Response) -> AcquireLease.Response:
+        # Waiting in line holds no executor thread: the callback awaits a future that the
+        # lease manager completes from its own thread.
+        future = Future(executor=self.executor)
+        future.add_done_callback(lambda _: None)   # makes completion wake the executor
+        self.leases.acquire(request.holder, request.ttl_s, request.wait_s, future.set_result)
+        grant: Grant = await future
+        response.success, response.lease_id = grant.success, grant.lease_id
+        response.message, response.ttl_s = grant.message, grant.ttl_s
+        if grant.success:
+            self.get_logger().info(f"lease granted to {request.holder!r} ({grant.ttl_s:g}s ttl)")
+        return response
+
+    def _renew(self, request: RenewLease.Request, response: RenewLease.Response) -> RenewLease.Response:
+        response.success, response.message, response.remaining_s = self.leases.renew(request.lease_id)
+        return response
+
+    def _release(self, request: ReleaseLease.Request,
+                 response: ReleaseLease.Response) -> ReleaseLease.Response:
+        response.success, response.message = self.leases.release(request.lease_id)
+        return response
+
+    def _publish_lease_status(self) -> None:
+        s = self.leases.status()
+        with self._status_lock:
+            self._lease_pub.publish(LeaseStatus(
+                stamp=self.get_clock().now().to_msg(), held=s.held, holder=s.holder,
+                seconds_to_lapse=s.seconds_to_lapse, waiting_holders=s.waiting_holders))
+
+    def _tick(self) -> None:
+        self._publish_status()
+        if self.leases.status().held:
+            self._publish_lease_status()
 
     # ------------------------------------------------------------------ action
     def _cancel(self, goal_handle: ServerGoalHandle) -> CancelResponse:
@@ -180,6 +246,10 @@ class TidybotExecNode(Node):
             return started
         key = bytes(goal_handle.goal_id.uuid)
         self._goals[key] = started
+        if goal.lease_id and self.leases.begin_execution(goal.lease_id):
+            self._tokens[started.id] = goal.lease_id
+        elif self.settings["require_lease"]:     # the lease ended between check and start
+            started.stop(Status.CANCELED, "the lease ended before the code started")
         if goal_handle.is_cancel_requested:     # canceled while it was being started
             started.stop(Status.CANCELED, "canceled by the client")
         self._publish_status()
@@ -187,6 +257,8 @@ class TidybotExecNode(Node):
             result = self.executor_core.finish(started)
         finally:
             self._goals.pop(key, None)
+            if self._tokens.pop(started.id, None):
+                self.leases.end_execution(goal.lease_id)
         self._last = result
         self.history.append(Record.from_result(result))
         self._publish_status()
@@ -257,6 +329,7 @@ class TidybotExecNode(Node):
             current.stop(Status.CANCELED, "node shutting down")
             current.proc.wait()
             self.stopper()
+        self.leases.close()
         self.stopper.close()
 
 

@@ -1,0 +1,236 @@
+"""The robot lease: exactly one operator drives the robot at a time (no rclpy).
+
+* ``acquire`` grants at once when free, fails at once when held and ``wait_s`` is 0, and
+  otherwise queues the caller FIFO for up to ``wait_s`` (capped by ``max_wait_s``). It
+  answers through a callback, so a waiting caller holds no thread.
+* The lease lapses ``ttl_s`` after the last renew or activity — never while an execution
+  runs under it — and in any case ``max_lease_s`` after it was granted.
+* A lapse, release or revoke calls ``on_end(token, reason)`` so the node can stop code
+  running under that lease; then the next waiter is granted.
+* Tokens are 256-bit random, compared in constant time, and never part of any status.
+"""
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The answer to one acquire."""
+
+    success: bool
+    lease_id: str = ""
+    message: str = ""
+    ttl_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class LeaseStatus:
+    held: bool
+    holder: str
+    seconds_to_lapse: float
+    waiting_holders: list[str]
+
+
+@dataclass
+class _Lease:
+    token: str
+    holder: str
+    ttl_s: float
+    granted_at: float
+    last_activity: float
+    running: int = 0          # executions under this lease that keep it alive
+
+
+@dataclass
+class _Waiter:
+    holder: str
+    ttl_s: float
+    deadline: float
+    answer: Callable[[Grant], None]
+
+
+class LeaseManager:
+    def __init__(self, *, default_ttl_s: float, max_lease_s: float, max_wait_s: float,
+                 on_end: Callable[[str, str], None] = lambda token, reason: None,
+                 on_change: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.default_ttl_s, self.max_lease_s, self.max_wait_s = default_ttl_s, max_lease_s, max_wait_s
+        self._on_end, self._on_change, self._clock = on_end, on_change, clock
+        self._cond = threading.Condition()
+        self._lease: _Lease | None = None
+        self._waiters: deque[_Waiter] = deque()
+        self._closed = False
+        self._thread = threading.Thread(target=self._watch, name="lease-clock", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- requests
+    def acquire(self, holder: str, ttl_s: float, wait_s: float,
+                answer: Callable[[Grant], None]) -> None:
+        """Answer (now or later, exactly once) with a Grant for ``holder``."""
+        holder = holder.strip() or "anonymous"
+        ttl = min(ttl_s if ttl_s > 0 else self.default_ttl_s, self.max_lease_s)
+        with self._cond:
+            if self._lease is None and not self._waiters:
+                grant = self._grant(holder, ttl)
+            elif wait_s <= 0:
+                grant = Grant(False, message=f"the lease is held by {self._holder()!r}; pass "
+                                             f"wait_s > 0 to wait in line")
+            else:
+                wait = min(wait_s, self.max_wait_s)
+                self._waiters.append(_Waiter(holder, ttl, self._clock() + wait, answer))
+                self._cond.notify_all()
+                grant = None
+        self._on_change()
+        if grant is not None:
+            answer(grant)
+
+    def renew(self, token: str) -> tuple[bool, str, float]:
+        """(success, message, remaining_s): resets the ttl countdown."""
+        with self._cond:
+            lease = self._match(token)
+            if lease is None:
+                return False, "not the current lease (expired, released or wrong token)", 0.0
+            lease.last_activity = self._clock()
+            self._cond.notify_all()
+            remaining = self._remaining(lease)
+        self._on_change()
+        return True, "renewed", remaining
+
+    def release(self, token: str) -> tuple[bool, str]:
+        with self._cond:
+            lease = self._match(token)
+            if lease is None:
+                return False, "not the current lease (expired, released or wrong token)"
+        self._end(lease, "lease released")
+        return True, "released"
+
+    def revoke(self, reason: str) -> bool:
+        """End the current lease whoever holds it (operator override); False when free."""
+        with self._cond:
+            lease = self._lease
+        if lease is None:
+            return False
+        self._end(lease, reason)
+        return True
+
+    def holder_of(self, token: str) -> str | None:
+        """The holder when ``token`` is the current lease, else None. Counts as activity."""
+        with self._cond:
+            lease = self._match(token)
+            if lease is None:
+                return None
+            lease.last_activity = self._clock()
+            return lease.holder
+
+    def begin_execution(self, token: str) -> bool:
+        """An execution starts under ``token``: the lease cannot lapse by ttl meanwhile."""
+        with self._cond:
+            lease = self._match(token)
+            if lease is not None:
+                lease.running += 1
+            return lease is not None
+
+    def end_execution(self, token: str) -> None:
+        with self._cond:
+            lease = self._match(token)
+            if lease is not None:
+                lease.running = max(0, lease.running - 1)
+                lease.last_activity = self._clock()
+                self._cond.notify_all()
+
+    def status(self) -> LeaseStatus:
+        with self._cond:
+            lease = self._lease
+            return LeaseStatus(held=lease is not None, holder=lease.holder if lease else "",
+                               seconds_to_lapse=self._remaining(lease) if lease else 0.0,
+                               waiting_holders=[w.holder for w in self._waiters])
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            waiters, self._waiters = list(self._waiters), deque()
+            self._cond.notify_all()
+        for w in waiters:
+            w.answer(Grant(False, message="the node is shutting down"))
+        self._thread.join(timeout=2)
+
+    # --------------------------------------------------------------- internals
+    def _match(self, token: str) -> _Lease | None:
+        lease = self._lease
+        if lease is None or not token:
+            return None
+        return lease if hmac.compare_digest(lease.token.encode(), token.encode()) else None
+
+    def _holder(self) -> str:
+        return self._lease.holder if self._lease else (self._waiters[0].holder if self._waiters else "")
+
+    def _grant(self, holder: str, ttl: float) -> Grant:
+        now = self._clock()
+        self._lease = _Lease(secrets.token_urlsafe(32), holder, ttl, now, now)
+        self._cond.notify_all()
+        return Grant(True, self._lease.token, f"granted to {holder!r} for {ttl:g}s (renew to "
+                                               f"keep it)", ttl)
+
+    def _remaining(self, lease: _Lease) -> float:
+        now = self._clock()
+        hard = lease.granted_at + self.max_lease_s - now
+        soft = hard if lease.running else lease.last_activity + lease.ttl_s - now
+        return max(0.0, min(hard, soft))
+
+    def _end(self, lease: _Lease, reason: str) -> None:
+        with self._cond:
+            if self._lease is not lease:
+                return
+            self._lease = None
+            self._cond.notify_all()
+        self._on_end(lease.token, reason)
+        self._grant_next()
+
+    def _grant_next(self) -> None:
+        answers = []
+        with self._cond:
+            now = self._clock()
+            while self._lease is None and self._waiters:
+                waiter = self._waiters.popleft()
+                if waiter.deadline > now:
+                    answers.append((waiter, self._grant(waiter.holder, waiter.ttl_s)))
+        for waiter, grant in answers:
+            waiter.answer(grant)
+        self._on_change()
+
+    def _watch(self) -> None:
+        """Lapse leases and time out waiters at their deadlines."""
+        while True:
+            expired_lease, timed_out = None, []
+            with self._cond:
+                if self._closed:
+                    return
+                now = self._clock()
+                lease = self._lease
+                if lease is not None and self._remaining(lease) <= 0.0:
+                    expired_lease = lease
+                while self._waiters and any(w.deadline <= now for w in self._waiters):
+                    waiter = next(w for w in self._waiters if w.deadline <= now)
+                    self._waiters.remove(waiter)
+                    timed_out.append(waiter)
+                deadlines = [w.deadline - now for w in self._waiters]
+                if lease is not None and expired_lease is None:
+                    deadlines.append(self._remaining(lease))
+                if expired_lease is None and not timed_out:
+                    self._cond.wait(min(deadlines + [1.0]))
+                    continue
+            for waiter in timed_out:
+                waiter.answer(Grant(False, message=f"gave up waiting: the lease is still held "
+                                                   f"by {self.status().holder!r}"))
+            if expired_lease is not None:
+                why = ("lease reached max_lease_s" if self._clock() - expired_lease.granted_at
+                       >= self.max_lease_s else "lease lapsed: no renew or activity within ttl")
+                self._end(expired_lease, why)
+            self._on_change()
