@@ -9,35 +9,17 @@ full core); the received rate is what a subscriber actually got.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 
+from common import cpu_seconds, free_ports, start_sim
 from tidybot_sdk.transport import StateSubscriber, endpoint
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(rate: float, seconds: float) -> None:
-    ports = [free_port() for _ in range(7)]
+    ports = free_ports(7)
     start = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tidybot_exec.sim.cli", "--arm-ports", f"{ports[0]},{ports[1]},{ports[2]}",
-         "--gripper-ports", f"{ports[3]},{ports[4]}", "--base-ports", f"{ports[5]},{ports[6]}",
-         "--arm-state-rate", str(rate)], stdout=subprocess.PIPE, text=True)
-    proc.stdout.readline()
+    proc = start_sim(ports, "--arm-state-rate", str(rate))
     listening = time.monotonic() - start
     sub = StateSubscriber(endpoint("127.0.0.1", ports[1]), "arm")
     sub.wait_next(10)

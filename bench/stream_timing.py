@@ -10,27 +10,21 @@ the drift (last tick's due time vs. the wall clock).
 from __future__ import annotations
 
 import argparse
-import socket
 import time
 
 import numpy as np
 
+from common import free_ports
 from tidybot_exec.sim import SimConfig, Simulator
 from tidybot_sdk import Robot
 from tidybot_sdk.config import SdkConfig
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=float, default=10.0)
     a = p.parse_args()
-    ports = [free_port() for _ in range(7)]
+    ports = free_ports(7)
     config = SimConfig(arm_ports=tuple(ports[:3]), gripper_ports=tuple(ports[3:5]),
                        base_ports=tuple(ports[5:]))
     url = lambda port: f"tcp://127.0.0.1:{port}"  # noqa: E731

@@ -31,7 +31,9 @@ from tidybot_exec.executor import Execution, Executor, ExecutorSettings, Request
 from tidybot_exec.history import History, Record
 from tidybot_exec.leases import Grant, LeaseManager
 from tidybot_exec.params import PARAMS, validate
+from tidybot_exec.backend_monitor import Level
 from tidybot_exec.robot_stop import RobotStopper
+from tidybot_exec.state_topics import StateTopics, status
 from tidybot_exec.status import Status
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.limits import SafetyLimits
@@ -129,6 +131,7 @@ class TidybotExecNode(Node):
                             callback_group=services)
         self.create_service(ReleaseLease, "lease/release", self._release, qos_profile=SERVICES,
                             callback_group=services)
+        self.state_topics = StateTopics(self, config, p, self._diagnostics)
         self.create_timer(1.0, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_status()
         self._publish_lease_status()
@@ -203,6 +206,19 @@ class TidybotExecNode(Node):
         self._publish_status()
         if self.leases.status().held:
             self._publish_lease_status()
+        self.state_topics.publish_diagnostics()
+
+    def _diagnostics(self) -> list:
+        """Executor and lease entries of /diagnostics."""
+        current, last = self.executor_core.current, self._last
+        executor = (status("executor", Level.OK, f"running {current.id}", label=current.request.label,
+                           elapsed_s=f"{current.elapsed:.1f}")
+                    if current else status("executor", Level.OK, "idle",
+                                           last_result=last.status.name if last else "none"))
+        lease = self.leases.status()
+        return [executor, status("lease", Level.OK, f"held by {lease.holder}" if lease.held else "free",
+                                 seconds_to_lapse=f"{lease.seconds_to_lapse:.1f}",
+                                 waiting=len(lease.waiting_holders))]
 
     # ------------------------------------------------------------------ action
     def _cancel(self, goal_handle: ServerGoalHandle) -> CancelResponse:
@@ -330,6 +346,7 @@ class TidybotExecNode(Node):
             current.proc.wait()
             self.stopper()
         self.leases.close()
+        self.state_topics.close()
         self.stopper.close()
 
 

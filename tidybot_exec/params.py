@@ -101,6 +101,25 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("base_box_max", [5.0, 5.0], "base workspace, upper corner x y in odometry, m"),
     ParamSpec("gripper_max_force", 150, "largest gripper force byte SDK code may use (0..255)",
               0, 255),
+    # state topics and diagnostics
+    ParamSpec("joint_state_rate_hz", 100.0, "most joint_states messages per second", 1.0, 1000.0),
+    ParamSpec("state_rate_hz", 20.0,
+              "most arm/ee_pose, arm/wrench, base/odom and gripper/state messages per second",
+              1.0, 1000.0),
+    ParamSpec("state_stale_after_s", 0.5,
+              "a backend whose state is older than this is stale: its topics stop, s", 0.05, 10.0),
+    ParamSpec("expected_arm_state_hz", 100.0, "arm state rate below half of which is a warning",
+              0.1, 1000.0),
+    ParamSpec("expected_gripper_state_hz", 10.0, "gripper state rate, as above", 0.1, 1000.0),
+    ParamSpec("expected_base_state_hz", 50.0, "base state rate, as above", 0.1, 1000.0),
+    ParamSpec("arm_joint_prefix", "panda_joint", "arm joint names are this prefix plus 1..7"),
+    ParamSpec("gripper_joint_name", "finger_joint", "joint_states name of the gripper joint "
+              "(0 rad open .. 0.8 rad closed)"),
+    ParamSpec("arm_base_frame", "panda_link0", "frame of arm/ee_pose and arm/wrench"),
+    ParamSpec("odom_frame", "odom", "frame of base/odom"),
+    ParamSpec("base_frame", "base_link", "child frame of base/odom (and of /tf when tf2_msgs is "
+              "installed)"),
+    ParamSpec("publish_tf", True, "publish odom -> base_link on /tf (needs tf2_msgs)"),
 )
 
 BY_NAME: Mapping[str, ParamSpec] = {p.name: p for p in PARAMS}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import zmq
 
@@ -73,8 +73,10 @@ class StateSubscriber:
     message as if it were new; ``latest(max_age_s)`` refuses stale state.
     """
 
-    def __init__(self, address: str, name: str) -> None:
+    def __init__(self, address: str, name: str,
+                 on_message: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.address, self.name = address, name
+        self._on_message = on_message     # called in the subscriber's thread for each message
         self._msg: dict[str, Any] | None = None
         self._received_at = 0.0
         self._count = 0
@@ -101,6 +103,8 @@ class StateSubscriber:
                     self._msg, self._received_at = msg, time.monotonic()
                     self._count += 1
                     self._cond.notify_all()
+                if self._on_message is not None:
+                    self._on_message(msg)
         finally:
             sock.close()
 
