@@ -27,6 +27,7 @@ setup(
         "console_scripts": [
             f"tidybot-exec = {PACKAGE}.node:main",
             f"tidybot-sim = {PACKAGE}.sim.cli:main",
+            f"tidybot-run = {PACKAGE}.run_cli:main",
         ],
     },
 )

@@ -97,13 +97,27 @@ class StateTopics:
         self._gripper_throttle = Throttle(p["state_rate_hz"])
         self._gripper: dict[str, Any] | None = None
         self._subs = {
-            "arm": StateSubscriber(config.arm["state"], "arm", self._on_arm),
-            "gripper": StateSubscriber(config.gripper["state"], "gripper", self._on_gripper),
-            "base": StateSubscriber(config.base["state"], "base", self._on_base)}
+            "arm": StateSubscriber(config.arm["state"], "arm", self._guarded(self._on_arm)),
+            "gripper": StateSubscriber(config.gripper["state"], "gripper",
+                                       self._guarded(self._on_gripper)),
+            "base": StateSubscriber(config.base["state"], "base", self._guarded(self._on_base))}
 
     def close(self) -> None:
         for sub in self._subs.values():
             sub.close()
+
+    def _guarded(self, handler: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+        """Keep the subscriber thread alive whatever one message does. Once the context is
+        shut down (SIGINT reaches rclpy before the node is destroyed) publishing fails by
+        design and is ignored; anything else is logged."""
+        def guarded(msg: dict[str, Any]) -> None:
+            try:
+                handler(msg)
+            except Exception as exc:
+                if self.node.context.ok():
+                    self.node.get_logger().error(f"state message not republished: {exc!r}",
+                                                 throttle_duration_sec=5.0)
+        return guarded
 
     # -------------------------------------------------------------- arrivals
     def _on_arm(self, s: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The main job on the simulator: start the node, show that it serves, shut it down cleanly.
+"""The main job on the simulator: start the simulator and the node (as the launch file
+would), run an example skill through execute_code with live output, and shut down.
 
-Run through ``./tidybot demo`` (which sets up the environment first).
+Run through ``./tidybot demo [example.py]`` (which sets up the environment first).
 """
 from __future__ import annotations
 
@@ -9,43 +10,74 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import rclpy
-from rcl_interfaces.srv import ListParameters
+from rclpy.executors import SingleThreadedExecutor
+
+from tidybot_exec.client import TidybotClient, TidybotClientError
+from tidybot_exec.launch_plan import command_line, plan
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_for_node(node, name: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (name, "/") in node.get_node_names_and_namespaces():
-            return True
-        rclpy.spin_once(node, timeout_sec=0.1)
-    return False
+def say(text: str) -> None:
+    print(f"\033[1mdemo:\033[0m {text}" if sys.stdout.isatty() else f"demo: {text}", flush=True)
 
 
 def main() -> int:
+    example = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "examples" / "pick_and_place.py")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    server = subprocess.Popen(["tidybot-exec"])
+    bin_dir = Path(sys.executable).parent
+    processes = []
+    for p in plan({"use_sim": "true"}, ROOT, rsp_available=False):
+        if p.name == "tidybot_sim":     # something 40 mm wide between the fingers to pick up
+            p = replace(p, arguments=("--object-width-mm", "40"))
+        say(f"starting {p.name}")
+        processes.append((p.name, subprocess.Popen(command_line(p, bin_dir))))
     rclpy.init()
     node = rclpy.create_node("tidybot_demo")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    client = TidybotClient(node)
+    code = 1
     try:
-        if not wait_for_node(node, "tidybot_exec", 30):
-            print("demo: tidybot_exec did not appear in the ROS graph", file=sys.stderr)
+        if not client.wait_for_server(30):
+            say("tidybot_exec did not come up (is another one using the default ports?)")
             return 1
-        client = node.create_client(ListParameters, "/tidybot_exec/list_parameters")
-        client.wait_for_service(timeout_sec=10)
-        future = client.call_async(ListParameters.Request())
-        rclpy.spin_until_future_complete(node, future, timeout_sec=10)
-        names = sorted(future.result().result.names)
-        print(f"demo: tidybot_exec is serving with {len(names)} parameters: {', '.join(names)}")
-        return 0
+        client.acquire("tidybot-demo")
+        say(f"running {example.relative_to(ROOT) if example.is_relative_to(ROOT) else example} "
+            f"through the execute_code action:")
+        run = client.execute(example.read_text(), label=f"demo: {example.name}", timeout_s=300)
+        while not run.is_done():
+            for fb in run.feedback():
+                (sys.stderr if fb.stream == "stderr" else sys.stdout).write(fb.text)
+            sys.stdout.flush()
+            time.sleep(0.02)
+        for fb in run.feedback():
+            (sys.stderr if fb.stream == "stderr" else sys.stdout).write(fb.text)
+        result = run.result()
+        names = ["succeeded", "failed", "timeout", "canceled", "rejected", "error"]
+        say(f"execution {result.execution_id} {names[result.status]} in {result.duration_s:.1f}s"
+            + (f": {result.error}" if result.error else ""))
+        client.release()
+        code = 0 if result.status == 0 else 1
+    except TidybotClientError as exc:
+        say(str(exc))
     finally:
+        executor.shutdown()
+        spinner.join(timeout=5)
         node.destroy_node()
         rclpy.try_shutdown()
-        server.send_signal(signal.SIGINT)
-        code = server.wait(15)
-        print(f"demo: tidybot_exec exited with {code}")
+        for name, proc in reversed(processes):
+            proc.send_signal(signal.SIGINT)
+            say(f"{name} exited with {proc.wait(15)}")
+    return code
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The plumbing every simulated backend shares: a REP command socket, a PUB state socket,
-a fixed-rate physics loop, fault injection and a count of the commands received.
+"""The plumbing every simulated backend shares: a command socket answering like REP, a PUB
+state socket, a fixed-rate physics loop, fault injection and a count of the commands received.
 
 A backend subclass supplies ``handle`` (one command -> reply), ``step`` (advance the
 physics by dt seconds) and ``state`` (the state message); this class owns the sockets and
@@ -44,6 +44,7 @@ class BackendServer:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._ctx = zmq.Context.instance()
+        self._was_bound = False      # started before: a re-bind may wait for the old socket
 
     # -------------------------------------------------------------- subclass interface
     def handle(self, msg_type: IntEnum, fields: dict[str, Any]) -> dict[str, Any]:
@@ -77,13 +78,14 @@ class BackendServer:
         self._stop.clear()
         bound: list[zmq.Socket] = []
         try:
-            bound.append(rep := self._bind(zmq.REP, self.cmd_port))
+            bound.append(rep := self._bind(zmq.ROUTER, self.cmd_port))
             bound.append(pub := self._bind(zmq.PUB, self.state_port))
             bound.extend(extra := self.open_extra_sockets())
         except zmq.ZMQError:
             for sock in bound:
                 sock.close()
             raise
+        self._was_bound = True
         self._threads = [
             threading.Thread(target=self._serve, args=(rep,), name=f"{self.name}-rep", daemon=True),
             threading.Thread(target=self._run, args=(pub, extra), name=f"{self.name}-loop",
@@ -103,26 +105,38 @@ class BackendServer:
         sock.setsockopt(zmq.LINGER, 0)
         for opt, value in options.items():
             sock.setsockopt(getattr(zmq, opt), value)
-        sock.bind(f"tcp://{self.host}:{port}")
-        return sock
+        # ZMQ closes sockets asynchronously: right after a restart the old socket may still
+        # hold the port for a moment, so retry briefly before giving up.
+        deadline = time.monotonic() + (2.0 if self._was_bound else 0.0)
+        while True:
+            try:
+                sock.bind(f"tcp://{self.host}:{port}")
+                return sock
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                    sock.close()
+                    raise
+                time.sleep(0.02)
 
     # -------------------------------------------------------------------- threads
     def _serve(self, rep: zmq.Socket) -> None:
+        """Answer requests one at a time, as a REP server does. The socket is a ROUTER (a
+        REQ client cannot tell the difference) so that a reply can be dropped on purpose."""
         try:
             while not self._stop.is_set():
                 if not rep.poll(50):
                     continue
-                reply = self.reply_to(rep.recv())
+                frames = rep.recv_multipart()
+                if len(frames) < 3:
+                    continue                       # not from a REQ socket
+                envelope, data = frames[:-1], frames[-1]
+                reply = self.reply_to(data)
                 if self.faults.reply_delay_s:
                     time.sleep(self.faults.reply_delay_s)
                 if self.faults.drop_replies > 0:
-                    # REP must answer before it can receive again; a dropped reply is a
-                    # restarted socket, as when a real server hangs and is restarted.
                     self.faults.drop_replies -= 1
-                    rep.close()
-                    rep = self._bind(zmq.REP, self.cmd_port)
                     continue
-                rep.send(encode(reply))
+                rep.send_multipart([*envelope, encode(reply)])
         finally:
             rep.close()
 

@@ -1,0 +1,21 @@
+"""Pick and place: grasp in front of the robot, carry it 30 cm to the left, put it down."""
+from tidybot_sdk import arm, base, gripper, sensors
+
+gripper.activate()
+gripper.open()
+arm.go_home()
+print("approaching the object")
+arm.move_delta(dx=0.10, dz=-0.15)
+if gripper.grasp(force=80):
+    print("grasped: the fingers stopped on something")
+else:
+    print("nothing between the fingers; continuing to show the motion")
+arm.move_delta(dz=0.15)
+print("carrying it 0.3 m to the left")
+base.strafe(0.3)
+arm.move_delta(dz=-0.15)
+gripper.open()
+arm.move_delta(dz=0.15)
+arm.go_home()
+x, y, theta = sensors.get_base_pose()
+print(f"placed; base at x={x:.2f} y={y:.2f} theta={theta:.2f}")

@@ -1,0 +1,52 @@
+"""Launch tidybot_exec, with the simulator by default.
+
+    ros2 launch tidybot_exec tidybot_exec.launch.py [use_sim:=true] [namespace:=robot1]
+        [params_file:=/path/to.yaml] [rsp:=true]
+
+What starts for which arguments is decided in tidybot_exec/launch_plan.py, so plain tests
+can check it without the launch packages.
+"""
+from pathlib import Path
+
+from ament_index_python.packages import (PackageNotFoundError, get_package_prefix,
+                                         get_package_share_directory)
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, LogInfo, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from tidybot_exec.launch_plan import ARGUMENTS, plan, truthy
+
+
+def _rsp_available() -> bool:
+    try:
+        get_package_share_directory("robot_state_publisher")
+        return True
+    except PackageNotFoundError:
+        return False
+
+
+def _actions(context):
+    args = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    share = Path(get_package_share_directory("tidybot_exec"))
+    actions = []
+    if truthy(args["rsp"]) and not _rsp_available():
+        actions.append(LogInfo(msg="rsp:=true but robot_state_publisher is not installed; skipped"))
+    for p in plan(args, share, _rsp_available()):
+        if p.is_ros_node:
+            actions.append(Node(package=p.package, executable=p.executable, name=p.name,
+                                namespace=p.namespace,
+                                parameters=[*p.params_files, *([p.parameters] if p.parameters else [])],
+                                output="screen", emulate_tty=True))
+        else:
+            exe = str(Path(get_package_prefix(p.package)) / "lib" / p.package / p.executable)
+            actions.append(ExecuteProcess(cmd=[exe, *p.arguments], name=p.name, output="screen",
+                                          sigterm_timeout="5"))
+    return actions
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=text)
+         for name, (default, text) in ARGUMENTS.items()]
+        + [OpaqueFunction(function=_actions)])

@@ -1,0 +1,159 @@
+"""tidybot-run end to end, the examples, and the TidybotClient lifecycle, against a real node
+(leases required, the default) and the simulator."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from tidybot_interfaces.srv import AcquireLease, ReleaseLease
+
+from support import ROOT, Proc, Wire, wait_until
+from tidybot_exec.client import TidybotClient, TidybotClientError
+
+EXAMPLES = ROOT / "examples"
+
+
+def tidybot_run(*args: str, stdin: str | None = None, timeout: float = 120):
+    return subprocess.run(["tidybot-run", *args], input=stdin, capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.parametrize("args,code,stderr", [
+    (("-c", "print('hi')"), 0, ""),
+    (("-c", "x = 1\nraise ValueError('bad')"), 1, "failed: ValueError: bad (line 2)"),
+    (("-c", "while True:\n    pass", "--timeout", "1"), 3, "timeout: timed out after 1s"),
+    (("-c", "if True\n  pass"), 5, "rejected: SyntaxError at line 1"),
+    (("-c", "print(1)", "--dry-run"), 5, "rejected: dry_run is not available yet"),
+    (("-c", "print(1)", "--lease-id", "forged"), 5, "rejected: invalid lease"),
+])
+def test_exit_codes_follow_the_status(stack, args, code, stderr):
+    done = tidybot_run(*args)
+    assert done.returncode == code, done.stderr
+    assert stderr in done.stderr
+    if code == 0:
+        assert done.stdout == "hi\n"
+
+
+def test_stdin_json_and_live_streams(stack):
+    code = "import sys\nprint('out')\nprint('err', file=sys.stderr)\n"
+    done = tidybot_run("-", "--json", "--label", "from stdin", stdin=code)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result) == {"execution_id", "status", "status_code", "exit_code", "error",
+                           "duration_s", "truncated", "stdout", "stderr"}
+    assert (result["status"], result["status_code"], result["stdout"], result["stderr"]) == (
+        "succeeded", 0, "out\n", "err\n")
+    assert "out\n" in done.stderr and "err\n" in done.stderr     # live output went to stderr
+    history = json.loads(tidybot_run("--history", "1", "--json").stdout)
+    assert history[0]["execution_id"] == result["execution_id"]
+    assert history[0]["label"] == "from stdin"
+
+
+def test_status_and_history_text(stack):
+    tidybot_run("-c", "print(2)", "--label", "listed")
+    done = tidybot_run("--history", "3")
+    assert done.returncode == 0 and "listed" in done.stdout and "succeeded" in done.stdout
+    status = tidybot_run("--status")
+    assert status.returncode == 0 and "state: idle" in status.stdout
+    assert "lease_held: False" in status.stdout
+
+
+def test_unreachable_server_and_missing_file(stack):
+    done = tidybot_run("-c", "print(1)", "--namespace", "/nobody", "--wait-server", "1")
+    assert done.returncode == 7 and "no tidybot_exec server" in done.stderr
+    done = tidybot_run("does_not_exist.py")
+    assert done.returncode == 2 and "no such file" in done.stderr
+
+
+def test_held_lease_is_reported(stack):
+    _, client = stack
+    held = client.call(AcquireLease, "lease/acquire", AcquireLease.Request(holder="someone"))
+    try:
+        done = tidybot_run("-c", "print(1)")
+        assert done.returncode == 7 and "held by 'someone'" in done.stderr
+    finally:
+        client.call(ReleaseLease, "lease/release", ReleaseLease.Request(lease_id=held.lease_id))
+
+
+def test_ctrl_c_cancels_and_the_arm_holds(stack, tmp_path):
+    sim_stack, _ = stack
+    wire = Wire(sim_stack.config)
+    try:
+        proc = Proc(["tidybot-run", "-c",
+                     "from tidybot_sdk import arm\n"
+                     "arm.move_joints([1.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785], duration=6)\n"],
+                    tmp_path, "run")
+        wait_until(lambda: wire.state("arm")["q"][0] > 0.1, 30, "the arm to move")
+        proc.signal(signal.SIGINT)
+        assert proc.wait(30) == 4, proc.describe()
+        assert "canceling" in proc.stderr and "canceled: canceled by the client" in proc.stderr
+        held = wait_until(lambda: (s := wire.state("arm")) and max(map(abs, s["dq"])) < 1e-9 and s,
+                          3, "the arm to rest")
+        time.sleep(0.4)
+        assert np.allclose(wire.state("arm")["q"], held["q"]) and held["q"][0] < 0.95
+        assert tidybot_run("-c", "from tidybot_sdk import arm\narm.go_home()").returncode == 0
+    finally:
+        wire.close()
+
+
+def test_second_ctrl_c_leaves_at_once(stack, tmp_path):
+    code = ("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "print('stubborn', flush=True)\ntime.sleep(30)\n")
+    proc = Proc(["tidybot-run", "-c", code], tmp_path, "stubborn")
+    wait_until(lambda: "stubborn" in proc.stdout, 30, "the code to start")
+    proc.signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.signal(signal.SIGINT)
+    assert proc.wait(10) == 130
+
+
+@pytest.mark.parametrize("example,expected", [
+    ("simple_move.py", "back home"), ("pick_and_place.py", "placed; base at"),
+    ("error_handling.py", "the robot is fine after all that"),
+    ("base_square.py", "corner 4")])
+def test_examples_run_on_the_simulator(stack, example, expected):
+    done = tidybot_run(str(EXAMPLES / example), "--label", example, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert expected in done.stdout
+
+
+def test_error_handling_example_prints_the_advice(stack):
+    done = tidybot_run(str(EXAMPLES / "error_handling.py"))
+    assert "refused: end-effector target z=-0.500 m is outside the workspace box" in done.stdout
+    assert "gripper error: width= needs a calibrated gripper" in done.stdout
+
+
+def test_client_class_lifecycle(stack, ros):
+    client = TidybotClient(ros.node)      # the module's node is spun by its own thread
+    assert client.wait_for_server(30)
+    token = client.acquire("client-test", ttl_s=2.0)
+    assert len(token) >= 40
+    run = client.execute("import time\nfor i in range(3):\n    print(i, flush=True)\n"
+                         "    time.sleep(0.5)\n", label="lifecycle")
+    got = []
+    while not run.is_done():
+        got += run.feedback()
+        time.sleep(0.05)
+    got += run.feedback()
+    result = run.result(30)
+    assert result.status == 0 and "".join(f.text for f in got) == "0\n1\n2\n"
+    assert run.lost_feedback == 0 and run.action_status == 4   # GoalStatus SUCCEEDED
+    time.sleep(3.0)                                   # longer than the ttl: kept alive
+    assert client.renew() > 0.5
+    long = client.execute("import time\nprint('x', flush=True)\ntime.sleep(30)")
+    wait_until(lambda: long.feedback(), 30, "output")
+    long.cancel()
+    assert long.result(30).status == 3
+    stop_reply = client.stop()
+    assert not stop_reply.success and stop_reply.message == "nothing is running"
+    assert client.history(2)[0].label == "" and client.history(2)[1].label == "lifecycle"
+    execution, lease = client.status()
+    assert execution.state == "idle" and lease.held and lease.holder == "client-test"
+    client.release()
+    with pytest.raises(TidybotClientError, match="renew refused"):
+        client.renew()
+    client.destroy()

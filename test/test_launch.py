@@ -1,0 +1,53 @@
+"""launch_testing: ros2 launch tidybot_exec tidybot_exec.launch.py use_sim:=true, a goal
+through the action, clean exit codes. Needs launch_testing (a real ROS install); the same
+behaviour is covered by plain pytest (test_execute_code.py, test_cli.py, test_launch_plan.py).
+"""
+import os
+import unittest
+
+import pytest
+
+launch_testing = pytest.importorskip(
+    "launch_testing", reason="launch_testing is not installed (not on PyPI); the plain pytest "
+                             "suites cover the same behaviour")
+import launch  # noqa: E402
+import launch_testing.actions  # noqa: E402
+import launch_testing.asserts  # noqa: E402
+import rclpy  # noqa: E402
+from ament_index_python.packages import get_package_share_directory  # noqa: E402
+from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
+
+from tidybot_exec.client import TidybotClient  # noqa: E402
+
+
+@pytest.mark.launch_test
+def generate_test_description():
+    path = os.path.join(get_package_share_directory("tidybot_exec"), "launch",
+                        "tidybot_exec.launch.py")
+    return launch.LaunchDescription([
+        launch.actions.IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(path), launch_arguments={"use_sim": "true"}.items()),
+        launch_testing.actions.ReadyToTest()])
+
+
+class TestGoalThroughTheLaunchedNode(unittest.TestCase):
+    def test_a_goal_succeeds(self):
+        rclpy.init()
+        node = rclpy.create_node("launch_test_client")
+        try:
+            client = TidybotClient(node)
+            self.assertTrue(client.wait_for_server(60))
+            client.acquire("launch-test")
+            result = client.execute("from tidybot_sdk import arm\narm.go_home()\nprint('ok')").result(120)
+            self.assertEqual(result.status, 0, result.error)
+            self.assertEqual(result.stdout, "ok\n")
+            client.release()
+        finally:
+            node.destroy_node()
+            rclpy.shutdown()
+
+
+@launch_testing.post_shutdown_test()
+class TestShutdown(unittest.TestCase):
+    def test_exit_codes(self, proc_info):
+        launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0, -2, -15])

@@ -1,0 +1,58 @@
+"""The launch file's arguments and processes, checked without the launch packages."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from support import ROOT
+from tidybot_exec.launch_plan import ARGUMENTS, command_line, plan
+
+LAUNCH_FILE = ROOT / "launch" / "tidybot_exec.launch.py"
+
+
+def test_defaults_start_the_simulator_and_the_node_with_the_installed_parameters():
+    processes = plan({}, ROOT, rsp_available=True)
+    assert [(p.name, p.executable, p.is_ros_node) for p in processes] == [
+        ("tidybot_sim", "tidybot-sim", False), ("tidybot_exec", "tidybot-exec", True)]
+    assert processes[1].params_files == (str(ROOT / "config" / "tidybot_exec.yaml"),)
+    assert processes[1].namespace == ""
+
+
+def test_hardware_namespace_params_file_and_rsp():
+    processes = plan({"use_sim": "false", "namespace": "/robot1/", "params_file": "/tmp/p.yaml",
+                      "rsp": "true"}, ROOT, rsp_available=True)
+    assert [p.name for p in processes] == ["tidybot_exec", "robot_state_publisher"]
+    node, rsp = processes
+    assert (node.namespace, node.params_files) == ("robot1", ("/tmp/p.yaml",))
+    assert rsp.namespace == "robot1"
+    assert rsp.parameters["robot_description"].startswith("<?xml")
+    assert [p.name for p in plan({"rsp": "true"}, ROOT, rsp_available=False)] == [
+        "tidybot_sim", "tidybot_exec"]
+
+
+@pytest.mark.parametrize("args,error", [
+    ({"use_sim": "maybe"}, "expected true or false"), ({"sim": "true"}, "unknown launch arguments")])
+def test_bad_arguments_are_refused(args, error):
+    with pytest.raises(ValueError, match=error):
+        plan(args, ROOT, rsp_available=False)
+
+
+def test_command_lines_match_the_ros_arguments():
+    node = plan({"namespace": "r1"}, ROOT, rsp_available=False)[1]
+    assert command_line(node, Path("/x/bin")) == [
+        "/x/bin/tidybot-exec", "--ros-args", "-r", "__node:=tidybot_exec", "-r", "__ns:=/r1",
+        "--params-file", str(ROOT / "config" / "tidybot_exec.yaml")]
+
+
+def test_launch_file_declares_every_argument_from_the_plan():
+    """The launch file builds its arguments and actions from launch_plan (checked by AST,
+    since launch itself is not importable here)."""
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                and n.module == "tidybot_exec.launch_plan" for a in n.names}
+    assert {"ARGUMENTS", "plan"} <= imported
+    functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in functions
+    assert set(ARGUMENTS) == {"use_sim", "namespace", "params_file", "rsp"}

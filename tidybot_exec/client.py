@@ -1,0 +1,214 @@
+"""A Python client for agents and other nodes, in the style of nav2_simple_commander.
+
+    client = TidybotClient(node)              # any rclpy node
+    client.wait_for_server()
+    client.acquire("my-agent")                # keeps the lease alive while the node spins
+    run = client.execute("from tidybot_sdk import arm\\narm.go_home()")
+    while not run.is_done():
+        for fb in run.feedback():
+            print(fb.text, end="")
+    print(run.result().status)
+    client.release()
+
+The client works whether or not someone else spins the node: if the node already belongs
+to an executor when the client is made, the client only waits on futures (that executor
+must keep spinning); otherwise it spins the node itself while it waits.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import rclpy
+from action_msgs.msg import GoalStatus
+from rclpy.action import ActionClient
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from tidybot_interfaces.action import ExecuteCode
+from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
+from tidybot_interfaces.srv import (AcquireLease, GetHistory, ReleaseLease, RenewLease,
+                                    StopExecution)
+
+LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                     reliability=ReliabilityPolicy.RELIABLE)
+
+
+class TidybotClientError(RuntimeError):
+    """The server could not be reached, or refused a lease request."""
+
+
+class ExecutionHandle:
+    """One goal: poll it, read its feedback, cancel it, get its result."""
+
+    def __init__(self, client: "TidybotClient") -> None:
+        self._client = client
+        self._send_future = None        # set by TidybotClient.execute
+        self._goal_handle = None
+        self._result_future = None
+        self._feedback: list[ExecuteCode.Feedback] = []
+        self._lock = threading.Lock()
+        self.lost_feedback = 0          # gaps seen in seq (feedback lost on the way)
+        self._next_seq = 0
+
+    def _on_feedback(self, msg) -> None:
+        fb = msg.feedback
+        with self._lock:
+            self.lost_feedback += max(0, fb.seq - self._next_seq)
+            self._next_seq = fb.seq + 1
+            self._feedback.append(fb)
+
+    def _accepted(self, timeout_s: float) -> Any:
+        if self._goal_handle is None:
+            self._goal_handle = self._client._wait(self._send_future, timeout_s, "goal acceptance")
+            self._result_future = self._goal_handle.get_result_async()
+        return self._goal_handle
+
+    def feedback(self) -> list[ExecuteCode.Feedback]:
+        """Feedback messages that arrived since the last call (stream, text, seq...)."""
+        self._client._spin_briefly()
+        with self._lock:
+            new, self._feedback = self._feedback, []
+        return new
+
+    def is_done(self) -> bool:
+        self._client._spin_briefly()
+        if self._goal_handle is None and not self._send_future.done():
+            return False
+        self._accepted(10.0)
+        return self._result_future.done()
+
+    def cancel(self, timeout_s: float = 10.0) -> None:
+        """Ask the server to cancel; the result then comes with STATUS_CANCELED."""
+        handle = self._accepted(timeout_s)
+        self._client._wait(handle.cancel_goal_async(), timeout_s, "the cancel response")
+
+    def result(self, timeout_s: float | None = None) -> ExecuteCode.Result:
+        """Wait for and return the result (ExecuteCode.Result; see its status field)."""
+        self._accepted(30.0)
+        return self._client._wait(self._result_future, timeout_s, "the result").result
+
+    @property
+    def action_status(self) -> int:
+        """action_msgs/GoalStatus of the goal (SUCCEEDED, CANCELED, ABORTED...)."""
+        if self._result_future is None or not self._result_future.done():
+            return GoalStatus.STATUS_UNKNOWN
+        return self._result_future.result().status
+
+
+class TidybotClient:
+    """execute_code, the lease services and the status topics of one tidybot_exec node."""
+
+    def __init__(self, node: Node, namespace: str = "") -> None:
+        self.node = node
+        self._spun_elsewhere = node.executor is not None
+        prefix = namespace.rstrip("/")
+        name = lambda n: f"{prefix}/{n}" if prefix else n  # noqa: E731
+        self._action = ActionClient(node, ExecuteCode, name("execute_code"))
+        self._acquire = node.create_client(AcquireLease, name("lease/acquire"))
+        self._renew = node.create_client(RenewLease, name("lease/renew"))
+        self._release = node.create_client(ReleaseLease, name("lease/release"))
+        self._stop = node.create_client(StopExecution, name("execution/stop"))
+        self._history = node.create_client(GetHistory, name("execution/history"))
+        self._latest: dict[str, Any] = {}
+        node.create_subscription(ExecutionStatus, name("execution/status"),
+                                 lambda m: self._latest.__setitem__("execution", m), LATCHED)
+        node.create_subscription(LeaseStatus, name("lease/status"),
+                                 lambda m: self._latest.__setitem__("lease", m), LATCHED)
+        self.lease_id = ""
+        self._renew_timer = None
+
+    # -------------------------------------------------------------- waiting
+    def _spin_briefly(self) -> None:
+        if not self._spun_elsewhere:
+            rclpy.spin_once(self.node, timeout_sec=0.01)
+
+    def _wait(self, future, timeout_s: float | None, what: str):
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not future.done():
+            if deadline is not None and time.monotonic() > deadline:
+                raise TidybotClientError(f"timed out after {timeout_s:g}s waiting for {what}")
+            if self._spun_elsewhere:
+                time.sleep(0.01)
+            else:
+                rclpy.spin_once(self.node, timeout_sec=0.05)
+        return future.result()
+
+    def _call(self, client, request, timeout_s: float, what: str):
+        if not client.wait_for_service(timeout_sec=min(timeout_s, 10.0)):
+            raise TidybotClientError(f"service {client.srv_name} is not available")
+        return self._wait(client.call_async(request), timeout_s, what)
+
+    def wait_for_server(self, timeout_s: float = 30.0) -> bool:
+        """True once the execute_code action server is up."""
+        return self._action.wait_for_server(timeout_sec=timeout_s)
+
+    # ---------------------------------------------------------------- lease
+    def acquire(self, holder: str, ttl_s: float = 0.0, wait_s: float = 0.0,
+                keep_alive: bool = True) -> str:
+        """Acquire the robot lease (waiting up to ``wait_s`` in line); returns the token and
+        keeps it for later calls. With ``keep_alive`` it is renewed every ttl/3 while the node
+        spins. Raises TidybotClientError when it is not granted."""
+        reply = self._call(self._acquire, AcquireLease.Request(holder=holder, ttl_s=ttl_s,
+                                                               wait_s=wait_s),
+                           wait_s + 15.0, "the lease")
+        if not reply.success:
+            raise TidybotClientError(f"lease not granted: {reply.message}")
+        self.lease_id = reply.lease_id
+        if keep_alive:
+            self._renew_timer = self.node.create_timer(max(0.2, reply.ttl_s / 3.0), self._keep_alive)
+        return self.lease_id
+
+    def _keep_alive(self) -> None:
+        if self.lease_id:
+            self._renew.call_async(RenewLease.Request(lease_id=self.lease_id))
+
+    def renew(self) -> float:
+        """Renew now; returns the seconds left."""
+        reply = self._call(self._renew, RenewLease.Request(lease_id=self.lease_id), 10.0, "renew")
+        if not reply.success:
+            raise TidybotClientError(f"renew refused: {reply.message}")
+        return reply.remaining_s
+
+    def release(self) -> None:
+        """Give the lease back (stops any code still running under it)."""
+        if self._renew_timer is not None:
+            self.node.destroy_timer(self._renew_timer)
+            self._renew_timer = None
+        if self.lease_id:
+            token, self.lease_id = self.lease_id, ""
+            self._call(self._release, ReleaseLease.Request(lease_id=token), 10.0, "release")
+
+    # ------------------------------------------------------------ executing
+    def execute(self, code: str, timeout_s: float = 0.0, label: str = "",
+                dry_run: bool = False, lease_id: str | None = None) -> ExecutionHandle:
+        """Send code to run; returns at once with a handle (see ExecutionHandle)."""
+        goal = ExecuteCode.Goal(code=code, timeout_s=float(timeout_s), label=label,
+                                dry_run=dry_run,
+                                lease_id=self.lease_id if lease_id is None else lease_id)
+        handle = ExecutionHandle(self)
+        handle._send_future = self._action.send_goal_async(goal, feedback_callback=handle._on_feedback)
+        return handle
+
+    def stop(self) -> StopExecution.Response:
+        """Stop whatever runs (execution/stop) with this client's lease."""
+        return self._call(self._stop, StopExecution.Request(lease_id=self.lease_id), 10.0, "stop")
+
+    def history(self, count: int = 10) -> list[ExecutionRecord]:
+        """The newest finished executions, newest first."""
+        return list(self._call(self._history, GetHistory.Request(max_count=count), 10.0,
+                               "history").records)
+
+    def status(self, timeout_s: float = 5.0) -> tuple[ExecutionStatus | None, LeaseStatus | None]:
+        """The latest execution/status and lease/status (both latched)."""
+        deadline = time.monotonic() + timeout_s
+        while len(self._latest) < 2 and time.monotonic() < deadline:
+            if self._spun_elsewhere:
+                time.sleep(0.01)
+            else:
+                self._spin_briefly()
+        return self._latest.get("execution"), self._latest.get("lease")
+
+    def destroy(self) -> None:
+        self.release()
+        self._action.destroy()

@@ -1,0 +1,212 @@
+"""``tidybot-run``: run a Python file on the robot and stream its output here.
+
+    tidybot-run script.py            # or: -c CODE, or - for standard input
+    tidybot-run --history 5          # the last finished executions
+    tidybot-run --status             # execution and lease status
+
+Output arrives live: the code's stdout on this stdout, its stderr on this stderr. Ctrl-C
+cancels the run (the robot stops and holds); a second Ctrl-C leaves at once. Without
+--lease-id a lease is acquired (and renewed) for the run and released after it.
+The exit code follows the status (see EXIT_CODES).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from tidybot_interfaces.action import ExecuteCode
+
+from tidybot_exec.client import ExecutionHandle, TidybotClient, TidybotClientError
+from tidybot_exec.status import Status
+
+EXIT_CODES = {Status.SUCCEEDED: 0, Status.FAILED: 1, Status.TIMEOUT: 3, Status.CANCELED: 4,
+              Status.REJECTED: 5, Status.ERROR: 6}
+EXIT_UNREACHABLE = 7      # no server, or no lease
+EXIT_FORCED = 130         # second Ctrl-C
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="tidybot-run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes: 0 succeeded, 1 failed, 3 timeout, 4 canceled, 5 rejected, "
+               "6 server error, 7 server or lease unavailable, 130 left with a second Ctrl-C")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("file", nargs="?", help="Python file to run ('-' reads standard input)")
+    src.add_argument("-c", dest="code", metavar="CODE", help="run this code")
+    src.add_argument("--history", type=int, nargs="?", const=10, metavar="N",
+                     help="print the last N finished executions and exit")
+    src.add_argument("--status", action="store_true", help="print execution and lease status")
+    p.add_argument("--timeout", type=float, default=0.0, metavar="S",
+                   help="wall-clock limit in seconds (default: the server's)")
+    p.add_argument("--label", default="", help="free text kept in history and status")
+    p.add_argument("--dry-run", action="store_true", help="run against a private simulation")
+    p.add_argument("--lease-id", default=None, help="use this lease instead of acquiring one")
+    p.add_argument("--holder", default=f"tidybot-run@{socket.gethostname()}:{os.getpid()}",
+                   help="lease holder name (default: tidybot-run@host:pid)")
+    p.add_argument("--wait-lease", type=float, default=0.0, metavar="S",
+                   help="wait up to S seconds in line for the lease (default: fail if held)")
+    p.add_argument("--wait-server", type=float, default=30.0, metavar="S",
+                   help="how long to wait for the server (default 30)")
+    p.add_argument("--namespace", default="", help="namespace of the tidybot_exec node")
+    p.add_argument("--json", action="store_true",
+                   help="print the result as one JSON object on stdout (live output goes to stderr)")
+    return p.parse_args(argv)
+
+
+def read_code(args: argparse.Namespace) -> str:
+    if args.code is not None:
+        return args.code
+    if args.file == "-":
+        return sys.stdin.read()
+    with open(args.file, encoding="utf-8") as f:
+        return f.read()
+
+
+class Progress:
+    """A one-line progress note on stderr, only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+
+    def show(self, text: str) -> None:
+        if self.tty:
+            sys.stderr.write(f"\r\033[K{text}")
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        self.show("")
+
+
+def result_json(result: ExecuteCode.Result) -> str:
+    return json.dumps({
+        "execution_id": result.execution_id, "status": Status(result.status).name.lower(),
+        "status_code": int(result.status), "exit_code": int(result.exit_code),
+        "error": result.error, "duration_s": result.duration_s, "truncated": result.truncated,
+        "stdout": result.stdout, "stderr": result.stderr})
+
+
+def stream(handle: ExecutionHandle, to_stderr_only: bool) -> None:
+    for fb in handle.feedback():
+        out = sys.stderr if (fb.stream == "stderr" or to_stderr_only) else sys.stdout
+        out.write(fb.text)
+        out.flush()
+
+
+def run(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> int:
+    code = read_code(args)
+    acquired = args.lease_id is None
+    if acquired:
+        progress.show("acquiring the lease...")
+        client.acquire(args.holder, wait_s=args.wait_lease)
+    progress.clear()
+    interrupts = []
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupts.append(time.monotonic()))
+    try:
+        handle = client.execute(code, timeout_s=args.timeout, label=args.label,
+                                dry_run=args.dry_run, lease_id=args.lease_id)
+        canceled = False
+        while not handle.is_done():
+            stream(handle, args.json)
+            if interrupts and not canceled:
+                canceled = True
+                sys.stderr.write("\ntidybot-run: canceling (Ctrl-C again to leave at once)\n")
+                threading.Thread(target=handle.cancel, daemon=True).start()
+            elif len(interrupts) > 1:
+                return EXIT_FORCED
+            time.sleep(0.02)
+        stream(handle, args.json)
+        result = handle.result()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if acquired:
+            try:
+                client.release()
+            except TidybotClientError:
+                pass
+    if handle.lost_feedback:
+        sys.stderr.write(f"tidybot-run: {handle.lost_feedback} feedback messages were lost "
+                         f"(the result below is complete)\n")
+    if args.json:
+        print(result_json(result))
+    elif result.status != Status.SUCCEEDED:
+        sys.stderr.write(f"tidybot-run: {Status(result.status).name.lower()}: {result.error}\n")
+    return EXIT_CODES[Status(result.status)]
+
+
+def show_history(client: TidybotClient, count: int, as_json: bool) -> int:
+    records = client.history(count)
+    if as_json:
+        print(json.dumps([{"execution_id": r.execution_id, "holder": r.holder, "label": r.label,
+                           "status": Status(r.status).name.lower(), "exit_code": r.exit_code,
+                           "error": r.error, "duration_s": r.duration_s,
+                           "started": r.started.sec + r.started.nanosec / 1e9,
+                           "code_sha256": r.code_sha256} for r in records]))
+        return 0
+    for r in records:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started.sec))
+        print(f"{started}  {r.execution_id}  {Status(r.status).name.lower():9s} "
+              f"{r.duration_s:7.2f}s  {r.holder or '-'}  {r.label or '-'}  {r.error}")
+    return 0
+
+
+def show_status(client: TidybotClient, as_json: bool) -> int:
+    execution, lease = client.status()
+    if execution is None or lease is None:
+        print("tidybot-run: no status received from the server", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    data = {"state": execution.state, "execution_id": execution.execution_id,
+            "holder": execution.holder, "label": execution.label,
+            "elapsed_s": execution.elapsed_s, "lease_held": lease.held,
+            "lease_holder": lease.holder, "lease_seconds_to_lapse": lease.seconds_to_lapse,
+            "waiting_holders": list(lease.waiting_holders)}
+    print(json.dumps(data) if as_json else "\n".join(f"{k}: {v}" for k, v in data.items()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.file and args.file != "-" and not os.path.isfile(args.file):
+        print(f"tidybot-run: no such file: {args.file}", file=sys.stderr)
+        return 2
+    rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    node = rclpy.create_node("tidybot_run", start_parameter_services=False)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    progress = Progress()
+    client = TidybotClient(node, args.namespace)
+    try:
+        if args.status:
+            return show_status(client, args.json)
+        progress.show("waiting for tidybot_exec...")
+        if not client.wait_for_server(args.wait_server):
+            progress.clear()
+            print(f"tidybot-run: no tidybot_exec server within {args.wait_server:g}s "
+                  f"(namespace {args.namespace or '/'})", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        progress.clear()
+        if args.history is not None:
+            return show_history(client, args.history, args.json)
+        return run(client, args, progress)
+    except TidybotClientError as exc:
+        progress.clear()
+        print(f"tidybot-run: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    finally:
+        executor.shutdown()
+        spinner.join(timeout=5)      # a thread left inside rclpy at exit aborts the process
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
