@@ -41,6 +41,16 @@ def test_exception_fails_with_the_users_line(stack):
     assert "child.py" not in result.stderr
 
 
+def test_lint_warnings_reach_feedback_and_result_without_blocking(stack):
+    _, client = stack
+    run = client.send("import subprocess\nprint('ran anyway')\n")
+    _, result = run.result()
+    warning = "[tidybot] warning: line 1: importing subprocess starts other programs\n"
+    assert result.status == R.STATUS_SUCCEEDED and result.stdout == "ran anyway\n"
+    assert result.stderr == warning
+    assert run.feedback[0].stream == "stderr" and run.feedback[0].text == warning
+
+
 def test_syntax_error_is_rejected_with_line_and_column(stack):
     _, client = stack
     status, result = client.run("print('ok')\nif True\n    pass\n")

@@ -103,8 +103,10 @@ class Execution:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"tidybot-{self.id}-"))
         self.started_wall = time.time()
         self.started = time.monotonic()
-        for warning in warnings:
-            self._queue.put("stderr", f"[tidybot] warning: {warning}\n")
+        for warning in warnings:     # advice for whoever reads the feedback or the result
+            line = f"[tidybot] warning: {warning}\n"
+            self._queue.put("stderr", line)
+            self._capture["stderr"].add(line.encode())
         self.proc = self._spawn()
 
     @property

@@ -41,6 +41,8 @@ def validate(source: str, max_bytes: int) -> Verdict:
         tree = compile(source, FILENAME, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
         compile(tree, FILENAME, "exec", dont_inherit=True)   # errors only the compiler finds
     except SyntaxError as exc:
+        if exc.lineno is None:
+            return Verdict(error=f"SyntaxError: {exc.msg}")
         where = f"line {exc.lineno}" + (f", column {exc.offset}" if exc.offset else "")
         return Verdict(error=f"SyntaxError at {where}: {exc.msg}")
     except ValueError as exc:          # e.g. NUL bytes in the source
