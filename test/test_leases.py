@@ -15,7 +15,7 @@ from support import Wire, wait_until
 from tidybot_exec.leases import LeaseManager
 
 R = ExecuteCode.Result
-STACK_PARAMS = {"max_lease_s": 8.0, "lease_default_ttl_s": 30.0}
+STACK_PARAMS = {"max_lease_s": 8.0, "lease_default_ttl_s": 30.0, "override_holders": "operator"}
 
 
 def acquire(client, holder: str, ttl_s: float = 0.0, wait_s: float = 0.0, timeout: float = 30):
@@ -232,6 +232,24 @@ def test_the_token_never_leaks(stack):
     assert "TIDYBOT" in records[0].stdout_tail and token not in records[0].stdout_tail
 
 
+def test_an_override_holder_takes_the_lease_and_stops_the_code(stack):
+    _, client = stack
+    grant = acquire(client, "someone")
+    run = client.send("import time\nprint('busy', flush=True)\ntime.sleep(30)",
+                      lease_id=grant.lease_id)
+    wait_until(lambda: run.feedback, 30, "the code to start")
+    refused = client.call(AcquireLease, "lease/take", AcquireLease.Request(holder="intruder"))
+    assert not refused.success and "may not take the lease over" in refused.message
+    taken = client.call(AcquireLease, "lease/take", AcquireLease.Request(holder="operator"))
+    assert taken.success and taken.lease_id
+    _, result = run.result(30)
+    assert result.status == R.STATUS_CANCELED
+    assert result.error == "lease revoked: taken over by 'operator'"
+    assert latest_status(client).holder == "operator"
+    assert not client.call(RenewLease, "lease/renew", RenewLease.Request(lease_id=grant.lease_id)).success
+    assert release(client, taken.lease_id).success
+
+
 def test_lease_manager_unit_revoke_and_close():
     ended = []
     manager = LeaseManager(default_ttl_s=10, max_lease_s=60, max_wait_s=5,
@@ -242,6 +260,9 @@ def test_lease_manager_unit_revoke_and_close():
     manager.acquire("b", 0, 5, answers.append)
     assert manager.revoke("operator override")
     assert ended == ["operator override"] and answers[1].success
+    taken = manager.take("op", 3.0)
+    assert taken.success and taken.ttl_s == 3.0 and ended[-1] == "lease revoked: taken over by 'op'"
+    assert manager.status().holder == "op"
     manager.acquire("c", 0, 5, answers.append)
     manager.close()
     assert answers[2].success is False and "shutting down" in answers[2].message

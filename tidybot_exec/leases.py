@@ -111,6 +111,22 @@ class LeaseManager:
         self._end(lease, "lease released")
         return True, "released"
 
+    def take(self, holder: str, ttl_s: float) -> Grant:
+        """Operator override: end the current lease (if any) and grant one to ``holder`` at
+        once, ahead of the waiters."""
+        holder = holder.strip() or "anonymous"
+        with self._cond:
+            lease = self._lease
+        if lease is not None:
+            self._end(lease, f"lease revoked: taken over by {holder!r}", grant_next=False)
+        with self._cond:
+            if self._lease is not None:      # someone was granted in between: take again
+                return Grant(False, message="the lease changed hands meanwhile; try again")
+            grant = self._grant(holder, min(ttl_s if ttl_s > 0 else self.default_ttl_s,
+                                            self.max_lease_s))
+        self._on_change()
+        return grant
+
     def revoke(self, reason: str) -> bool:
         """End the current lease whoever holds it (operator override); False when free."""
         with self._cond:
@@ -184,14 +200,15 @@ class LeaseManager:
         soft = hard if lease.running else lease.last_activity + lease.ttl_s - now
         return max(0.0, min(hard, soft))
 
-    def _end(self, lease: _Lease, reason: str) -> None:
+    def _end(self, lease: _Lease, reason: str, grant_next: bool = True) -> None:
         with self._cond:
             if self._lease is not lease:
                 return
             self._lease = None
             self._cond.notify_all()
         self._on_end(lease.token, reason)
-        self._grant_next()
+        if grant_next:
+            self._grant_next()
 
     def _grant_next(self) -> None:
         answers = []

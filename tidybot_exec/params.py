@@ -21,6 +21,7 @@ class ParamSpec:
     description: str
     minimum: float | None = None
     maximum: float | None = None
+    allow_empty: bool = False       # strings only
 
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is unacceptable, or None when it is fine."""
@@ -32,7 +33,7 @@ class ParamSpec:
         if type(value) is not type(self.default):
             return f"{self.name} must be {type(self.default).__name__}, got {value!r}"
         if isinstance(value, str):
-            return None if value.strip() else f"{self.name} must not be empty"
+            return None if value.strip() or self.allow_empty else f"{self.name} must not be empty"
         if self.minimum is not None and value < self.minimum:
             return f"{self.name} = {value} is below its minimum {self.minimum:g}"
         if self.maximum is not None and value > self.maximum:
@@ -83,6 +84,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               1.0, 86400.0),
     ParamSpec("max_lease_s", 1800.0, "a lease ends this long after it was granted, whatever, s",
               1.0, 604800.0),
+    ParamSpec("override_holders", "",
+              "comma-separated holder names that may take the lease over with lease/take "
+              "(trust-based: ROS does not authenticate callers); empty: nobody",
+              allow_empty=True),
     ParamSpec("lease_max_wait_s", 300.0, "longest wait_s an acquire may wait in line, s", 0.0,
               86400.0),
     # safety limits passed to the SDK in the code process (see docs/sdk.md)
