@@ -254,6 +254,47 @@ def test_cancel_mid_motion_leaves_the_arm_holding(stack):
         wire.close()
 
 
+def test_node_killed_mid_motion_the_code_stops_the_arm_and_nothing_survives(stack, ros):
+    sim_stack, client = stack
+    wire = Wire(sim_stack.config)
+    try:
+        run = client.send(
+            "import os, time\n"
+            "if os.fork() == 0:\n    print('grandchild', os.getpid(), flush=True)\n"
+            "    time.sleep(600)\n    os._exit(0)\n"
+            "from tidybot_sdk import arm\n"
+            "arm.move_joints([1.2, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785], duration=8)\n")
+        wait_until(lambda: "grandchild" in run.stdout() and wire.state("arm")["q"][0] > 0.1, 30,
+                   "the arm to move")
+        grandchild = int(re.search(r"grandchild (\d+)", run.stdout()).group(1))
+        stops = sim_stack.control(cmd="stats")["received"]["arm"].get("STOP", 0)
+        sim_stack.node.popen.kill()                          # SIGKILL: no shutdown code runs
+        sim_stack.node.wait(10)
+        wait_until(lambda: not pid_alive(grandchild), 10, "the grandchild to die")
+        assert sim_stack.control(cmd="stats")["received"]["arm"]["STOP"] >= stops + 1
+        held = wait_until(lambda: (s := wire.state("arm")) and max(map(abs, s["dq"])) < 1e-9 and s,
+                          3, "the arm to rest")
+        assert held["q"][0] < 1.1
+    finally:
+        wire.close()
+        sim_stack.start_node()
+        serving_again(client)
+
+
+def serving_again(client) -> None:
+    """After a SIGKILL the dead server stays in discovery for a while, so wait_for_server
+    can say yes before the new one has matched: retry a probe goal until one is answered."""
+    client.wait_ready()
+    for _ in range(12):
+        run = client.send("pass")
+        try:
+            run.result(5)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError("the restarted node never answered a goal")
+
+
 def test_history_survives_a_node_restart(stack, ros):
     sim_stack, client = stack
     _, result = client.run("print('remember me')", label="persistent")

@@ -5,8 +5,9 @@ Runs with ``python -I -u child.py supervise WORKDIR`` (stdlib only until the cod
 * **supervisor** — becomes a *child subreaper*, so every process the code starts, even one
   that double-forks or calls ``setsid()``, is re-parented to it rather than to init. It
   starts the code process, waits for it, then kills whatever the code left behind. On
-  SIGUSR1 (the executor's "kill now", also its parent-death signal) it SIGKILLs the whole
-  tree, round after round until nothing is left, and exits with the code's status.
+  SIGUSR1 (the executor's "kill now") it SIGKILLs the whole tree, round after round until
+  nothing is left, and exits with the code's status. If the node dies (parent-death signal
+  SIGHUP) it first interrupts the code, so a motion stops the robot, then does the same.
 * **run** — applies the resource limits, dies with the supervisor, makes the SDK importable
   and runs the code as ``__main__`` compiled under the name ``<submitted>``, so tracebacks
   show the user's own line numbers. On an exception it writes ``report.json`` (one-line
@@ -24,6 +25,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 import traceback
 import types
 
@@ -91,6 +93,13 @@ def kill_tree() -> dict[int, int]:
     return statuses
 
 
+def _exited(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG) != (0, 0)
+    except ChildProcessError:
+        return True
+
+
 def _exit_like(status: int) -> None:
     """Exit with the same status as the code process (signal or exit code)."""
     sys.stdout.flush()
@@ -115,9 +124,23 @@ def supervise(workdir: str) -> None:
         status = statuses.get(code_proc[0], signal.SIGKILL) if code_proc else signal.SIGKILL
         _exit_like(status)
 
+    def parent_died(signum: int, frame: object) -> None:
+        # Nobody is left to run the stop path: do its first step here (SIGINT lets an SDK
+        # motion stop the robot), then kill everything.
+        if code_proc:
+            try:
+                os.kill(code_proc[0], signal.SIGINT)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + spec["stop_grace_s"]
+            while time.monotonic() < deadline and not _exited(code_proc[0]):
+                time.sleep(0.02)
+        kill_now(signum, frame)
+
     signal.signal(signal.SIGUSR1, kill_now)
     signal.signal(signal.SIGTERM, kill_now)
-    _die_with_parent(signal.SIGUSR1, spec["parent_pid"])
+    signal.signal(signal.SIGHUP, parent_died)
+    _die_with_parent(signal.SIGHUP, spec["parent_pid"])
     proc = subprocess.Popen([sys.executable, "-I", "-u", __file__, "run", workdir],
                             restore_signals=True)
     code_proc.append(proc.pid)

@@ -121,7 +121,7 @@ class Execution:
         s = self.settings
         (self.workdir / "code.py").write_text(self.request.code, encoding="utf-8")
         (self.workdir / "spec.json").write_text(json.dumps({
-            "parent_pid": os.getpid(), "sdk_path": SDK_PATH,
+            "parent_pid": os.getpid(), "sdk_path": SDK_PATH, "stop_grace_s": s.stop_grace_s,
             "limits": {"address_space_bytes": s.address_space_bytes, "open_files": s.open_files,
                        "file_size_bytes": s.file_size_bytes}}))
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.workdir),
