@@ -86,6 +86,12 @@ def executor_settings(p: dict[str, Any], config: SdkConfig) -> ExecutorSettings:
         sdk_config_json=config.to_json())
 
 
+def _fill(response: AcquireLease.Response, grant: Grant) -> AcquireLease.Response:
+    response.success, response.lease_id = grant.success, grant.lease_id
+    response.message, response.ttl_s = grant.message, grant.ttl_s
+    return response
+
+
 def stamp(seconds: float) -> Time:
     return Time(sec=int(seconds), nanosec=int((seconds % 1.0) * 1e9))
 
@@ -182,8 +188,7 @@ class TidybotExecNode(Node):
         future.add_done_callback(lambda _: None)   # makes completion wake the executor
         self.leases.acquire(request.holder, request.ttl_s, request.wait_s, future.set_result)
         grant: Grant = await future
-        response.success, response.lease_id = grant.success, grant.lease_id
-        response.message, response.ttl_s = grant.message, grant.ttl_s
+        _fill(response, grant)
         if grant.success:
             self.get_logger().info(f"lease granted to {request.holder!r} ({grant.ttl_s:g}s ttl)")
         return response
@@ -196,9 +201,7 @@ class TidybotExecNode(Node):
             response.message = (f"{request.holder!r} may not take the lease over "
                                 f"(parameter override_holders)")
             return response
-        grant = self.leases.take(request.holder, request.ttl_s)
-        response.success, response.lease_id = grant.success, grant.lease_id
-        response.message, response.ttl_s = grant.message, grant.ttl_s
+        _fill(response, self.leases.take(request.holder, request.ttl_s))
         self.get_logger().warning(f"lease taken over by {request.holder!r}")
         return response
 
