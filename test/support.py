@@ -171,6 +171,19 @@ class Wire:
     def state(self, server: str, timeout: float = 5.0) -> dict:
         return self.states[server].wait_next(timeout)
 
+    def arm_at_rest(self, timeout: float = 3.0) -> dict:
+        """The first arm state with every joint at rest (fails after ``timeout``)."""
+        return wait_until(lambda: (s := self.state("arm")) and max(map(abs, s["dq"])) < 1e-9 and s,
+                          timeout, "the arm to come to rest")
+
+    def arm_holding(self, timeout: float = 3.0, hold_s: float = 0.4) -> dict:
+        """The arm comes to rest and stays exactly there for ``hold_s``; returns that state."""
+        held = self.arm_at_rest(timeout)
+        time.sleep(hold_s)
+        now = self.state("arm")["q"]
+        assert all(abs(a - b) < 1e-9 for a, b in zip(now, held["q"])), "the arm drifted"
+        return held
+
     def close(self) -> None:
         for c in (*self.cmd.values(), *self.states.values(), self.stream):
             c.close()

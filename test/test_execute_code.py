@@ -6,8 +6,6 @@ import re
 import threading
 import time
 
-import numpy as np
-import pytest
 from action_msgs.msg import GoalStatus
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
@@ -245,11 +243,7 @@ def test_cancel_mid_motion_leaves_the_arm_holding(stack):
         status, result = run.result(30)
         assert status == GoalStatus.STATUS_CANCELED, result.stderr
         assert sim_stack.control(cmd="stats")["received"]["arm"]["STOP"] >= stops + 1
-        held = wait_until(lambda: (s := wire.state("arm")) and max(map(abs, s["dq"])) < 1e-9 and s,
-                          3, "the arm to rest")
-        assert held["q"][0] < 1.1
-        time.sleep(0.5)
-        assert np.allclose(wire.state("arm")["q"], held["q"])
+        assert wire.arm_holding()["q"][0] < 1.1
     finally:
         wire.close()
 
@@ -272,9 +266,7 @@ def test_node_killed_mid_motion_the_code_stops_the_arm_and_nothing_survives(stac
         sim_stack.node.wait(10)
         wait_until(lambda: not pid_alive(grandchild), 10, "the grandchild to die")
         assert sim_stack.control(cmd="stats")["received"]["arm"]["STOP"] >= stops + 1
-        held = wait_until(lambda: (s := wire.state("arm")) and max(map(abs, s["dq"])) < 1e-9 and s,
-                          3, "the arm to rest")
-        assert held["q"][0] < 1.1
+        assert wire.arm_at_rest()["q"][0] < 1.1
     finally:
         wire.close()
         sim_stack.start_node()

@@ -161,8 +161,7 @@ def test_stop_decelerates_holds_and_goes_idle(sim):
     set_mode(wire, ControlMode.JOINT_VELOCITY)
     stream_for(wire, 0.4, {"msg_type": ArmMsg.JOINT_VELOCITY, "dq": [0.5, 0, 0, 0, 0, 0, 0]})
     assert wire.req("arm", ArmMsg.STOP)["success"] is True
-    stopped = wait_until(lambda: (s := wire.state("arm")) and max(map(abs, s["dq"])) < 1e-9 and s,
-                         2.0, "the arm to come to rest")
+    stopped = wire.arm_at_rest(2.0)
     assert stopped["control_mode"] == ControlMode.IDLE
     stream_for(wire, 0.2, {"msg_type": ArmMsg.JOINT_VELOCITY, "dq": [0.5, 0, 0, 0, 0, 0, 0]})
     assert q_of(wire)[0] == pytest.approx(stopped["q"][0], abs=1e-9)
