@@ -32,6 +32,7 @@ class RosClient:
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self._service_clients: dict[tuple[type, str], object] = {}
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
 
@@ -41,13 +42,18 @@ class RosClient:
         return future.result()
 
     def call(self, srv_type, name: str, request, timeout: float = 10.0):
-        """Call a service once it is available; fail the test on timeout."""
-        client = self.node.create_client(srv_type, name)
-        try:
-            assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
-            return self.result(client.call_async(request), timeout, f"reply from {name}")
-        finally:
-            self.node.destroy_client(client)
+        """Call a service once it is available; fail the test on timeout.
+
+        One client per service is kept: Fast DDS drops a reply when the server cannot match
+        the client's response reader within 100 ms (ros2/rmw_fastrtps#390), which a
+        brand-new client on a loaded machine sometimes is.
+        """
+        key = (srv_type, name)
+        if key not in self._service_clients:
+            self._service_clients[key] = self.node.create_client(srv_type, name)
+        client = self._service_clients[key]
+        assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+        return self.result(client.call_async(request), timeout, f"reply from {name}")
 
     def close(self) -> None:
         import rclpy

@@ -24,14 +24,12 @@ import rclpy
 from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
 from tidybot_interfaces.srv import (AcquireLease, GetHistory, ReleaseLease, RenewLease,
                                     StopExecution)
 
-LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                     reliability=ReliabilityPolicy.RELIABLE)
+from tidybot_exec.qos import LATCHED, SERVICES
 
 
 class TidybotClientError(RuntimeError):
@@ -104,12 +102,15 @@ class TidybotClient:
         self._spun_elsewhere = node.executor is not None
         prefix = namespace.rstrip("/")
         name = lambda n: f"{prefix}/{n}" if prefix else n  # noqa: E731
-        self._action = ActionClient(node, ExecuteCode, name("execute_code"))
-        self._acquire = node.create_client(AcquireLease, name("lease/acquire"))
-        self._renew = node.create_client(RenewLease, name("lease/renew"))
-        self._release = node.create_client(ReleaseLease, name("lease/release"))
-        self._stop = node.create_client(StopExecution, name("execution/stop"))
-        self._history = node.create_client(GetHistory, name("execution/history"))
+        self._action = ActionClient(
+            node, ExecuteCode, name("execute_code"), goal_service_qos_profile=SERVICES,
+            result_service_qos_profile=SERVICES, cancel_service_qos_profile=SERVICES)
+        service = lambda srv_type, n: node.create_client(srv_type, name(n), qos_profile=SERVICES)  # noqa: E731
+        self._acquire = service(AcquireLease, "lease/acquire")
+        self._renew = service(RenewLease, "lease/renew")
+        self._release = service(ReleaseLease, "lease/release")
+        self._stop = service(StopExecution, "execution/stop")
+        self._history = service(GetHistory, "execution/history")
         self._latest: dict[str, Any] = {}
         node.create_subscription(ExecutionStatus, name("execution/status"),
                                  lambda m: self._latest.__setitem__("execution", m), LATCHED)

@@ -19,7 +19,6 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from std_srvs.srv import Trigger
 from tidybot_interfaces.action import ExecuteCode
@@ -31,6 +30,7 @@ from tidybot_exec.executor import Execution, Executor, ExecutorSettings, Request
 from tidybot_exec.history import History, Record
 from tidybot_exec.leases import Grant, LeaseManager
 from tidybot_exec.params import PARAMS, validate
+from tidybot_exec.qos import LATCHED, SERVICES
 from tidybot_exec.backend_monitor import Level
 from tidybot_exec.robot_stop import RobotStopper
 from tidybot_exec.state_topics import StateTopics, status
@@ -39,11 +39,6 @@ from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.limits import SafetyLimits
 
 NODE_NAME = "tidybot_exec"
-LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                     reliability=ReliabilityPolicy.RELIABLE)
-# The default service QoS keeps only 10 requests: a burst of clients (20 agents asking for
-# the lease at once) would lose requests silently.
-SERVICES = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
 _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
           float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
@@ -122,7 +117,9 @@ class TidybotExecNode(Node):
         self._action = ActionServer(
             self, ExecuteCode, "execute_code", execute_callback=self._execute,
             goal_callback=lambda goal: GoalResponse.ACCEPT, cancel_callback=self._cancel,
-            callback_group=actions, result_timeout=int(p["max_timeout_s"]) + 600)
+            callback_group=actions, result_timeout=int(p["max_timeout_s"]) + 600,
+            goal_service_qos_profile=SERVICES, result_service_qos_profile=SERVICES,
+            cancel_service_qos_profile=SERVICES)
         self.create_service(StopExecution, "execution/stop", self._stop_service,
                             qos_profile=SERVICES,
                             callback_group=services)
@@ -215,8 +212,8 @@ class TidybotExecNode(Node):
         return response
 
     def _publish_lease_status(self) -> None:
-        s = self.leases.status()
-        with self._status_lock:
+        with self._status_lock:         # snapshot and publish together: the newest goes last
+            s = self.leases.status()
             self._lease_pub.publish(LeaseStatus(
                 stamp=self.get_clock().now().to_msg(), held=s.held, holder=s.holder,
                 seconds_to_lapse=s.seconds_to_lapse, waiting_holders=s.waiting_holders))
@@ -305,21 +302,21 @@ class TidybotExecNode(Node):
 
     # ------------------------------------------------------------------ status
     def _publish_status(self) -> None:
-        current = self.executor_core.current
-        msg = ExecutionStatus(stamp=self.get_clock().now().to_msg())
-        if current is not None:
-            msg.state = (ExecutionStatus.STATE_STOPPING if current.stopping
-                         else ExecutionStatus.STATE_RUNNING)
-            msg.execution_id, msg.holder = current.id, current.request.holder
-            msg.label, msg.elapsed_s = current.request.label, current.elapsed
-        else:
-            msg.state = ExecutionStatus.STATE_IDLE
-        if self._last is not None:
-            msg.last_execution_id, msg.last_status = self._last.execution_id, int(self._last.status)
-            if current is None:
-                msg.execution_id, msg.holder, msg.label = (
-                    self._last.execution_id, self._last.holder, self._last.label)
-        with self._status_lock:
+        with self._status_lock:         # snapshot and publish together: the newest goes last
+            current = self.executor_core.current
+            msg = ExecutionStatus(stamp=self.get_clock().now().to_msg())
+            if current is not None:
+                msg.state = (ExecutionStatus.STATE_STOPPING if current.stopping
+                             else ExecutionStatus.STATE_RUNNING)
+                msg.execution_id, msg.holder = current.id, current.request.holder
+                msg.label, msg.elapsed_s = current.request.label, current.elapsed
+            else:
+                msg.state = ExecutionStatus.STATE_IDLE
+            if self._last is not None:
+                msg.last_execution_id, msg.last_status = self._last.execution_id, int(self._last.status)
+                if current is None:
+                    msg.execution_id, msg.holder, msg.label = (
+                        self._last.execution_id, self._last.holder, self._last.label)
             self._status_pub.publish(msg)
 
     # ---------------------------------------------------------------- services
