@@ -188,6 +188,19 @@ class ExecClient:
     def call(self, srv_type, name: str, request, timeout: float = 10.0):
         return self.ros.call(srv_type, f"{self.prefix}/{name}", request, timeout)
 
+    def acquire(self, holder: str, ttl_s: float = 0.0, wait_s: float = 0.0, timeout: float = 30):
+        """lease/acquire's reply (success or not)."""
+        from tidybot_interfaces.srv import AcquireLease
+
+        return self.call(AcquireLease, "lease/acquire",
+                         AcquireLease.Request(holder=holder, ttl_s=float(ttl_s),
+                                              wait_s=float(wait_s)), timeout)
+
+    def release(self, token: str):
+        from tidybot_interfaces.srv import ReleaseLease
+
+        return self.call(ReleaseLease, "lease/release", ReleaseLease.Request(lease_id=token))
+
     def close(self) -> None:
         self.client.destroy()
 

@@ -152,18 +152,14 @@ class Wire:
     """Protocol clients for the three backends of one simulator, as a test would speak them."""
 
     def __init__(self, config) -> None:
-        from tidybot_sdk.transport import (RequestClient, StateSubscriber, StreamPublisher,
-                                           endpoint)
+        from tidybot_sdk.transport import RequestClient, StateSubscriber, StreamPublisher
 
-        h = config.host
-        self.cmd = {"arm": RequestClient(endpoint(h, config.arm_ports[0]), "arm"),
-                    "gripper": RequestClient(endpoint(h, config.gripper_ports[0]), "gripper",
-                                             timeout_s=8.0),
-                    "base": RequestClient(endpoint(h, config.base_ports[0]), "base")}
-        self.states = {"arm": StateSubscriber(endpoint(h, config.arm_ports[1]), "arm"),
-                       "gripper": StateSubscriber(endpoint(h, config.gripper_ports[1]), "gripper"),
-                       "base": StateSubscriber(endpoint(h, config.base_ports[1]), "base")}
-        self.stream = StreamPublisher(endpoint(h, config.arm_ports[2]))
+        at = config.addresses()
+        self.cmd = {name: RequestClient(at[name]["cmd"], name,
+                                        **({"timeout_s": 8.0} if name == "gripper" else {}))
+                    for name in at}
+        self.states = {name: StateSubscriber(at[name]["state"], name) for name in at}
+        self.stream = StreamPublisher(at["arm"]["stream"])
 
     def req(self, server: str, msg_type: int, **fields):
         return self.cmd[server].request({"msg_type": int(msg_type), **fields})
@@ -194,14 +190,7 @@ def sdk_config_for(config, **limits):
     from tidybot_sdk.config import SdkConfig
     from tidybot_sdk.limits import SafetyLimits
 
-    h = config.host
-    return SdkConfig(
-        arm={"cmd": f"tcp://{h}:{config.arm_ports[0]}", "state": f"tcp://{h}:{config.arm_ports[1]}",
-             "stream": f"tcp://{h}:{config.arm_ports[2]}"},
-        gripper={"cmd": f"tcp://{h}:{config.gripper_ports[0]}",
-                 "state": f"tcp://{h}:{config.gripper_ports[1]}"},
-        base={"cmd": f"tcp://{h}:{config.base_ports[0]}", "state": f"tcp://{h}:{config.base_ports[1]}"},
-        limits=SafetyLimits(**limits))
+    return SdkConfig(limits=SafetyLimits(**limits)).with_endpoints(config.addresses())
 
 
 class Stack:

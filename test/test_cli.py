@@ -8,7 +8,6 @@ import subprocess
 import time
 
 import pytest
-from tidybot_interfaces.srv import AcquireLease, ReleaseLease
 
 from support import ROOT, Proc, Wire, wait_until
 from tidybot_exec.client import TidybotClient, TidybotClientError
@@ -26,7 +25,7 @@ def tidybot_run(*args: str, stdin: str | None = None, timeout: float = 120):
     (("-c", "x = 1\nraise ValueError('bad')"), 1, "failed: ValueError: bad (line 2)"),
     (("-c", "while True:\n    pass", "--timeout", "1"), 3, "timeout: timed out after 1s"),
     (("-c", "if True\n  pass"), 5, "rejected: SyntaxError at line 1"),
-    (("-c", "print(1)", "--dry-run"), 5, "rejected: dry_run is not available yet"),
+    (("-c", "print('hi')", "--dry-run"), 0, "[tidybot] dry run: a private simulated robot"),
     (("-c", "print(1)", "--lease-id", "forged"), 5, "rejected: invalid lease"),
 ])
 def test_exit_codes_follow_the_status(stack, args, code, stderr):
@@ -70,12 +69,12 @@ def test_unreachable_server_and_missing_file(stack):
 
 def test_held_lease_is_reported(stack):
     _, client = stack
-    held = client.call(AcquireLease, "lease/acquire", AcquireLease.Request(holder="someone"))
+    held = client.acquire("someone")
     try:
         done = tidybot_run("-c", "print(1)")
         assert done.returncode == 7 and "held by 'someone'" in done.stderr
     finally:
-        client.call(ReleaseLease, "lease/release", ReleaseLease.Request(lease_id=held.lease_id))
+        client.release(held.lease_id)
 
 
 def test_ctrl_c_cancels_and_the_arm_holds(stack, tmp_path):
@@ -100,7 +99,7 @@ def test_second_ctrl_c_leaves_at_once(stack, tmp_path):
     _, client = stack
     # A run left with a second Ctrl-C cannot release its lease: hold our own and release it
     # afterwards (which also stops the code), so the next tests find the lease free.
-    lease = client.call(AcquireLease, "lease/acquire", AcquireLease.Request(holder="stubborn"))
+    lease = client.acquire("stubborn")
     code = ("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
             "print('stubborn', flush=True)\ntime.sleep(30)\n")
     try:
@@ -111,7 +110,7 @@ def test_second_ctrl_c_leaves_at_once(stack, tmp_path):
         proc.signal(signal.SIGINT)
         assert proc.wait(10) == 130
     finally:
-        client.call(ReleaseLease, "lease/release", ReleaseLease.Request(lease_id=lease.lease_id))
+        client.release(lease.lease_id)
 
 
 @pytest.mark.parametrize("example,expected", [

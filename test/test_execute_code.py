@@ -57,12 +57,10 @@ def test_syntax_error_is_rejected_with_line_and_column(stack):
     assert result.error.startswith("SyntaxError at line 2, column 8")
 
 
-def test_too_large_and_dry_run_are_rejected(stack):
+def test_too_large_is_rejected(stack):
     _, client = stack
     _, result = client.run("x = 1\n" + "#" * 300000)
     assert result.status == R.STATUS_REJECTED and "above the limit of 262144 bytes" in result.error
-    _, result = client.run("print(1)", dry_run=True)
-    assert result.status == R.STATUS_REJECTED and result.error == "dry_run is not available yet"
 
 
 def test_exit_code_of_os_exit(stack):

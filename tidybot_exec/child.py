@@ -8,6 +8,9 @@ Runs with ``python -I -u child.py supervise WORKDIR`` (stdlib only until the cod
   SIGUSR1 (the executor's "kill now") it SIGKILLs the whole tree, round after round until
   nothing is left, and exits with the code's status. If the node dies (parent-death signal
   SIGHUP) it first interrupts the code, so a motion stops the robot, then does the same.
+* **sim** — a dry run's private simulated robot (tidybot_exec.dry_run), started by the
+  supervisor before the code, in its own session so that the stop path's SIGINT reaches
+  only the code, and killed with the rest of the tree when the code ends.
 * **run** — applies the resource limits, dies with the supervisor, makes the SDK importable
   and runs the code as ``__main__`` compiled under the name ``<submitted>``, so tracebacks
   show the user's own line numbers. On an exception it writes ``report.json`` (one-line
@@ -141,6 +144,12 @@ def supervise(workdir: str) -> None:
     signal.signal(signal.SIGTERM, kill_now)
     signal.signal(signal.SIGHUP, parent_died)
     _die_with_parent(signal.SIGHUP, spec["parent_pid"])
+    if spec.get("dry_run") is not None:
+        problem = _start_private_robot(workdir)
+        if problem:
+            _report(workdir, problem, server_error=True)
+            kill_tree()
+            sys.exit(1)
     proc = subprocess.Popen([sys.executable, "-I", "-u", __file__, "run", workdir],
                             restore_signals=True)
     code_proc.append(proc.pid)
@@ -154,6 +163,35 @@ def supervise(workdir: str) -> None:
             break
     kill_tree()                                  # whatever the code left running
     _exit_like(status)
+
+
+def _start_private_robot(workdir: str, timeout_s: float = 30.0) -> str | None:
+    """Start the dry run's simulator; None once it listens, else why it did not start."""
+    log_path = os.path.join(workdir, "sim.log")
+    with open(log_path, "wb") as log:
+        sim = subprocess.Popen([sys.executable, "-I", "-u", __file__, "sim", workdir],
+                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with open(log_path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+        if "listening" in text:
+            return None
+        if sim.poll() is not None or time.monotonic() > deadline:
+            last = text.strip().splitlines()[-1:] or ["no output"]
+            return f"dry run: the simulated robot did not start ({last[0]})"
+        time.sleep(0.02)
+
+
+def sim(workdir: str) -> None:
+    with open(os.path.join(workdir, "spec.json")) as f:
+        spec = json.load(f)
+    _die_with_parent(signal.SIGKILL, os.getppid())
+    sys.path.insert(0, spec["sdk_path"])
+    from tidybot_exec.dry_run import Seed
+    from tidybot_exec.sim.cli import serve
+    sys.exit(serve(Seed.from_dict(spec["dry_run"]).sim_config(workdir)))
 
 
 # ------------------------------------------------------------------------ code process
@@ -206,8 +244,7 @@ def run(workdir: str) -> None:
         traceback.print_exception(type(exc), exc, tb)
         line = _user_line(tb)
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        with open(os.path.join(workdir, "report.json"), "w") as f:
-            json.dump({"error": error + (f" (line {line})" if line else ""), "line": line}, f)
+        _report(workdir, error + (f" (line {line})" if line else ""))
         sys.stderr.flush()
         if isinstance(exc, KeyboardInterrupt):
             signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -215,5 +252,11 @@ def run(workdir: str) -> None:
         sys.exit(1)
 
 
+def _report(workdir: str, error: str, server_error: bool = False) -> None:
+    """Tell the executor why the execution failed (read back as the result's ``error``)."""
+    with open(os.path.join(workdir, "report.json"), "w") as f:
+        json.dump({"error": error, "server_error": server_error}, f)
+
+
 if __name__ == "__main__":
-    {"supervise": supervise, "run": run}[sys.argv[1]](sys.argv[2])
+    {"supervise": supervise, "sim": sim, "run": run}[sys.argv[1]](sys.argv[2])

@@ -3,7 +3,8 @@
 Every way an execution ends abnormally — cancel, timeout, stop, estop, lease loss,
 shutdown, an exception or a crash — goes through one stop path: SIGINT to the process group
 (the SDK stops its motion), a short grace, then the supervisor kills the whole tree; then
-the robot is commanded to stop and hold; only then is the result returned.
+the robot is commanded to stop and hold; only then is the result returned. A dry run
+drives a private simulator in the execution's own process tree instead (dry_run.py).
 """
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from tidybot_sdk import protocol as proto
+from tidybot_sdk.config import SdkConfig
+
 from . import child
+from .dry_run import Seed
 from .output import FeedbackQueue, HeadTail, LineSplitter
 from .status import Status
 from .validation import validate
@@ -52,6 +57,7 @@ class Request:
     timeout_s: float = 0.0
     label: str = ""
     holder: str = ""
+    dry_run: Seed | None = None     # set: run against a private simulator seeded with this
 
 
 @dataclass
@@ -71,6 +77,7 @@ class Result:
     label: str = ""
     holder: str = ""
     code: str = ""
+    dry_run: bool = False
 
 
 @dataclass
@@ -103,8 +110,10 @@ class Execution:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"tidybot-{self.id}-"))
         self.started_wall = time.time()
         self.started = time.monotonic()
-        for warning in warnings:     # advice for whoever reads the feedback or the result
-            line = f"[tidybot] warning: {warning}\n"
+        notes = [f"warning: {w}" for w in warnings] + (
+            request.dry_run.notes() if request.dry_run else [])
+        for note in notes:           # for whoever reads the feedback or the result
+            line = f"[tidybot] {note}\n"
             self._queue.put("stderr", line)
             self._capture["stderr"].add(line.encode())
         self.proc = self._spawn()
@@ -119,14 +128,19 @@ class Execution:
 
     def _spawn(self) -> subprocess.Popen:
         s = self.settings
+        sdk_config, seed = s.sdk_config_json, self.request.dry_run
+        if seed is not None:        # the supervisor starts the simulator on these sockets
+            sdk_config = SdkConfig.from_dict(json.loads(sdk_config)).with_endpoints(
+                proto.ipc_endpoints(str(self.workdir))).to_json()
         (self.workdir / "code.py").write_text(self.request.code, encoding="utf-8")
         (self.workdir / "spec.json").write_text(json.dumps({
             "parent_pid": os.getpid(), "sdk_path": SDK_PATH, "stop_grace_s": s.stop_grace_s,
             "limits": {"address_space_bytes": s.address_space_bytes, "open_files": s.open_files,
-                       "file_size_bytes": s.file_size_bytes}}))
+                       "file_size_bytes": s.file_size_bytes},
+            "dry_run": seed.to_dict() if seed is not None else None}))
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.workdir),
                "TMPDIR": str(self.workdir), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
-               "TIDYBOT_SDK_CONFIG": s.sdk_config_json, "TIDYBOT_EXECUTION_ID": self.id,
+               "TIDYBOT_SDK_CONFIG": sdk_config, "TIDYBOT_EXECUTION_ID": self.id,
                # the child needs no ROS libraries: skip the ROS wheels' re-exec
                "_ROS_WHEELS_BOOTSTRAP_COMPLETE": "1"}
         return subprocess.Popen(
@@ -180,7 +194,7 @@ class Execution:
             t.join(timeout=5)
         self._flush_feedback()
         result = self._result()
-        if result.status != Status.SUCCEEDED:
+        if result.status != Status.SUCCEEDED and self.request.dry_run is None:
             self.executor.stop_robot()
         shutil.rmtree(self.workdir, ignore_errors=True)
         result.finished = time.time()
@@ -214,9 +228,10 @@ class Execution:
         elif code == 0:
             status, error = Status.SUCCEEDED, ""
         else:
-            status = Status.FAILED
-            error = report or (f"killed by signal {-code} ({signal.Signals(-code).name})"
-                               if code < 0 else f"exited with code {code}")
+            status = Status.ERROR if report.get("server_error") else Status.FAILED
+            error = report.get("error") or (
+                f"killed by signal {-code} ({signal.Signals(-code).name})" if code < 0
+                else f"exited with code {code}")
         out, err = self._capture["stdout"], self._capture["stderr"]
         return Result(
             execution_id=self.id, status=status, exit_code=code, stdout=out.text(),
@@ -224,7 +239,8 @@ class Execution:
             duration_s=self.elapsed, started=self.started_wall,
             stdout_tail=out.last(self.settings.tail_bytes),
             stderr_tail=err.last(self.settings.tail_bytes), label=self.request.label,
-            holder=self.request.holder, code=self.request.code)
+            holder=self.request.holder, code=self.request.code,
+            dry_run=self.request.dry_run is not None)
 
 
 class Executor:
@@ -249,10 +265,8 @@ class Executor:
             try:
                 self.current = Execution(self, request, feedback, verdict.warnings)
             except OSError as exc:
-                return Result(execution_id=new_execution_id(), status=Status.ERROR,
-                              error=f"could not start the child process: {exc}",
-                              started=time.time(), finished=time.time(), label=request.label,
-                              holder=request.holder, code=request.code)
+                return self.unstarted(request, Status.ERROR,
+                                      f"could not start the child process: {exc}")
             return self.current
 
     def finish(self, execution: Execution) -> Result:
@@ -284,10 +298,15 @@ class Executor:
 
     @staticmethod
     def rejected(request: Request, reason: str) -> Result:
+        return Executor.unstarted(request, Status.REJECTED, reason)
+
+    @staticmethod
+    def unstarted(request: Request, status: Status, reason: str) -> Result:
+        """The result of a request that never ran."""
         now = time.time()
-        return Result(execution_id=new_execution_id(), status=Status.REJECTED, error=reason,
+        return Result(execution_id=new_execution_id(), status=status, error=reason,
                       started=now, finished=now, label=request.label, holder=request.holder,
-                      code=request.code)
+                      code=request.code, dry_run=request.dry_run is not None)
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> bool:
@@ -305,8 +324,10 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _read_report(path: Path) -> str:
+def _read_report(path: Path) -> dict:
+    """What the child reported: {"error": one line, "server_error": the code never ran}."""
     try:
-        return str(json.loads(path.read_text())["error"])
-    except (OSError, ValueError, KeyError):
-        return ""
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}

@@ -34,6 +34,7 @@ class Record:
     stdout_tail: str
     stderr_tail: str
     truncated: bool
+    dry_run: bool = False          # absent from records written before dry runs existed
 
     @classmethod
     def from_result(cls, r: Result) -> "Record":
@@ -42,7 +43,7 @@ class Record:
                    started=r.started, finished=r.finished, duration_s=r.duration_s,
                    code_sha256=hashlib.sha256(r.code.encode("utf-8", "surrogatepass")).hexdigest(),
                    code=r.code, stdout_tail=r.stdout_tail, stderr_tail=r.stderr_tail,
-                   truncated=r.truncated)
+                   truncated=r.truncated, dry_run=r.dry_run)
 
 
 class History:

@@ -26,6 +26,7 @@ from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
 from tidybot_interfaces.srv import (AcquireLease, GetHistory, ReleaseLease, RenewLease,
                                     StopExecution)
 
+from tidybot_exec.dry_run import Seed
 from tidybot_exec.executor import Execution, Executor, ExecutorSettings, Request, Result
 from tidybot_exec.history import History, Record
 from tidybot_exec.leases import Grant, LeaseManager
@@ -35,6 +36,7 @@ from tidybot_exec.backend_monitor import Level
 from tidybot_exec.robot_stop import RobotStopper
 from tidybot_exec.state_topics import StateTopics, status
 from tidybot_exec.status import Status
+from tidybot_sdk import protocol as proto
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.limits import SafetyLimits
 
@@ -51,7 +53,6 @@ class InvalidParameters(Exception):
 
 def sdk_config(p: dict[str, Any]) -> SdkConfig:
     """What the code process needs: backend endpoints and safety limits, from parameters."""
-    url = lambda host, port: f"tcp://{p[host]}:{p[port]}"  # noqa: E731
     q = SafetyLimits()
     limits = SafetyLimits(
         joint_min=q.joint_min, joint_max=q.joint_max, joint_speed=p["joint_speed_cap"],
@@ -61,13 +62,9 @@ def sdk_config(p: dict[str, Any]) -> SdkConfig:
         base_angular_speed=p["base_angular_speed_cap"],
         base_box=tuple(zip(p["base_box_min"], p["base_box_max"])),
         gripper_max_force=p["gripper_max_force"])
-    return SdkConfig(
-        arm={"cmd": url("arm_host", "arm_cmd_port"), "state": url("arm_host", "arm_state_port"),
-             "stream": url("arm_host", "arm_stream_port")},
-        gripper={"cmd": url("gripper_host", "gripper_cmd_port"),
-                 "state": url("gripper_host", "gripper_state_port")},
-        base={"cmd": url("base_host", "base_cmd_port"), "state": url("base_host", "base_state_port")},
-        limits=limits, request_timeout_s=p["request_timeout_s"])
+    endpoints = {backend: {role: f"tcp://{p[backend + '_host']}:{p[f'{backend}_{role}_port']}"
+                           for role in roles} for backend, roles in proto.SOCKETS.items()}
+    return SdkConfig(limits=limits, request_timeout_s=p["request_timeout_s"]).with_endpoints(endpoints)
 
 
 def executor_settings(p: dict[str, Any], config: SdkConfig) -> ExecutorSettings:
@@ -264,11 +261,11 @@ class TidybotExecNode(Node):
     def _run_goal(self, goal_handle: ServerGoalHandle) -> Result:
         goal = goal_handle.request
         holder, refusal = self.authorize(goal.lease_id)
-        request = Request(code=goal.code, timeout_s=goal.timeout_s, label=goal.label, holder=holder)
+        request = Request(code=goal.code, timeout_s=goal.timeout_s, label=goal.label, holder=holder,
+                          dry_run=Seed.from_states(self.state_topics.fresh_states())
+                          if goal.dry_run else None)
         if refusal:
             return Executor.rejected(request, refusal)
-        if goal.dry_run:
-            return Executor.rejected(request, "dry_run is not available yet")
         seq = iter(range(2 ** 32))
         started = self.executor_core.submit(
             request, lambda execution_id, stream, text, elapsed: goal_handle.publish_feedback(
@@ -350,7 +347,7 @@ class TidybotExecNode(Node):
             exit_code=r.exit_code, error=r.error, started=stamp(r.started),
             finished=stamp(r.finished), duration_s=r.duration_s, code_sha256=r.code_sha256,
             stdout_tail=r.stdout_tail, stderr_tail=r.stderr_tail, truncated=r.truncated,
-            code=r.code) for r in self.history.newest(request.max_count)]
+            code=r.code, dry_run=r.dry_run) for r in self.history.newest(request.max_count)]
         return response
 
     # ---------------------------------------------------------------- shutdown

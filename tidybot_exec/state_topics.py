@@ -95,22 +95,31 @@ class StateTopics:
         self._arm_throttle = Throttle(p["state_rate_hz"])
         self._base_throttle = Throttle(p["state_rate_hz"])
         self._gripper_throttle = Throttle(p["state_rate_hz"])
-        self._gripper: dict[str, Any] | None = None
+        self._latest: dict[str, dict[str, Any]] = {}     # backend -> its newest state message
         self._subs = {
-            "arm": StateSubscriber(config.arm["state"], "arm", self._guarded(self._on_arm)),
+            "arm": StateSubscriber(config.arm["state"], "arm", self._guarded("arm", self._on_arm)),
             "gripper": StateSubscriber(config.gripper["state"], "gripper",
-                                       self._guarded(self._on_gripper)),
-            "base": StateSubscriber(config.base["state"], "base", self._guarded(self._on_base))}
+                                       self._guarded("gripper", self._on_gripper)),
+            "base": StateSubscriber(config.base["state"], "base",
+                                    self._guarded("base", self._on_base))}
 
     def close(self) -> None:
         for sub in self._subs.values():
             sub.close()
 
-    def _guarded(self, handler: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
-        """Keep the subscriber thread alive whatever one message does. Once the context is
-        shut down (SIGINT reaches rclpy before the node is destroyed) publishing fails by
-        design and is ignored; anything else is logged."""
+    def fresh_states(self) -> dict[str, dict[str, Any] | None]:
+        """The newest state of each backend; None for one that is down or stale."""
+        return {name: self._latest.get(name) if monitor.fresh() else None
+                for name, monitor in self.monitors.items()}
+
+    def _guarded(self, name: str, handler: Callable[[dict[str, Any]], None]
+                 ) -> Callable[[dict[str, Any]], None]:
+        """Record ``name``'s newest state, then republish it, keeping the subscriber thread
+        alive whatever one message does. Once the context is shut down (SIGINT reaches rclpy
+        before the node is destroyed) publishing fails by design and is ignored; anything
+        else is logged."""
         def guarded(msg: dict[str, Any]) -> None:
+            self._latest[name] = msg
             try:
                 handler(msg)
             except Exception as exc:
@@ -125,7 +134,7 @@ class StateTopics:
         if self._joint_throttle.ready():
             names, positions = list(self.joint_names), [float(v) for v in s["q"]]
             velocities = [float(v) for v in s["dq"]]
-            gripper = self._gripper if self.monitors["gripper"].fresh() else None
+            gripper = self._latest.get("gripper") if self.monitors["gripper"].fresh() else None
             if gripper is not None:
                 names.append(self.p["gripper_joint_name"])
                 positions.append(GRIPPER_CLOSED_RAD * gripper["position"] / 255.0)
@@ -146,7 +155,6 @@ class StateTopics:
 
     def _on_gripper(self, s: dict[str, Any]) -> None:
         self.monitors["gripper"].arrived()
-        self._gripper = s
         if self._gripper_throttle.ready():
             calibrated = bool(s.get("is_calibrated"))
             self._gripper_pub.publish(GripperState(

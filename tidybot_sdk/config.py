@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import protocol as proto
@@ -23,19 +23,11 @@ from .limits import SafetyLimits
 ENV_VAR = "TIDYBOT_SDK_CONFIG"
 
 
-def _local(port: int) -> str:
-    return f"tcp://127.0.0.1:{port}"
-
-
 @dataclass(frozen=True)
 class SdkConfig:
-    arm: dict[str, str] = field(default_factory=lambda: {
-        "cmd": _local(proto.ARM_CMD_PORT), "state": _local(proto.ARM_STATE_PORT),
-        "stream": _local(proto.ARM_STREAM_PORT)})
-    gripper: dict[str, str] = field(default_factory=lambda: {
-        "cmd": _local(proto.GRIPPER_CMD_PORT), "state": _local(proto.GRIPPER_STATE_PORT)})
-    base: dict[str, str] = field(default_factory=lambda: {
-        "cmd": _local(proto.BASE_CMD_PORT), "state": _local(proto.BASE_STATE_PORT)})
+    arm: dict[str, str] = field(default_factory=lambda: proto.tcp_endpoints()["arm"])
+    gripper: dict[str, str] = field(default_factory=lambda: proto.tcp_endpoints()["gripper"])
+    base: dict[str, str] = field(default_factory=lambda: proto.tcp_endpoints()["base"])
     limits: SafetyLimits = field(default_factory=SafetyLimits)
     request_timeout_s: float = 2.0
 
@@ -52,6 +44,10 @@ class SdkConfig:
         return json.dumps({"arm": self.arm, "gripper": self.gripper, "base": self.base,
                            "limits": self.limits.to_dict(),
                            "timeouts": {"request_s": self.request_timeout_s}})
+
+    def with_endpoints(self, endpoints: proto.Endpoints) -> "SdkConfig":
+        """The same limits and timeouts, talking to other backends (a dry run's)."""
+        return replace(self, **{backend: dict(endpoints[backend]) for backend in proto.SOCKETS})
 
     @classmethod
     def from_env(cls) -> "SdkConfig":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import msgpack
 
@@ -88,6 +88,27 @@ BASE_CMD_PORT, BASE_STATE_PORT = 5590, 5591
 BASE_WATCHDOG_S = 0.25
 BASE_MAX_VEL = (0.5, 0.5, 1.57)
 BASE_MAX_ACCEL = (0.25, 0.25, 0.79)
+
+# ----------------------------------------------------------------------------- endpoints
+Endpoints = dict[str, dict[str, str]]      # backend -> socket role -> ZMQ address
+SOCKETS = {"arm": ("cmd", "state", "stream"), "gripper": ("cmd", "state"),
+           "base": ("cmd", "state")}
+DEFAULT_PORTS = {"arm": (ARM_CMD_PORT, ARM_STATE_PORT, ARM_STREAM_PORT),
+                 "gripper": (GRIPPER_CMD_PORT, GRIPPER_STATE_PORT),
+                 "base": (BASE_CMD_PORT, BASE_STATE_PORT)}
+
+
+def tcp_endpoints(host: str = "127.0.0.1",
+                  ports: Mapping[str, Sequence[int]] = DEFAULT_PORTS) -> Endpoints:
+    """Every backend socket on ``host``, ports in SOCKETS order."""
+    return {backend: {role: f"tcp://{host}:{port}" for role, port in zip(roles, ports[backend])}
+            for backend, roles in SOCKETS.items()}
+
+
+def ipc_endpoints(directory: str) -> Endpoints:
+    """Every backend socket as a unix socket in ``directory`` (a dry run's private robot)."""
+    return {backend: {role: f"ipc://{directory}/{backend}-{role}" for role in roles}
+            for backend, roles in SOCKETS.items()}
 
 
 # ------------------------------------------------------------------------------ encoding

@@ -18,7 +18,7 @@ from tidybot_sdk import protocol as proto
 
 from .arm import SimArm
 from .base import SimBase
-from .gripper import SimGripper
+from .gripper import GripperSeed, SimGripper
 from .server import BackendServer
 
 
@@ -36,8 +36,17 @@ class SimConfig:
     base_state_rate_hz: float = 50.0
     initial_q: list[float] = field(default_factory=lambda: kin.HOME_Q.tolist())
     initial_base_pose: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    initial_gripper: GripperSeed | None = None    # None: a fresh, not yet activated gripper
     object_width_mm: float | None = None
     control_port: int | None = None
+    ipc_dir: str | None = None        # bind unix sockets here instead of host/ports
+
+    def addresses(self) -> proto.Endpoints:
+        """Where each backend socket binds (and so where clients connect)."""
+        if self.ipc_dir is not None:
+            return proto.ipc_endpoints(self.ipc_dir)
+        return proto.tcp_endpoints(self.host, {"arm": self.arm_ports, "gripper": self.gripper_ports,
+                                               "base": self.base_ports})
 
 
 class Simulator:
@@ -50,10 +59,11 @@ class Simulator:
         q0 = np.array(c.initial_q, dtype=float)
         if q0.shape != (7,) or np.any(q0 < kin.Q_MIN) or np.any(q0 > kin.Q_MAX):
             raise ValueError("initial_q must be 7 joint angles within the Panda limits")
-        self.arm = SimArm(c.host, *c.arm_ports, state_rate_hz=c.arm_state_rate_hz, q0=q0)
-        self.gripper = SimGripper(c.host, *c.gripper_ports, state_rate_hz=c.gripper_state_rate_hz,
-                                  object_width_mm=c.object_width_mm)
-        self.base = SimBase(c.host, *c.base_ports, state_rate_hz=c.base_state_rate_hz,
+        at = c.addresses()
+        self.arm = SimArm(*at["arm"].values(), state_rate_hz=c.arm_state_rate_hz, q0=q0)
+        self.gripper = SimGripper(*at["gripper"].values(), state_rate_hz=c.gripper_state_rate_hz,
+                                  object_width_mm=c.object_width_mm, seed=c.initial_gripper)
+        self.base = SimBase(*at["base"].values(), state_rate_hz=c.base_state_rate_hz,
                             pose0=c.initial_base_pose)
         self.servers: dict[str, BackendServer] = {
             "arm": self.arm, "gripper": self.gripper, "base": self.base}
@@ -91,13 +101,12 @@ class Simulator:
 
     def endpoints(self) -> list[str]:
         """One line per socket, for people and for the docs."""
-        c, h = self.config, self.config.host
-        lines = [f"arm      commands tcp://{h}:{c.arm_ports[0]}  state tcp://{h}:{c.arm_ports[1]}"
-                 f"  stream tcp://{h}:{c.arm_ports[2]}",
-                 f"gripper  commands tcp://{h}:{c.gripper_ports[0]}  state tcp://{h}:{c.gripper_ports[1]}",
-                 f"base     commands tcp://{h}:{c.base_ports[0]}  state tcp://{h}:{c.base_ports[1]}"]
+        c = self.config
+        lines = [f"{backend:8} " + "  ".join(f"{'commands' if role == 'cmd' else role} {addr}"
+                                              for role, addr in roles.items())
+                 for backend, roles in c.addresses().items()]
         if c.control_port is not None:
-            lines.append(f"control  tcp://{h}:{c.control_port}")
+            lines.append(f"control  tcp://{c.host}:{c.control_port}")
         return lines
 
     # ------------------------------------------------------------------ control

@@ -33,10 +33,10 @@ class SimArm(BackendServer):
     name = "arm"
     msg_types = ArmMsg
 
-    def __init__(self, host: str, cmd_port: int, state_port: int, stream_port: int, *,
+    def __init__(self, cmd_addr: str, state_addr: str, stream_addr: str, *,
                  state_rate_hz: float = 100.0, q0=kin.HOME_Q) -> None:
-        super().__init__(host, cmd_port, state_port, state_rate_hz=state_rate_hz, tick_hz=1000.0)
-        self.stream_port = stream_port
+        super().__init__(cmd_addr, state_addr, state_rate_hz=state_rate_hz, tick_hz=1000.0)
+        self.stream_addr = stream_addr
         self.q = np.array(q0, dtype=float)
         self.dq = np.zeros(7)
         self.q_target = self.q.copy()
@@ -51,7 +51,7 @@ class SimArm(BackendServer):
 
     # ----------------------------------------------------------------- commands
     def open_extra_sockets(self) -> list[zmq.Socket]:
-        return [self._bind(zmq.SUB, self.stream_port, CONFLATE=1, SUBSCRIBE=b"")]
+        return [self._bind(zmq.SUB, self.stream_addr, CONFLATE=1, SUBSCRIBE=b"")]
 
     def on_extra_message(self, sock: zmq.Socket, data: bytes) -> None:
         try:

@@ -26,9 +26,9 @@ class SimBase(BackendServer):
     name = "base"
     msg_types = BaseMsg
 
-    def __init__(self, host: str, cmd_port: int, state_port: int, *,
+    def __init__(self, cmd_addr: str, state_addr: str, *,
                  state_rate_hz: float = 50.0, pose0=(0.0, 0.0, 0.0)) -> None:
-        super().__init__(host, cmd_port, state_port, state_rate_hz=state_rate_hz, tick_hz=250.0)
+        super().__init__(cmd_addr, state_addr, state_rate_hz=state_rate_hz, tick_hz=250.0)
         self.pose = np.array(pose0, dtype=float)     # x, y, theta in the odometry frame
         self.vel = np.zeros(3)                       # vx, vy, wz in the odometry frame
         self.target_pose = self.pose.copy()

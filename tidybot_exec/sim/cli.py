@@ -49,20 +49,27 @@ def parse_args(argv: list[str] | None) -> SimConfig:
                    help="width of a simulated object between the fingers (default: none)")
     p.add_argument("--control-port", type=int, default=None,
                    help="port of the fault-injection/inspection socket (default: off)")
+    p.add_argument("--ipc-dir", default=None, metavar="DIR",
+                   help="bind unix sockets in DIR instead of TCP ports (e.g. ipc://DIR/arm-cmd)")
     a = p.parse_args(argv)
     config = SimConfig(host=a.host, arm_ports=a.arm_ports, gripper_ports=a.gripper_ports,
                        base_ports=a.base_ports, arm_state_rate_hz=a.arm_state_rate,
                        gripper_state_rate_hz=a.gripper_state_rate,
                        base_state_rate_hz=a.base_state_rate,
                        initial_base_pose=tuple(a.initial_base_pose),
-                       object_width_mm=a.object_width_mm, control_port=a.control_port)
+                       object_width_mm=a.object_width_mm, control_port=a.control_port,
+                       ipc_dir=a.ipc_dir)
     if a.initial_q is not None:
         config.initial_q = a.initial_q
     return config
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
+    return serve(parse_args(argv))
+
+
+def serve(config: SimConfig) -> int:
+    """Run the simulator until SIGINT/SIGTERM; 2 when it cannot start."""
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

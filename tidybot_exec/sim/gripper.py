@@ -8,7 +8,7 @@ loop is single-threaded, so a STOP sent during a move is answered after it.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 from tidybot_sdk.protocol import GRIPPER_TYPE_2F85, GripperMsg, check_byte
 
@@ -26,24 +26,40 @@ def stroke_mm(position: float) -> float:
     return STROKE_MM * (1.0 - position / 255.0)
 
 
+class GripperSeed(TypedDict, total=False):
+    """A gripper's starting state (field names as in its state message)."""
+
+    position: int
+    is_activated: bool
+    is_calibrated: bool
+    open_mm: float
+    close_mm: float
+    object_detected: bool    # an object is held: it stays between the fingers
+
+
 class SimGripper(BackendServer):
     name = "gripper"
     msg_types = GripperMsg
 
-    def __init__(self, host: str, cmd_port: int, state_port: int, *,
-                 state_rate_hz: float = 10.0, object_width_mm: float | None = None) -> None:
-        super().__init__(host, cmd_port, state_port, state_rate_hz=state_rate_hz, tick_hz=100.0)
+    def __init__(self, cmd_addr: str, state_addr: str, *,
+                 state_rate_hz: float = 10.0, object_width_mm: float | None = None,
+                 seed: GripperSeed | None = None) -> None:
+        super().__init__(cmd_addr, state_addr, state_rate_hz=state_rate_hz, tick_hz=100.0)
+        seed = seed or {}
         self.object_width_mm = object_width_mm   # what is between the fingers (None: nothing)
-        self.position = 0.0
-        self.target = 0.0
+        self.position = float(check_byte("position", int(seed.get("position", 0))))
+        self.target = self.position
         self.speed = 255
         self.force = 255
-        self.activated = False
+        self.activated = bool(seed.get("is_activated", False))
         self.activating_until = 0.0
         self.moving = False
-        self.object_detected = False
-        self.calibrated = False
-        self.open_mm, self.close_mm = STROKE_MM, 0.0
+        self.object_detected = bool(seed.get("object_detected", False))
+        if self.object_detected:                  # what it holds stays between the fingers
+            self.object_width_mm = stroke_mm(self.position)
+        self.calibrated = bool(seed.get("is_calibrated", False))
+        self.open_mm = float(seed.get("open_mm", STROKE_MM))
+        self.close_mm = float(seed.get("close_mm", 0.0))
         self.fault_code = 0
 
     def error_reply(self, text: str) -> dict[str, Any]:

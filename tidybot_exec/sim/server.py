@@ -34,9 +34,9 @@ class BackendServer:
     name = "backend"
     msg_types: type[IntEnum]
 
-    def __init__(self, host: str, cmd_port: int, state_port: int, *, state_rate_hz: float,
+    def __init__(self, cmd_addr: str, state_addr: str, *, state_rate_hz: float,
                  tick_hz: float) -> None:
-        self.host, self.cmd_port, self.state_port = host, cmd_port, state_port
+        self.cmd_addr, self.state_addr = cmd_addr, state_addr    # ZMQ addresses to bind
         self.state_rate_hz, self.tick_hz = state_rate_hz, tick_hz
         self.faults = Faults()
         self.received: Counter[str] = Counter()   # msg_type name -> count, for tests
@@ -78,8 +78,8 @@ class BackendServer:
         self._stop.clear()
         bound: list[zmq.Socket] = []
         try:
-            bound.append(rep := self._bind(zmq.ROUTER, self.cmd_port))
-            bound.append(pub := self._bind(zmq.PUB, self.state_port))
+            bound.append(rep := self._bind(zmq.ROUTER, self.cmd_addr))
+            bound.append(pub := self._bind(zmq.PUB, self.state_addr))
             bound.extend(extra := self.open_extra_sockets())
         except zmq.ZMQError:
             for sock in bound:
@@ -100,7 +100,7 @@ class BackendServer:
             t.join(timeout=5)
         self._threads = []
 
-    def _bind(self, kind: int, port: int, **options: Any) -> zmq.Socket:
+    def _bind(self, kind: int, addr: str, **options: Any) -> zmq.Socket:
         sock = self._ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         for opt, value in options.items():
@@ -110,7 +110,7 @@ class BackendServer:
         deadline = time.monotonic() + (2.0 if self._was_bound else 0.0)
         while True:
             try:
-                sock.bind(f"tcp://{self.host}:{port}")
+                sock.bind(addr)
                 return sock
             except zmq.ZMQError as exc:
                 if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
