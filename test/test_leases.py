@@ -7,8 +7,7 @@ import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import LeaseStatus
-from tidybot_interfaces.srv import (AcquireLease, GetHistory, ReleaseLease, RenewLease,
-                                    StopExecution)
+from tidybot_interfaces.srv import AcquireLease, GetHistory, RenewLease, StopExecution
 
 from support import Wire, wait_until
 from tidybot_exec.leases import LeaseManager
@@ -16,15 +15,6 @@ from tidybot_exec.qos import SERVICES
 
 R = ExecuteCode.Result
 STACK_PARAMS = {"max_lease_s": 8.0, "lease_default_ttl_s": 30.0, "override_holders": "operator"}
-
-
-def acquire(client, holder: str, ttl_s: float = 0.0, wait_s: float = 0.0, timeout: float = 30):
-    return client.call(AcquireLease, "lease/acquire",
-                       AcquireLease.Request(holder=holder, ttl_s=ttl_s, wait_s=wait_s), timeout)
-
-
-def release(client, token: str):
-    return client.call(ReleaseLease, "lease/release", ReleaseLease.Request(lease_id=token))
 
 
 _statuses: list[LeaseStatus] = []
@@ -53,7 +43,7 @@ def lease_left_free(stack):
     def free() -> bool:                     # queued waiters may be granted it in turn
         if latest_status(client).held:
             taken = client.call(AcquireLease, "lease/take", AcquireLease.Request(holder="operator"))
-            release(client, taken.lease_id)
+            client.release(taken.lease_id)
             time.sleep(0.2)
         return not latest_status(client).held
     wait_until(free, 30, "the lease to be free")
@@ -80,11 +70,11 @@ def test_twenty_simultaneous_acquires_get_exactly_one_token(stack, ros):
         # Warm every client up while the lease is held (each call fails harmlessly): Fast DDS
         # drops a reply when the client's response reader is not matched within 100 ms
         # (ros2/rmw_fastrtps#390), and wait_for_service only sees the request side.
-        blocker = acquire(client, "blocker")
+        blocker = client.acquire("blocker")
         for c in clients:
             assert c.wait_for_service(timeout_sec=10)
             assert not answered(c, AcquireLease.Request(holder="warm-up")).success
-        assert release(client, blocker.lease_id).success
+        assert client.release(blocker.lease_id).success
         futures = [c.call_async(AcquireLease.Request(holder=f"agent{i}"))
                    for i, c in enumerate(clients)]
         replies = [ros.result(f, 15, "twenty replies") for f in futures]
@@ -98,12 +88,12 @@ def test_twenty_simultaneous_acquires_get_exactly_one_token(stack, ros):
     assert all(r.message.startswith(f"the lease is held by 'agent{index}'") and r.lease_id == ""
                for r in replies if not r.success)
     assert latest_status(client).holder == f"agent{index}"
-    assert release(client, winner.lease_id).success
+    assert client.release(winner.lease_id).success
 
 
 def test_waiters_are_granted_in_fifo_order_and_give_up_at_wait_s(stack, ros):
     _, client = stack
-    first = acquire(client, "first")
+    first = client.acquire("first")
     assert first.success
     pending = {}
     for holder in ("second", "third"):
@@ -114,24 +104,24 @@ def test_waiters_are_granted_in_fifo_order_and_give_up_at_wait_s(stack, ros):
                    f"{holder} in the queue")
     assert latest_status(client).waiting_holders == ["second", "third"]
     start = time.monotonic()
-    gave_up = acquire(client, "impatient", wait_s=1.0)
+    gave_up = client.acquire("impatient", wait_s=1.0)
     assert not gave_up.success and "gave up waiting" in gave_up.message
     assert 0.9 < time.monotonic() - start < 5
-    assert release(client, first.lease_id).success
+    assert client.release(first.lease_id).success
     second = ros.result(pending["second"][1], 10)
     assert second.success and not pending["third"][1].done()
     assert latest_status(client).holder == "second"
-    assert release(client, second.lease_id).success
+    assert client.release(second.lease_id).success
     third = ros.result(pending["third"][1], 10)
     assert third.success
-    assert release(client, third.lease_id).success
+    assert client.release(third.lease_id).success
     for c, _ in pending.values():
         ros.node.destroy_client(c)
 
 
 def test_renew_extends_and_ttl_lapses(stack):
     _, client = stack
-    grant = acquire(client, "renewer", ttl_s=1.5)
+    grant = client.acquire("renewer", ttl_s=1.5)
     assert grant.success and grant.ttl_s == 1.5
     for _ in range(3):
         time.sleep(0.8)
@@ -144,7 +134,7 @@ def test_renew_extends_and_ttl_lapses(stack):
 
 def test_max_lease_s_ends_even_a_renewed_lease(stack):
     _, client = stack
-    grant = acquire(client, "long", ttl_s=100.0)
+    grant = client.acquire("long", ttl_s=100.0)
     start = time.monotonic()
     while client.call(RenewLease, "lease/renew", RenewLease.Request(lease_id=grant.lease_id)).success:
         assert time.monotonic() - start < 12, "max_lease_s did not end the lease"
@@ -156,7 +146,7 @@ def test_max_lease_s_ends_even_a_renewed_lease(stack):
     ("", "no lease: call lease/acquire"), ("wrong-token", "invalid lease")])
 def test_goals_need_the_current_token(stack, token, reason):
     _, client = stack
-    grant = acquire(client, "owner")
+    grant = client.acquire("owner")
     try:
         _, result = client.run("print('should not run')", lease_id=token)
         assert result.status == R.STATUS_REJECTED and result.error.startswith(reason)
@@ -166,20 +156,20 @@ def test_goals_need_the_current_token(stack, token, reason):
         _, ok = client.run("print('runs')", lease_id=grant.lease_id)
         assert ok.status == R.STATUS_SUCCEEDED
     finally:
-        release(client, grant.lease_id)
+        client.release(grant.lease_id)
 
 
 def test_an_expired_token_is_rejected(stack):
     _, client = stack
-    grant = acquire(client, "expired")
-    assert release(client, grant.lease_id).success
+    grant = client.acquire("expired")
+    assert client.release(grant.lease_id).success
     _, result = client.run("print(1)", lease_id=grant.lease_id)
     assert result.status == R.STATUS_REJECTED and result.error.startswith("invalid lease")
 
 
 def test_release_during_a_run_cancels_it_and_the_arm_holds(stack):
     sim_stack, client = stack
-    grant = acquire(client, "mover")
+    grant = client.acquire("mover")
     wire = Wire(sim_stack.config)
     try:
         run = client.send(
@@ -187,30 +177,30 @@ def test_release_during_a_run_cancels_it_and_the_arm_holds(stack):
             "arm.move_joints([1.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785], duration=6)\n",
             lease_id=grant.lease_id)
         wait_until(lambda: wire.state("arm")["q"][0] > 0.1, 30, "the arm to move")
-        assert release(client, grant.lease_id).success
+        assert client.release(grant.lease_id).success
         _, result = run.result(30)
         assert result.status == R.STATUS_CANCELED and result.error == "lease released"
         assert wire.arm_holding()["q"][0] < 0.95
         # and back home for the next tests
-        home = acquire(client, "homer")
+        home = client.acquire("homer")
         client.run("from tidybot_sdk import arm\narm.go_home()\n", lease_id=home.lease_id)
-        release(client, home.lease_id)
+        client.release(home.lease_id)
     finally:
         wire.close()
 
 
 def test_a_running_execution_keeps_the_lease_alive(stack):
     _, client = stack
-    grant = acquire(client, "busy", ttl_s=1.0)
+    grant = client.acquire("busy", ttl_s=1.0)
     _, result = client.run("import time\ntime.sleep(2.5)\nprint('done')", lease_id=grant.lease_id)
     assert result.status == R.STATUS_SUCCEEDED
     assert client.call(RenewLease, "lease/renew", RenewLease.Request(lease_id=grant.lease_id)).success
-    release(client, grant.lease_id)
+    client.release(grant.lease_id)
 
 
 def test_services_stay_responsive_while_clients_wait(stack, ros):
     _, client = stack
-    grant = acquire(client, "holder")
+    grant = client.acquire("holder")
     waiting = []
     for i in range(4):
         c = ros.node.create_client(AcquireLease, "/lease/acquire")
@@ -225,21 +215,21 @@ def test_services_stay_responsive_while_clients_wait(stack, ros):
     _, result = client.run("print('still here')", lease_id=grant.lease_id)
     assert result.status == R.STATUS_SUCCEEDED
     assert time.monotonic() - start < 3.5, "the node stalled while clients waited"
-    assert release(client, grant.lease_id).success
+    assert client.release(grant.lease_id).success
     for holder in queue:                    # each waiter in turn, in the node's order
         grant = ros.result(waiting[int(holder[1:])][1], 10)
         assert grant.success and grant.lease_id and latest_status(client).holder == holder
-        assert release(client, grant.lease_id).success
+        assert client.release(grant.lease_id).success
     for c, _ in waiting:
         ros.node.destroy_client(c)
 
 
 def test_the_token_never_leaks(stack):
     sim_stack, client = stack
-    grant = acquire(client, "secretive")
+    grant = client.acquire("secretive")
     assert grant.success and len(grant.lease_id) >= 40
     client.run("import os\nprint(sorted(os.environ))", lease_id=grant.lease_id, label="leak?")
-    release(client, grant.lease_id)
+    client.release(grant.lease_id)
     token = grant.lease_id
     assert token not in sim_stack.node.stdout + sim_stack.node.stderr
     history_file = sim_stack.log_dir / "history" / "history.jsonl"
@@ -252,7 +242,7 @@ def test_the_token_never_leaks(stack):
 
 def test_an_override_holder_takes_the_lease_and_stops_the_code(stack):
     _, client = stack
-    grant = acquire(client, "someone")
+    grant = client.acquire("someone")
     assert grant.success
     run = client.send("import time\nprint('busy', flush=True)\ntime.sleep(30)",
                       lease_id=grant.lease_id)
@@ -266,7 +256,7 @@ def test_an_override_holder_takes_the_lease_and_stops_the_code(stack):
     assert result.error == "lease revoked: taken over by 'operator'"
     assert latest_status(client).holder == "operator"
     assert not client.call(RenewLease, "lease/renew", RenewLease.Request(lease_id=grant.lease_id)).success
-    assert release(client, taken.lease_id).success
+    assert client.release(taken.lease_id).success
 
 
 def test_lease_manager_unit_revoke_and_close():
@@ -285,3 +275,15 @@ def test_lease_manager_unit_revoke_and_close():
     manager.acquire("c", 0, 5, answers.append)
     manager.close()
     assert answers[2].success is False and "shutting down" in answers[2].message
+
+
+def test_lease_manager_refuses_durations_that_make_no_sense():
+    manager = LeaseManager(default_ttl_s=10, max_lease_s=60, max_wait_s=5)
+    answers = []
+    manager.acquire("a", 5e-324, 0, answers.append)      # what an int in a float64 becomes
+    manager.acquire("a", 1.0, float("nan"), answers.append)
+    assert [a.success for a in answers] == [False, False]
+    assert answers[0].message == "ttl_s must be 0 (the default) or at least 0.1s, got 4.94066e-324"
+    assert answers[1].message == "wait_s must be a number of seconds"
+    assert not manager.take("op", 0.01).success and not manager.status().held
+    manager.close()

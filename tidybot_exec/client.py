@@ -150,8 +150,9 @@ class TidybotClient:
         """Acquire the robot lease (waiting up to ``wait_s`` in line); returns the token and
         keeps it for later calls. With ``keep_alive`` it is renewed every ttl/3 while the node
         spins. Raises TidybotClientError when it is not granted."""
-        reply = self._call(self._acquire, AcquireLease.Request(holder=holder, ttl_s=ttl_s,
-                                                               wait_s=wait_s),
+        # float(): an int in a float64 field is sent as garbage by the rosidl_python wheels
+        reply = self._call(self._acquire, AcquireLease.Request(holder=holder, ttl_s=float(ttl_s),
+                                                               wait_s=float(wait_s)),
                            wait_s + 15.0, "the lease")
         if not reply.success:
             raise TidybotClientError(f"lease not granted: {reply.message}")

@@ -8,16 +8,31 @@
 * A lapse, release or revoke calls ``on_end(token, reason)`` so the node can stop code
   running under that lease; then the next waiter is granted.
 * Tokens are 256-bit random, compared in constant time, and never part of any status.
+* A ttl_s between 0 and MIN_TTL_S is refused rather than granted to lapse at once: it is
+  almost always a mistake (an int put in a float64 field arrives as ~5e-324).
 """
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
+
+
+MIN_TTL_S = 0.1
+
+
+def _check(ttl_s: float, wait_s: float = 0.0) -> str:
+    """Why these durations make no sense ("" when they do)."""
+    if math.isnan(ttl_s) or 0 < ttl_s < MIN_TTL_S:
+        return f"ttl_s must be 0 (the default) or at least {MIN_TTL_S:g}s, got {ttl_s:g}"
+    if math.isnan(wait_s):
+        return "wait_s must be a number of seconds"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,9 @@ class LeaseManager:
         """Answer (now or later, exactly once) with a Grant for ``holder``."""
         holder = holder.strip() or "anonymous"
         ttl = min(ttl_s if ttl_s > 0 else self.default_ttl_s, self.max_lease_s)
+        if problem := _check(ttl_s, wait_s):
+            answer(Grant(False, message=problem))
+            return
         with self._cond:
             if self._lease is None and not self._waiters:
                 grant = self._grant(holder, ttl)
@@ -115,6 +133,8 @@ class LeaseManager:
         """Operator override: end the current lease (if any) and grant one to ``holder`` at
         once, ahead of the waiters."""
         holder = holder.strip() or "anonymous"
+        if problem := _check(ttl_s):
+            return Grant(False, message=problem)
         with self._cond:
             lease = self._lease
         if lease is not None:
