@@ -14,6 +14,9 @@ from support import Proc, isolate_ros, wait_until
 DOMAIN_ID = isolate_ros()  # before anything imports rclpy or starts a ROS process
 # Live output must not depend on the caller's environment: the node runs without it.
 os.environ.pop("PYTHONUNBUFFERED", None)
+# Type-check every message field we set, here and in the node under test: unchecked, an
+# int in a float64 field is sent as garbage (validation.duration_error).
+os.environ["ROS_PYTHON_CHECK_FIELDS"] = "1"
 
 
 def pytest_report_header() -> str:

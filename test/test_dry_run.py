@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 from tidybot_interfaces.action import ExecuteCode
+from tidybot_interfaces.msg import ExecutionStatus
 from tidybot_interfaces.srv import GetHistory
 
 from support import Wire, wait_until
 from tidybot_exec.dry_run import Seed
 from tidybot_exec.executor import Executor, ExecutorSettings, Request
+from tidybot_exec.qos import LATCHED
 from tidybot_exec.status import Status
 from tidybot_sdk import kinematics as kin
 
@@ -88,8 +90,10 @@ def test_a_dry_run_starts_where_the_robot_is_and_moves_only_its_own(stack, lease
     assert [r.dry_run for r in records] == [True, False]
 
 
-def test_canceling_a_dry_run_ends_its_simulator_and_leaves_the_robot_alone(stack, lease):
+def test_canceling_a_dry_run_ends_its_simulator_and_leaves_the_robot_alone(stack, lease, ros):
     sim_stack, client = stack
+    statuses: list[ExecutionStatus] = []
+    ros.node.create_subscription(ExecutionStatus, "/execution/status", statuses.append, LATCHED)
     received = sim_stack.control(cmd="stats")["received"]
     run = client.send("import time\nfrom tidybot_sdk import arm\narm.get_state()\n"
                       "print('moving', flush=True)\n"
@@ -97,6 +101,9 @@ def test_canceling_a_dry_run_ends_its_simulator_and_leaves_the_robot_alone(stack
                       lease_id=lease, dry_run=True)
     wait_until(lambda: "moving" in run.stdout(), 30, "the dry run to start moving")
     assert private_sims(), "the dry run's simulator is not running"
+    running = wait_until(lambda: [s for s in statuses if s.state == s.STATE_RUNNING], 10,
+                         "execution/status to say running")
+    assert running[-1].dry_run
     run.cancel()
     _, result = run.result(30)
     assert result.status == R.STATUS_CANCELED

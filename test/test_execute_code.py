@@ -57,10 +57,15 @@ def test_syntax_error_is_rejected_with_line_and_column(stack):
     assert result.error.startswith("SyntaxError at line 2, column 8")
 
 
-def test_too_large_is_rejected(stack):
+def test_too_large_or_a_nonsense_timeout_is_rejected(stack):
     _, client = stack
     _, result = client.run("x = 1\n" + "#" * 300000)
     assert result.status == R.STATUS_REJECTED and "above the limit of 262144 bytes" in result.error
+    # 5e-324 is what timeout_s=600 (an int) becomes when field checks are off
+    for timeout, shown in ((5e-324, "4.94066e-324"), (float("nan"), "nan")):
+        _, result = client.run("print(1)", timeout_s=timeout)
+        assert result.status == R.STATUS_REJECTED
+        assert result.error == f"timeout_s must be 0 (the default) or at least 0.1s, got {shown}"
 
 
 def test_exit_code_of_os_exit(stack):

@@ -65,7 +65,7 @@ def test_lease_status_has_no_token():
 def test_execution_status():
     assert_contract(ExecutionStatus, {
         "stamp": "builtin_interfaces/Time", "state": "string", "execution_id": "string",
-        "holder": "string", "label": "string", "elapsed_s": "double"})
+        "holder": "string", "label": "string", "elapsed_s": "double", "dry_run": "boolean"})
     assert (ExecutionStatus.STATE_IDLE, ExecutionStatus.STATE_RUNNING,
             ExecutionStatus.STATE_STOPPING) == ("idle", "running", "stopping")
 

@@ -29,7 +29,7 @@ from . import child
 from .dry_run import Seed
 from .output import FeedbackQueue, HeadTail, LineSplitter
 from .status import Status
-from .validation import validate
+from .validation import duration_error, validate
 
 Feedback = Callable[[str, str, str, float], None]   # (execution_id, stream, text, elapsed_s)
 SDK_PATH = str(Path(child.__file__).resolve().parent.parent)
@@ -256,8 +256,9 @@ class Executor:
         """Start ``request`` or return a REJECTED/ERROR result saying why not. Checking for a
         running execution and starting the new one happen under one lock (no race)."""
         verdict = validate(request.code, self.settings.max_code_bytes)
-        if verdict.error:
-            return self.rejected(request, verdict.error)
+        error = verdict.error or duration_error("timeout_s", request.timeout_s)
+        if error:
+            return self.rejected(request, error)
         with self._lock:
             if self.current is not None:
                 return self.rejected(request, f"busy: execution {self.current.id} is running; "

@@ -8,8 +8,8 @@
 * A lapse, release or revoke calls ``on_end(token, reason)`` so the node can stop code
   running under that lease; then the next waiter is granted.
 * Tokens are 256-bit random, compared in constant time, and never part of any status.
-* A ttl_s between 0 and MIN_TTL_S is refused rather than granted to lapse at once: it is
-  almost always a mistake (an int put in a float64 field arrives as ~5e-324).
+* A ttl_s between 0 and 0.1 s is refused rather than granted to lapse at once: it is almost
+  always a mistake (validation.duration_error says why).
 """
 from __future__ import annotations
 
@@ -22,17 +22,14 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-
-MIN_TTL_S = 0.1
+from .validation import duration_error
 
 
 def _check(ttl_s: float, wait_s: float = 0.0) -> str:
     """Why these durations make no sense ("" when they do)."""
-    if math.isnan(ttl_s) or 0 < ttl_s < MIN_TTL_S:
-        return f"ttl_s must be 0 (the default) or at least {MIN_TTL_S:g}s, got {ttl_s:g}"
     if math.isnan(wait_s):
         return "wait_s must be a number of seconds"
-    return ""
+    return duration_error("ttl_s", ttl_s)
 
 
 @dataclass(frozen=True)

@@ -307,13 +307,15 @@ class TidybotExecNode(Node):
                              else ExecutionStatus.STATE_RUNNING)
                 msg.execution_id, msg.holder = current.id, current.request.holder
                 msg.label, msg.elapsed_s = current.request.label, current.elapsed
+                msg.dry_run = current.request.dry_run is not None
             else:
                 msg.state = ExecutionStatus.STATE_IDLE
             if self._last is not None:
                 msg.last_execution_id, msg.last_status = self._last.execution_id, int(self._last.status)
                 if current is None:
-                    msg.execution_id, msg.holder, msg.label = (
-                        self._last.execution_id, self._last.holder, self._last.label)
+                    msg.execution_id, msg.holder, msg.label, msg.dry_run = (
+                        self._last.execution_id, self._last.holder, self._last.label,
+                        self._last.dry_run)
             self._status_pub.publish(msg)
 
     # ---------------------------------------------------------------- services

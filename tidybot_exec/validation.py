@@ -1,4 +1,4 @@
-"""Checks on submitted code before anything runs: size, syntax, and advice.
+"""Checks on requests before anything runs: the code's size, syntax and advice; durations.
 
 The lint warnings are advice for the agent that wrote the code (why a call is a bad idea
 on a robot), not a security boundary: the child process is what contains the code.
@@ -6,9 +6,20 @@ on a robot), not a security boundary: the child process is what contains the cod
 from __future__ import annotations
 
 import ast
+import math
 from dataclasses import dataclass, field
 
 FILENAME = "<submitted>"
+MIN_DURATION_S = 0.1
+
+
+def duration_error(name: str, value: float, minimum: float = MIN_DURATION_S) -> str:
+    """Why ``value`` is no sensible duration for ``name`` ("" when it is; <= 0 means the
+    default). A tiny positive value is almost always an int put in a float64 field, which
+    rosidl_python sends as garbage (600 arrives as 5e-324) unless ROS_PYTHON_CHECK_FIELDS=1."""
+    if math.isnan(value) or 0 < value < minimum:
+        return f"{name} must be 0 (the default) or at least {minimum:g}s, got {value:g}"
+    return ""
 
 # module.attribute or module -> why it is a bad idea in robot code
 _RISKY_CALLS = {

@@ -163,7 +163,7 @@ def build_interfaces(venv_dir: Path, distro: str) -> bool:
     if step.fresh() and installed.is_file():
         return False
     fix_cmake_exports(venv_dir)
-    build_dir = ROOT / "build" / f"bootstrap-{distro}" / "tidybot_interfaces"
+    build_dir = venv_dir / "build" / "tidybot_interfaces"    # one per venv: never shared
     shutil.rmtree(build_dir, ignore_errors=True)
     env = build_env(venv_dir)
     cmake = shutil.which("cmake", path=env["PATH"])
