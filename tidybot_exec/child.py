@@ -7,7 +7,10 @@ Runs with ``python -I -u child.py supervise WORKDIR`` (stdlib only until the cod
   starts the code process, waits for it, then kills whatever the code left behind. On
   SIGUSR1 (the executor's "kill now") it SIGKILLs the whole tree, round after round until
   nothing is left, and exits with the code's status. If the node dies (parent-death signal
-  SIGHUP) it first interrupts the code, so a motion stops the robot, then does the same.
+  SIGHUP) it first interrupts the code, so a motion stops the robot, then kills the tree
+  and removes the working directory (nobody else is left to). The parent-death signal
+  follows the node *thread* that started the supervisor; rclpy's executor threads live as
+  long as the node, so that is the node's life.
 * **sim** — a dry run's private simulated robot (tidybot_exec.dry_run), started by the
   supervisor before the code, in its own session so that the stop path's SIGINT reaches
   only the code, and killed with the rest of the tree when the code ends.
@@ -25,6 +28,7 @@ import ctypes
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,7 +133,7 @@ def supervise(workdir: str) -> None:
 
     def parent_died(signum: int, frame: object) -> None:
         # Nobody is left to run the stop path: do its first step here (SIGINT lets an SDK
-        # motion stop the robot), then kill everything.
+        # motion stop the robot), then kill everything and remove the working directory.
         if code_proc:
             try:
                 os.kill(code_proc[0], signal.SIGINT)
@@ -138,7 +142,9 @@ def supervise(workdir: str) -> None:
             deadline = time.monotonic() + spec["stop_grace_s"]
             while time.monotonic() < deadline and not _exited(code_proc[0]):
                 time.sleep(0.02)
-        kill_now(signum, frame)
+        kill_tree()
+        shutil.rmtree(workdir, ignore_errors=True)
+        os._exit(1)
 
     signal.signal(signal.SIGUSR1, kill_now)
     signal.signal(signal.SIGTERM, kill_now)
