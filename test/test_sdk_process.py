@@ -5,13 +5,16 @@ and SIGTERM mid-motion stop the robot before the process ends), and the referenc
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import time
 
 import pytest
 
 from support import ROOT, Proc, sdk_config_for, wait_until
 from tidybot_sdk import describe
+from tidybot_sdk.backend import stop_on_interrupt
 from tidybot_sdk.config import ENV_VAR
 
 SCRIPTS = ROOT / "test" / "predecessor_scripts"
@@ -61,6 +64,29 @@ def test_interrupt_mid_motion_stops_the_arm_and_it_holds(sim, procs, tmp_path, s
     assert proc.wait(10) == code, proc.describe()
     assert simulator.arm.received["STOP"] == 1
     assert wire.arm_holding(timeout=2.0)["q"][0] < 1.1   # stopped well before the target
+
+
+@pytest.mark.parametrize("sig,raised", [(signal.SIGINT, KeyboardInterrupt),
+                                        (signal.SIGTERM, SystemExit)], ids=["SIGINT", "SIGTERM"])
+def test_a_repeated_interrupt_does_not_cut_the_stop_command_short(sig, raised):
+    """A second signal while the motion is being stopped (Linux repeats the supervisor's
+    parent-death signal; people press Ctrl-C twice) must not abort the stop command."""
+    finished = []
+
+    def stop() -> None:
+        os.kill(os.getpid(), sig)        # arrives while the stop command is on its way
+        time.sleep(0.1)                  # a handler would raise here
+        finished.append(True)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(raised):
+            with stop_on_interrupt(stop):
+                raise raised()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert finished == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # restored
 
 
 def test_reference_doc_is_generated_from_the_code():

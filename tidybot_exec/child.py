@@ -134,6 +134,10 @@ def supervise(workdir: str) -> None:
     def parent_died(signum: int, frame: object) -> None:
         # Nobody is left to run the stop path: do its first step here (SIGINT lets an SDK
         # motion stop the robot), then kill everything and remove the working directory.
+        # Once only: Linux repeats the parent-death signal each time the supervisor is handed
+        # to another of the dying node's threads, and a second SIGINT would cut the code's
+        # stop command short.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         if code_proc:
             try:
                 os.kill(code_proc[0], signal.SIGINT)

@@ -87,6 +87,22 @@ def _catch_sigterm() -> None:
 
 
 @contextmanager
+def _repeats_ignored() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM meanwhile (main thread only; elsewhere a no-op): a second
+    interrupt must not cut the stop command short. The executor escalates to SIGKILL after
+    its grace period whatever the code does, and the interrupt being handled is re-raised."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+@contextmanager
 def stop_on_interrupt(stop: Callable[[], object]) -> Iterator[None]:
     """Run a motion; if anything interrupts it (KeyboardInterrupt from the executor's SIGINT,
     SystemExit from SIGTERM, an exception), command ``stop`` before the error propagates."""
@@ -94,8 +110,9 @@ def stop_on_interrupt(stop: Callable[[], object]) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        try:
-            stop()
-        except Exception:  # the backend may be the reason we are here; the original error wins
-            pass
+        with _repeats_ignored():
+            try:
+                stop()
+            except Exception:  # the backend may be why we are here; the original error wins
+                pass
         raise
