@@ -199,6 +199,21 @@ class ExecClient:
                          AcquireLease.Request(holder=holder, ttl_s=float(ttl_s),
                                               wait_s=float(wait_s)), timeout)
 
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Until execution/status says idle (a stop returns before the code has ended)."""
+        from tidybot_interfaces.msg import ExecutionStatus
+
+        from tidybot_exec.qos import LATCHED
+
+        seen: list = []
+        sub = self.ros.node.create_subscription(
+            ExecutionStatus, f"{self.prefix}/execution/status", seen.append, LATCHED)
+        try:
+            wait_until(lambda: seen and seen[-1].state == ExecutionStatus.STATE_IDLE, timeout,
+                       "the execution to end")
+        finally:
+            self.ros.node.destroy_subscription(sub)
+
     def release(self, token: str):
         from tidybot_interfaces.srv import ReleaseLease
 

@@ -110,7 +110,8 @@ def test_second_ctrl_c_leaves_at_once(stack, tmp_path):
         proc.signal(signal.SIGINT)
         assert proc.wait(10) == 130
     finally:
-        client.release(lease.lease_id)
+        client.release(lease.lease_id)      # stops the code: wait until it has ended
+        client.wait_idle()
 
 
 @pytest.mark.parametrize("example,expected", [
