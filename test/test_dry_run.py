@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionStatus
@@ -44,10 +45,6 @@ def reports(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
-def close(a, b, tol: float) -> bool:
-    return all(abs(x - y) <= tol for x, y in zip(a, b, strict=True))
-
-
 def private_sims() -> list[int]:
     """PIDs of dry-run simulators (``child.py sim WORKDIR``) alive on this machine."""
     pids = []
@@ -77,13 +74,15 @@ def test_a_dry_run_starts_where_the_robot_is_and_moves_only_its_own(stack, lease
     assert dry.status == R.STATUS_SUCCEEDED, dry.stderr
     assert dry.stderr.startswith("[tidybot] dry run: a private simulated robot")
     start, end = reports(dry.stdout)
-    assert close(start["q"], Q1, 1e-3) and close(start["base"], (0.3, -0.2, 0.5), 1e-2)
+    assert np.allclose(start["q"], Q1, atol=1e-3)
+    assert np.allclose(start["base"], (0.3, -0.2, 0.5), atol=1e-2)
     assert start["gripper"]["is_activated"] and abs(start["gripper"]["position"] - 120) <= 2
-    assert close(end["q"], kin.HOME_Q, 1e-2) and close(end["base"], (0, 0, 0), 1e-2)
+    assert np.allclose(end["q"], kin.HOME_Q, atol=1e-2)
+    assert np.allclose(end["base"], (0, 0, 0), atol=1e-2)
     assert end["gripper"]["position"] <= 2
     # the real robot did not move and received no command at all
-    assert close(wire.state("arm")["q"], before["arm"]["q"], 1e-9)
-    assert close(wire.state("base")["base_pose"], before["base"]["base_pose"], 1e-9)
+    assert np.allclose(wire.state("arm")["q"], before["arm"]["q"], atol=1e-9, rtol=0)
+    assert np.allclose(wire.state("base")["base_pose"], before["base"]["base_pose"], atol=1e-9, rtol=0)
     assert wire.state("gripper")["position"] == before["gripper"]["position"]
     assert sim_stack.control(cmd="stats")["received"] == received
     records = client.call(GetHistory, "execution/history", GetHistory.Request(max_count=2)).records

@@ -150,7 +150,7 @@ class TidybotClient:
         """Acquire the robot lease (waiting up to ``wait_s`` in line); returns the token and
         keeps it for later calls. With ``keep_alive`` it is renewed every ttl/3 while the node
         spins. Raises TidybotClientError when it is not granted."""
-        # float(): an int in a float64 field is sent as garbage by the rosidl_python wheels
+        # float(): unless ROS_PYTHON_CHECK_FIELDS=1, an int in a float64 field is sent as garbage
         reply = self._call(self._acquire, AcquireLease.Request(holder=holder, ttl_s=float(ttl_s),
                                                                wait_s=float(wait_s)),
                            wait_s + 15.0, "the lease")

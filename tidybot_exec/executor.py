@@ -108,6 +108,16 @@ class Execution:
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self.workdir = Path(tempfile.mkdtemp(prefix=f"tidybot-{self.id}-"))
+        # What the code drives and how it is stopped after an abnormal end: the robot, or
+        # for a dry run the private simulator its supervisor starts on these sockets, which
+        # ends with the execution's tree (nothing to stop, and the robot is left alone).
+        if request.dry_run is None:
+            self._sdk_config_json, self._stop_robot = s.sdk_config_json, executor.stop_robot
+        else:
+            config = SdkConfig.from_dict(json.loads(s.sdk_config_json))
+            self._sdk_config_json = config.with_endpoints(
+                proto.ipc_endpoints(str(self.workdir))).to_json()
+            self._stop_robot = lambda: None
         self.started_wall = time.time()
         self.started = time.monotonic()
         notes = [f"warning: {w}" for w in warnings] + (
@@ -127,11 +137,7 @@ class Execution:
         return self._stop is not None
 
     def _spawn(self) -> subprocess.Popen:
-        s = self.settings
-        sdk_config, seed = s.sdk_config_json, self.request.dry_run
-        if seed is not None:        # the supervisor starts the simulator on these sockets
-            sdk_config = SdkConfig.from_dict(json.loads(sdk_config)).with_endpoints(
-                proto.ipc_endpoints(str(self.workdir))).to_json()
+        s, seed = self.settings, self.request.dry_run
         (self.workdir / "code.py").write_text(self.request.code, encoding="utf-8")
         (self.workdir / "spec.json").write_text(json.dumps({
             "parent_pid": os.getpid(), "sdk_path": SDK_PATH, "stop_grace_s": s.stop_grace_s,
@@ -140,7 +146,7 @@ class Execution:
             "dry_run": seed.to_dict() if seed is not None else None}))
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.workdir),
                "TMPDIR": str(self.workdir), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
-               "TIDYBOT_SDK_CONFIG": sdk_config, "TIDYBOT_EXECUTION_ID": self.id,
+               "TIDYBOT_SDK_CONFIG": self._sdk_config_json, "TIDYBOT_EXECUTION_ID": self.id,
                # the child needs no ROS libraries: skip the ROS wheels' re-exec
                "_ROS_WHEELS_BOOTSTRAP_COMPLETE": "1"}
         return subprocess.Popen(
@@ -194,8 +200,8 @@ class Execution:
             t.join(timeout=5)
         self._flush_feedback()
         result = self._result()
-        if result.status != Status.SUCCEEDED and self.request.dry_run is None:
-            self.executor.stop_robot()
+        if result.status != Status.SUCCEEDED:
+            self._stop_robot()
         shutil.rmtree(self.workdir, ignore_errors=True)
         result.finished = time.time()
         return result
