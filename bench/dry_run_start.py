@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 
 from tidybot_exec.dry_run import Seed
-from tidybot_exec.executor import Executor, ExecutorSettings, Request
+from tidybot_exec.executor import ExecutorSettings, Request
+from tidybot_exec.history import History
+from tidybot_exec.service import ExecutionService, LeasePolicy
 from tidybot_exec.status import Status
 
 CODE = {"print": "print('hi')\n",
         "first arm state": "from tidybot_sdk import arm\narm.get_state()\n"}
 
 
-def median_s(executor: Executor, code: str, dry_run: Seed | None, runs: int) -> float:
+def median_s(service: ExecutionService, code: str, dry_run: Seed | None, runs: int) -> float:
     times = []
     for _ in range(runs):
         start = time.monotonic()
-        result = executor.run(Request(code, dry_run=dry_run), lambda *a: None)
+        result = service.run(Request(code, dry_run=dry_run))
         times.append(time.monotonic() - start)
         if result.status != Status.SUCCEEDED:
             raise SystemExit(f"run failed: {result.error}\n{result.stderr}")
@@ -36,10 +39,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--runs", type=int, default=5)
     a = p.parse_args()
-    executor = Executor(ExecutorSettings(), lambda: None)
-    plain = median_s(executor, CODE["print"], None, a.runs)
-    dry = median_s(executor, CODE["print"], Seed(), a.runs)
-    first_state = median_s(executor, CODE["first arm state"], Seed(), a.runs)
+    with tempfile.TemporaryDirectory() as history:
+        service = ExecutionService(ExecutorSettings(), History(history, 100), lambda: [],
+                                   LeasePolicy(require_lease=False))
+        plain = median_s(service, CODE["print"], None, a.runs)
+        dry = median_s(service, CODE["print"], Seed(), a.runs)
+        first_state = median_s(service, CODE["first arm state"], Seed(), a.runs)
+        service.shutdown()
     print(f"print('hi'):           plain run {plain:.3f}s, dry run {dry:.3f}s "
           f"(+{dry - plain:.3f}s)")
     print(f"dry run, arm.get_state(): {first_state:.3f}s (the private simulator answers)")

@@ -1,10 +1,12 @@
-"""Pure core pieces on their own: validation, output capture, history store, executor."""
+"""Pure core pieces on their own: validation, output capture, history store."""
 from __future__ import annotations
 
 import json
-import time
+import signal
+import subprocess
+import sys
 
-from tidybot_exec.executor import Executor, ExecutorSettings, Request
+from support import ROOT
 from tidybot_exec.history import History, Record
 from tidybot_exec.output import FeedbackQueue, HeadTail, LineSplitter
 from tidybot_exec.status import Status
@@ -56,34 +58,49 @@ def test_feedback_queue_budget_says_what_it_skipped():
     assert queue.drain() == []
 
 
-def record(i: int) -> Record:
-    return Record(execution_id=f"id{i}", holder="h", label=str(i), status=0, exit_code=0,
+def record(i: int, holder: str = "h", status: int = 0) -> Record:
+    return Record(execution_id=f"id{i}", holder=holder, label=str(i), status=status, exit_code=0,
                   error="", started=float(i), finished=float(i) + 1, duration_s=1.0,
-                  code_sha256="", code="", stdout_tail="", stderr_tail="", truncated=False)
+                  code_sha256=f"sha{i}", code=f"code {i}", stdout_tail="", stderr_tail="",
+                  truncated=i % 2 == 0, dry_run=i % 3 == 0)
 
 
-def test_history_is_bounded_by_compaction_and_survives_a_torn_line(tmp_path):
+def test_history_is_bounded_pages_and_filters(tmp_path):
     history = History(tmp_path, max_records=5)
     for i in range(12):
-        history.append(record(i))
-    lines = history.path.read_text().splitlines()
-    assert 5 <= len(lines) < 10                     # compacted at 10 lines
-    assert [r.execution_id for r in history.newest(3)] == ["id11", "id10", "id9"]
-    with open(history.path, "a") as f:
-        f.write('{"execution_id": "torn", "hol')    # a crash in the middle of a write
+        history.append(record(i, holder="a" if i % 2 else "b", status=i % 3))
+    page = history.page(limit=3)
+    assert page.total == 5 and [r.execution_id for r in page.records] == ["id11", "id10", "id9"]
+    assert all(r.code == "" and r.code_sha256 for r in page.records)    # no bodies unless asked
+    assert history.page(offset=3, limit=3).records[0].execution_id == "id8"
+    mine = history.page(holder="a", statuses=[0, 2], include_code=True)
+    assert [(r.execution_id, r.code) for r in mine.records] == [("id11", "code 11"), ("id9", "code 9")]
+    assert mine.total == 2
+    history.close()
     reloaded = History(tmp_path, max_records=5)
     assert [r.execution_id for r in reloaded.newest()] == ["id11", "id10", "id9", "id8", "id7"]
-    assert json.loads(lines[-1])["execution_id"] == "id11"
+    assert reloaded.newest(1)[0] == record(11, holder="a", status=2)    # every field survives
 
 
-def test_executor_one_at_a_time_and_robot_stop_on_failure():
-    stops = []
-    executor = Executor(ExecutorSettings(stop_grace_s=0.5), lambda: stops.append(time.monotonic()))
-    first = executor.submit(Request("import time\ntime.sleep(1)\n"), lambda *a: None)
-    second = executor.submit(Request("print(1)"), lambda *a: None)
-    assert second.status == Status.REJECTED and second.error.startswith("busy")
-    assert executor.finish(first).status == Status.SUCCEEDED and stops == []
-    failed = executor.run(Request("raise SystemExit(4)"), lambda *a: None)
-    assert (failed.status, failed.exit_code, failed.error) == (Status.FAILED, 4, "exited with code 4")
-    assert len(stops) == 1
-    assert executor.current is None
+def test_history_migrates_an_old_jsonl_file_once(tmp_path):
+    old = tmp_path / "history.jsonl"
+    lines = [json.dumps(vars(record(i))) for i in range(3)]
+    old.write_text("\n".join(lines) + '\n{"execution_id": "torn", "hol')   # torn by a crash
+    history = History(tmp_path, max_records=10)
+    assert [r.execution_id for r in history.newest()] == ["id2", "id1", "id0"]
+    assert not old.exists() and (tmp_path / "history.jsonl.migrated").exists()
+    history.close()
+    assert len(History(tmp_path, max_records=10).newest()) == 3          # not imported twice
+
+
+def test_a_returned_append_survives_a_crash(tmp_path):
+    """SIGKILL right after append() returned: the record is in the database."""
+    code = ("import os, signal, sys; sys.path[:0] = sys.argv[2:]\n"
+            "from tidybot_exec.history import History\n"
+            "from test_core_units import record\n"
+            "History(sys.argv[1], 10).append(record(7))\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    here = str(__import__("pathlib").Path(__file__).parent)
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path), here, str(ROOT)], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert [r.execution_id for r in History(tmp_path, 10).newest()] == ["id7"]

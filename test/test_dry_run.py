@@ -13,7 +13,9 @@ from tidybot_interfaces.srv import GetHistory
 
 from support import Wire, wait_until
 from tidybot_exec.dry_run import Seed
-from tidybot_exec.executor import Executor, ExecutorSettings, Request
+from tidybot_exec.executor import ExecutorSettings, Request
+from tidybot_exec.history import History
+from tidybot_exec.service import ExecutionService, LeasePolicy
 from tidybot_exec.qos import LATCHED
 from tidybot_exec.status import Status
 from tidybot_sdk import kinematics as kin
@@ -134,9 +136,11 @@ def test_a_backend_without_fresh_state_starts_from_defaults(stack, lease):
 
 def test_a_simulator_that_cannot_start_is_a_server_error(tmp_path):
     stopped = []
-    executor = Executor(ExecutorSettings(), lambda: stopped.append(True))
+    service = ExecutionService(ExecutorSettings(), History(tmp_path, 10),
+                               lambda: stopped.append(True) or [], LeasePolicy(require_lease=False))
     bad = Seed(q=[9.0] * 7)                   # outside the Panda limits: the simulator refuses
-    result = executor.run(Request("print('never')", dry_run=bad), lambda *a: None)
+    result = service.run(Request("print('never')", dry_run=bad))
+    service.shutdown()
     assert result.status == Status.ERROR and result.dry_run
     assert result.error.startswith("dry run: the simulated robot did not start (tidybot-sim: "
                                    "initial_q must be 7 joint angles within the Panda limits")

@@ -12,7 +12,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionStatus
-from tidybot_interfaces.srv import GetHistory, StopExecution
+from tidybot_interfaces.srv import GetHistory, ResetEstop, StopExecution
 
 from support import Wire, wait_until
 
@@ -232,6 +232,9 @@ def test_execution_stop_service_and_estop(stack):
     assert reply.success, reply.message
     _, result = run.result(30)
     assert result.status == R.STATUS_CANCELED and result.error == "emergency stop"
+    assert client.run("print(1)")[1].error == "estopped: call estop/reset"     # latched
+    assert client.call(ResetEstop, "estop/reset", ResetEstop.Request()).success
+    assert client.run("print(1)")[1].status == R.STATUS_SUCCEEDED
 
 
 def test_cancel_mid_motion_leaves_the_arm_holding(stack):
@@ -308,7 +311,8 @@ def test_history_survives_a_node_restart(stack, ros):
     client.wait_ready()
     wait_until(lambda: ("tidybot_exec", "/") in ros.node.get_node_names_and_namespaces(), 30,
                "the restarted node")
-    records = client.call(GetHistory, "execution/history", GetHistory.Request()).records
+    records = client.call(GetHistory, "execution/history",
+                          GetHistory.Request(include_code=True)).records
     ours = [r for r in records if r.execution_id == result.execution_id]
     assert ours and ours[0].label == "persistent" and ours[0].stdout_tail == "remember me\n"
     assert ours[0].status == R.STATUS_SUCCEEDED and ours[0].code == "print('remember me')"

@@ -6,7 +6,7 @@ import pytest
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, GripperState, LeaseStatus
 from tidybot_interfaces.srv import (AcquireLease, GetHistory, ReleaseLease, RenewLease,
-                                    StopExecution)
+                                    ResetEstop, StopExecution)
 
 
 def fields(msg_type) -> dict[str, str]:
@@ -66,17 +66,27 @@ def test_execution_status():
     assert_contract(ExecutionStatus, {
         "stamp": "builtin_interfaces/Time", "state": "string", "execution_id": "string",
         "holder": "string", "label": "string", "elapsed_s": "double", "dry_run": "boolean"})
+    assert {k: fields(ExecutionStatus)[k] for k in ("estopped", "hold_error")} == {
+        "estopped": "boolean", "hold_error": "string"}
     assert (ExecutionStatus.STATE_IDLE, ExecutionStatus.STATE_RUNNING,
-            ExecutionStatus.STATE_STOPPING) == ("idle", "running", "stopping")
+            ExecutionStatus.STATE_STOPPING, ExecutionStatus.STATE_ESTOPPED) == (
+        "idle", "running", "stopping", "estopped")
+
+
+def test_reset_estop():
+    assert fields(ResetEstop.Request) == {"lease_id": "string"}
+    assert fields(ResetEstop.Response) == {"success": "boolean", "message": "string"}
 
 
 def test_stop_and_history():
     assert_contract(StopExecution.Request, {"lease_id": "string"})
     assert_contract(StopExecution.Response, {
         "success": "boolean", "message": "string", "execution_id": "string"})
-    assert_contract(GetHistory.Request, {"max_count": "uint32"})
+    assert fields(GetHistory.Request) == {
+        "max_count": "uint32", "offset": "uint32", "holder": "string",
+        "statuses": "sequence<uint8>", "include_code": "boolean"}
     assert fields(GetHistory.Response) == {
-        "records": "sequence<tidybot_interfaces/ExecutionRecord>"}
+        "records": "sequence<tidybot_interfaces/ExecutionRecord>", "total": "uint32"}
     record = fields(ExecutionRecord)
     for name in ("execution_id", "holder", "label", "status", "exit_code", "error", "started",
                  "finished", "duration_s", "code_sha256", "stdout_tail", "stderr_tail"):

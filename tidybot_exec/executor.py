@@ -1,10 +1,11 @@
-"""Runs submitted code in a supervised child process, one execution at a time (no rclpy).
+"""Runs submitted code in a supervised child process (no rclpy).
 
-Every way an execution ends abnormally — cancel, timeout, stop, estop, lease loss,
-shutdown, an exception or a crash — goes through one stop path: SIGINT to the process group
-(the SDK stops its motion), a short grace, then the supervisor kills the whole tree; then
-the robot is commanded to stop and hold; only then is the result returned. A dry run
-drives a private simulator in the execution's own process tree instead (dry_run.py).
+An ``Execution`` is one child: it streams the output as feedback and ends in ``wait()``,
+with the child's whole process tree dead. Stopping it is one path: SIGINT to the process
+group (the SDK stops its motion), a short grace, then the supervisor kills the whole tree;
+a *hard* stop (estop) skips the grace. Admission, the robot's hold, the lease and the
+history record belong to the execution service (service.py), which owns every end.
+A dry run drives a private simulator in the execution's own process tree (dry_run.py).
 """
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ from . import child
 from .dry_run import Seed
 from .output import FeedbackQueue, HeadTail, LineSplitter
 from .status import Status
-from .validation import duration_error, validate
 
 Feedback = Callable[[str, str, str, float], None]   # (execution_id, stream, text, elapsed_s)
+Log = Callable[[str], None]
 SDK_PATH = str(Path(child.__file__).resolve().parent.parent)
 
 
@@ -84,6 +85,7 @@ class Result:
 class _StopRequest:
     status: Status
     reason: str
+    hard: bool = False
 
 
 def new_execution_id() -> str:
@@ -91,13 +93,17 @@ def new_execution_id() -> str:
 
 
 class Execution:
-    """One running child. Created by Executor.submit; ends in ``wait()``."""
+    """One running child, started at construction; ends in ``wait()``.
 
-    def __init__(self, executor: "Executor", request: Request, feedback: Feedback,
-                 warnings: list[str]) -> None:
-        self.executor = executor
-        self.settings = s = executor.settings
+    ``feedback`` is called from ``wait()``'s thread; if it raises (say the ROS context is
+    gone), feedback stops and everything else goes on: the output is still in the result.
+    """
+
+    def __init__(self, settings: ExecutorSettings, request: Request, feedback: Feedback,
+                 warnings: list[str], log: Log = lambda line: None) -> None:
+        self.settings = s = settings
         self.request = request
+        self._log = log
         self.id = new_execution_id()
         timeout = request.timeout_s if request.timeout_s > 0 else s.default_timeout_s
         self.timeout_s = min(timeout, s.max_timeout_s)
@@ -108,16 +114,14 @@ class Execution:
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self.workdir = Path(tempfile.mkdtemp(prefix=f"tidybot-{self.id}-"))
-        # What the code drives and how it is stopped after an abnormal end: the robot, or
-        # for a dry run the private simulator its supervisor starts on these sockets, which
-        # ends with the execution's tree (nothing to stop, and the robot is left alone).
+        # What the code drives: the robot, or for a dry run the private simulator its
+        # supervisor starts on these sockets, which ends with the execution's tree.
         if request.dry_run is None:
-            self._sdk_config_json, self._stop_robot = s.sdk_config_json, executor.stop_robot
+            self._sdk_config_json = s.sdk_config_json
         else:
             config = SdkConfig.from_dict(json.loads(s.sdk_config_json))
             self._sdk_config_json = config.with_endpoints(
                 proto.ipc_endpoints(str(self.workdir))).to_json()
-            self._stop_robot = lambda: None
         self.started_wall = time.time()
         self.started = time.monotonic()
         notes = [f"warning: {w}" for w in warnings] + (
@@ -126,7 +130,16 @@ class Execution:
             line = f"[tidybot] {note}\n"
             self._queue.put("stderr", line)
             self._capture["stderr"].add(line.encode())
-        self.proc = self._spawn()
+        try:
+            self.proc = self._spawn()
+        except BaseException:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
+
+    @property
+    def drives_robot(self) -> bool:
+        """False for a dry run: its robot is private and dies with the tree."""
+        return self.request.dry_run is None
 
     @property
     def elapsed(self) -> float:
@@ -155,21 +168,26 @@ class Execution:
             cwd=self.workdir, env=env, start_new_session=True, close_fds=True)
 
     # ------------------------------------------------------------------ stopping
-    def stop(self, status: Status, reason: str) -> bool:
-        """Ask the execution to stop (returns at once). The first reason given wins."""
+    def stop(self, status: Status, reason: str, hard: bool = False) -> bool:
+        """Ask the execution to stop (returns at once). The first reason given wins, except
+        that a hard stop (no grace: estop) overrides a soft one still in its grace."""
         with self._lock:
-            if self._stop is not None or self.proc.poll() is not None:
+            if self.proc.poll() is not None or (self._stop is not None and (
+                    self._stop.hard or not hard)):
                 return False
-            self._stop = _StopRequest(status, reason)
+            self._stop = _StopRequest(status, reason, hard)
         self._stop_event.set()
         return True
 
     def _kill(self) -> None:
-        """The stop path: SIGINT to the group, grace, tree kill by the supervisor, SIGKILL."""
-        pgid = self.proc.pid
-        _signal_group(pgid, signal.SIGINT)
-        if _wait(self.proc, self.settings.stop_grace_s):
-            return
+        """The stop path: SIGINT to the group and a grace (skipped, or cut short, by a hard
+        stop), then the supervisor kills the whole tree, then SIGKILL as the last resort."""
+        pgid, deadline = self.proc.pid, time.monotonic() + self.settings.stop_grace_s
+        if not self._stop.hard:
+            _signal_group(pgid, signal.SIGINT)
+            while not self._stop.hard and time.monotonic() < deadline:
+                if _wait(self.proc, 0.02):
+                    return
         try:
             self.proc.send_signal(signal.SIGUSR1)       # supervisor: kill the whole tree
         except ProcessLookupError:
@@ -180,8 +198,8 @@ class Execution:
 
     # ---------------------------------------------------------------------- run
     def wait(self) -> Result:
-        """Supervise the child until it ends; returns the full result (child gone, robot
-        stopped when it ended abnormally)."""
+        """Supervise the child until it ends; returns the full result with the child's tree
+        dead and its working directory removed. Never raises for a feedback failure."""
         readers = [threading.Thread(target=self._read, args=(name, pipe), daemon=True)
                    for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr))]
         for t in readers:
@@ -200,8 +218,6 @@ class Execution:
             t.join(timeout=5)
         self._flush_feedback()
         result = self._result()
-        if result.status != Status.SUCCEEDED:
-            self._stop_robot()
         shutil.rmtree(self.workdir, ignore_errors=True)
         result.finished = time.time()
         return result
@@ -224,7 +240,14 @@ class Execution:
 
     def _flush_feedback(self) -> None:
         for stream, text in self._queue.drain():
-            self._feedback(self.id, stream, text, self.elapsed)
+            if self._feedback is None:
+                continue
+            try:
+                self._feedback(self.id, stream, text, self.elapsed)
+            except Exception as exc:  # noqa: BLE001 - the end path must run whatever happens
+                self._feedback = None
+                self._log(f"execution {self.id}: feedback stopped ({exc!r}); the result keeps "
+                          f"the whole output")
 
     def _result(self) -> Result:
         code = self.proc.returncode
@@ -249,71 +272,12 @@ class Execution:
             dry_run=self.request.dry_run is not None)
 
 
-class Executor:
-    """Admits one execution at a time and owns the robot-stop hook."""
-
-    def __init__(self, settings: ExecutorSettings, stop_robot: Callable[[], None]) -> None:
-        self.settings = settings
-        self._stop_robot = stop_robot
-        self._lock = threading.Lock()
-        self.current: Execution | None = None
-
-    def submit(self, request: Request, feedback: Feedback) -> Execution | Result:
-        """Start ``request`` or return a REJECTED/ERROR result saying why not. Checking for a
-        running execution and starting the new one happen under one lock (no race)."""
-        verdict = validate(request.code, self.settings.max_code_bytes)
-        error = verdict.error or duration_error("timeout_s", request.timeout_s)
-        if error:
-            return self.rejected(request, error)
-        with self._lock:
-            if self.current is not None:
-                return self.rejected(request, f"busy: execution {self.current.id} is running; "
-                                              f"wait for it or stop it first")
-            try:
-                self.current = Execution(self, request, feedback, verdict.warnings)
-            except OSError as exc:
-                return self.unstarted(request, Status.ERROR,
-                                      f"could not start the child process: {exc}")
-            return self.current
-
-    def finish(self, execution: Execution) -> Result:
-        """Wait for ``execution`` and free the slot for the next one."""
-        try:
-            return execution.wait()
-        finally:
-            with self._lock:
-                if self.current is execution:
-                    self.current = None
-
-    def run(self, request: Request, feedback: Feedback) -> Result:
-        """submit + finish, for callers that do not need the Execution in between."""
-        started = self.submit(request, feedback)
-        return started if isinstance(started, Result) else self.finish(started)
-
-    def stop_current(self, status: Status, reason: str) -> str | None:
-        """Stop whatever runs; returns its execution id (None when idle)."""
-        current = self.current
-        if current is not None and current.stop(status, reason):
-            return current.id
-        return None
-
-    def stop_robot(self) -> None:
-        try:
-            self._stop_robot()
-        except Exception:  # the stop hook reports its own failures; never lose a result
-            pass
-
-    @staticmethod
-    def rejected(request: Request, reason: str) -> Result:
-        return Executor.unstarted(request, Status.REJECTED, reason)
-
-    @staticmethod
-    def unstarted(request: Request, status: Status, reason: str) -> Result:
-        """The result of a request that never ran."""
-        now = time.time()
-        return Result(execution_id=new_execution_id(), status=status, error=reason,
-                      started=now, finished=now, label=request.label, holder=request.holder,
-                      code=request.code, dry_run=request.dry_run is not None)
+def unstarted(request: Request, status: Status, reason: str) -> Result:
+    """The result of a request that never ran (REJECTED or ERROR)."""
+    now = time.time()
+    return Result(execution_id=new_execution_id(), status=status, error=reason,
+                  started=now, finished=now, label=request.label, holder=request.holder,
+                  code=request.code, dry_run=request.dry_run is not None)
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> bool:

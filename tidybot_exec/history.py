@@ -1,25 +1,29 @@
-"""Finished executions on disk: an append-only JSON-lines file that survives restarts.
+"""Finished executions on disk, in SQLite (stdlib ``sqlite3``, WAL journal), across restarts.
 
-Each record is one line, flushed and fsynced as it is written, so a crash loses at most
-the line being written (a torn last line is skipped on load). The file is bounded: once it
-holds twice ``max_records`` lines it is compacted to the newest ``max_records`` by writing a
-new file and renaming it over the old one (atomic on POSIX). Records never hold a lease token.
+A database gives what the history needs without hand-rolled file handling: each record is
+one committed transaction (synchronous=FULL: a crash or power loss keeps every record whose
+append returned), paging and filters are queries, and retention is one DELETE. The newest
+``max_records`` are kept. A ``history.jsonl`` left by an older version is imported once and
+renamed ``history.jsonl.migrated``. Records never hold a lease token.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sqlite3
 import threading
-from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Iterable, Sequence
 
 from .executor import Result
 
 
 @dataclass
 class Record:
+    """One finished execution: what history keeps and execution/history returns."""
+
     execution_id: str
     holder: str
     label: str
@@ -34,7 +38,7 @@ class Record:
     stdout_tail: str
     stderr_tail: str
     truncated: bool
-    dry_run: bool = False          # absent from records written before dry runs existed
+    dry_run: bool = False
 
     @classmethod
     def from_result(cls, r: Result) -> "Record":
@@ -46,53 +50,98 @@ class Record:
                    truncated=r.truncated, dry_run=r.dry_run)
 
 
+@dataclass(frozen=True)
+class Page:
+    records: list[Record]     # newest first
+    total: int                # records matching the filters, across all pages
+
+
+_COLUMNS = tuple(f.name for f in fields(Record))
+_BOOLS = {f.name for f in fields(Record) if f.type == "bool"}
+_SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "bool": "INTEGER", "float": "REAL"}
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS executions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    {", ".join(f"{f.name} {_SQL_TYPES[f.type]} NOT NULL" for f in fields(Record))}
+);
+CREATE INDEX IF NOT EXISTS executions_holder ON executions (holder, seq);
+CREATE INDEX IF NOT EXISTS executions_status ON executions (status, seq);
+"""
+
+
 class History:
-    """The newest ``max_records`` records, in memory and in ``directory/history.jsonl``."""
+    """The newest ``max_records`` records in ``directory/history.sqlite3``."""
 
     def __init__(self, directory: str | os.PathLike, max_records: int) -> None:
-        self.path = Path(directory).expanduser() / "history.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        directory = Path(directory).expanduser()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "history.sqlite3"
         self.max_records = max_records
         self._lock = threading.Lock()
-        self._records: deque[Record] = deque(maxlen=max_records)
-        self._lines = 0
-        self._load()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._migrate(directory / "history.jsonl")
 
-    def _load(self) -> None:
-        if not self.path.exists():
+    def _migrate(self, old: Path) -> None:
+        """Import an old JSON-lines history once (a torn last line is skipped)."""
+        if not old.exists():
             return
-        with open(self.path, encoding="utf-8") as f:
+        records = []
+        with open(old, encoding="utf-8") as f:
             for line in f:
-                self._lines += 1
                 try:
-                    self._records.append(Record(**json.loads(line)))
+                    records.append(Record(**json.loads(line)))
                 except (ValueError, TypeError):
-                    continue      # a torn last line after a crash, or a foreign line
+                    continue
+        self._insert(records)
+        old.rename(old.with_name(old.name + ".migrated"))
+
+    def _insert(self, records: Iterable[Record]) -> None:
+        rows = [tuple(asdict(r)[name] for name in _COLUMNS) for r in records]
+        with self._lock:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    f"INSERT INTO executions ({', '.join(_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
+                self._db.execute(
+                    "DELETE FROM executions WHERE seq <= (SELECT MAX(seq) FROM executions) - ?",
+                    (self.max_records,))
 
     def append(self, record: Record) -> None:
-        line = json.dumps(asdict(record), ensure_ascii=False) + "\n"
+        """Write one record (committed and synced when this returns); raises on failure."""
+        self._insert([record])
+
+    def page(self, offset: int = 0, limit: int = 0, holder: str = "",
+             statuses: Sequence[int] = (), include_code: bool = False) -> Page:
+        """Newest first, ``limit`` 0 meaning all; code bodies only with ``include_code``."""
+        where, args = [], []
+        if holder:
+            where.append("holder = ?")
+            args.append(holder)
+        if statuses:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args.extend(int(s) for s in statuses)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        columns = [name if include_code or name != "code" else "'' AS code" for name in _COLUMNS]
         with self._lock:
-            self._records.append(record)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
-            self._lines += 1
-            if self._lines >= 2 * self.max_records:
-                self._compact()
+            total = self._db.execute(f"SELECT COUNT(*) FROM executions{clause}", args).fetchone()[0]
+            rows = self._db.execute(
+                f"SELECT {', '.join(columns)} FROM executions{clause} ORDER BY seq DESC "
+                f"LIMIT ? OFFSET ?", [*args, limit if limit > 0 else -1, max(0, offset)]).fetchall()
+        return Page([Record(*_typed(row)) for row in rows], total)
 
-    def _compact(self) -> None:
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for record in self._records:
-                f.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        self._lines = len(self._records)
-
-    def newest(self, count: int = 0) -> list[Record]:
+    def newest(self, count: int = 0, include_code: bool = True) -> list[Record]:
         """Newest first; ``count`` 0 means all that are kept."""
+        return self.page(limit=count, include_code=include_code).records
+
+    def close(self) -> None:
         with self._lock:
-            records = list(self._records)[::-1]
-        return records[:count] if count > 0 else records
+            self._db.close()
+
+
+def _typed(row: tuple) -> tuple:
+    """SQLite gives booleans back as integers."""
+    return tuple(bool(v) if name in _BOOLS else v for name, v in zip(_COLUMNS, row))

@@ -5,8 +5,10 @@
   answers through a callback, so a waiting caller holds no thread.
 * The lease lapses ``ttl_s`` after the last renew or activity — never while an execution
   runs under it — and in any case ``max_lease_s`` after it was granted.
-* A lapse, release or revoke calls ``on_end(token, reason)`` so the node can stop code
-  running under that lease; then the next waiter is granted.
+* A lapse, release or take-over calls ``on_end(token, reason)`` so the code running under
+  that lease is stopped. The next waiter is granted only once every execution bound to the
+  ended lease has ended (``end_execution``): its code is dead and the robot was told to hold
+  before anyone else may drive it. Meanwhile the lease is *draining*.
 * Tokens are 256-bit random, compared in constant time, and never part of any status.
 * A ttl_s between 0 and 0.1 s is refused rather than granted to lapse at once: it is almost
   always a mistake (validation.duration_error says why).
@@ -57,7 +59,10 @@ class _Lease:
     ttl_s: float
     granted_at: float
     last_activity: float
-    running: int = 0          # executions under this lease that keep it alive
+    running: int = 0          # executions bound to this lease (they keep it alive)
+
+
+Binding = _Lease     # what begin_execution hands out and end_execution takes back
 
 
 @dataclass
@@ -77,6 +82,7 @@ class LeaseManager:
         self._on_end, self._on_change, self._clock = on_end, on_change, clock
         self._cond = threading.Condition()
         self._lease: _Lease | None = None
+        self._draining: _Lease | None = None    # ended, but code bound to it still stopping
         self._waiters: deque[_Waiter] = deque()
         self._closed = False
         self._thread = threading.Thread(target=self._watch, name="lease-clock", daemon=True)
@@ -92,11 +98,10 @@ class LeaseManager:
             answer(Grant(False, message=problem))
             return
         with self._cond:
-            if self._lease is None and not self._waiters:
+            if self._free() and not self._waiters:
                 grant = self._grant(holder, ttl)
             elif wait_s <= 0:
-                grant = Grant(False, message=f"the lease is held by {self._holder()!r}; pass "
-                                             f"wait_s > 0 to wait in line")
+                grant = Grant(False, message=self._busy_message())
             else:
                 wait = min(wait_s, self.max_wait_s)
                 self._waiters.append(_Waiter(holder, ttl, self._clock() + wait, answer))
@@ -126,32 +131,21 @@ class LeaseManager:
         self._end(lease, "lease released")
         return True, "released"
 
-    def take(self, holder: str, ttl_s: float) -> Grant:
-        """Operator override: end the current lease (if any) and grant one to ``holder`` at
-        once, ahead of the waiters."""
+    def take(self, holder: str, ttl_s: float, answer: Callable[[Grant], None]) -> None:
+        """Operator override: end the current lease (if any) and put ``holder`` first in line.
+        The grant comes (through ``answer``) once the ended lease's code has stopped."""
         holder = holder.strip() or "anonymous"
         if problem := _check(ttl_s):
-            return Grant(False, message=problem)
+            answer(Grant(False, message=problem))
+            return
+        ttl = min(ttl_s if ttl_s > 0 else self.default_ttl_s, self.max_lease_s)
         with self._cond:
             lease = self._lease
+            self._waiters.appendleft(_Waiter(holder, ttl, self._clock() + self.max_wait_s, answer))
         if lease is not None:
-            self._end(lease, f"lease revoked: taken over by {holder!r}", grant_next=False)
-        with self._cond:
-            if self._lease is not None:      # someone was granted in between: take again
-                return Grant(False, message="the lease changed hands meanwhile; try again")
-            grant = self._grant(holder, min(ttl_s if ttl_s > 0 else self.default_ttl_s,
-                                            self.max_lease_s))
-        self._on_change()
-        return grant
-
-    def revoke(self, reason: str) -> bool:
-        """End the current lease whoever holds it (operator override); False when free."""
-        with self._cond:
-            lease = self._lease
-        if lease is None:
-            return False
-        self._end(lease, reason)
-        return True
+            self._end(lease, f"lease revoked: taken over by {holder!r}")
+        else:
+            self._grant_next()
 
     def holder_of(self, token: str) -> str | None:
         """The holder when ``token`` is the current lease, else None. Counts as activity."""
@@ -162,21 +156,28 @@ class LeaseManager:
             lease.last_activity = self._clock()
             return lease.holder
 
-    def begin_execution(self, token: str) -> bool:
-        """An execution starts under ``token``: the lease cannot lapse by ttl meanwhile."""
+    def begin_execution(self, token: str) -> Binding | None:
+        """Bind an execution to the lease ``token`` names (None when it is not the current
+        lease). The lease cannot lapse by ttl while bound; once it ends for another reason it
+        is not handed on until every binding is given back with ``end_execution``."""
         with self._cond:
             lease = self._match(token)
             if lease is not None:
                 lease.running += 1
-            return lease is not None
-
-    def end_execution(self, token: str) -> None:
-        with self._cond:
-            lease = self._match(token)
-            if lease is not None:
-                lease.running = max(0, lease.running - 1)
                 lease.last_activity = self._clock()
-                self._cond.notify_all()
+            return lease
+
+    def end_execution(self, binding: Binding) -> None:
+        """The execution bound by ``binding`` has ended (code dead, hold commanded)."""
+        with self._cond:
+            binding.running = max(0, binding.running - 1)
+            binding.last_activity = self._clock()
+            drained = binding is self._draining and binding.running == 0
+            if drained:
+                self._draining = None
+            self._cond.notify_all()
+        if drained:
+            self._grant_next()
 
     def status(self) -> LeaseStatus:
         with self._cond:
@@ -184,6 +185,11 @@ class LeaseManager:
             return LeaseStatus(held=lease is not None, holder=lease.holder if lease else "",
                                seconds_to_lapse=self._remaining(lease) if lease else 0.0,
                                waiting_holders=[w.holder for w in self._waiters])
+
+    def check_deadlines(self) -> None:
+        """Look at the deadlines now: for a clock that jumps (tests' fake clocks)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:
@@ -201,8 +207,15 @@ class LeaseManager:
             return None
         return lease if hmac.compare_digest(lease.token.encode(), token.encode()) else None
 
-    def _holder(self) -> str:
-        return self._lease.holder if self._lease else (self._waiters[0].holder if self._waiters else "")
+    def _free(self) -> bool:
+        return self._lease is None and self._draining is None
+
+    def _busy_message(self) -> str:
+        if self._lease is None and self._draining is not None:
+            return (f"the lease of {self._draining.holder!r} ended and its code is still "
+                    f"stopping; pass wait_s > 0 to wait in line")
+        holder = self._lease.holder if self._lease else (self._waiters[0].holder if self._waiters else "")
+        return f"the lease is held by {holder!r}; pass wait_s > 0 to wait in line"
 
     def _grant(self, holder: str, ttl: float) -> Grant:
         now = self._clock()
@@ -217,21 +230,22 @@ class LeaseManager:
         soft = hard if lease.running else lease.last_activity + lease.ttl_s - now
         return max(0.0, min(hard, soft))
 
-    def _end(self, lease: _Lease, reason: str, grant_next: bool = True) -> None:
+    def _end(self, lease: _Lease, reason: str) -> None:
         with self._cond:
             if self._lease is not lease:
                 return
             self._lease = None
+            if lease.running:
+                self._draining = lease
             self._cond.notify_all()
         self._on_end(lease.token, reason)
-        if grant_next:
-            self._grant_next()
+        self._grant_next()
 
     def _grant_next(self) -> None:
         answers = []
         with self._cond:
             now = self._clock()
-            while self._lease is None and self._waiters:
+            while self._free() and self._waiters:
                 waiter = self._waiters.popleft()
                 if waiter.deadline > now:
                     answers.append((waiter, self._grant(waiter.holder, waiter.ttl_s)))

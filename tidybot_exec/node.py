@@ -1,39 +1,48 @@
 """The tidybot_exec node: the thin ROS shell around the pure core.
 
-Everything with behaviour lives in rclpy-free modules (executor, history, robot_stop,
-params, the SDK); this module declares parameters and wires the core to the execute_code
-action, the execution/* and estop services and the execution/status topic.
+Everything with behaviour lives in rclpy-free modules (service: leases, executions and
+history with one owner of each execution's end; executor, robot_stop, params, the SDK);
+this module declares parameters and translates ROS <-> service: the execute_code action,
+the lease/*, execution/* and estop services and the status topics. Messages are built
+from core types in messages.py, in one place.
+
+Shutdown (SIGINT, SIGTERM, a second SIGINT) is handled here, not by rclpy: the signal only
+asks ``main`` to stop; the running execution then ends through the service's one end path
+while the ROS context is still up, so its goal is answered and its record written.
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 from typing import Any
 
 import rclpy
-from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import InvalidParameterTypeException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from std_srvs.srv import Trigger
 from tidybot_interfaces.action import ExecuteCode
-from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
+from tidybot_interfaces.msg import ExecutionStatus, LeaseStatus
 from tidybot_interfaces.srv import (AcquireLease, GetHistory, ReleaseLease, RenewLease,
-                                    StopExecution)
+                                    ResetEstop, StopExecution)
 
+from tidybot_exec import messages
+from tidybot_exec.backend_monitor import Level
 from tidybot_exec.dry_run import Seed
-from tidybot_exec.executor import Execution, Executor, ExecutorSettings, Request, Result
-from tidybot_exec.history import History, Record
-from tidybot_exec.leases import Grant, LeaseManager
+from tidybot_exec.executor import Execution, ExecutorSettings, Request, Result
+from tidybot_exec.history import History
 from tidybot_exec.params import PARAMS, validate
 from tidybot_exec.qos import LATCHED, SERVICES
-from tidybot_exec.backend_monitor import Level
 from tidybot_exec.robot_stop import RobotStopper
+from tidybot_exec.service import ExecutionService, LeasePolicy
 from tidybot_exec.state_topics import StateTopics, status
 from tidybot_exec.status import Status
 from tidybot_sdk import protocol as proto
@@ -78,16 +87,6 @@ def executor_settings(p: dict[str, Any], config: SdkConfig) -> ExecutorSettings:
         sdk_config_json=config.to_json())
 
 
-def _fill(response: AcquireLease.Response, grant: Grant) -> AcquireLease.Response:
-    response.success, response.lease_id = grant.success, grant.lease_id
-    response.message, response.ttl_s = grant.message, grant.ttl_s
-    return response
-
-
-def stamp(seconds: float) -> Time:
-    return Time(sec=int(seconds), nanosec=int((seconds % 1.0) * 1e9))
-
-
 class TidybotExecNode(Node):
     """Serves execute_code and its companions."""
 
@@ -95,52 +94,48 @@ class TidybotExecNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.settings = p = self._declare_parameters()
         config = sdk_config(p)
-        self.stopper = RobotStopper(config, self.get_logger().warning, timeout_s=1.0)
-        self.executor_core = Executor(executor_settings(p, config), self.stopper)
-        self.history = History(p["history_dir"], p["history_max_records"])
+        log = self.get_logger()
+        self.stopper = RobotStopper(config, log.warning, timeout_s=1.0)
+        self.service = ExecutionService(
+            executor_settings(p, config), History(p["history_dir"], p["history_max_records"]),
+            hold=self.stopper, log=log.info,
+            policy=LeasePolicy(require_lease=p["require_lease"],
+                               default_ttl_s=p["lease_default_ttl_s"],
+                               max_lease_s=p["max_lease_s"], max_wait_s=p["lease_max_wait_s"]),
+            on_change=self._publish_status, on_lease_change=self._publish_lease_status)
+        self.leases = self.service.leases
         self._goals: dict[bytes, Execution] = {}        # goal uuid -> its running execution
-        self._tokens: dict[str, str] = {}               # execution id -> its lease token
-        self._last: Result | None = None
         self._status_lock = threading.Lock()
-        self.leases = LeaseManager(
-            default_ttl_s=p["lease_default_ttl_s"], max_lease_s=p["max_lease_s"],
-            max_wait_s=p["lease_max_wait_s"], on_end=self._lease_ended,
-            on_change=lambda: self._publish_lease_status())
+        self._status_pub = self.create_publisher(ExecutionStatus, "execution/status", LATCHED)
+        self._lease_pub = self.create_publisher(LeaseStatus, "lease/status", LATCHED)
 
         actions = ReentrantCallbackGroup()
         services = ReentrantCallbackGroup()
-        self._status_pub = self.create_publisher(ExecutionStatus, "execution/status", LATCHED)
-        self._lease_pub = self.create_publisher(LeaseStatus, "lease/status", LATCHED)
         self._action = ActionServer(
             self, ExecuteCode, "execute_code", execute_callback=self._execute,
             goal_callback=lambda goal: GoalResponse.ACCEPT, cancel_callback=self._cancel,
-            callback_group=actions, result_timeout=int(p["max_timeout_s"]) + 600,
+            callback_group=actions, result_timeout=p["result_keep_s"],
             goal_service_qos_profile=SERVICES, result_service_qos_profile=SERVICES,
             cancel_service_qos_profile=SERVICES)
-        self.create_service(StopExecution, "execution/stop", self._stop_service,
-                            qos_profile=SERVICES,
-                            callback_group=services)
-        self.create_service(Trigger, "estop", self._estop, qos_profile=SERVICES,
-                            callback_group=services)
-        self.create_service(GetHistory, "execution/history", self._history_service,
-                            qos_profile=SERVICES,
-                            callback_group=services)
-        self.create_service(AcquireLease, "lease/acquire", self._acquire, qos_profile=SERVICES,
-                            callback_group=services)
-        self.create_service(RenewLease, "lease/renew", self._renew, qos_profile=SERVICES,
-                            callback_group=services)
-        self.create_service(ReleaseLease, "lease/release", self._release, qos_profile=SERVICES,
-                            callback_group=services)
-        self.create_service(AcquireLease, "lease/take", self._take, qos_profile=SERVICES,
-                            callback_group=services)
+        for srv_type, name, callback in (
+                (StopExecution, "execution/stop", self._stop_service),
+                (Trigger, "estop", self._estop),
+                (ResetEstop, "estop/reset", self._reset_estop),
+                (GetHistory, "execution/history", self._history_service),
+                (AcquireLease, "lease/acquire", self._acquire),
+                (RenewLease, "lease/renew", self._renew),
+                (ReleaseLease, "lease/release", self._release),
+                (AcquireLease, "lease/take", self._take)):
+            self.create_service(srv_type, name, callback, qos_profile=SERVICES,
+                                callback_group=services)
         self.state_topics = StateTopics(self, config, p, self._diagnostics)
         self.create_timer(1.0, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_status()
         self._publish_lease_status()
-        self.get_logger().info(
+        log.info(
             f"ready: arm {p['arm_host']}:{p['arm_cmd_port']}, gripper {p['gripper_host']}:"
             f"{p['gripper_cmd_port']}, base {p['base_host']}:{p['base_cmd_port']}; history in "
-            f"{self.history.path}")
+            f"{self.service.history.path}")
 
     def _declare_parameters(self) -> dict[str, Any]:
         """Declare every parameter of params.PARAMS (read-only) and validate the values."""
@@ -159,45 +154,35 @@ class TidybotExecNode(Node):
         return values
 
     # ------------------------------------------------------------------ leases
-    def authorize(self, lease_id: str) -> tuple[str, str]:
-        """(holder, refusal reason) for a request carrying ``lease_id``."""
-        holder = self.leases.holder_of(lease_id) if lease_id else None
-        if holder is not None or not self.settings["require_lease"]:
-            return holder or "", ""
-        if not lease_id:
-            return "", "no lease: call lease/acquire and pass its lease_id"
-        return "", "invalid lease: expired, released or not the current one; acquire again"
-
-    def _lease_ended(self, token: str, reason: str) -> None:
-        """A lease lapsed, was released or revoked: stop code running under it."""
-        if token in self._tokens.values():
-            self.executor_core.stop_current(Status.CANCELED, reason)
-        self.get_logger().info(f"lease ended: {reason}")
-
     async def _acquire(self, request: AcquireLease.Request,
                        response: AcquireLease.Response) -> AcquireLease.Response:
         # Waiting in line holds no executor thread: the callback awaits a future that the
         # lease manager completes from its own thread.
-        future = Future(executor=self.executor)
-        future.add_done_callback(lambda _: None)   # makes completion wake the executor
-        self.leases.acquire(request.holder, request.ttl_s, request.wait_s, future.set_result)
-        grant: Grant = await future
-        _fill(response, grant)
+        grant = await self._answer_later(
+            lambda answer: self.leases.acquire(request.holder, request.ttl_s, request.wait_s, answer))
         if grant.success:
             self.get_logger().info(f"lease granted to {request.holder!r} ({grant.ttl_s:g}s ttl)")
-        return response
+        return messages.fill_grant(response, grant)
 
-    def _take(self, request: AcquireLease.Request,
-              response: AcquireLease.Response) -> AcquireLease.Response:
-        """Operator override: holders listed in override_holders take the lease at once."""
+    async def _take(self, request: AcquireLease.Request,
+                    response: AcquireLease.Response) -> AcquireLease.Response:
+        """Operator override: holders listed in override_holders go first in line, and get
+        the lease as soon as the current holder's code has stopped."""
         allowed = {h.strip() for h in self.settings["override_holders"].split(",") if h.strip()}
         if request.holder.strip() not in allowed:
             response.message = (f"{request.holder!r} may not take the lease over "
                                 f"(parameter override_holders)")
             return response
-        _fill(response, self.leases.take(request.holder, request.ttl_s))
         self.get_logger().warning(f"lease taken over by {request.holder!r}")
-        return response
+        grant = await self._answer_later(
+            lambda answer: self.leases.take(request.holder, request.ttl_s, answer))
+        return messages.fill_grant(response, grant)
+
+    def _answer_later(self, ask) -> Future:
+        future = Future(executor=self.executor)
+        future.add_done_callback(lambda _: None)   # makes completion wake the executor
+        ask(future.set_result)
+        return future
 
     def _renew(self, request: RenewLease.Request, response: RenewLease.Response) -> RenewLease.Response:
         response.success, response.message, response.remaining_s = self.leases.renew(request.lease_id)
@@ -210,24 +195,30 @@ class TidybotExecNode(Node):
 
     def _publish_lease_status(self) -> None:
         with self._status_lock:         # snapshot and publish together: the newest goes last
-            s = self.leases.status()
-            self._lease_pub.publish(LeaseStatus(
-                stamp=self.get_clock().now().to_msg(), held=s.held, holder=s.holder,
-                seconds_to_lapse=s.seconds_to_lapse, waiting_holders=s.waiting_holders))
+            self._lease_pub.publish(messages.lease_status(
+                self.leases.status(), self.get_clock().now().to_msg()))
 
     def _tick(self) -> None:
-        self._publish_status()
+        if self.service.snapshot().current is not None:
+            self._publish_status()
         if self.leases.status().held:
             self._publish_lease_status()
         self.state_topics.publish_diagnostics()
 
     def _diagnostics(self) -> list:
         """Executor and lease entries of /diagnostics."""
-        current, last = self.executor_core.current, self._last
-        executor = (status("executor", Level.OK, f"running {current.id}", label=current.request.label,
-                           elapsed_s=f"{current.elapsed:.1f}")
-                    if current else status("executor", Level.OK, "idle",
-                                           last_result=last.status.name if last else "none"))
+        snap = self.service.snapshot()
+        current, last = snap.current, snap.last
+        if snap.hold_problem:
+            executor = status("executor", Level.ERROR, snap.hold_problem)
+        elif snap.estopped:
+            executor = status("executor", Level.WARN, "estopped: call estop/reset")
+        elif current is not None:
+            executor = status("executor", Level.OK, f"running {current.id}",
+                              label=current.request.label, elapsed_s=f"{current.elapsed:.1f}")
+        else:
+            executor = status("executor", Level.OK, "idle",
+                              last_result=last.status.name if last else "none")
         lease = self.leases.status()
         return [executor, status("lease", Level.OK, f"held by {lease.holder}" if lease.held else "free",
                                  seconds_to_lapse=f"{lease.seconds_to_lapse:.1f}",
@@ -237,153 +228,135 @@ class TidybotExecNode(Node):
     def _cancel(self, goal_handle: ServerGoalHandle) -> CancelResponse:
         execution = self._goals.get(bytes(goal_handle.goal_id.uuid))
         if execution is not None:
-            execution.stop(Status.CANCELED, "canceled by the client")
+            self.service.cancel(execution)
         return CancelResponse.ACCEPT
 
     def _execute(self, goal_handle: ServerGoalHandle) -> ExecuteCode.Result:
-        """Runs one goal to its end; never raises (every path ends with a filled result)."""
+        """Runs one goal to its end and answers it whenever the ROS context still allows."""
         try:
             result = self._run_goal(goal_handle)
-        except Exception as exc:  # a bug here must still answer the client
+        except Exception as exc:  # noqa: BLE001 - a bug here must still answer the client
             self.get_logger().error(f"execute_code failed internally: {exc!r}")
             result = Result(execution_id="", status=Status.ERROR, error=f"internal error: {exc}")
-        if result.status == Status.SUCCEEDED:
-            goal_handle.succeed()
-        elif result.status == Status.CANCELED and goal_handle.is_cancel_requested:
-            goal_handle.canceled()
-        else:
-            goal_handle.abort()
-        return ExecuteCode.Result(
-            execution_id=result.execution_id, status=int(result.status),
-            exit_code=int(result.exit_code), stdout=result.stdout, stderr=result.stderr,
-            truncated=result.truncated, error=result.error, duration_s=result.duration_s)
+        try:
+            if result.status == Status.SUCCEEDED:
+                goal_handle.succeed()
+            elif result.status == Status.CANCELED and goal_handle.is_cancel_requested:
+                goal_handle.canceled()
+            else:
+                goal_handle.abort()
+        except Exception as exc:  # noqa: BLE001 - the context is gone: nobody to answer
+            self.get_logger().warning(f"goal {result.execution_id} not answered: {exc!r}")
+        return messages.result(result)
 
     def _run_goal(self, goal_handle: ServerGoalHandle) -> Result:
         goal = goal_handle.request
-        holder, refusal = self.authorize(goal.lease_id)
-        request = Request(code=goal.code, timeout_s=goal.timeout_s, label=goal.label, holder=holder,
+        request = Request(code=goal.code, timeout_s=goal.timeout_s, label=goal.label,
                           dry_run=Seed.from_states(self.state_topics.fresh_states())
                           if goal.dry_run else None)
-        if refusal:
-            return Executor.rejected(request, refusal)
         seq = iter(range(2 ** 32))
-        started = self.executor_core.submit(
-            request, lambda execution_id, stream, text, elapsed: goal_handle.publish_feedback(
-                ExecuteCode.Feedback(execution_id=execution_id, stream=stream, text=text,
-                                     seq=next(seq), elapsed_s=elapsed)))
+        started = self.service.start(
+            request, goal.lease_id, lambda execution_id, stream, text, elapsed:
+            goal_handle.publish_feedback(ExecuteCode.Feedback(
+                execution_id=execution_id, stream=stream, text=text, seq=next(seq),
+                elapsed_s=elapsed)))
         if isinstance(started, Result):
             return started
         key = bytes(goal_handle.goal_id.uuid)
         self._goals[key] = started
-        if goal.lease_id and self.leases.begin_execution(goal.lease_id):
-            self._tokens[started.id] = goal.lease_id
-        elif self.settings["require_lease"]:     # the lease ended between check and start
-            started.stop(Status.CANCELED, "the lease ended before the code started")
         if goal_handle.is_cancel_requested:     # canceled while it was being started
-            started.stop(Status.CANCELED, "canceled by the client")
-        self._publish_status()
+            self.service.cancel(started)
         try:
-            result = self.executor_core.finish(started)
+            return self.service.finish(started)
         finally:
             self._goals.pop(key, None)
-            if self._tokens.pop(started.id, None):
-                self.leases.end_execution(goal.lease_id)
-        self._last = result
-        self.history.append(Record.from_result(result))
-        self._publish_status()
-        self.get_logger().info(
-            f"execution {result.execution_id} ({result.label or 'no label'}): "
-            f"{result.status.name} in {result.duration_s:.2f}s" +
-            (f": {result.error}" if result.error else ""))
-        return result
 
     # ------------------------------------------------------------------ status
     def _publish_status(self) -> None:
         with self._status_lock:         # snapshot and publish together: the newest goes last
-            current = self.executor_core.current
-            msg = ExecutionStatus(stamp=self.get_clock().now().to_msg())
-            if current is not None:
-                msg.state = (ExecutionStatus.STATE_STOPPING if current.stopping
-                             else ExecutionStatus.STATE_RUNNING)
-                msg.execution_id, msg.holder = current.id, current.request.holder
-                msg.label, msg.elapsed_s = current.request.label, current.elapsed
-                msg.dry_run = current.request.dry_run is not None
-            else:
-                msg.state = ExecutionStatus.STATE_IDLE
-            if self._last is not None:
-                msg.last_execution_id, msg.last_status = self._last.execution_id, int(self._last.status)
-                if current is None:
-                    msg.execution_id, msg.holder, msg.label, msg.dry_run = (
-                        self._last.execution_id, self._last.holder, self._last.label,
-                        self._last.dry_run)
-            self._status_pub.publish(msg)
+            self._status_pub.publish(messages.execution_status(
+                self.service.snapshot(), self.get_clock().now().to_msg()))
 
     # ---------------------------------------------------------------- services
     def _stop_service(self, request: StopExecution.Request,
                       response: StopExecution.Response) -> StopExecution.Response:
-        _, refusal = self.authorize(request.lease_id)
-        if refusal:
-            response.message = refusal
-            return response
-        stopped = self.executor_core.stop_current(Status.CANCELED, "stopped via execution/stop")
+        stopped, refusal = self.service.stop(request.lease_id)
         response.success = stopped is not None
         response.execution_id = stopped or ""
-        response.message = f"stopping {stopped}" if stopped else "nothing is running"
-        self._publish_status()
+        response.message = refusal or (f"stopping {stopped}" if stopped else "nothing is running")
         return response
 
     def _estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        stopped = self.executor_core.stop_current(Status.CANCELED, "emergency stop")
-        problems = self.stopper()
+        stopped, problems = self.service.estop()
         response.success = not problems
         response.message = "; ".join(
-            ([f"stopping execution {stopped}"] if stopped else [])
-            + (problems or ["arm, base and gripper commanded to stop and hold"]))
+            ([f"killed execution {stopped}"] if stopped else [])
+            + (problems or ["arm, base and gripper commanded to stop and hold"])
+            + ["estopped: goals are refused until estop/reset"])
         self.get_logger().warning(f"estop: {response.message}")
+        return response
+
+    def _reset_estop(self, request: ResetEstop.Request,
+                     response: ResetEstop.Response) -> ResetEstop.Response:
+        response.success, response.message = self.service.reset_estop(request.lease_id)
+        if response.success:
+            self.get_logger().info(response.message)
         return response
 
     def _history_service(self, request: GetHistory.Request,
                          response: GetHistory.Response) -> GetHistory.Response:
-        response.records = [ExecutionRecord(
-            execution_id=r.execution_id, holder=r.holder, label=r.label, status=r.status,
-            exit_code=r.exit_code, error=r.error, started=stamp(r.started),
-            finished=stamp(r.finished), duration_s=r.duration_s, code_sha256=r.code_sha256,
-            stdout_tail=r.stdout_tail, stderr_tail=r.stderr_tail, truncated=r.truncated,
-            code=r.code, dry_run=r.dry_run) for r in self.history.newest(request.max_count)]
+        page = self.service.page(offset=request.offset, limit=request.max_count,
+                                 holder=request.holder, statuses=list(request.statuses),
+                                 include_code=request.include_code)
+        response.records = [messages.record(r) for r in page.records]
+        response.total = page.total
         return response
 
     # ---------------------------------------------------------------- shutdown
     def shutdown(self) -> None:
-        """Stop running code through the stop path and wait for it (node shutdown)."""
-        current = self.executor_core.current
-        if current is not None:
-            current.stop(Status.CANCELED, "node shutting down")
-            current.proc.wait()
-            self.stopper()
-        self.leases.close()
+        """End running code through the service's end path (its goal is answered while the
+        executor still spins), then stop the state threads and the stop sockets."""
+        self.service.shutdown()
         self.state_topics.close()
         self.stopper.close()
+        self.service.history.close()
 
 
 def main(args: list[str] | None = None) -> int:
-    """Console entry point ``tidybot-exec``: exits 0 on SIGINT/SIGTERM, 2 on bad parameters."""
-    rclpy.init(args=args)
-    node = None
+    """Console entry point ``tidybot-exec``: exits 0 on SIGINT/SIGTERM (once or more), 2 on
+    bad parameters."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    # A signal only wakes this thread (through the wakeup pipe); a second one changes
+    # nothing. Nothing that takes a lock runs inside a signal handler.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     try:
         node = TidybotExecNode()
-        executor = MultiThreadedExecutor(num_threads=6)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     except InvalidParameters as exc:
         print(f"tidybot_exec: invalid parameters: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
         rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=6)
+    executor.add_node(node)
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        finally:
+            os.write(wake_w, b"x")   # the context was shut down from elsewhere
+
+    spinner = threading.Thread(target=spin, name="spin")
+    spinner.start()
+    os.read(wake_r, 1)               # a signal, or the end of spinning
+    node.get_logger().info("shutting down")
+    node.shutdown()                  # the executor still spins: the running goal is answered
+    executor.shutdown()
+    spinner.join()
+    node.destroy_node()
+    rclpy.try_shutdown()
     return 0
 
 

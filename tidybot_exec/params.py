@@ -76,7 +76,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("child_open_files", 1024, "open-file limit of the code process", 16, 1048576),
     ParamSpec("child_file_size_mb", 256, "largest file the code may write, MiB (0: none)", 0,
               1024 ** 2),
-    ParamSpec("history_dir", "~/.ros/tidybot_exec", "directory of the execution history file"),
+    ParamSpec("result_keep_s", 60, "how long a finished goal's result stays available to "
+              "get_result after the goal ended, s (whole seconds)", 1, 86400),
+    ParamSpec("history_dir", "~/.ros/tidybot_exec", "directory of the execution history "
+              "database (history.sqlite3)"),
     ParamSpec("history_max_records", 1000, "finished executions kept in the history", 1, 1000000),
     ParamSpec("require_lease", True, "goals and execution/stop need the current lease token"),
     ParamSpec("lease_default_ttl_s", 30.0,

@@ -1,0 +1,217 @@
+"""The execution service on its own: real child processes, a fake lease clock, no ROS.
+
+These pin down the order of an execution's end (child dead → hold → record → lease handed
+on → result), the lease/stop races, the estop latch and shutdown, without any timing luck:
+tests wait on events that the service's own callbacks set.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from support import wait_until
+from tidybot_exec.executor import Execution, ExecutorSettings, Request
+from tidybot_exec.history import History
+from tidybot_exec.service import ExecutionService, LeasePolicy
+from tidybot_exec.status import Status
+
+STUBBORN = ("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "print('started', flush=True)\nwhile True:\n    time.sleep(0.01)\n")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    """A service whose hold, lease grants and status changes are logged in order."""
+
+    def __init__(self, tmp_path, grace_s: float = 0.5, hold_problems=None, **policy) -> None:
+        self.events: list[str] = []
+        self.clock = FakeClock()
+        self.hold_problems = hold_problems or []
+        self.service = ExecutionService(
+            ExecutorSettings(stop_grace_s=grace_s), History(tmp_path, 100), self._hold,
+            LeasePolicy(**{"default_ttl_s": 10.0, "max_lease_s": 100.0, "max_wait_s": 500.0,
+                           **policy}),
+            log=lambda line: self.events.append(f"log {line}"), clock=self.clock)
+        self.leases = self.service.leases
+
+    def _hold(self) -> list[str]:
+        self.events.append("hold")
+        return list(self.hold_problems)
+
+    def acquire(self, holder: str, wait_s: float = 0.0):
+        answers: list = []
+        self.leases.acquire(holder, 0.0, wait_s,
+                            lambda grant: (answers.append(grant), self.events.append(f"grant {holder}")))
+        return answers
+
+    def token(self, holder: str) -> str:
+        (grant,) = self.acquire(holder)
+        assert grant.success, grant.message
+        return grant.lease_id
+
+    def begin(self, code: str = STUBBORN, lease_id: str = "") -> "Run":
+        """Start ``code``, end it through ``finish`` in a thread (which also delivers the
+        feedback), and return once it printed 'started'."""
+        lines: list[str] = []
+        execution = self.service.start(Request(code), lease_id,
+                                       lambda _id, stream, text, _t: lines.append(text))
+        assert isinstance(execution, Execution), execution
+        run = Run(self.service, execution)
+        wait_until(lambda: "started" in "".join(lines), 30, "the code to start")
+        return run
+
+    def close(self) -> None:
+        self.service.shutdown()
+        self.service.history.close()
+
+
+class Run:
+    def __init__(self, service: ExecutionService, execution: Execution) -> None:
+        self.execution, self._done = execution, {}
+        self.thread = threading.Thread(
+            target=lambda: self._done.setdefault("result", service.finish(execution)))
+        self.thread.start()
+
+    def result(self, timeout: float = 60.0):
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the execution did not end"
+        return self._done["result"]
+
+
+@pytest.fixture
+def harness(tmp_path):
+    made: list[Harness] = []
+
+    def make(**kwargs) -> Harness:
+        made.append(Harness(tmp_path / str(len(made)), **kwargs))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def test_one_at_a_time_and_a_hold_only_after_an_abnormal_end(harness):
+    h = harness(require_lease=False)
+    first = h.service.start(Request("import time\ntime.sleep(1)\n"), "", lambda *a: None)
+    busy = h.service.start(Request("print(1)"), "", lambda *a: None)
+    assert busy.status == Status.REJECTED and busy.error.startswith(f"busy: execution {first.id}")
+    assert h.service.finish(first).status == Status.SUCCEEDED and "hold" not in h.events
+    failed = h.service.run(Request("raise SystemExit(4)"))
+    assert (failed.status, failed.exit_code, failed.error) == (Status.FAILED, 4, "exited with code 4")
+    assert h.events.count("hold") == 1 and h.service.snapshot().current is None
+    assert [r.execution_id for r in h.service.page().records] == [failed.execution_id, first.id]
+
+
+def test_release_while_running_hands_the_lease_on_only_after_the_hold(harness):
+    h = harness()
+    token = h.token("first")
+    run = h.begin(lease_id=token)
+    waiting = h.acquire("second", wait_s=30.0)
+    assert waiting == []                                  # in line behind "first"
+    assert h.leases.release(token) == (True, "released")
+    assert h.acquire("third")[0].message.startswith("the lease of 'first' ended and its code")
+    result = run.result()
+    assert result.status == Status.CANCELED and result.error == "lease released"
+    assert waiting[0].success
+    order = [e for e in h.events if e in ("hold", "grant second")]
+    assert order == ["hold", "grant second"], h.events
+    assert h.service.page().records[0].execution_id == result.execution_id
+
+
+def test_a_lease_that_ends_before_admission_refuses_the_goal(harness):
+    h = harness()
+    token = h.token("me")
+    h.leases.release(token)
+    result = h.service.run(Request("print('never')"), token)
+    assert result.status == Status.REJECTED and result.error.startswith("invalid lease")
+    assert h.acquire("next")[0].success                  # nothing stayed bound
+
+
+def test_max_lease_on_a_fake_clock_stops_the_code_and_waits_for_its_end(harness):
+    h = harness()
+    token = h.token("me")
+    run = h.begin(lease_id=token)
+    h.clock.now += 50.0                    # past the ttl: a running execution keeps it alive
+    h.leases.check_deadlines()
+    assert h.leases.renew(token)[0]
+    waiting = h.acquire("next", wait_s=100.0)
+    h.clock.now += 60.0                    # past max_lease_s: it ends whatever runs
+    h.leases.check_deadlines()
+    result = run.result()
+    assert result.status == Status.CANCELED and result.error == "lease reached max_lease_s"
+    wait_until(lambda: waiting, 10, "the next holder's grant")
+    assert waiting[0].success and h.events.index("hold") < h.events.index("grant next")
+
+
+def test_feedback_that_fails_loses_nothing_else(harness):
+    h = harness(require_lease=False)
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise RuntimeError("publisher is invalid")
+
+    code = "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.2)\n"
+    result = h.service.run(Request(code), "", broken)
+    assert result.status == Status.SUCCEEDED and result.stdout == "0\n1\n2\n"
+    assert len(calls) == 1 and any("feedback stopped" in e for e in h.events)
+    assert h.service.page().records[0].execution_id == result.execution_id
+
+
+def test_a_failed_history_write_and_a_failed_hold_are_in_the_result(harness):
+    h = harness(require_lease=False, hold_problems=["stop arm: no reply within 1s"])
+    run = h.begin()
+    h.service.history.close()              # the next write raises
+    h.service.cancel(run.execution)
+    result = run.result()
+    assert result.status == Status.CANCELED
+    assert result.error.startswith("canceled by the client; hold failed: stop arm: no reply")
+    assert "history not written" in result.error
+    assert h.service.snapshot().hold_problem == "hold failed: stop arm: no reply within 1s"
+    assert h.service.snapshot().current is None
+    h.service.history = History(h.service.history.path.parent, 100)   # for the fixture's close
+
+
+def test_estop_kills_without_grace_latches_and_resets_with_the_lease(harness):
+    h = harness(grace_s=30.0)              # a soft stop would take 30 s with this code
+    token = h.token("me")
+    run = h.begin(lease_id=token)
+    h.service.cancel(run.execution)        # a soft stop in its grace ...
+    started = time.monotonic()
+    stopped, problems = h.service.estop()  # ... is cut short by the estop
+    assert stopped == run.execution.id and problems == []
+    result = run.result()
+    assert time.monotonic() - started < 20.0
+    assert result.status == Status.CANCELED and result.exit_code < 0
+    assert h.events.count("hold") == 2     # the estop's own, and the end path's
+    snap = h.service.snapshot()
+    assert snap.estopped and snap.current is None
+    refused = h.service.run(Request("print(1)"), token)
+    assert (refused.status, refused.error) == (Status.REJECTED, "estopped: call estop/reset")
+    assert h.service.reset_estop("") == (False, "no lease: call lease/acquire and pass its lease_id")
+    assert h.service.reset_estop(token)[0] and not h.service.snapshot().estopped
+    assert h.service.run(Request("print(1)"), token).status == Status.SUCCEEDED
+
+
+def test_shutdown_ends_the_running_execution_through_the_end_path(harness):
+    h = harness()
+    token = h.token("me")
+    run = h.begin("import time\nprint('started', flush=True)\ntime.sleep(60)\n", lease_id=token)
+    h.service.shutdown()
+    assert not run.thread.is_alive()       # shutdown returned after the end path ran
+    result = run.result()
+    assert (result.status, result.error) == (Status.CANCELED, "node shutting down")
+    assert "hold" in h.events and not run.execution.workdir.exists()
+    assert h.service.page().records[0].execution_id == result.execution_id
+    refused = h.service.run(Request("print(1)"), token)
+    assert (refused.status, refused.error) == (Status.REJECTED, "node shutting down")

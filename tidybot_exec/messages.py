@@ -1,0 +1,62 @@
+"""Core types -> ROS messages, in one place (the node and nothing else uses these)."""
+from __future__ import annotations
+
+from builtin_interfaces.msg import Time
+from tidybot_interfaces.action import ExecuteCode
+from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
+from tidybot_interfaces.srv import AcquireLease
+
+from tidybot_exec import leases
+from tidybot_exec.executor import Result
+from tidybot_exec.history import Record
+from tidybot_exec.service import Snapshot
+
+
+def stamp(seconds: float) -> Time:
+    return Time(sec=int(seconds), nanosec=int((seconds % 1.0) * 1e9))
+
+
+def result(r: Result) -> ExecuteCode.Result:
+    return ExecuteCode.Result(
+        execution_id=r.execution_id, status=int(r.status), exit_code=int(r.exit_code),
+        stdout=r.stdout, stderr=r.stderr, truncated=r.truncated, error=r.error,
+        duration_s=r.duration_s)
+
+
+def record(r: Record) -> ExecutionRecord:
+    return ExecutionRecord(
+        execution_id=r.execution_id, holder=r.holder, label=r.label, status=r.status,
+        exit_code=r.exit_code, error=r.error, started=stamp(r.started),
+        finished=stamp(r.finished), duration_s=r.duration_s, code_sha256=r.code_sha256,
+        stdout_tail=r.stdout_tail, stderr_tail=r.stderr_tail, truncated=r.truncated,
+        code=r.code, dry_run=r.dry_run)
+
+
+def execution_status(snap: Snapshot, now: Time) -> ExecutionStatus:
+    """The current execution (or, when idle, the last one) and the estop latch."""
+    msg = ExecutionStatus(stamp=now, estopped=snap.estopped, hold_error=snap.hold_problem)
+    current, last = snap.current, snap.last
+    if current is not None:
+        msg.state = ExecutionStatus.STATE_STOPPING if snap.stopping else ExecutionStatus.STATE_RUNNING
+        msg.execution_id, msg.holder = current.id, current.request.holder
+        msg.label, msg.elapsed_s = current.request.label, current.elapsed
+        msg.dry_run = current.request.dry_run is not None
+    else:
+        msg.state = ExecutionStatus.STATE_ESTOPPED if snap.estopped else ExecutionStatus.STATE_IDLE
+    if last is not None:
+        msg.last_execution_id, msg.last_status = last.execution_id, int(last.status)
+        if current is None:
+            msg.execution_id, msg.holder, msg.label, msg.dry_run = (
+                last.execution_id, last.holder, last.label, last.dry_run)
+    return msg
+
+
+def lease_status(s: leases.LeaseStatus, now: Time) -> LeaseStatus:
+    return LeaseStatus(stamp=now, held=s.held, holder=s.holder,
+                       seconds_to_lapse=s.seconds_to_lapse, waiting_holders=s.waiting_holders)
+
+
+def fill_grant(response: AcquireLease.Response, grant: leases.Grant) -> AcquireLease.Response:
+    response.success, response.lease_id = grant.success, grant.lease_id
+    response.message, response.ttl_s = grant.message, grant.ttl_s
+    return response

@@ -1,0 +1,265 @@
+"""The execution service: leases, executions and history with one owner (no rclpy).
+
+Every goal comes here and every execution ends here, exactly once, in ``finish``:
+
+    child tree dead  →  robot commanded to hold  →  record written  →  lease unbound  →  result
+
+(the hold only after an abnormal end, and only for code that drove the real robot). Nothing
+that can fail on the way — feedback publishing, the history write, a backend that does not
+acknowledge the hold — skips a later step; each failure is logged and named in the
+result's ``error``.
+
+The lease and the execution are bound atomically at admission, under one lock with the
+lease's end: a lease that ends before admission refuses the goal; one that ends after it
+stops the code, and the next holder is granted only once ``finish`` has given the binding
+back, i.e. after the code is dead and the hold was commanded (leases.py: draining).
+
+An estop kills the code without grace, commands every backend to hold and *latches*: goals
+are refused until ``reset_estop``.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .executor import Execution, ExecutorSettings, Feedback, Request, Result, unstarted
+from .history import History, Page, Record
+from .leases import Binding, LeaseManager
+from .status import Status
+from .validation import duration_error, validate
+
+Hold = Callable[[], list]          # commands stop-and-hold; returns the problems
+Log = Callable[[str], None]
+SHUTDOWN_REASON = "node shutting down"
+ESTOP_REASON = "emergency stop"
+ESTOPPED_REFUSAL = "estopped: call estop/reset"
+
+
+@dataclass(frozen=True)
+class LeasePolicy:
+    require_lease: bool = True
+    default_ttl_s: float = 30.0
+    max_lease_s: float = 1800.0
+    max_wait_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What execution/status and /diagnostics show, taken under the service's lock."""
+
+    current: Execution | None
+    stopping: bool
+    last: Result | None
+    estopped: bool
+    hold_problem: str          # the last stop-and-hold that failed ("" once one succeeds)
+
+
+@dataclass
+class _Running:
+    execution: Execution
+    binding: Binding | None
+    lease_token: str
+
+
+class ExecutionService:
+    def __init__(self, settings: ExecutorSettings, history: History, hold: Hold,
+                 policy: LeasePolicy = LeasePolicy(), log: Log = lambda line: None,
+                 on_change: Callable[[], None] = lambda: None,
+                 on_lease_change: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings, self.history, self.policy = settings, history, policy
+        self._hold, self._log, self._on_change = hold, log, on_change
+        self._cond = threading.Condition()
+        self._running: _Running | None = None
+        self._last: Result | None = None
+        self._estopped = False
+        self._closing = False
+        self._hold_problem = ""
+        self.leases = LeaseManager(
+            default_ttl_s=policy.default_ttl_s, max_lease_s=policy.max_lease_s,
+            max_wait_s=policy.max_wait_s, on_end=self._lease_ended,
+            on_change=on_lease_change, clock=clock)
+
+    # ------------------------------------------------------------- admission
+    def authorize(self, lease_id: str) -> tuple[str, str]:
+        """(holder, refusal reason) for a request carrying ``lease_id``."""
+        holder = self.leases.holder_of(lease_id) if lease_id else None
+        if holder is not None or not self.policy.require_lease:
+            return holder or "", ""
+        if not lease_id:
+            return "", "no lease: call lease/acquire and pass its lease_id"
+        return "", "invalid lease: expired, released or not the current one; acquire again"
+
+    def start(self, request: Request, lease_id: str, feedback: Feedback) -> Execution | Result:
+        """Start ``request`` under ``lease_id`` or return the REJECTED/ERROR result saying
+        why not. The estop latch, the lease binding and the one-at-a-time check are one step."""
+        verdict = validate(request.code, self.settings.max_code_bytes)
+        refusal = verdict.error or duration_error("timeout_s", request.timeout_s)
+        if refusal:
+            return self._refused(request, Status.REJECTED, refusal)
+        with self._cond:
+            binding = self.leases.begin_execution(lease_id) if lease_id else None
+            request.holder = binding.holder if binding is not None else ""
+            if self._closing:
+                refusal = SHUTDOWN_REASON
+            elif self._estopped:
+                refusal = ESTOPPED_REFUSAL
+            elif binding is None and self.policy.require_lease:
+                refusal = self.authorize(lease_id)[1]
+            elif self._running is not None:
+                refusal = (f"busy: execution {self._running.execution.id} is running; wait for "
+                           f"it or stop it first")
+            if refusal:
+                self._unbind(binding)
+                return self._refused(request, Status.REJECTED, refusal)
+            try:
+                execution = Execution(self.settings, request, feedback, verdict.warnings, self._log)
+            except OSError as exc:
+                self._unbind(binding)
+                return self._refused(request, Status.ERROR, f"could not start the child process: {exc}")
+            self._running = _Running(execution, binding, lease_id if binding else "")
+        self._on_change()
+        return execution
+
+    @staticmethod
+    def _refused(request: Request, status: Status, reason: str) -> Result:
+        """A goal that never ran: answered with the reason, not kept in the history."""
+        return unstarted(request, status, reason)
+
+    # -------------------------------------------------------------- the end
+    def finish(self, execution: Execution) -> Result:
+        """Wait for ``execution`` and end it: the one path every execution ends through."""
+        with self._cond:
+            running = self._running
+            assert running is not None and running.execution is execution, "not the current execution"
+        problems: list[str] = []
+        try:
+            result = execution.wait()
+        except Exception as exc:  # noqa: BLE001 - a bug must not skip the hold or the unbinding
+            execution.stop(Status.ERROR, f"internal error: {exc}", hard=True)
+            result = unstarted(execution.request, Status.ERROR, f"internal error: {exc!r}")
+            result.execution_id = execution.id
+        try:
+            if result.status != Status.SUCCEEDED and execution.drives_robot:
+                problems += self.hold()
+            problems += self._record(result)
+        finally:
+            if problems:
+                result.error = "; ".join(filter(None, [result.error, *problems]))
+            with self._cond:
+                self._running, self._last = None, result
+                self._cond.notify_all()
+            self._unbind(running.binding)
+            self._on_change()
+        self._log(f"execution {result.execution_id} ({result.label or 'no label'}): "
+                  f"{result.status.name} in {result.duration_s:.2f}s"
+                  + (f": {result.error}" if result.error else ""))
+        return result
+
+    def run(self, request: Request, lease_id: str = "", feedback: Feedback = lambda *a: None) -> Result:
+        """start + finish, for callers that do not need the Execution in between."""
+        started = self.start(request, lease_id, feedback)
+        return started if isinstance(started, Result) else self.finish(started)
+
+    def hold(self) -> list[str]:
+        """Command stop-and-hold to every backend; returns (and remembers) the problems."""
+        try:
+            problems = [f"hold failed: {p}" for p in self._hold()]
+        except Exception as exc:  # noqa: BLE001 - reported, never raised into the end path
+            problems = [f"hold failed: {exc!r}"]
+        with self._cond:
+            self._hold_problem = "; ".join(problems)
+        for problem in problems:
+            self._log(problem)
+        return problems
+
+    def _record(self, result: Result) -> list[str]:
+        try:
+            self.history.append(Record.from_result(result))
+            return []
+        except Exception as exc:  # noqa: BLE001 - the result is still returned
+            problem = f"history not written: {exc}"
+            self._log(problem)
+            return [problem]
+
+    def _unbind(self, binding: Binding | None) -> None:
+        if binding is not None:
+            self.leases.end_execution(binding)
+
+    # ------------------------------------------------------------- stopping
+    def _stop_current(self, status: Status, reason: str, hard: bool = False,
+                      lease_token: str | None = None) -> str | None:
+        """Stop what runs (only if bound to ``lease_token`` when given); its id or None."""
+        with self._cond:
+            running = self._running
+            if running is None or (lease_token is not None and running.lease_token != lease_token):
+                return None
+            stopped = running.execution.stop(status, reason, hard)
+        if stopped:
+            self._on_change()
+        return running.execution.id
+
+    def _lease_ended(self, token: str, reason: str) -> None:
+        """A lease lapsed, was released or taken over: stop the code bound to it."""
+        if self._stop_current(Status.CANCELED, reason, lease_token=token):
+            self._log(f"lease ended ({reason}): stopping its code")
+
+    def cancel(self, execution: Execution, reason: str = "canceled by the client") -> None:
+        execution.stop(Status.CANCELED, reason)
+
+    def stop(self, lease_id: str) -> tuple[str | None, str]:
+        """execution/stop: (stopped execution id, refusal reason)."""
+        refusal = self.authorize(lease_id)[1]
+        if refusal:
+            return None, refusal
+        return self._stop_current(Status.CANCELED, "stopped via execution/stop"), ""
+
+    def estop(self) -> tuple[str | None, list[str]]:
+        """Latch, kill the code without grace and hold every backend (also during a dry
+        run: an estop is about the real robot). Returns (stopped id, hold problems)."""
+        with self._cond:
+            self._estopped = True
+        stopped = self._stop_current(Status.CANCELED, ESTOP_REASON, hard=True)
+        problems = self.hold()
+        self._on_change()
+        return stopped, problems
+
+    def reset_estop(self, lease_id: str) -> tuple[bool, str]:
+        refusal = self.authorize(lease_id)[1]
+        if refusal:
+            return False, refusal
+        with self._cond:
+            was, self._estopped = self._estopped, False
+        self._on_change()
+        return True, "estop reset: goals are accepted again" if was else "not estopped"
+
+    # ------------------------------------------------------------- queries
+    def snapshot(self) -> Snapshot:
+        with self._cond:
+            running = self._running
+            current = running.execution if running else None
+            return Snapshot(current=current, stopping=bool(current and current.stopping),
+                            last=self._last, estopped=self._estopped,
+                            hold_problem=self._hold_problem)
+
+    def page(self, offset: int = 0, limit: int = 0, holder: str = "",
+             statuses: Sequence[int] = (), include_code: bool = False) -> Page:
+        return self.history.page(offset, limit, holder, statuses, include_code)
+
+    # ------------------------------------------------------------- shutdown
+    def shutdown(self) -> None:
+        """Refuse new goals, end the running execution through ``finish`` (whose caller
+        still answers its goal) and wait for that; then close the leases and the history.
+        Safe to call more than once."""
+        with self._cond:
+            self._closing = True
+        self._stop_current(Status.CANCELED, SHUTDOWN_REASON)
+        with self._cond:
+            ended = self._cond.wait_for(lambda: self._running is None,
+                                        self.settings.stop_grace_s + 15.0)
+        if not ended:          # finish's thread is stuck: at least the robot must hold
+            self._log("shutdown: the running execution did not end in time; holding the robot")
+            self.hold()
+        self.leases.close()
