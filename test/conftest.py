@@ -67,11 +67,49 @@ class RosClient:
         self._thread.join(timeout=5)
 
 
+class Recorder:
+    """Keeps every message of one topic with its arrival time."""
+
+    def __init__(self, ros, msg_type, topic: str, qos=100) -> None:
+        self.ros, self.messages, self.times = ros, [], []
+        self._lock = threading.Lock()
+        self.sub = ros.node.create_subscription(msg_type, topic, self._got, qos)
+
+    def _got(self, msg) -> None:
+        with self._lock:
+            self.messages.append(msg)
+            self.times.append(time.monotonic())
+
+    def since(self, t: float) -> list:
+        with self._lock:
+            return [m for m, at in zip(self.messages, self.times) if at >= t]
+
+    def latest(self, timeout: float = 10.0):
+        wait_until(lambda: self.messages, timeout, "a message")
+        return self.messages[-1]
+
+    def close(self) -> None:
+        self.ros.node.destroy_subscription(self.sub)
+
+
 @pytest.fixture(scope="module")
 def ros(request) -> Iterator[RosClient]:
     client = RosClient("test_" + request.module.__name__.replace(".", "_"))
     yield client
     client.close()
+
+
+@pytest.fixture
+def record(ros):
+    made = []
+
+    def start(msg_type, topic, qos=100):
+        made.append(Recorder(ros, msg_type, topic, qos))
+        return made[-1]
+
+    yield start
+    for r in made:
+        r.close()
 
 
 @pytest.fixture

@@ -21,44 +21,6 @@ STACK_PARAMS = {"require_lease": False}
 STALE, ERROR, OK = 3, 2, 0
 
 
-class Recorder:
-    """Keeps every message of one topic with its arrival time."""
-
-    def __init__(self, ros, msg_type, topic: str) -> None:
-        self.ros, self.messages, self.times = ros, [], []
-        self._lock = threading.Lock()
-        self.sub = ros.node.create_subscription(msg_type, topic, self._got, 100)
-
-    def _got(self, msg) -> None:
-        with self._lock:
-            self.messages.append(msg)
-            self.times.append(time.monotonic())
-
-    def since(self, t: float) -> list:
-        with self._lock:
-            return [m for m, at in zip(self.messages, self.times) if at >= t]
-
-    def latest(self, timeout: float = 10.0):
-        wait_until(lambda: self.messages, timeout, "a message")
-        return self.messages[-1]
-
-    def close(self) -> None:
-        self.ros.node.destroy_subscription(self.sub)
-
-
-@pytest.fixture
-def record(ros):
-    made = []
-
-    def start(msg_type, topic):
-        made.append(Recorder(ros, msg_type, topic))
-        return made[-1]
-
-    yield start
-    for r in made:
-        r.close()
-
-
 @pytest.fixture
 def sdk(stack):
     robot = Robot(sdk_config_for(stack[0].config))
@@ -66,7 +28,7 @@ def sdk(stack):
     robot.close()
 
 
-def backend_level(diag: Recorder, name: str, since: float):
+def backend_level(diag, name: str, since: float):
     for msg in reversed(diag.since(since)):
         for s in msg.status:
             if s.name == f"tidybot_exec: {name} backend":

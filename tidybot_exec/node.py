@@ -105,6 +105,8 @@ class TidybotExecNode(Node):
             on_change=self._publish_status, on_lease_change=self._publish_lease_status)
         self.leases = self.service.leases
         self._goals: dict[bytes, Execution] = {}        # goal uuid -> its running execution
+        self._answering = 0                 # execute callbacks that have not returned yet
+        self._answered = threading.Condition()
         self._status_lock = threading.Lock()
         self._status_pub = self.create_publisher(ExecutionStatus, "execution/status", LATCHED)
         self._lease_pub = self.create_publisher(LeaseStatus, "lease/status", LATCHED)
@@ -233,6 +235,16 @@ class TidybotExecNode(Node):
 
     def _execute(self, goal_handle: ServerGoalHandle) -> ExecuteCode.Result:
         """Runs one goal to its end and answers it whenever the ROS context still allows."""
+        with self._answered:
+            self._answering += 1
+        try:
+            return self._answer(goal_handle)
+        finally:
+            with self._answered:
+                self._answering -= 1
+                self._answered.notify_all()
+
+    def _answer(self, goal_handle: ServerGoalHandle) -> ExecuteCode.Result:
         try:
             result = self._run_goal(goal_handle)
         except Exception as exc:  # noqa: BLE001 - a bug here must still answer the client
@@ -314,9 +326,11 @@ class TidybotExecNode(Node):
 
     # ---------------------------------------------------------------- shutdown
     def shutdown(self) -> None:
-        """End running code through the service's end path (its goal is answered while the
-        executor still spins), then stop the state threads and the stop sockets."""
+        """End running code through the service's end path and let its goal be answered
+        while the executor still spins; then stop the state threads and the stop sockets."""
         self.service.shutdown()
+        with self._answered:       # rclpy sends the result right after the callback returns
+            self._answered.wait_for(lambda: self._answering == 0, timeout=10.0)
         self.state_topics.close()
         self.stopper.close()
         self.service.history.close()
