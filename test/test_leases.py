@@ -91,6 +91,23 @@ def test_twenty_simultaneous_acquires_get_exactly_one_token(stack, ros):
     assert client.release(winner.lease_id).success
 
 
+def test_a_burst_of_two_hundred_requests_from_one_client_is_answered_in_full(stack, ros):
+    """Service queues keep every request (KEEP_ALL): none is dropped without a word."""
+    _, client = stack
+    burst = ros.node.create_client(AcquireLease, "/lease/acquire", qos_profile=SERVICES)
+    try:
+        assert burst.wait_for_service(timeout_sec=10)
+        warm = answered(burst, AcquireLease.Request(holder="warm-up"))     # matched both ways
+        assert warm.success and client.release(warm.lease_id).success
+        futures = [burst.call_async(AcquireLease.Request(holder=f"burst{i}")) for i in range(200)]
+        replies = [ros.result(f, 60, "two hundred replies") for f in futures]
+    finally:
+        ros.node.destroy_client(burst)
+    winners = [r for r in replies if r.success]
+    assert len(replies) == 200 and len(winners) == 1
+    assert client.release(winners[0].lease_id).success
+
+
 def test_waiters_are_granted_in_fifo_order_and_give_up_at_wait_s(stack, ros):
     _, client = stack
     first = client.acquire("first")
