@@ -19,6 +19,9 @@ os.environ.pop("PYTHONUNBUFFERED", None)
 os.environ["ROS_PYTHON_CHECK_FIELDS"] = "1"
 
 
+pytest_plugins = ["session_guard"]
+
+
 def pytest_report_header() -> str:
     return f"ROS_DOMAIN_ID={DOMAIN_ID} (reserved for this session), discovery LOCALHOST"
 

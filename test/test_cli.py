@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+from rclpy.task import Future
 
 from support import ROOT, Proc, Wire, wait_until
 from tidybot_exec.client import TidybotClient, TidybotClientError
@@ -128,6 +129,42 @@ def test_error_handling_example_prints_the_advice(stack):
     done = tidybot_run(str(EXAMPLES / "error_handling.py"))
     assert "refused: end-effector target z=-0.500 m is outside the workspace box" in done.stdout
     assert "gripper error: width= needs a calibrated gripper" in done.stdout
+
+
+def lose_replies(action_client, method: str, count: int) -> list:
+    """Fault injection on a real ActionClient: the request goes out, but the first ``count``
+    replies never reach the caller (as a reply lost under load). Returns the lost futures."""
+    real, lost = getattr(action_client, method), []
+
+    def lossy(*args, **kwargs):
+        future = real(*args, **kwargs)
+        if len(lost) < count:
+            lost.append(future)
+            return Future()          # never completes
+        return future
+    setattr(action_client, method, lossy)
+    return lost
+
+
+def test_client_recovers_lost_goal_result_and_cancel_replies(stack, ros):
+    client = TidybotClient(ros.node)
+    assert client.wait_for_server(30)
+    client.acquire("lossy")
+    try:
+        lose_replies(client._action, "send_goal_async", 1)
+        lose_replies(client._action, "_get_result_async", 1)
+        run = client.execute("print('once')")
+        assert run.result(60).stdout == "once\n"
+        assert run.recovered == ["goal acceptance", "result"]
+
+        lose_replies(client._action, "_cancel_goal_async", 1)
+        long = client.execute("import time\nprint('x', flush=True)\ntime.sleep(60)")
+        wait_until(lambda: long.feedback(), 30, "output")
+        long.cancel(30)
+        assert long.result(30).status == 3
+    finally:
+        client.destroy()
+    wait_until(lambda: not client.status()[1].held, 10, "the lease to be released")
 
 
 def test_client_class_lifecycle(stack, ros):

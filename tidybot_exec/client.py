@@ -13,17 +13,27 @@
 The client works whether or not someone else spins the node: if the node already belongs
 to an executor when the client is made, the client only waits on futures (that executor
 must keep spinning); otherwise it spins the node itself while it waits.
+
+Replies get lost on a loaded machine (a DDS reply whose reader is not yet matched, a busy
+executor). The client does not hang on one: it names each goal itself and watches the
+action's status topic, so a goal whose acceptance reply was lost is recognised as
+accepted, a result request is sent again once the goal is known to be done, and a cancel
+is sent again until the server shows the goal canceling or done.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import rclpy
-from action_msgs.msg import GoalStatus
+from action_msgs.msg import GoalStatus, GoalStatusArray
 from rclpy.action import ActionClient
+from rclpy.action.client import ClientGoalHandle
 from rclpy.node import Node
+from rclpy.qos import qos_profile_action_status_default
+from unique_identifier_msgs.msg import UUID
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
 from tidybot_interfaces.srv import (AcquireLease, GetHistory, ReleaseLease, RenewLease,
@@ -36,17 +46,25 @@ class TidybotClientError(RuntimeError):
     """The server could not be reached, or refused a lease request."""
 
 
+ACTIVE = (GoalStatus.STATUS_ACCEPTED, GoalStatus.STATUS_EXECUTING, GoalStatus.STATUS_CANCELING)
+DONE = (GoalStatus.STATUS_SUCCEEDED, GoalStatus.STATUS_CANCELED, GoalStatus.STATUS_ABORTED)
+RETRY_S = 2.0      # a reply not here this long after the server showed the goal's state: ask again
+
+
 class ExecutionHandle:
     """One goal: poll it, read its feedback, cancel it, get its result."""
 
-    def __init__(self, client: "TidybotClient") -> None:
+    def __init__(self, client: "TidybotClient", goal_id: UUID) -> None:
         self._client = client
+        self.goal_id = goal_id
         self._send_future = None        # set by TidybotClient.execute
-        self._goal_handle = None
+        self._goal_handle: ClientGoalHandle | None = None
         self._result_future = None
+        self._result_asked = 0.0
         self._feedback: list[ExecuteCode.Feedback] = []
         self._lock = threading.Lock()
         self.lost_feedback = 0          # gaps seen in seq (feedback lost on the way)
+        self.recovered: list[str] = []  # replies that were lost and recovered
         self._next_seq = 0
 
     def _on_feedback(self, msg) -> None:
@@ -56,11 +74,50 @@ class ExecutionHandle:
             self._next_seq = fb.seq + 1
             self._feedback.append(fb)
 
-    def _accepted(self, timeout_s: float) -> Any:
-        if self._goal_handle is None:
-            self._goal_handle = self._client._wait(self._send_future, timeout_s, "goal acceptance")
-            self._result_future = self._goal_handle.get_result_async()
-        return self._goal_handle
+    @property
+    def _server_status(self) -> int:
+        """The goal's state as the action's status topic last showed it."""
+        return self._client._goal_status(self.goal_id)
+
+    def _check_accepted(self) -> bool:
+        """Learn acceptance from the reply or, if it was lost, from the status topic."""
+        if self._goal_handle is not None:
+            return True
+        if self._send_future.done():
+            handle = self._send_future.result()
+            if not handle.accepted:
+                raise TidybotClientError("the server rejected the goal")
+        elif self._server_status in ACTIVE + DONE:
+            handle = self._client._adopt(self.goal_id)
+            self.recovered.append("goal acceptance")
+        else:
+            return False
+        self._goal_handle = handle
+        self._ask_result()
+        return True
+
+    def _ask_result(self) -> None:
+        self._result_future = self._goal_handle.get_result_async()
+        self._result_asked = time.monotonic()
+
+    def _check_done(self) -> bool:
+        """True once the result is here; asks again when the server shows the goal done
+        but the answer has not come for RETRY_S."""
+        if not self._check_accepted():
+            return False
+        if self._result_future.done():
+            return True
+        if self._server_status in DONE and time.monotonic() - self._result_asked > RETRY_S:
+            self.recovered.append("result")
+            self._ask_result()
+        return False
+
+    def _until(self, check: Callable[[], bool], timeout_s: float | None, what: str) -> None:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not check():
+            if deadline is not None and time.monotonic() > deadline:
+                raise TidybotClientError(f"timed out after {timeout_s:g}s waiting for {what}")
+            self._client._pause()
 
     def feedback(self) -> list[ExecuteCode.Feedback]:
         """Feedback messages that arrived since the last call (stream, text, seq...)."""
@@ -71,20 +128,29 @@ class ExecutionHandle:
 
     def is_done(self) -> bool:
         self._client._spin_briefly()
-        if self._goal_handle is None and not self._send_future.done():
-            return False
-        self._accepted(10.0)
-        return self._result_future.done()
+        return self._check_done()
 
     def cancel(self, timeout_s: float = 10.0) -> None:
-        """Ask the server to cancel; the result then comes with STATUS_CANCELED."""
-        handle = self._accepted(timeout_s)
-        self._client._wait(handle.cancel_goal_async(), timeout_s, "the cancel response")
+        """Ask the server to cancel, again until it shows the goal canceling or done; the
+        result then comes with STATUS_CANCELED (unless it had ended already)."""
+        self._until(self._check_accepted, timeout_s, "goal acceptance")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            reply = self._goal_handle.cancel_goal_async()
+            sent = time.monotonic()
+            while time.monotonic() - sent < RETRY_S:
+                if reply.done() or self._server_status in (GoalStatus.STATUS_CANCELING, *DONE):
+                    return
+                self._client._pause()
+            if time.monotonic() > deadline:
+                raise TidybotClientError(f"timed out after {timeout_s:g}s waiting for the "
+                                         f"cancel response")
+            self.recovered.append("cancel response")
 
     def result(self, timeout_s: float | None = None) -> ExecuteCode.Result:
         """Wait for and return the result (ExecuteCode.Result; see its status field)."""
-        self._accepted(30.0)
-        return self._client._wait(self._result_future, timeout_s, "the result").result
+        self._until(self._check_done, timeout_s, "the result")
+        return self._result_future.result().result
 
     @property
     def action_status(self) -> int:
@@ -116,6 +182,9 @@ class TidybotClient:
                                  lambda m: self._latest.__setitem__("execution", m), LATCHED)
         node.create_subscription(LeaseStatus, name("lease/status"),
                                  lambda m: self._latest.__setitem__("lease", m), LATCHED)
+        self._goal_states: dict[bytes, int] = {}
+        node.create_subscription(GoalStatusArray, name("execute_code/_action/status"),
+                                 self._on_goal_status, qos_profile_action_status_default)
         self.lease_id = ""
         self._renew_timer = None
 
@@ -124,16 +193,31 @@ class TidybotClient:
         if not self._spun_elsewhere:
             rclpy.spin_once(self.node, timeout_sec=0.01)
 
+    def _pause(self) -> None:
+        """Let callbacks run: spin the node ourselves, or give its executor a moment."""
+        if self._spun_elsewhere:
+            time.sleep(0.01)
+        else:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+
     def _wait(self, future, timeout_s: float | None, what: str):
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not future.done():
             if deadline is not None and time.monotonic() > deadline:
                 raise TidybotClientError(f"timed out after {timeout_s:g}s waiting for {what}")
-            if self._spun_elsewhere:
-                time.sleep(0.01)
-            else:
-                rclpy.spin_once(self.node, timeout_sec=0.05)
+            self._pause()
         return future.result()
+
+    def _on_goal_status(self, msg: GoalStatusArray) -> None:
+        self._goal_states = {bytes(s.goal_info.goal_id.uuid): s.status for s in msg.status_list}
+
+    def _goal_status(self, goal_id: UUID) -> int:
+        return self._goal_states.get(bytes(goal_id.uuid), GoalStatus.STATUS_UNKNOWN)
+
+    def _adopt(self, goal_id: UUID) -> ClientGoalHandle:
+        """A handle for a goal the server accepted although its reply never came."""
+        response = ExecuteCode.Impl.SendGoalService.Response(accepted=True)
+        return ClientGoalHandle(self._action, goal_id, response)
 
     def _call(self, client, request, timeout_s: float, what: str):
         if not client.wait_for_service(timeout_sec=min(timeout_s, 10.0)):
@@ -172,14 +256,23 @@ class TidybotClient:
             raise TidybotClientError(f"renew refused: {reply.message}")
         return reply.remaining_s
 
-    def release(self) -> None:
-        """Give the lease back (stops any code still running under it)."""
+    def release(self, tries: int = 3) -> None:
+        """Give the lease back (stops any code still running under it), asking again when a
+        reply is lost; raises TidybotClientError when no try was answered."""
         if self._renew_timer is not None:
             self.node.destroy_timer(self._renew_timer)
             self._renew_timer = None
-        if self.lease_id:
-            token, self.lease_id = self.lease_id, ""
-            self._call(self._release, ReleaseLease.Request(lease_id=token), 10.0, "release")
+        if not self.lease_id:
+            return
+        token, self.lease_id = self.lease_id, ""
+        for _ in range(tries):
+            try:
+                self._call(self._release, ReleaseLease.Request(lease_id=token), 5.0, "release")
+                return              # released, or already ended: either way not ours now
+            except TidybotClientError as exc:
+                problem = exc
+        raise TidybotClientError(f"could not release the lease after {tries} tries ({problem}); "
+                                 f"it lapses after its ttl")
 
     # ------------------------------------------------------------ executing
     def execute(self, code: str, timeout_s: float = 0.0, label: str = "",
@@ -188,8 +281,10 @@ class TidybotClient:
         goal = ExecuteCode.Goal(code=code, timeout_s=float(timeout_s), label=label,
                                 dry_run=dry_run,
                                 lease_id=self.lease_id if lease_id is None else lease_id)
-        handle = ExecutionHandle(self)
-        handle._send_future = self._action.send_goal_async(goal, feedback_callback=handle._on_feedback)
+        goal_id = UUID(uuid=list(os.urandom(16)))
+        handle = ExecutionHandle(self, goal_id)
+        handle._send_future = self._action.send_goal_async(
+            goal, feedback_callback=handle._on_feedback, goal_uuid=goal_id)
         return handle
 
     def stop(self) -> StopExecution.Response:

@@ -129,8 +129,10 @@ def run(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> 
         if acquired:
             try:
                 client.release()
-            except TidybotClientError:
-                pass
+            except TidybotClientError as exc:
+                sys.stderr.write(f"tidybot-run: {exc}\n")
+    if handle.recovered:
+        sys.stderr.write(f"tidybot-run: recovered from lost replies: {', '.join(handle.recovered)}\n")
     if handle.lost_feedback:
         sys.stderr.write(f"tidybot-run: {handle.lost_feedback} feedback messages were lost "
                          f"(the result below is complete)\n")
