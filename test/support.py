@@ -240,3 +240,31 @@ class Stack:
 
     def describe(self) -> str:
         return "\n".join(p.describe() for p in (self.sim, self.node) if p is not None)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def host_pids_with_argv(token: str) -> list[int]:
+    """Host PIDs of processes whose command line holds ``token`` (inside the sandbox the
+    code sees its own PID namespace, so it names its processes by a token instead)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and token in open(f"/proc/{entry}/cmdline", "rb").read().decode(
+                    errors="replace") and pid_alive(int(entry)):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def host_workdir(run) -> Path:
+    """The execution's working directory on the host (the code sees its own, inside)."""
+    (path,) = Path(tempfile.gettempdir()).glob(f"tidybot-{run.feedback[0].execution_id}-*")
+    return path

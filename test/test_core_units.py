@@ -9,7 +9,6 @@ import sys
 from support import ROOT
 from tidybot_exec.history import History, Record
 from tidybot_exec.output import FeedbackQueue, HeadTail, LineSplitter
-from tidybot_exec.status import Status
 from tidybot_exec.validation import validate
 
 

@@ -5,7 +5,7 @@ import os
 import re
 import threading
 import time
-from pathlib import Path
+import uuid
 
 from action_msgs.msg import GoalStatus
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -14,7 +14,7 @@ from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionStatus
 from tidybot_interfaces.srv import GetHistory, ResetEstop, StopExecution
 
-from support import Wire, wait_until
+from support import Wire, host_pids_with_argv, host_workdir, wait_until
 
 R = ExecuteCode.Result
 STACK_PARAMS = {"require_lease": False, "max_output_bytes": 65536, "stop_grace_s": 1.0, "child_address_space_mb": 1024}
@@ -136,41 +136,31 @@ def test_client_cancel(stack):
     assert result.exit_code == -2      # KeyboardInterrupt from the SIGINT
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_code_ignoring_signals_is_killed_with_its_escaped_grandchildren(stack):
     _, client = stack
+    token = f"{uuid.uuid4().int % 10 ** 9}.5"
     code = (
         "import os, signal, time\n"
         "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "pid = os.fork()\n"
-        "if pid == 0:\n"
-        "    time.sleep(600)\n"
-        "    os._exit(0)\n"
+        f"sleeper = ['sleep', '{token}']\n"
+        "if os.fork() == 0:\n"
+        "    os.execvp('sleep', sleeper)\n"
         "if os.fork() == 0:\n"                      # double fork + setsid: a daemon
         "    os.setsid()\n"
         "    if os.fork() == 0:\n"
-        "        print('daemon', os.getpid(), flush=True)\n"
-        "        time.sleep(600)\n"
+        "        os.execvp('sleep', sleeper)\n"
         "    os._exit(0)\n"
-        "print('child', pid, flush=True)\n"
+        "print('forked', flush=True)\n"
         "while True:\n"
         "    time.sleep(0.1)\n")
     run = client.send(code)
-    wait_until(lambda: "daemon" in run.stdout() and "child" in run.stdout(), 30, "the children")
-    pids = [int(n) for n in re.findall(r"(?:daemon|child) (\d+)", run.stdout())]
-    assert all(pid_alive(p) for p in pids)
+    wait_until(lambda: "forked" in run.stdout() and len(host_pids_with_argv(token)) == 2, 30,
+               "the two sleepers")
     run.cancel()
     status, result = run.result(30)
     assert result.status == R.STATUS_CANCELED and result.exit_code == -9
-    assert not any(pid_alive(p) for p in pids), "a grandchild survived the cancel"
+    assert host_pids_with_argv(token) == [], "a grandchild survived the cancel"
 
 
 def test_memory_bomb_is_contained(stack):
@@ -261,21 +251,21 @@ def test_node_killed_mid_motion_the_code_stops_the_arm_and_nothing_survives(stac
     try:
         # from home, so "the arm moves" below cannot be mistaken for where a test left it
         assert client.run("from tidybot_sdk import arm\narm.go_home()")[1].status == 0
+        token = f"{uuid.uuid4().int % 10 ** 9}.5"
         run = client.send(
-            "import os, time\n"
-            "print('workdir', os.getcwd(), flush=True)\n"
-            "if os.fork() == 0:\n    print('grandchild', os.getpid(), flush=True)\n"
-            "    time.sleep(600)\n    os._exit(0)\n"
+            "import os\n"
+            f"if os.fork() == 0:\n    os.execvp('sleep', ['sleep', '{token}'])\n"
+            "print('forked', flush=True)\n"
             "from tidybot_sdk import arm\n"
             "arm.move_joints([1.2, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785], duration=8)\n")
-        wait_until(lambda: "grandchild" in run.stdout() and wire.state("arm")["q"][0] > 0.1, 30,
+        wait_until(lambda: "forked" in run.stdout() and wire.state("arm")["q"][0] > 0.1, 30,
                    "the arm to move")
-        grandchild = int(re.search(r"grandchild (\d+)", run.stdout()).group(1))
-        workdir = Path(re.search(r"workdir (\S+)", run.stdout()).group(1))
+        workdir = host_workdir(run)
+        assert len(host_pids_with_argv(token)) == 1
         stops = sim_stack.control(cmd="stats")["received"]["arm"].get("STOP", 0)
         sim_stack.node.popen.kill()                          # SIGKILL: no shutdown code runs
         sim_stack.node.wait(10)
-        wait_until(lambda: not pid_alive(grandchild), 10, "the grandchild to die")
+        wait_until(lambda: not host_pids_with_argv(token), 10, "the grandchild to die")
         # the code's STOP (sent on the supervisor's one SIGINT) is counted once handled
         wait_until(lambda: sim_stack.control(cmd="stats")["received"]["arm"].get("STOP", 0)
                    >= stops + 1, 10, "the code's STOP to reach the arm")

@@ -7,20 +7,18 @@ without a traceback. Each case gets its own stack: the node does not survive it.
 """
 from __future__ import annotations
 
-import re
 import signal
-from pathlib import Path
 
 import pytest
 from action_msgs.msg import GoalStatus
 from tidybot_interfaces.action import ExecuteCode
 
 from conftest import ExecClient
-from support import Stack, Wire, wait_until
+from support import Stack, Wire, host_workdir, wait_until
 from tidybot_exec.history import History
 
 R = ExecuteCode.Result
-MOVE = ("import os\nprint('workdir', os.getcwd(), flush=True)\n"
+MOVE = ("print('moving', flush=True)\n"
         "from tidybot_sdk import arm\n"
         "arm.move_joints([1.2, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785], duration=8)\n")
 
@@ -44,9 +42,9 @@ def test_shutdown_with_a_goal_running_ends_it_through_the_stop_path(fresh_stack,
     wire = Wire(stack.config)
     try:
         run = client.send(MOVE)
-        wait_until(lambda: "workdir" in run.stdout() and wire.state("arm")["q"][0] > 0.1, 60,
+        wait_until(lambda: "moving" in run.stdout() and wire.state("arm")["q"][0] > 0.1, 60,
                    "the arm to move")
-        workdir = Path(re.search(r"workdir (\S+)", run.stdout()).group(1))
+        workdir = host_workdir(run)
         result_future = run.handle().get_result_async()      # asked before the node goes
         stops = stack.control(cmd="stats")["received"]["arm"].get("STOP", 0)
         for name in signals:

@@ -1,26 +1,29 @@
 """The child side of an execution: a supervisor process and the process running the code.
 
-Runs with ``python -I -u child.py supervise WORKDIR`` (stdlib only until the code runs):
+Runs with ``python -I -u child.py supervise WORKDIR``:
 
-* **supervisor** — becomes a *child subreaper*, so every process the code starts, even one
-  that double-forks or calls ``setsid()``, is re-parented to it rather than to init. It
-  starts the code process, waits for it, then kills whatever the code left behind. On
-  SIGUSR1 (the executor's "kill now") it SIGKILLs the whole tree, round after round until
-  nothing is left, and exits with the code's status. If the node dies (parent-death signal
-  SIGHUP) it first interrupts the code, so a motion stops the robot, then kills the tree
-  and removes the working directory (nobody else is left to). The parent-death signal
-  follows the node *thread* that started the supervisor; rclpy's executor threads live as
-  long as the node, so that is the node's life.
+* **supervisor** — trusted, outside the sandbox. It becomes a *child subreaper*, so every
+  process of the execution is re-parented to it rather than to init; runs the **safety
+  guard** (guard.py), the code's only way to the robot, on unix sockets in
+  ``WORKDIR/files/guard``; starts the code process, inside the **sandbox**
+  (sandbox.py: bwrap namespaces, its PID namespace dies with it) unless the node runs
+  unsandboxed; waits for it, then kills whatever is left. On SIGUSR1 (the executor's "kill
+  now") it SIGKILLs the whole tree, round after round until nothing is left, and exits
+  with the code's status. If the node dies (parent-death signal SIGHUP) it first
+  interrupts the code, so a motion stops the robot, then kills the tree and removes the
+  working directory (nobody else is left to). The parent-death signal follows the node
+  *thread* that started the supervisor; rclpy's executor threads live as long as the
+  node, so that is the node's life.
 * **sim** — a dry run's private simulated robot (tidybot_exec.dry_run), started by the
-  supervisor before the code, in its own session so that the stop path's SIGINT reaches
-  only the code, and killed with the rest of the tree when the code ends.
-* **run** — applies the resource limits, dies with the supervisor, makes the SDK importable
+  supervisor before the code, outside the sandbox and in its own session (the stop path's
+  SIGINT reaches only the code); the guard relays to it instead of the robot.
+* **run** — applies the resource limits, dies with its parent, makes the SDK importable
   and runs the code as ``__main__`` compiled under the name ``<submitted>``, so tracebacks
-  show the user's own line numbers. On an exception it writes ``report.json`` (one-line
-  error with the user's line) for the executor.
+  show the user's own line numbers. On an exception it writes the one-line error with the
+  user's line to the report pipe, which the supervisor turns into ``report.json``.
 
-SIGINT reaches both through the process group: the supervisor ignores it; the code gets
-KeyboardInterrupt, which stops any SDK motion cleanly.
+SIGINT reaches all of them through the process group: the supervisor and bwrap ignore it;
+the code gets KeyboardInterrupt, which stops any SDK motion cleanly.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ import sys
 import time
 import traceback
 import types
+from pathlib import Path
 
 FILENAME = "<submitted>"
 PR_SET_PDEATHSIG = 1
@@ -107,10 +111,14 @@ def _exited(pid: int) -> bool:
         return True
 
 
-def _exit_like(status: int) -> None:
-    """Exit with the same status as the code process (signal or exit code)."""
+def _exit_like(status: int, sandboxed: bool = False) -> None:
+    """Exit with the same status as the code process (signal or exit code). bwrap exits
+    128 + N when its command was killed by signal N: that is a signal again here."""
     sys.stdout.flush()
     sys.stderr.flush()
+    if sandboxed and os.WIFEXITED(status) and os.WEXITSTATUS(status) > 128:
+        sig = os.WEXITSTATUS(status) - 128
+        status = sig if sig < signal.NSIG else status
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig != signal.SIGKILL:          # SIGKILL cannot be handled, nor reset
@@ -125,11 +133,12 @@ def supervise(workdir: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)          # the code gets it; we do not
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     code_proc: list[int] = []
+    sandboxed = spec["sandbox"] is not None
 
     def kill_now(signum: int, frame: object) -> None:
         statuses = kill_tree()
         status = statuses.get(code_proc[0], signal.SIGKILL) if code_proc else signal.SIGKILL
-        _exit_like(status)
+        _exit_like(status, sandboxed)
 
     def parent_died(signum: int, frame: object) -> None:
         # Nobody is left to run the stop path: do its first step here (SIGINT lets an SDK
@@ -139,10 +148,7 @@ def supervise(workdir: str) -> None:
         # stop command short.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         if code_proc:
-            try:
-                os.kill(code_proc[0], signal.SIGINT)
-            except ProcessLookupError:
-                pass
+            os.killpg(0, signal.SIGINT)
             deadline = time.monotonic() + spec["stop_grace_s"]
             while time.monotonic() < deadline and not _exited(code_proc[0]):
                 time.sleep(0.02)
@@ -154,15 +160,38 @@ def supervise(workdir: str) -> None:
     signal.signal(signal.SIGTERM, kill_now)
     signal.signal(signal.SIGHUP, parent_died)
     _die_with_parent(signal.SIGHUP, spec["parent_pid"])
+    sys.path.insert(0, spec["sdk_path"])
+    from tidybot_exec import sandbox
+    from tidybot_exec.guard import Guard
+    from tidybot_sdk import protocol as proto
+    from tidybot_sdk.config import SdkConfig
+
+    upstream = SdkConfig.from_dict(spec["upstream"])
     if spec.get("dry_run") is not None:
         problem = _start_private_robot(workdir)
         if problem:
             _report(workdir, problem, server_error=True)
             kill_tree()
             sys.exit(1)
-    proc = subprocess.Popen([sys.executable, "-I", "-u", __file__, "run", workdir],
-                            restore_signals=True)
+        upstream = upstream.with_endpoints(proto.ipc_endpoints(workdir))
+    files = os.path.join(workdir, "files")
+    report_r, report_w = os.pipe()
+    argv = [sys.executable, "-I", "-u", __file__, "run", files, str(report_w)]
+    cap = None
+    if sandboxed:
+        box = spec["sandbox"]
+        cap = sandbox.ProcessCap(f"tidybot-{os.getpid()}", spec["limits"]["processes"])
+        argv = sandbox.command(box["bwrap"], Path(files), box["disk_bytes"], box["hidden"],
+                               [sys.executable, "-I", "-u", __file__, "run", sandbox.INSIDE,
+                                str(report_w)])
+    proc = subprocess.Popen(argv, restore_signals=True, pass_fds=(report_w,),
+                            cwd=None if sandboxed else os.path.join(workdir, "work"),
+                            preexec_fn=cap.join if cap is not None else None)
     code_proc.append(proc.pid)
+    os.close(report_w)
+    # Started after the code process (no fork once threads run): the SDK connects lazily,
+    # and ZMQ waits for the guard's sockets to be bound.
+    guard = Guard(upstream, os.path.join(files, "guard")).start()
     while True:
         try:
             pid, status = os.waitpid(-1, 0)     # reaps adopted orphans too
@@ -172,7 +201,18 @@ def supervise(workdir: str) -> None:
         if pid == proc.pid:
             break
     kill_tree()                                  # whatever the code left running
-    _exit_like(status)
+    guard.close()
+    try:
+        error = json.loads(os.read(report_r, 65536) or b"{}").get("error", "")
+    except (ValueError, AttributeError):
+        error = ""
+    refused = len(guard.refusals)
+    if error or refused:
+        _report(workdir, error, refused=refused, guard=f"the safety guard refused {refused} "
+                f"command(s), first: {guard.refusals[0]}" if refused else "")
+    if cap is not None:
+        cap.remove()
+    _exit_like(status, sandboxed)
 
 
 def _start_private_robot(workdir: str, timeout_s: float = 30.0) -> str | None:
@@ -226,18 +266,20 @@ def _user_line(tb: types.TracebackType | None) -> int | None:
     return line
 
 
-def run(workdir: str) -> None:
-    with open(os.path.join(workdir, "spec.json")) as f:
+def run(files: str, report_fd: str) -> None:
+    with open(os.path.join(files, "run.json")) as f:
         spec = json.load(f)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     _die_with_parent(signal.SIGKILL, os.getppid())
     _limit("RLIMIT_AS", spec["limits"]["address_space_bytes"])
     _limit("RLIMIT_NOFILE", spec["limits"]["open_files"])
     _limit("RLIMIT_FSIZE", spec["limits"]["file_size_bytes"])
+    _limit("RLIMIT_NPROC", spec["limits"]["processes"])
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     sys.path.insert(0, spec["sdk_path"])
-    with open(os.path.join(workdir, "code.py"), encoding="utf-8") as f:
+    with open(os.path.join(files, "code.py"), encoding="utf-8") as f:
         source = f.read()
+    report = os.fdopen(int(report_fd), "w")
     import linecache
     linecache.cache[FILENAME] = (len(source), None, source.splitlines(True), FILENAME)
     main = types.ModuleType("__main__")
@@ -254,7 +296,8 @@ def run(workdir: str) -> None:
         traceback.print_exception(type(exc), exc, tb)
         line = _user_line(tb)
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        _report(workdir, error + (f" (line {line})" if line else ""))
+        json.dump({"error": error + (f" (line {line})" if line else "")}, report)
+        report.flush()
         sys.stderr.flush()
         if isinstance(exc, KeyboardInterrupt):
             signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -262,11 +305,14 @@ def run(workdir: str) -> None:
         sys.exit(1)
 
 
-def _report(workdir: str, error: str, server_error: bool = False) -> None:
-    """Tell the executor why the execution failed (read back as the result's ``error``)."""
+def _report(workdir: str, error: str, server_error: bool = False, refused: int = 0,
+            guard: str = "") -> None:
+    """Tell the executor why the execution failed (read back as the result's ``error``):
+    the code's own error, and what the safety guard refused."""
     with open(os.path.join(workdir, "report.json"), "w") as f:
-        json.dump({"error": error, "server_error": server_error}, f)
+        json.dump({"error": error, "server_error": server_error, "refused": refused,
+                   "guard": guard}, f)
 
 
 if __name__ == "__main__":
-    {"supervise": supervise, "sim": sim, "run": run}[sys.argv[1]](sys.argv[2])
+    {"supervise": supervise, "sim": sim, "run": run}[sys.argv[1]](*sys.argv[2:])

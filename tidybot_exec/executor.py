@@ -26,7 +26,7 @@ from typing import Callable
 from tidybot_sdk import protocol as proto
 from tidybot_sdk.config import SdkConfig
 
-from . import child
+from . import child, sandbox
 from .dry_run import Seed
 from .output import FeedbackQueue, HeadTail, LineSplitter
 from .status import Status
@@ -48,8 +48,12 @@ class ExecutorSettings:
     address_space_bytes: int = 4 * 1024 ** 3
     open_files: int = 1024
     file_size_bytes: int = 256 * 1024 ** 2
-    sdk_config_json: str = "{}"
+    sdk_config_json: str = "{}"     # the robot's endpoints and the limits: the guard's upstream
     tail_bytes: int = 4096      # of each stream, kept in history
+    bwrap: str = ""             # sandbox the code with this bwrap ("": unsandboxed, unsafe)
+    disk_bytes: int = 256 * 1024 ** 2       # the sandbox's writable tmpfs
+    max_processes: int = 64
+    hidden: tuple[str, ...] = ()            # directories the sandbox must not show
 
 
 @dataclass
@@ -114,14 +118,12 @@ class Execution:
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self.workdir = Path(tempfile.mkdtemp(prefix=f"tidybot-{self.id}-"))
-        # What the code drives: the robot, or for a dry run the private simulator its
-        # supervisor starts on these sockets, which ends with the execution's tree.
-        if request.dry_run is None:
-            self._sdk_config_json = s.sdk_config_json
-        else:
-            config = SdkConfig.from_dict(json.loads(s.sdk_config_json))
-            self._sdk_config_json = config.with_endpoints(
-                proto.ipc_endpoints(str(self.workdir))).to_json()
+        # The code reaches the robot (or a dry run's private simulator) only through the
+        # safety guard in its supervisor, on unix sockets in files/guard (sandbox.INSIDE
+        # seen from inside the sandbox).
+        files = sandbox.INSIDE if s.bwrap else str(self.workdir / "files")
+        self._sdk_config_json = SdkConfig.from_dict(json.loads(s.sdk_config_json)).with_endpoints(
+            proto.ipc_endpoints(f"{files}/guard")).to_json()
         self.started_wall = time.time()
         self.started = time.monotonic()
         notes = [f"warning: {w}" for w in warnings] + (
@@ -151,14 +153,22 @@ class Execution:
 
     def _spawn(self) -> subprocess.Popen:
         s, seed = self.settings, self.request.dry_run
-        (self.workdir / "code.py").write_text(self.request.code, encoding="utf-8")
+        files, work = self.workdir / "files", self.workdir / "work"
+        files.mkdir()
+        work.mkdir()
+        limits = {"address_space_bytes": s.address_space_bytes, "open_files": s.open_files,
+                  "file_size_bytes": s.file_size_bytes, "processes": s.max_processes}
+        (files / "code.py").write_text(self.request.code, encoding="utf-8")
+        (files / "run.json").write_text(json.dumps({"sdk_path": SDK_PATH, "limits": limits}))
         (self.workdir / "spec.json").write_text(json.dumps({
             "parent_pid": os.getpid(), "sdk_path": SDK_PATH, "stop_grace_s": s.stop_grace_s,
-            "limits": {"address_space_bytes": s.address_space_bytes, "open_files": s.open_files,
-                       "file_size_bytes": s.file_size_bytes},
+            "limits": limits, "upstream": json.loads(s.sdk_config_json),
+            "sandbox": {"bwrap": s.bwrap, "disk_bytes": s.disk_bytes, "hidden": list(s.hidden)}
+            if s.bwrap else None,
             "dry_run": seed.to_dict() if seed is not None else None}))
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.workdir),
-               "TMPDIR": str(self.workdir), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+        home = sandbox.WORKDIR if s.bwrap else str(work)
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home,
+               "TMPDIR": home, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
                "TIDYBOT_SDK_CONFIG": self._sdk_config_json, "TIDYBOT_EXECUTION_ID": self.id,
                # the child needs no ROS libraries: skip the ROS wheels' re-exec
                "_ROS_WHEELS_BOOTSTRAP_COMPLETE": "1"}
@@ -254,13 +264,14 @@ class Execution:
         report = _read_report(self.workdir / "report.json")
         if self._stop is not None:
             status, error = self._stop.status, self._stop.reason
-        elif code == 0:
+        elif code == 0 and not report.get("refused"):
             status, error = Status.SUCCEEDED, ""
         else:
             status = Status.ERROR if report.get("server_error") else Status.FAILED
             error = report.get("error") or (
                 f"killed by signal {-code} ({signal.Signals(-code).name})" if code < 0
-                else f"exited with code {code}")
+                else f"exited with code {code}" if code else "")
+        error = "; ".join(filter(None, [error, report.get("guard", "")]))
         out, err = self._capture["stdout"], self._capture["stderr"]
         return Result(
             execution_id=self.id, status=status, exit_code=code, stdout=out.text(),
@@ -296,7 +307,8 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _read_report(path: Path) -> dict:
-    """What the child reported: {"error": one line, "server_error": the code never ran}."""
+    """What the child reported: {"error": one line, "server_error": the code never ran,
+    "refused": commands the safety guard refused, "guard": what it refused first}."""
     try:
         report = json.loads(path.read_text())
     except (OSError, ValueError):

