@@ -266,9 +266,9 @@ def test_node_killed_mid_motion_the_code_stops_the_arm_and_nothing_survives(stac
         sim_stack.node.popen.kill()                          # SIGKILL: no shutdown code runs
         sim_stack.node.wait(10)
         wait_until(lambda: not host_pids_with_argv(token), 10, "the grandchild to die")
-        # the code's STOP (sent on the supervisor's one SIGINT) is counted once handled
+        # the supervisor commands the hold itself: the guard died with the node
         wait_until(lambda: sim_stack.control(cmd="stats")["received"]["arm"].get("STOP", 0)
-                   >= stops + 1, 10, "the code's STOP to reach the arm")
+                   >= stops + 1, 10, "the supervisor's STOP to reach the arm")
         assert wire.arm_at_rest()["q"][0] < 1.1
         wait_until(lambda: not workdir.exists(), 10, "the supervisor to remove the workdir")
     finally:

@@ -11,9 +11,9 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from support import Proc, wait_until
 
 
-def start_node(procs, tmp_path, *ros_args: str) -> Proc:
+def start_node(procs, tmp_path, *ros_args: str, env: dict | None = None) -> Proc:
     args = ["tidybot-exec", "--ros-args", "-p", f"history_dir:={tmp_path / 'history'}", *ros_args]
-    proc = Proc(args, tmp_path, "tidybot_exec")
+    proc = Proc(args, tmp_path, f"tidybot_exec{len(procs)}", env)
     procs.append(proc)
     return proc
 
@@ -60,3 +60,16 @@ def test_nonsense_parameters_are_refused_with_a_clear_message(procs, tmp_path):
     typed = start_node(procs, tmp_path, "-p", "arm_host:=5")
     assert typed.wait(30) == 2
     assert "arm_host" in typed.stderr and "Traceback" not in typed.stderr
+
+
+def test_without_a_sandbox_the_node_refuses_to_start_unless_allowed(ros, procs, tmp_path):
+    broken = {"TIDYBOT_BWRAP": "/bin/false"}          # a bwrap that cannot make namespaces
+    node = start_node(procs, tmp_path, env=broken)
+    assert node.wait(30) == 2
+    assert ("no sandbox for submitted code (bwrap cannot create namespaces here: exit 1); set "
+            "allow_unsandboxed:=true only if you accept running it unconfined") in node.stderr
+    assert "Traceback" not in node.stderr
+    allowed = start_node(procs, tmp_path, "-p", "allow_unsandboxed:=true", env=broken)
+    wait_until(lambda: "isolation: none" in allowed.stderr or not allowed.alive(), 30,
+               "the ready line")
+    assert allowed.alive() and "running submitted code UNSANDBOXED" in allowed.stderr

@@ -3,20 +3,23 @@
 Runs with ``python -I -u child.py supervise WORKDIR``:
 
 * **supervisor** — trusted, outside the sandbox. It becomes a *child subreaper*, so every
-  process of the execution is re-parented to it rather than to init; runs the **safety
-  guard** (guard.py), the code's only way to the robot, on unix sockets in
-  ``WORKDIR/files/guard``; starts the code process, inside the **sandbox**
+  process of the execution is re-parented to it rather than to init; starts the code
+  process, inside the **sandbox**
   (sandbox.py: bwrap namespaces, its PID namespace dies with it) unless the node runs
   unsandboxed; waits for it, then kills whatever is left. On SIGUSR1 (the executor's "kill
   now") it SIGKILLs the whole tree, round after round until nothing is left, and exits
-  with the code's status. If the node dies (parent-death signal SIGHUP) it first
-  interrupts the code, so a motion stops the robot, then kills the tree and removes the
-  working directory (nobody else is left to). The parent-death signal follows the node
+  with the code's status. If the node dies (parent-death signal SIGHUP) it kills the
+  tree, commands the robot to stop and hold itself and removes the working directory
+  (nobody else is left to). The parent-death signal follows the node
   *thread* that started the supervisor; rclpy's executor threads live as long as the
   node, so that is the node's life.
 * **sim** — a dry run's private simulated robot (tidybot_exec.dry_run), started by the
   supervisor before the code, outside the sandbox and in its own session (the stop path's
-  SIGINT reaches only the code); the guard relays to it instead of the robot.
+  SIGINT reaches only the code); the node's safety guard for this execution relays to it
+  instead of the robot.
+
+The code reaches the robot only through that guard (guard.py, in the node), on unix
+sockets in ``WORKDIR/files/guard``, the one directory of the host it sees (read-only).
 * **run** — applies the resource limits, dies with its parent, makes the SDK importable
   and runs the code as ``__main__`` compiled under the name ``<submitted>``, so tracebacks
   show the user's own line numbers. On an exception it writes the one-line error with the
@@ -104,13 +107,6 @@ def kill_tree() -> dict[int, int]:
     return statuses
 
 
-def _exited(pid: int) -> bool:
-    try:
-        return os.waitpid(pid, os.WNOHANG) != (0, 0)
-    except ChildProcessError:
-        return True
-
-
 def _exit_like(status: int, sandboxed: bool = False) -> None:
     """Exit with the same status as the code process (signal or exit code). bwrap exits
     128 + N when its command was killed by signal N: that is a signal again here."""
@@ -141,18 +137,17 @@ def supervise(workdir: str) -> None:
         _exit_like(status, sandboxed)
 
     def parent_died(signum: int, frame: object) -> None:
-        # Nobody is left to run the stop path: do its first step here (SIGINT lets an SDK
-        # motion stop the robot), then kill everything and remove the working directory.
-        # Once only: Linux repeats the parent-death signal each time the supervisor is handed
-        # to another of the dying node's threads, and a second SIGINT would cut the code's
-        # stop command short.
+        # Nobody is left to run the stop path, and the code's way to the robot (the node's
+        # guard) died with the node: kill everything, command the hold ourselves, remove the
+        # working directory. Once only: Linux repeats the parent-death signal each time the
+        # supervisor is handed to another of the dying node's threads.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        if code_proc:
-            os.killpg(0, signal.SIGINT)
-            deadline = time.monotonic() + spec["stop_grace_s"]
-            while time.monotonic() < deadline and not _exited(code_proc[0]):
-                time.sleep(0.02)
         kill_tree()
+        if spec["hold"] is not None:
+            from tidybot_exec.robot_stop import RobotStopper
+            from tidybot_sdk.config import SdkConfig
+            RobotStopper(SdkConfig.from_dict(spec["hold"]),
+                         lambda line: sys.stderr.write(f"[tidybot] {line}\n"))()
         shutil.rmtree(workdir, ignore_errors=True)
         os._exit(1)
 
@@ -161,19 +156,14 @@ def supervise(workdir: str) -> None:
     signal.signal(signal.SIGHUP, parent_died)
     _die_with_parent(signal.SIGHUP, spec["parent_pid"])
     sys.path.insert(0, spec["sdk_path"])
-    from tidybot_exec import sandbox
-    from tidybot_exec.guard import Guard
-    from tidybot_sdk import protocol as proto
-    from tidybot_sdk.config import SdkConfig
+    from tidybot_exec import sandbox       # stdlib only: the code starts before numpy loads here
 
-    upstream = SdkConfig.from_dict(spec["upstream"])
     if spec.get("dry_run") is not None:
         problem = _start_private_robot(workdir)
         if problem:
             _report(workdir, problem, server_error=True)
             kill_tree()
             sys.exit(1)
-        upstream = upstream.with_endpoints(proto.ipc_endpoints(workdir))
     files = os.path.join(workdir, "files")
     report_r, report_w = os.pipe()
     argv = [sys.executable, "-I", "-u", __file__, "run", files, str(report_w)]
@@ -189,9 +179,6 @@ def supervise(workdir: str) -> None:
                             preexec_fn=cap.join if cap is not None else None)
     code_proc.append(proc.pid)
     os.close(report_w)
-    # Started after the code process (no fork once threads run): the SDK connects lazily,
-    # and ZMQ waits for the guard's sockets to be bound.
-    guard = Guard(upstream, os.path.join(files, "guard")).start()
     while True:
         try:
             pid, status = os.waitpid(-1, 0)     # reaps adopted orphans too
@@ -201,15 +188,12 @@ def supervise(workdir: str) -> None:
         if pid == proc.pid:
             break
     kill_tree()                                  # whatever the code left running
-    guard.close()
     try:
         error = json.loads(os.read(report_r, 65536) or b"{}").get("error", "")
     except (ValueError, AttributeError):
         error = ""
-    refused = len(guard.refusals)
-    if error or refused:
-        _report(workdir, error, refused=refused, guard=f"the safety guard refused {refused} "
-                f"command(s), first: {guard.refusals[0]}" if refused else "")
+    if error:
+        _report(workdir, error)
     if cap is not None:
         cap.remove()
     _exit_like(status, sandboxed)
@@ -305,13 +289,10 @@ def run(files: str, report_fd: str) -> None:
         sys.exit(1)
 
 
-def _report(workdir: str, error: str, server_error: bool = False, refused: int = 0,
-            guard: str = "") -> None:
-    """Tell the executor why the execution failed (read back as the result's ``error``):
-    the code's own error, and what the safety guard refused."""
+def _report(workdir: str, error: str, server_error: bool = False) -> None:
+    """Tell the executor why the execution failed (read back as the result's ``error``)."""
     with open(os.path.join(workdir, "report.json"), "w") as f:
-        json.dump({"error": error, "server_error": server_error, "refused": refused,
-                   "guard": guard}, f)
+        json.dump({"error": error, "server_error": server_error}, f)
 
 
 if __name__ == "__main__":

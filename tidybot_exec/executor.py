@@ -1,7 +1,8 @@
 """Runs submitted code in a supervised child process (no rclpy).
 
-An ``Execution`` is one child: it streams the output as feedback and ends in ``wait()``,
-with the child's whole process tree dead. Stopping it is one path: SIGINT to the process
+An ``Execution`` is one child and its safety guard (guard.py, the code's only way to the
+robot): it streams the output as feedback and ends in ``wait()``, with the child's whole
+process tree dead. Stopping it is one path: SIGINT to the process
 group (the SDK stops its motion), a short grace, then the supervisor kills the whole tree;
 a *hard* stop (estop) skips the grace. Admission, the robot's hold, the lease and the
 history record belong to the execution service (service.py), which owns every end.
@@ -28,6 +29,7 @@ from tidybot_sdk.config import SdkConfig
 
 from . import child, sandbox
 from .dry_run import Seed
+from .guard import Guard
 from .output import FeedbackQueue, HeadTail, LineSplitter
 from .status import Status
 
@@ -118,12 +120,14 @@ class Execution:
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self.workdir = Path(tempfile.mkdtemp(prefix=f"tidybot-{self.id}-"))
-        # The code reaches the robot (or a dry run's private simulator) only through the
-        # safety guard in its supervisor, on unix sockets in files/guard (sandbox.INSIDE
-        # seen from inside the sandbox).
+        # The code reaches the robot — or a dry run's private simulator, which its supervisor
+        # starts on sockets in the workdir — only through this execution's safety guard, on
+        # unix sockets in files/guard (sandbox.INSIDE/guard seen from inside the sandbox).
+        robot = SdkConfig.from_dict(json.loads(s.sdk_config_json))
+        upstream = robot if request.dry_run is None else robot.with_endpoints(
+            proto.ipc_endpoints(str(self.workdir)))
         files = sandbox.INSIDE if s.bwrap else str(self.workdir / "files")
-        self._sdk_config_json = SdkConfig.from_dict(json.loads(s.sdk_config_json)).with_endpoints(
-            proto.ipc_endpoints(f"{files}/guard")).to_json()
+        self._sdk_config_json = robot.with_endpoints(proto.ipc_endpoints(f"{files}/guard")).to_json()
         self.started_wall = time.time()
         self.started = time.monotonic()
         notes = [f"warning: {w}" for w in warnings] + (
@@ -132,9 +136,12 @@ class Execution:
             line = f"[tidybot] {note}\n"
             self._queue.put("stderr", line)
             self._capture["stderr"].add(line.encode())
+        self.guard = Guard(upstream, self.workdir / "files" / "guard", log)
         try:
+            self.guard.start()
             self.proc = self._spawn()
         except BaseException:
+            self.guard.close()
             shutil.rmtree(self.workdir, ignore_errors=True)
             raise
 
@@ -154,15 +161,14 @@ class Execution:
     def _spawn(self) -> subprocess.Popen:
         s, seed = self.settings, self.request.dry_run
         files, work = self.workdir / "files", self.workdir / "work"
-        files.mkdir()
         work.mkdir()
         limits = {"address_space_bytes": s.address_space_bytes, "open_files": s.open_files,
                   "file_size_bytes": s.file_size_bytes, "processes": s.max_processes}
         (files / "code.py").write_text(self.request.code, encoding="utf-8")
         (files / "run.json").write_text(json.dumps({"sdk_path": SDK_PATH, "limits": limits}))
         (self.workdir / "spec.json").write_text(json.dumps({
-            "parent_pid": os.getpid(), "sdk_path": SDK_PATH, "stop_grace_s": s.stop_grace_s,
-            "limits": limits, "upstream": json.loads(s.sdk_config_json),
+            "parent_pid": os.getpid(), "sdk_path": SDK_PATH,
+            "limits": limits, "hold": json.loads(s.sdk_config_json) if seed is None else None,
             "sandbox": {"bwrap": s.bwrap, "disk_bytes": s.disk_bytes, "hidden": list(s.hidden)}
             if s.bwrap else None,
             "dry_run": seed.to_dict() if seed is not None else None}))
@@ -224,6 +230,7 @@ class Execution:
             if time.monotonic() >= deadline:
                 self.stop(Status.TIMEOUT, f"timed out after {self.timeout_s:g}s")
         self.proc.wait()
+        self.guard.close()
         for t in readers:
             t.join(timeout=5)
         self._flush_feedback()
@@ -264,14 +271,17 @@ class Execution:
         report = _read_report(self.workdir / "report.json")
         if self._stop is not None:
             status, error = self._stop.status, self._stop.reason
-        elif code == 0 and not report.get("refused"):
+        elif code == 0 and not self.guard.refusals:
             status, error = Status.SUCCEEDED, ""
         else:
             status = Status.ERROR if report.get("server_error") else Status.FAILED
             error = report.get("error") or (
                 f"killed by signal {-code} ({signal.Signals(-code).name})" if code < 0
                 else f"exited with code {code}" if code else "")
-        error = "; ".join(filter(None, [error, report.get("guard", "")]))
+        refusals = self.guard.refusals
+        if refusals:
+            error = "; ".join(filter(None, [error, f"the safety guard refused {len(refusals)} "
+                                                   f"command(s), first: {refusals[0]}"]))
         out, err = self._capture["stdout"], self._capture["stderr"]
         return Result(
             execution_id=self.id, status=status, exit_code=code, stdout=out.text(),
@@ -307,8 +317,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _read_report(path: Path) -> dict:
-    """What the child reported: {"error": one line, "server_error": the code never ran,
-    "refused": commands the safety guard refused, "guard": what it refused first}."""
+    """What the child reported: {"error": one line, "server_error": the code never ran}."""
     try:
         report = json.loads(path.read_text())
     except (OSError, ValueError):

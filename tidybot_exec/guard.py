@@ -8,10 +8,11 @@ enforcement, so a script that patches the SDK gains nothing. A refused request i
 ``{"error": ..., "safety_error": ...}`` (the SDK raises SafetyError with that message); a
 refused stream message is dropped and the arm is told to stop and hold.
 
-It runs in the execution's supervisor, a trusted process outside the sandbox, which is the
-only process of the execution that can reach the backends; for a dry run its upstream is
-the private simulator. Stop-and-hold after the execution is commanded by the node itself,
-straight to the backends (robot_stop.py), never through the code.
+One guard per execution runs in the node (trusted; it already has numpy loaded, so a goal
+pays no import for it), outside the sandbox, whose only way out are the guard's sockets;
+for a dry run its upstream is the private simulator. Stop-and-hold after the execution is
+commanded by the node itself, straight to the backends (robot_stop.py), never through the
+code.
 
 What is checked (``Envelope.check``):
 
@@ -45,14 +46,14 @@ from tidybot_sdk.transport import RequestClient
 
 State = Callable[[], "dict[str, Any] | None"]
 UPSTREAM_TIMEOUT_S = 60.0       # a gripper move blocks its reply; the SDK's own timeout rules
-BURST_S = 0.03                  # motion a target may get ahead of the speed cap, in seconds
-CREDIT_S = 0.05                 # idle time that may be made up by a later, larger step
+BURST_S = 0.06                  # motion a target may get ahead of the speed cap, in seconds
 
 
 class SpeedGate:
     """Successive targets may move no faster than ``cap`` (a rate limit on the commanded
-    path: GCRA with ``BURST_S`` of burst). A stream that pauses longer than the backend's
-    hold-off starts again from the measured state."""
+    path: GCRA, a token bucket holding ``BURST_S`` of motion at the cap, so a late or
+    bunched 50 Hz tick passes while a sustained or sudden excess does not). A stream that
+    pauses longer than the backend's hold-off starts again from the measured state."""
 
     def __init__(self, cap: float) -> None:
         self.cap = cap
@@ -66,7 +67,7 @@ class SpeedGate:
         if self._ref is None or now - self._last > proto.ARM_HOLD_AFTER_S:
             self._ref, self._tat = measured(), now
         step = distance(target, self._ref)
-        tat = max(self._tat, now - CREDIT_S) + step / self.cap
+        tat = max(self._tat, now) + step / self.cap
         if tat > now + BURST_S:
             return step / max(now - self._last, 1.0 / 50)
         self._ref, self._tat, self._last = target, tat, now
@@ -253,7 +254,7 @@ class Guard:
         self._ready.wait()
         try:
             while not self._stop.is_set():
-                ready = dict(poller.poll(50))
+                ready = dict(poller.poll(10))
                 for sub, pub, name in pairs:
                     if sub in ready:
                         frame = sub.recv()
@@ -274,7 +275,7 @@ class Guard:
         self._ready.wait()
         try:
             while not self._stop.is_set():
-                if not sock.poll(50):
+                if not sock.poll(10):
                     continue
                 sock.send(proto.encode(self._answer(name, sock.recv())))
         finally:
@@ -301,7 +302,7 @@ class Guard:
         self._ready.wait()
         try:
             while not self._stop.is_set():
-                if not sub.poll(50):
+                if not sub.poll(10):
                     continue
                 frame = sub.recv()
                 try:

