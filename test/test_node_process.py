@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 
 import pytest
 from rcl_interfaces.msg import Log
@@ -73,3 +74,12 @@ def test_without_a_sandbox_the_node_refuses_to_start_unless_allowed(ros, procs, 
     wait_until(lambda: "isolation: none" in allowed.stderr or not allowed.alive(), 30,
                "the ready line")
     assert allowed.alive() and "running submitted code UNSANDBOXED" in allowed.stderr
+
+
+def test_check_isolation_runs_three_probes_in_the_sandbox():
+    done = subprocess.run(["tidybot-exec", "--check-isolation"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "isolation: namespaces" in done.stdout
+    assert [line for line in done.stdout.splitlines() if line.startswith("ok")] == [
+        "ok   no network", "ok   no other processes", "ok   read-only system"]

@@ -352,7 +352,9 @@ class TidybotExecNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Console entry point ``tidybot-exec``: exits 0 on SIGINT/SIGTERM (once or more), 2 on
-    bad parameters."""
+    bad parameters. ``tidybot-exec --check-isolation`` checks the sandbox and exits."""
+    if "--check-isolation" in (sys.argv if args is None else args):
+        return sandbox.check_isolation()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     # A signal only wakes this thread (through the wakeup pipe); a second one changes
     # nothing. Nothing that takes a lock runs inside a signal handler.

@@ -163,3 +163,60 @@ def _pids_cgroups() -> list[Path]:
             except OSError:
                 pass
     return [p for p in found if os.access(p, os.W_OK)]
+
+
+PROBES = {
+    "no network": "import socket, sys\n"
+                  "try:\n"
+                  "    socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2)\n"
+                  "except OSError:\n"
+                  "    sys.exit(0)\n"
+                  "sys.exit(1)\n",
+    "no other processes": "import os, sys\n"
+                          "sys.exit(0 if str(int(sys.argv[2])) not in os.listdir('/proc') else 1)\n",
+    "read-only system": "import sys\n"
+                        "try:\n"
+                        "    open(sys.argv[3], 'a')\n"
+                        "except OSError:\n"
+                        "    sys.exit(0)\n"
+                        "sys.exit(1)\n",
+}
+
+
+def check_isolation() -> int:
+    """``tidybot-exec --check-isolation``: what this kernel allows, and three probes run in
+    the sandbox (a host port, a host process, a file of the package). 0 when all hold."""
+    import platform
+    import socket
+    import tempfile
+
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return "absent"
+
+    print(f"kernel {platform.release()}; user namespaces allowed: "
+          f"{read('/proc/sys/user/max_user_namespaces')}; unprivileged clone: "
+          f"{read('/proc/sys/kernel/unprivileged_userns_clone')}; "
+          f"LSMs: {read('/sys/kernel/security/lsm')}")
+    isolation = detect()
+    print(f"isolation: {isolation.mechanism} ({isolation.detail})")
+    if not isolation.sandboxed:
+        return 1
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    target = Path(__file__)
+    failed = 0
+    with tempfile.TemporaryDirectory() as files:
+        for name, probe in PROBES.items():
+            argv = [sys.executable, "-I", "-c", probe, str(listener.getsockname()[1]),
+                    str(os.getpid()), str(target)]
+            done = subprocess.run(command(isolation.bwrap, Path(files), 16 * 1024 ** 2, (), argv),
+                                  capture_output=True, timeout=60)
+            ok = done.returncode == 0
+            failed += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {name}")
+    listener.close()
+    return 1 if failed else 0
