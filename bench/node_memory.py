@@ -53,7 +53,7 @@ def main() -> None:
              "gripper_state_port", "base_cmd_port", "base_state_port"]
     args = ["tidybot-exec", "--ros-args", "-p", f"history_dir:={tempfile.mkdtemp()}",
             "-p", "require_lease:=false", "-p", f"result_keep_s:={a.result_keep_s}",
-            "-p", "max_output_bytes:=16777216"]
+            ]
     for name, port in zip(names, ports):
         args += ["-p", f"{name}:={port}"]
     node = subprocess.Popen(args, stderr=subprocess.DEVNULL)

@@ -49,8 +49,10 @@ def session_processes() -> list[tuple[int, str]]:
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("TIDYBOT_TEST_LOAD") == "1":
         env = {k: v for k, v in os.environ.items() if k != MARKER}
-        _hogs.extend(subprocess.Popen([sys.executable, "-c", "while True: pass"], env=env)
-                     for _ in range(2))
+        hog = ("import ctypes, signal\n"            # dies with this session, however it ends
+               "ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"
+               "while True:\n    pass\n")
+        _hogs.extend(subprocess.Popen([sys.executable, "-c", hog], env=env) for _ in range(2))
 
 
 def pytest_report_header() -> str | None:

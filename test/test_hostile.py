@@ -101,42 +101,38 @@ PATCHED = ("import tidybot_sdk.limits as L\n"
            "from tidybot_sdk import arm\n")
 
 
-def test_patched_sdk_limits_cannot_drive_below_the_workspace_floor(stack):
+def run_patched(stack, motion: str):
+    """From home, run ``motion`` with every SDK limit check patched out; returns the result
+    and every arm state the simulator published meanwhile. The arm must end up holding."""
     sim_stack, client = stack
     wire = Wire(sim_stack.config)
     try:
         assert client.run("from tidybot_sdk import arm\narm.go_home()")[1].status == 0
         watch = ArmWatch(wire)
-        _, result = client.run(PATCHED + "arm.move_to_pose(z=-0.10, timeout=3)\n", timeout=120)
+        _, result = client.run(PATCHED + motion, timeout=120)
         states = watch.stop()
-        lowest = min(np.asarray(s["O_T_EE"]).reshape(4, 4).T[2, 3] for s in states)
-        assert lowest >= 0.02 - 1e-3, f"the end effector went down to z={lowest:.3f}"
-        assert result.status == R.STATUS_FAILED
-        assert "the safety guard refused" in result.error and "z=" in result.error
         wire.arm_holding()
     finally:
         wire.close()
     still_serving(client)
+    return result, states
+
+
+def test_patched_sdk_limits_cannot_drive_below_the_workspace_floor(stack):
+    result, states = run_patched(stack, "arm.move_to_pose(z=-0.10, timeout=3)\n")
+    lowest = min(np.asarray(s["O_T_EE"]).reshape(4, 4).T[2, 3] for s in states)
+    assert lowest >= 0.02 - 1e-3, f"the end effector went down to z={lowest:.3f}"
+    assert result.status == R.STATUS_FAILED
+    assert "the safety guard refused" in result.error and "z=" in result.error
 
 
 def test_patched_sdk_limits_cannot_exceed_the_joint_speed_cap(stack):
-    sim_stack, client = stack
-    wire = Wire(sim_stack.config)
-    try:
-        assert client.run("from tidybot_sdk import arm\narm.go_home()")[1].status == 0
-        target = list(HOME_Q)
-        target[0] += 1.0
-        watch = ArmWatch(wire)
-        _, result = client.run(PATCHED + f"arm.move_joints({target}, duration=0.4, timeout=3)\n",
-                               timeout=120)
-        states = watch.stop()
-        fastest = max(abs(s["dq"][0]) for s in states)
-        assert fastest <= 1.0 * 1.35, f"joint 1 reached {fastest:.2f} rad/s (cap 1.0)"
-        assert result.status == R.STATUS_FAILED and "joint speed cap" in result.error
-        wire.arm_holding()
-    finally:
-        wire.close()
-    still_serving(client)
+    target = list(HOME_Q)
+    target[0] += 1.0
+    result, states = run_patched(stack, f"arm.move_joints({target}, duration=0.4, timeout=3)\n")
+    fastest = max(abs(s["dq"][0]) for s in states)
+    assert fastest <= 1.0 * 1.35, f"joint 1 reached {fastest:.2f} rad/s (cap 1.0)"
+    assert result.status == R.STATUS_FAILED and "joint speed cap" in result.error
 
 
 def test_a_raw_protocol_command_outside_the_envelope_is_refused(stack):

@@ -46,14 +46,19 @@ from tidybot_sdk.transport import RequestClient
 
 State = Callable[[], "dict[str, Any] | None"]
 UPSTREAM_TIMEOUT_S = 60.0       # a gripper move blocks its reply; the SDK's own timeout rules
-BURST_S = 0.06                  # motion a target may get ahead of the speed cap, in seconds
+BURST_S = 0.03                  # motion a target may get ahead of the speed cap, in seconds
+CREDIT_S = 0.05                 # a tick that comes this late may make up for the time
+STATE_MAX_AGE_S = 0.5           # the checks need state newer than this
 
 
 class SpeedGate:
-    """Successive targets may move no faster than ``cap`` (a rate limit on the commanded
-    path: GCRA, a token bucket holding ``BURST_S`` of motion at the cap, so a late or
-    bunched 50 Hz tick passes while a sustained or sudden excess does not). A stream that
-    pauses longer than the backend's hold-off starts again from the measured state."""
+    """Successive targets may move no faster than ``cap``: a rate limit on the commanded
+    path (GCRA), so a sustained or sudden excess is refused while a 50 Hz tick that comes
+    up to CREDIT_S late with the step for the time it missed (the SDK's absolute schedule)
+    passes. The largest single jump is (CREDIT_S + BURST_S) of motion at the cap. The
+    stream relay conflates (as the backend does), so ticks bunched by a busy machine are
+    judged as one step over their real time. A stream that pauses longer than the
+    backend's hold-off starts again from the measured state."""
 
     def __init__(self, cap: float) -> None:
         self.cap = cap
@@ -61,16 +66,23 @@ class SpeedGate:
         self._tat = 0.0             # when the reference would be reached at the cap
         self._last = -math.inf
 
+    def reset(self) -> None:
+        """Another kind of motion moved the arm: start again from the measured state."""
+        self._ref = None
+
     def admit(self, target: np.ndarray, measured: Callable[[], np.ndarray], now: float,
-              distance: Callable[[np.ndarray, np.ndarray], float]) -> float | None:
-        """None when admitted, else the speed the step would need."""
+              distance: Callable[[np.ndarray, np.ndarray], float],
+              commit: bool = True) -> tuple[float, float] | None:
+        """None when admitted (remembered only with ``commit``), else (the step, the most
+        the cap allows now)."""
         if self._ref is None or now - self._last > proto.ARM_HOLD_AFTER_S:
             self._ref, self._tat = measured(), now
         step = distance(target, self._ref)
-        tat = max(self._tat, now) + step / self.cap
-        if tat > now + BURST_S:
-            return step / max(now - self._last, 1.0 / 50)
-        self._ref, self._tat, self._last = target, tat, now
+        start = max(self._tat, now - CREDIT_S)
+        if start + step / self.cap > now + BURST_S:
+            return step, max(0.0, (now + BURST_S - start) * self.cap)
+        if commit:
+            self._ref, self._tat, self._last = target, start + step / self.cap, now
         return None
 
 
@@ -96,6 +108,11 @@ class Envelope:
         self._joints = SpeedGate(limits.joint_speed)
         self._translation = SpeedGate(limits.cartesian_speed)
         self._rotation = SpeedGate(limits.cartesian_angular_speed)
+        cartesian, every = (self._translation, self._rotation), (
+            self._joints, self._translation, self._rotation)
+        self._gates_reset_by = {ArmMsg.JOINT_POSITION: cartesian, ArmMsg.CARTESIAN_POSE: (self._joints,),
+                                ArmMsg.JOINT_VELOCITY: every, ArmMsg.CARTESIAN_VELOCITY: every,
+                                ArmMsg.STOP: every, ArmMsg.SET_CONTROL_MODE: every}
         self._lock = threading.Lock()
 
     def check(self, backend: str, msg: dict[str, Any]) -> str | None:
@@ -121,15 +138,18 @@ class Envelope:
     def _arm(self, msg: dict[str, Any]) -> None:
         kind, msg = proto.parse_command(msg, ArmMsg)
         lim, now = self.limits, self._clock()
+        for gate in self._gates_reset_by.get(kind, ()):
+            gate.reset()
         if kind == ArmMsg.JOINT_POSITION:
             q = np.asarray(msg["q"], dtype=float)
             lim.check_joints(q)
             lim.check_ee_position(kin.fk(q)[:3, 3])
-            need = self._joints.admit(q, lambda: np.asarray(self._measured()["q"], dtype=float),
-                                      now, _joint_distance)
-            if need is not None:
-                raise SafetyError(f"joint targets moving at {need:.2f} rad/s, above the joint "
-                                  f"speed cap {lim.joint_speed:g} rad/s")
+            refused = self._joints.admit(q, lambda: np.asarray(self._measured()["q"], dtype=float),
+                                         now, _joint_distance)
+            if refused is not None:
+                raise SafetyError(f"joint target {refused[0]:.3f} rad from the last one, more "
+                                  f"than the {refused[1]:.3f} rad the joint speed cap "
+                                  f"{lim.joint_speed:g} rad/s allows now")
         elif kind == ArmMsg.JOINT_VELOCITY:
             dq = np.asarray(msg["dq"], dtype=float)
             if np.max(np.abs(dq)) > lim.joint_speed + 1e-9:
@@ -142,11 +162,16 @@ class Envelope:
             pose = np.asarray(msg["pose"], dtype=float).reshape(4, 4).T     # column-major
             lim.check_ee_position(pose[:3, 3])
             measured = lambda: np.asarray(self._measured()["O_T_EE"], dtype=float).reshape(4, 4).T  # noqa: E731
-            fast = self._translation.admit(pose, measured, now, _translation)
-            turn = self._rotation.admit(pose, measured, now, _rotation)
-            if fast is not None or turn is not None:
-                raise SafetyError(f"end-effector targets moving faster than the caps "
-                                  f"{lim.cartesian_speed:g} m/s / {lim.cartesian_angular_speed:g} rad/s")
+            gates = ((self._translation, _translation, "m", lim.cartesian_speed),
+                     (self._rotation, _rotation, "rad", lim.cartesian_angular_speed))
+            for gate, distance, unit, cap in gates:          # both must admit, then both move on
+                refused = gate.admit(pose, measured, now, distance, commit=False)
+                if refused is not None:
+                    raise SafetyError(
+                        f"end-effector target {refused[0]:.3f} {unit} from the last one, more "
+                        f"than the {refused[1]:.3f} {unit} the cap {cap:g} {unit}/s allows now")
+            for gate, distance, _, _ in gates:
+                gate.admit(pose, measured, now, distance)
         elif kind == ArmMsg.CARTESIAN_VELOCITY:
             v, w = np.asarray(msg["twist"][:3], dtype=float), np.asarray(msg["twist"][3:], dtype=float)
             lim.check_cartesian_speed(float(np.linalg.norm(v)), float(np.linalg.norm(w)),
@@ -186,8 +211,10 @@ class Envelope:
 class Guard:
     """Binds the code-facing sockets in ``directory`` and relays to ``upstream``.
 
-    One thread per command socket (a gripper move blocks only the gripper), one for the
-    arm's stream and one relaying the three state streams (raw frames, not decoded)."""
+    One thread per command socket (a gripper move blocks only the gripper) and one for the
+    arm's stream, in Python; the three state streams are relayed by libzmq itself
+    (``zmq.proxy``, which holds no GIL), so a busy node never makes the code's state stale.
+    The checks read the newest state from their own conflating subscriptions."""
 
     def __init__(self, upstream: SdkConfig, directory: str | Path,
                  log: Callable[[str], None] = lambda line: None) -> None:
@@ -196,21 +223,29 @@ class Guard:
         self.refusals: list[str] = []
         self._ctx = zmq.Context.instance()
         self._stop = threading.Event()
-        self._latest: dict[str, bytes] = {}
-        self._max_age = {"arm": 0.5, "base": 0.5, "gripper": 1.0}
-        self._received: dict[str, float] = {}
+        self._views: dict[str, zmq.Socket] = {}
+        self._seen: dict[str, tuple[bytes, float]] = {}
+        self._view_lock = threading.Lock()
         self.envelope = Envelope(upstream.limits, lambda: self._state("arm"),
                                  lambda: self._state("base"))
         self._clients = {name: RequestClient(getattr(upstream, name)["cmd"], name, UPSTREAM_TIMEOUT_S)
                          for name in proto.SOCKETS}
         self._threads: list[threading.Thread] = []
-        self._ready = threading.Barrier(len(proto.SOCKETS) + 3)
+        self._ready = threading.Barrier(2 * len(proto.SOCKETS) + 2)
 
     def start(self) -> "Guard":
         """Bind every socket and start relaying; returns once all are bound."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        for name in ("arm", "base"):
+            view = self._ctx.socket(zmq.SUB)
+            view.setsockopt(zmq.LINGER, 0)
+            view.setsockopt(zmq.CONFLATE, 1)
+            view.setsockopt(zmq.SUBSCRIBE, b"")
+            view.connect(getattr(self.upstream, name)["state"])
+            self._views[name] = view
         targets = [(self._serve_commands, (name,)) for name in proto.SOCKETS]
-        targets += [(self._relay_stream, ()), (self._relay_states, ())]
+        targets += [(self._relay_state, (name,)) for name in proto.SOCKETS]
+        targets.append((self._relay_stream, ()))
         for target, args in targets:
             thread = threading.Thread(target=target, args=args, daemon=True,
                                       name=f"guard-{target.__name__}{args}")
@@ -221,17 +256,28 @@ class Guard:
 
     def close(self) -> None:
         self._stop.set()
-        for thread in self._threads:
+        controls = [self._socket(zmq.PAIR, connect=self._control(name)) for name in proto.SOCKETS]
+        for control in controls:
+            control.send(b"TERMINATE")
+        for thread in self._threads:          # (closing an inproc peer early drops its message)
             thread.join(timeout=2)
+        for control in controls:
+            control.close()
+        with self._view_lock:
+            for view in self._views.values():
+                view.close()
         for client in self._clients.values():
             client.close()
 
     # -------------------------------------------------------------- state
     def _state(self, name: str) -> dict[str, Any] | None:
-        raw = self._latest.get(name)
-        if raw is None or time.monotonic() - self._received[name] > self._max_age[name]:
-            return None
-        return proto.decode(raw)
+        """The newest state of ``name`` (None when none came within STATE_MAX_AGE_S)."""
+        with self._view_lock:
+            view = self._views[name]
+            if view.poll(0):
+                self._seen[name] = (view.recv(), time.monotonic())
+            raw, at = self._seen.get(name, (b"", -math.inf))
+        return proto.decode(raw) if time.monotonic() - at <= STATE_MAX_AGE_S else None
 
     def _socket(self, kind: int, bind: str | None = None, connect: str | None = None) -> zmq.Socket:
         sock = self._ctx.socket(kind)
@@ -242,28 +288,20 @@ class Guard:
             sock.connect(connect)
         return sock
 
-    def _relay_states(self) -> None:
-        pairs = []
-        for name in proto.SOCKETS:
-            sub = self._socket(zmq.SUB, connect=getattr(self.upstream, name)["state"])
-            sub.setsockopt(zmq.SUBSCRIBE, b"")
-            pairs.append((sub, self._socket(zmq.PUB, bind=self.endpoints[name]["state"]), name))
-        poller = zmq.Poller()
-        for sub, _, _ in pairs:
-            poller.register(sub, zmq.POLLIN)
+    def _control(self, name: str) -> str:
+        return f"inproc://guard-{id(self)}-{name}"
+
+    def _relay_state(self, name: str) -> None:
+        sub = self._socket(zmq.SUB, connect=getattr(self.upstream, name)["state"])
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        pub = self._socket(zmq.PUB, bind=self.endpoints[name]["state"])
+        control = self._socket(zmq.PAIR, bind=self._control(name))
         self._ready.wait()
         try:
-            while not self._stop.is_set():
-                ready = dict(poller.poll(10))
-                for sub, pub, name in pairs:
-                    if sub in ready:
-                        frame = sub.recv()
-                        self._latest[name], self._received[name] = frame, time.monotonic()
-                        pub.send(frame, zmq.NOBLOCK)
+            zmq.proxy_steerable(sub, pub, None, control)     # returns on TERMINATE
         finally:
-            for sub, pub, _ in pairs:
-                sub.close()
-                pub.close()
+            for sock in (sub, pub, control):
+                sock.close()
 
     # ----------------------------------------------------------- commands
     def _refuse(self, backend: str, reason: str) -> None:
@@ -296,8 +334,10 @@ class Guard:
             return {"error": str(exc)}
 
     def _relay_stream(self) -> None:
-        sub = self._socket(zmq.SUB, bind=self.endpoints["arm"]["stream"])
+        sub = self._socket(zmq.SUB)
+        sub.setsockopt(zmq.CONFLATE, 1)          # latest wins, as on the backend
         sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.bind(self.endpoints["arm"]["stream"])
         pub = self._socket(zmq.PUB, connect=self.upstream.arm["stream"])
         self._ready.wait()
         try:
