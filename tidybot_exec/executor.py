@@ -11,6 +11,7 @@ A dry run drives a private simulator in the execution's own process tree (dry_ru
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -118,6 +119,9 @@ class Execution:
         self._capture = {"stdout": HeadTail(s.max_output_bytes), "stderr": HeadTail(s.max_output_bytes)}
         self._stop: _StopRequest | None = None
         self._stop_event = threading.Event()
+        self._wake = threading.Event()      # a stop, the first output after a quiet spell, or EOF
+        self._period = 1.0 / s.feedback_rate_hz
+        self._flushed_at = -math.inf
         self._lock = threading.Lock()
         self.workdir = Path(tempfile.mkdtemp(prefix=f"tidybot-{self.id}-"))
         # The code reaches the robot — or a dry run's private simulator, which its supervisor
@@ -193,6 +197,7 @@ class Execution:
                 return False
             self._stop = _StopRequest(status, reason, hard)
         self._stop_event.set()
+        self._wake.set()
         return True
 
     def _kill(self) -> None:
@@ -220,11 +225,15 @@ class Execution:
                    for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr))]
         for t in readers:
             t.start()
-        period = 1.0 / self.settings.feedback_rate_hz
+        # Feedback is coalesced to feedback_rate_hz with a leading edge: output after a quiet
+        # spell of one period goes out at once (the reader wakes this loop), the rest waits
+        # for the period. EOF wakes it too, so the end is seen without waiting a period.
         deadline = self.started + self.timeout_s
         while self.proc.poll() is None:
             self._flush_feedback()
-            if self._stop_event.wait(min(period, max(0.0, deadline - time.monotonic()))):
+            self._wake.wait(min(self._period, max(0.0, deadline - time.monotonic())))
+            self._wake.clear()
+            if self._stop_event.is_set():
                 self._kill()
                 break
             if time.monotonic() >= deadline:
@@ -250,13 +259,17 @@ class Execution:
             lines = splitter.feed(data)
             if lines:
                 self._queue.put(stream, lines)
+                if time.monotonic() - self._flushed_at >= self._period:
+                    self._wake.set()
         rest = splitter.flush()
         if rest:
             self._queue.put(stream, rest)
         pipe.close()
+        self._wake.set()
 
     def _flush_feedback(self) -> None:
         for stream, text in self._queue.drain():
+            self._flushed_at = time.monotonic()
             if self._feedback is None:
                 continue
             try:
