@@ -1,6 +1,7 @@
 """Fixtures: an isolated ROS domain per session, a real rclpy client node, real processes."""
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -9,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from support import Proc, isolate_ros, wait_until
+from support import Proc, answered, isolate_ros, wait_until
 
 DOMAIN_ID = isolate_ros()  # before anything imports rclpy or starts a ROS process
 # Live output must not depend on the caller's environment: the node runs without it.
@@ -47,19 +48,23 @@ class RosClient:
         wait_until(future.done, timeout, what)
         return future.result()
 
-    def call(self, srv_type, name: str, request, timeout: float = 10.0):
+    def call(self, srv_type, name: str, request, timeout: float = 10.0, retry: bool = False):
         """Call a service once it is available; fail the test on timeout.
 
         One client per service is kept: Fast DDS drops a reply when the server cannot match
         the client's response reader within 100 ms (ros2/rmw_fastrtps#390), which a
-        brand-new client on a loaded machine sometimes is.
+        brand-new client (or a client of a just restarted server) on a loaded machine
+        sometimes is. With ``retry`` (for calls that may be repeated: reads) a request
+        without a reply within 2 s is sent again until ``timeout``.
         """
         key = (srv_type, name)
         if key not in self._service_clients:
             self._service_clients[key] = self.node.create_client(srv_type, name)
         client = self._service_clients[key]
         assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
-        return self.result(client.call_async(request), timeout, f"reply from {name}")
+        if not retry:
+            return self.result(client.call_async(request), timeout, f"reply from {name}")
+        return answered(client, request, tries=max(1, int(timeout / 2.0)), per_try_s=2.0)
 
     def close(self) -> None:
         import rclpy
@@ -177,32 +182,45 @@ def robot(sim_factory):
     sdk.close()
 
 
+@contextlib.contextmanager
+def failing_the_test() -> Iterator[None]:
+    """A client timeout is a test failure, like wait_until's."""
+    from tidybot_exec.client import TidybotClientError
+
+    try:
+        yield
+    except TidybotClientError as exc:
+        raise AssertionError(str(exc)) from None
+
+
 class GoalRun:
-    """One goal sent through a real rclpy ActionClient: feedback, status and result."""
+    """One goal sent through TidybotClient (a real rclpy ActionClient that recovers lost
+    replies, as agents' clients must on a loaded machine): feedback, status and result."""
 
-    def __init__(self, ros: RosClient, client, goal) -> None:
-        self.ros, self.feedback, self.goal_handle = ros, [], None
-        self.sent_at = time.monotonic()
+    def __init__(self, ros: RosClient, client, code: str, **fields) -> None:
+        self.ros, self.feedback = ros, []
         self.feedback_at: list[float] = []
-        self._send = client.send_goal_async(goal, feedback_callback=self._on_feedback)
+        self._run = client.execute(code, feedback_callback=self._on_feedback,
+                                   lease_id=fields.pop("lease_id", ""), **fields)
 
-    def _on_feedback(self, msg) -> None:
+    def _on_feedback(self, fb) -> None:
         self.feedback_at.append(time.monotonic())
-        self.feedback.append(msg.feedback)
+        self.feedback.append(fb)
 
     def handle(self, timeout: float = 30.0):
-        if self.goal_handle is None:
-            self.goal_handle = self.ros.result(self._send, timeout, "goal acceptance")
-            assert self.goal_handle.accepted
-        return self.goal_handle
+        """The accepted goal's handle; from here on its result is being asked for."""
+        with failing_the_test():
+            return self._run.accepted(timeout)
 
-    def cancel(self, timeout: float = 10.0):
-        return self.ros.result(self.handle().cancel_goal_async(), timeout, "cancel response")
+    def cancel(self, timeout: float = 10.0) -> None:
+        with failing_the_test():
+            self._run.cancel(timeout)
 
     def result(self, timeout: float = 60.0):
         """(action status, ExecuteCode.Result)."""
-        response = self.ros.result(self.handle().get_result_async(), timeout, "the result")
-        return response.status, response.result
+        with failing_the_test():
+            result = self._run.result(timeout)
+        return self._run.action_status, result
 
     def stdout(self) -> str:
         return "".join(f.text for f in self.feedback if f.stream == "stdout")
@@ -212,25 +230,22 @@ class ExecClient:
     """Talks to a tidybot_exec node in namespace ``prefix`` from the module's rclpy node."""
 
     def __init__(self, ros: RosClient, prefix: str = "") -> None:
-        from rclpy.action import ActionClient
-        from tidybot_interfaces.action import ExecuteCode
+        from tidybot_exec.client import TidybotClient
 
         self.ros, self.prefix = ros, prefix
-        self.client = ActionClient(ros.node, ExecuteCode, f"{prefix}/execute_code")
+        self.client = TidybotClient(ros.node, prefix)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        assert self.client.wait_for_server(timeout_sec=timeout), "execute_code server not up"
+        assert self.client.wait_for_server(timeout), "execute_code server not up"
 
     def send(self, code: str, **fields) -> GoalRun:
-        from tidybot_interfaces.action import ExecuteCode
-
-        return GoalRun(self.ros, self.client, ExecuteCode.Goal(code=code, **fields))
+        return GoalRun(self.ros, self.client, code, **fields)
 
     def run(self, code: str, timeout: float = 60.0, **fields):
         return self.send(code, **fields).result(timeout)
 
-    def call(self, srv_type, name: str, request, timeout: float = 10.0):
-        return self.ros.call(srv_type, f"{self.prefix}/{name}", request, timeout)
+    def call(self, srv_type, name: str, request, timeout: float = 10.0, retry: bool = False):
+        return self.ros.call(srv_type, f"{self.prefix}/{name}", request, timeout, retry)
 
     def acquire(self, holder: str, ttl_s: float = 0.0, wait_s: float = 0.0, timeout: float = 30):
         """lease/acquire's reply (success or not)."""

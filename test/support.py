@@ -268,3 +268,15 @@ def host_workdir(run) -> Path:
     """The execution's working directory on the host (the code sees its own, inside)."""
     (path,) = Path(tempfile.gettempdir()).glob(f"tidybot-{run.feedback[0].execution_id}-*")
     return path
+
+
+def answered(service_client, request, tries: int = 10, per_try_s: float = 2.0):
+    """Call until a reply comes (a reply lost before discovery finished is asked again)."""
+    for _ in range(tries):
+        future = service_client.call_async(request)
+        deadline = time.monotonic() + per_try_s
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if future.done():
+            return future.result()
+    raise AssertionError(f"no reply from {service_client.srv_name} after {tries} tries")

@@ -301,8 +301,8 @@ def test_history_survives_a_node_restart(stack, ros):
     client.wait_ready()
     wait_until(lambda: ("tidybot_exec", "/") in ros.node.get_node_names_and_namespaces(), 30,
                "the restarted node")
-    records = client.call(GetHistory, "execution/history",
-                          GetHistory.Request(include_code=True)).records
+    records = client.call(GetHistory, "execution/history", GetHistory.Request(include_code=True),
+                          timeout=30, retry=True).records       # a just restarted server
     ours = [r for r in records if r.execution_id == result.execution_id]
     assert ours and ours[0].label == "persistent" and ours[0].stdout_tail == "remember me\n"
     assert ours[0].status == R.STATUS_SUCCEEDED and ours[0].code == "print('remember me')"

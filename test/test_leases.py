@@ -9,7 +9,7 @@ from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import LeaseStatus
 from tidybot_interfaces.srv import AcquireLease, GetHistory, RenewLease, StopExecution
 
-from support import Wire, wait_until
+from support import Wire, answered, wait_until
 from tidybot_exec.leases import LeaseManager
 from tidybot_exec.qos import SERVICES
 
@@ -47,18 +47,6 @@ def lease_left_free(stack):
             time.sleep(0.2)
         return not latest_status(client).held
     wait_until(free, 30, "the lease to be free")
-
-
-def answered(service_client, request, tries: int = 10, per_try_s: float = 2.0):
-    """Call until a reply comes (a reply lost before discovery finished is asked again)."""
-    for _ in range(tries):
-        future = service_client.call_async(request)
-        deadline = time.monotonic() + per_try_s
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if future.done():
-            return future.result()
-    raise AssertionError("no reply after retries")
 
 
 def test_twenty_simultaneous_acquires_get_exactly_one_token(stack, ros):

@@ -23,9 +23,14 @@ def visible(ros, name: str = "tidybot_exec") -> bool:
     return (name, "/") in ros.node.get_node_names_and_namespaces()
 
 
+def ready(node: Proc) -> bool:
+    """This process logged its ready line (the graph may still show an earlier test's node)."""
+    return "ready:" in node.stderr or not node.alive()
+
+
 def test_node_is_discoverable_and_shows_its_parameters(ros, procs, tmp_path):
     node = start_node(procs, tmp_path, "-p", "arm_cmd_port:=6001")
-    wait_until(lambda: visible(ros) or not node.alive(), 30, "the node in the ROS graph")
+    wait_until(lambda: ready(node) and visible(ros), 30, "the node in the ROS graph")
     assert node.alive(), node.describe()
     reply = ros.call(GetParameters, "/tidybot_exec/get_parameters",
                      GetParameters.Request(names=["arm_cmd_port", "gripper_cmd_port"]))
@@ -47,7 +52,7 @@ def test_node_logs_to_rosout(ros, procs, tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_node_exits_cleanly_on_signal(ros, procs, tmp_path, sig):
     node = start_node(procs, tmp_path)
-    wait_until(lambda: visible(ros) or not node.alive(), 30, "the node in the ROS graph")
+    wait_until(lambda: ready(node), 30, "the node's ready line")
     node.signal(sig)
     assert node.wait(15) == 0, node.describe()
     assert "Traceback" not in node.stderr, node.stderr
@@ -71,9 +76,9 @@ def test_without_a_sandbox_the_node_refuses_to_start_unless_allowed(ros, procs, 
             "allow_unsandboxed:=true only if you accept running it unconfined") in node.stderr
     assert "Traceback" not in node.stderr
     allowed = start_node(procs, tmp_path, "-p", "allow_unsandboxed:=true", env=broken)
-    wait_until(lambda: "isolation: none" in allowed.stderr or not allowed.alive(), 30,
-               "the ready line")
+    wait_until(lambda: ready(allowed), 30, "the ready line")
     assert allowed.alive() and "running submitted code UNSANDBOXED" in allowed.stderr
+    assert "isolation: none" in allowed.stderr
 
 
 def test_check_isolation_runs_three_probes_in_the_sandbox():

@@ -45,14 +45,13 @@ def test_shutdown_with_a_goal_running_ends_it_through_the_stop_path(fresh_stack,
         wait_until(lambda: "moving" in run.stdout() and wire.state("arm")["q"][0] > 0.1, 60,
                    "the arm to move")
         workdir = host_workdir(run)
-        result_future = run.handle().get_result_async()      # asked before the node goes
+        run.handle()                       # accepted: its result is asked for before the node goes
         stops = stack.control(cmd="stats")["received"]["arm"].get("STOP", 0)
         for name in signals:
             stack.node.signal(getattr(signal, name))
-        response = ros.result(result_future, 30, "the goal's answer")
+        status, result = run.result(30)
         assert stack.node.wait(30) == 0, stack.node.stderr[-2000:]
-        assert response.status == GoalStatus.STATUS_ABORTED
-        result = response.result
+        assert status == GoalStatus.STATUS_ABORTED
         assert (result.status, result.error) == (R.STATUS_CANCELED, "node shutting down")
         assert stack.control(cmd="stats")["received"]["arm"]["STOP"] >= stops + 1
         assert wire.arm_holding()["q"][0] < 1.1

@@ -33,6 +33,7 @@ from rclpy.action import ActionClient
 from rclpy.action.client import ClientGoalHandle
 from rclpy.node import Node
 from rclpy.qos import qos_profile_action_status_default
+from rclpy.subscription import Subscription
 from unique_identifier_msgs.msg import UUID
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
@@ -54,9 +55,11 @@ RETRY_S = 2.0      # a reply not here this long after the server showed the goal
 class ExecutionHandle:
     """One goal: poll it, read its feedback, cancel it, get its result."""
 
-    def __init__(self, client: "TidybotClient", goal_id: UUID) -> None:
+    def __init__(self, client: "TidybotClient", goal_id: UUID,
+                 on_feedback: Callable[[ExecuteCode.Feedback], None] | None = None) -> None:
         self._client = client
         self.goal_id = goal_id
+        self._on_feedback_callback = on_feedback
         self._send_future = None        # set by TidybotClient.execute
         self._goal_handle: ClientGoalHandle | None = None
         self._result_future = None
@@ -73,11 +76,19 @@ class ExecutionHandle:
             self.lost_feedback += max(0, fb.seq - self._next_seq)
             self._next_seq = fb.seq + 1
             self._feedback.append(fb)
+        if self._on_feedback_callback is not None:
+            self._on_feedback_callback(fb)
 
     @property
     def _server_status(self) -> int:
         """The goal's state as the action's status topic last showed it."""
         return self._client._goal_status(self.goal_id)
+
+    def accepted(self, timeout_s: float = 30.0) -> ClientGoalHandle:
+        """Wait until the server accepted the goal (learned from the reply or, if that was
+        lost, from the status topic); the result is asked for from then on."""
+        self._until(self._check_accepted, timeout_s, "goal acceptance")
+        return self._goal_handle
 
     def _check_accepted(self) -> bool:
         """Learn acceptance from the reply or, if it was lost, from the status topic."""
@@ -133,7 +144,7 @@ class ExecutionHandle:
     def cancel(self, timeout_s: float = 10.0) -> None:
         """Ask the server to cancel, again until it shows the goal canceling or done; the
         result then comes with STATUS_CANCELED (unless it had ended already)."""
-        self._until(self._check_accepted, timeout_s, "goal acceptance")
+        self.accepted(timeout_s)
         deadline = time.monotonic() + timeout_s
         while True:
             reply = self._goal_handle.cancel_goal_async()
@@ -171,22 +182,29 @@ class TidybotClient:
         self._action = ActionClient(
             node, ExecuteCode, name("execute_code"), goal_service_qos_profile=SERVICES,
             result_service_qos_profile=SERVICES, cancel_service_qos_profile=SERVICES)
-        service = lambda srv_type, n: node.create_client(srv_type, name(n), qos_profile=SERVICES)  # noqa: E731
+        self._entities: list[Any] = []          # destroyed with the client
+        service = lambda srv_type, n: self._own(node.create_client(  # noqa: E731
+            srv_type, name(n), qos_profile=SERVICES))
         self._acquire = service(AcquireLease, "lease/acquire")
         self._renew = service(RenewLease, "lease/renew")
         self._release = service(ReleaseLease, "lease/release")
         self._stop = service(StopExecution, "execution/stop")
         self._history = service(GetHistory, "execution/history")
         self._latest: dict[str, Any] = {}
-        node.create_subscription(ExecutionStatus, name("execution/status"),
-                                 lambda m: self._latest.__setitem__("execution", m), LATCHED)
-        node.create_subscription(LeaseStatus, name("lease/status"),
-                                 lambda m: self._latest.__setitem__("lease", m), LATCHED)
+        self._own(node.create_subscription(ExecutionStatus, name("execution/status"),
+                                           lambda m: self._latest.__setitem__("execution", m),
+                                           LATCHED))
+        self._own(node.create_subscription(LeaseStatus, name("lease/status"),
+                                           lambda m: self._latest.__setitem__("lease", m), LATCHED))
         self._goal_states: dict[bytes, int] = {}
-        node.create_subscription(GoalStatusArray, name("execute_code/_action/status"),
-                                 self._on_goal_status, qos_profile_action_status_default)
+        self._own(node.create_subscription(GoalStatusArray, name("execute_code/_action/status"),
+                                           self._on_goal_status, qos_profile_action_status_default))
         self.lease_id = ""
         self._renew_timer = None
+
+    def _own(self, entity: Any) -> Any:
+        self._entities.append(entity)
+        return entity
 
     # -------------------------------------------------------------- waiting
     def _spin_briefly(self) -> None:
@@ -276,13 +294,17 @@ class TidybotClient:
 
     # ------------------------------------------------------------ executing
     def execute(self, code: str, timeout_s: float = 0.0, label: str = "",
-                dry_run: bool = False, lease_id: str | None = None) -> ExecutionHandle:
-        """Send code to run; returns at once with a handle (see ExecutionHandle)."""
+                dry_run: bool = False, lease_id: str | None = None,
+                feedback_callback: Callable[[ExecuteCode.Feedback], None] | None = None
+                ) -> ExecutionHandle:
+        """Send code to run; returns at once with a handle (see ExecutionHandle).
+        ``feedback_callback`` also gets each feedback message as it arrives (in the thread
+        that spins the node)."""
         goal = ExecuteCode.Goal(code=code, timeout_s=float(timeout_s), label=label,
                                 dry_run=dry_run,
                                 lease_id=self.lease_id if lease_id is None else lease_id)
         goal_id = UUID(uuid=list(os.urandom(16)))
-        handle = ExecutionHandle(self, goal_id)
+        handle = ExecutionHandle(self, goal_id, feedback_callback)
         handle._send_future = self._action.send_goal_async(
             goal, feedback_callback=handle._on_feedback, goal_uuid=goal_id)
         return handle
@@ -307,5 +329,11 @@ class TidybotClient:
         return self._latest.get("execution"), self._latest.get("lease")
 
     def destroy(self) -> None:
+        """Release the lease, and remove this client's entities from the node."""
         self.release()
         self._action.destroy()
+        for entity in self._entities:
+            if isinstance(entity, Subscription):
+                self.node.destroy_subscription(entity)
+            else:
+                self.node.destroy_client(entity)
