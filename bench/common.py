@@ -1,10 +1,12 @@
-"""Helpers shared by the benchmarks: free ports, process CPU time, starting the simulator."""
+"""Helpers shared by the benchmarks: free ports, process CPU time, starting the stack."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 
 
 def free_ports(n: int) -> list[int]:
@@ -34,3 +36,29 @@ def start_sim(ports: list[int], *extra: str) -> subprocess.Popen:
         stdout=subprocess.PIPE, text=True)
     proc.stdout.readline()
     return proc
+
+
+PORT_PARAMS = ("arm_cmd_port", "arm_state_port", "arm_stream_port", "gripper_cmd_port",
+               "gripper_state_port", "base_cmd_port", "base_state_port")
+
+
+def start_stack(domain_id: int, **params: object) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """tidybot-sim and tidybot-exec as processes on free ports, in ROS domain ``domain_id``
+    (unless ROS_DOMAIN_ID is set), discovery on this host; ``params`` are node parameters.
+    Returns (simulator, node); stop them with ``stop``."""
+    os.environ.setdefault("ROS_DOMAIN_ID", str(domain_id))
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    ports = free_ports(len(PORT_PARAMS))
+    sim = start_sim(ports)
+    params = {"history_dir": tempfile.mkdtemp(), **dict(zip(PORT_PARAMS, ports)), **params}
+    args = ["tidybot-exec", "--ros-args"]
+    for name, value in params.items():
+        args += ["-p", f"{name}:={value}"]
+    return sim, subprocess.Popen(args, stderr=subprocess.DEVNULL)
+
+
+def stop(*procs: subprocess.Popen) -> None:
+    """SIGINT each process (node first) and wait for it."""
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)

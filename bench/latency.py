@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
-import tempfile
 import threading
 import time
 
@@ -23,7 +20,7 @@ import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
-from common import free_ports, start_sim
+from common import start_stack, stop
 from tidybot_exec.client import TidybotClient
 
 
@@ -66,16 +63,7 @@ def main() -> None:
     p.add_argument("--goals", type=int, default=100)
     p.add_argument("--seconds", type=float, default=10.0, help="sustained-rate window")
     a = p.parse_args()
-    os.environ.setdefault("ROS_DOMAIN_ID", "79")
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    ports = free_ports(7)
-    sim = start_sim(ports)
-    names = ["arm_cmd_port", "arm_state_port", "arm_stream_port", "gripper_cmd_port",
-             "gripper_state_port", "base_cmd_port", "base_state_port"]
-    args = ["tidybot-exec", "--ros-args", "-p", f"history_dir:={tempfile.mkdtemp()}"]
-    for name, port in zip(names, ports):
-        args += ["-p", f"{name}:={port}"]
-    node = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+    sim, node = start_stack(79)
     rclpy.init()
     client_node = rclpy.create_node("bench_latency")
     executor = SingleThreadedExecutor()
@@ -120,9 +108,7 @@ def main() -> None:
         executor.shutdown()
         client_node.destroy_node()
         rclpy.try_shutdown()
-        for proc in (node, sim):
-            proc.send_signal(signal.SIGINT)
-            proc.wait(30)
+        stop(node, sim)
 
 
 if __name__ == "__main__":

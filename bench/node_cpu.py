@@ -9,10 +9,6 @@ reads the node's CPU time over the window, idle and with a subscriber on /joint_
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
-import tempfile
 import threading
 import time
 
@@ -20,23 +16,14 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import JointState
 
-from common import cpu_seconds, free_ports, start_sim
+from common import cpu_seconds, start_stack, stop
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=float, default=10.0)
     a = p.parse_args()
-    os.environ.setdefault("ROS_DOMAIN_ID", "77")
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    ports = free_ports(7)
-    sim = start_sim(ports)
-    names = ["arm_cmd_port", "arm_state_port", "arm_stream_port", "gripper_cmd_port",
-             "gripper_state_port", "base_cmd_port", "base_state_port"]
-    args = ["tidybot-exec", "--ros-args", "-p", f"history_dir:={tempfile.mkdtemp()}"]
-    for name, port in zip(names, ports):
-        args += ["-p", f"{name}:={port}"]
-    node = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+    sim, node = start_stack(77)
     time.sleep(3.0)
 
     def window(label: str, count=lambda: 0) -> None:
@@ -58,9 +45,7 @@ def main() -> None:
     window("with a /joint_states subscriber", lambda: len(got))
     ex.shutdown()
     rclpy.try_shutdown()
-    for proc in (node, sim):
-        proc.send_signal(signal.SIGINT)
-        proc.wait(15)
+    stop(node, sim)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,11 @@ ends; pass --result-keep-s to see its effect.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
-import tempfile
 import time
 
 import rclpy
 
-from common import free_ports, start_sim
+from common import start_stack, stop
 from tidybot_exec.client import TidybotClient
 
 GOALS = [
@@ -45,18 +41,7 @@ def main() -> None:
     p.add_argument("--goals", type=int, default=300)
     p.add_argument("--result-keep-s", type=int, default=60)
     a = p.parse_args()
-    os.environ.setdefault("ROS_DOMAIN_ID", "78")
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    ports = free_ports(7)
-    sim = start_sim(ports)
-    names = ["arm_cmd_port", "arm_state_port", "arm_stream_port", "gripper_cmd_port",
-             "gripper_state_port", "base_cmd_port", "base_state_port"]
-    args = ["tidybot-exec", "--ros-args", "-p", f"history_dir:={tempfile.mkdtemp()}",
-            "-p", "require_lease:=false", "-p", f"result_keep_s:={a.result_keep_s}",
-            ]
-    for name, port in zip(names, ports):
-        args += ["-p", f"{name}:={port}"]
-    node = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+    sim, node = start_stack(78, require_lease="false", result_keep_s=a.result_keep_s)
     rclpy.init()
     client_node = rclpy.create_node("bench_memory")
     client = TidybotClient(client_node)
@@ -80,9 +65,7 @@ def main() -> None:
         client.destroy()
         client_node.destroy_node()
         rclpy.try_shutdown()
-        for proc in (node, sim):
-            proc.send_signal(signal.SIGINT)
-            proc.wait(30)
+        stop(node, sim)
 
 
 if __name__ == "__main__":
