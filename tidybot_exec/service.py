@@ -98,7 +98,7 @@ class ExecutionService:
         verdict = validate(request.code, self.settings.max_code_bytes)
         refusal = verdict.error or duration_error("timeout_s", request.timeout_s)
         if refusal:
-            return self._refused(request, Status.REJECTED, refusal)
+            return unstarted(request, Status.REJECTED, refusal)
         with self._cond:
             binding = self.leases.begin_execution(lease_id) if lease_id else None
             request.holder = binding.holder if binding is not None else ""
@@ -111,22 +111,17 @@ class ExecutionService:
             elif self._running is not None:
                 refusal = (f"busy: execution {self._running.execution.id} is running; wait for "
                            f"it or stop it first")
-            if refusal:
+            if refusal:               # a goal that never ran is answered, not kept in history
                 self._unbind(binding)
-                return self._refused(request, Status.REJECTED, refusal)
+                return unstarted(request, Status.REJECTED, refusal)
             try:
                 execution = Execution(self.settings, request, feedback, verdict.warnings, self._log)
             except OSError as exc:
                 self._unbind(binding)
-                return self._refused(request, Status.ERROR, f"could not start the child process: {exc}")
+                return unstarted(request, Status.ERROR, f"could not start the child process: {exc}")
             self._running = _Running(execution, binding, lease_id if binding else "")
         self._on_change()
         return execution
-
-    @staticmethod
-    def _refused(request: Request, status: Status, reason: str) -> Result:
-        """A goal that never ran: answered with the reason, not kept in the history."""
-        return unstarted(request, status, reason)
 
     # -------------------------------------------------------------- the end
     def finish(self, execution: Execution) -> Result:
