@@ -171,3 +171,25 @@ def test_publishing_keeps_its_rate_during_heavy_output(stack, record):
     rate = len(joints.since(start)) / 3.0
     run.result(120)
     assert rate >= 85.0, f"joint_states fell to {rate:.1f} Hz during heavy output"
+
+
+def test_publish_tf_without_tf2_msgs_is_said_once_and_shown_in_diagnostics(stack, record):
+    try:
+        import tf2_msgs  # noqa: F401
+        pytest.skip("tf2_msgs is installed here: /tf is published")
+    except ImportError:
+        pass
+    sim_stack, _ = stack
+    diag = record(DiagnosticArray, "/diagnostics")
+
+    def tf_entry():
+        for msg in reversed(diag.since(0)):
+            for s in msg.status:
+                if s.name == "tidybot_exec: tf":
+                    return s
+        return None
+
+    entry = wait_until(tf_entry, 10, "a tf entry in /diagnostics")
+    assert entry.level[0] == 1 and "tf2_msgs is not installed" in entry.message   # WARN
+    log = sim_stack.node.stderr + sim_stack.node.stdout
+    assert log.count("tf2_msgs is not installed") == 1

@@ -34,6 +34,8 @@ try:  # tf2_msgs is not on every install (not on PyPI); without it no /tf is pub
 except ImportError:  # pragma: no cover - depends on the install
     TFMessage = None
 
+TF_MISSING = ("publish_tf is true but tf2_msgs is not installed: nothing is published on "
+              "/tf (install ros-<distro>-tf2-msgs, or set publish_tf:=false)")
 STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 GRIPPER_CLOSED_RAD = 0.8      # Robotiq 2F-85 URDF finger_joint at position 255
 
@@ -90,6 +92,10 @@ class StateTopics:
         self._gripper_pub = node.create_publisher(GripperState, "gripper/state", STATE_QOS)
         self._tf_pub = (node.create_publisher(TFMessage, "/tf", STATE_QOS)
                         if TFMessage is not None and p["publish_tf"] else None)
+        # publish_tf asked for but impossible: say so once in the log, always in /diagnostics
+        self._tf_missing = p["publish_tf"] and TFMessage is None
+        if self._tf_missing:
+            node.get_logger().warning(TF_MISSING)
         self._diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", STATE_QOS)
         self._joint_throttle = Throttle(p["joint_state_rate_hz"])
         self._arm_throttle = Throttle(p["state_rate_hz"])
@@ -191,6 +197,8 @@ class StateTopics:
     # ----------------------------------------------------------- diagnostics
     def publish_diagnostics(self) -> None:
         statuses = [self._backend_status(name, m.health()) for name, m in self.monitors.items()]
+        if self._tf_missing:
+            statuses.append(status("tf", Level.WARN, TF_MISSING))
         self._diag_pub.publish(DiagnosticArray(
             header=self._header(""), status=statuses + self.extra_status()))
 
