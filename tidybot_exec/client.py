@@ -66,6 +66,7 @@ class ExecutionHandle:
         self._result_asked = 0.0
         self._feedback: list[ExecuteCode.Feedback] = []
         self._lock = threading.Lock()
+        self._accept_lock = threading.RLock()   # the spinning thread and the caller's
         self.lost_feedback = 0          # gaps seen in seq (feedback lost on the way)
         self.recovered: list[str] = []  # replies that were lost and recovered
         self._next_seq = 0
@@ -76,6 +77,7 @@ class ExecutionHandle:
             self.lost_feedback += max(0, fb.seq - self._next_seq)
             self._next_seq = fb.seq + 1
             self._feedback.append(fb)
+        self._client._notify()
         if self._on_feedback_callback is not None:
             self._on_feedback_callback(fb)
 
@@ -92,23 +94,33 @@ class ExecutionHandle:
 
     def _check_accepted(self) -> bool:
         """Learn acceptance from the reply or, if it was lost, from the status topic."""
-        if self._goal_handle is not None:
+        with self._accept_lock:
+            if self._goal_handle is not None:
+                return True
+            if self._send_future.done():
+                handle = self._send_future.result()
+                if not handle.accepted:
+                    raise TidybotClientError("the server rejected the goal")
+            elif self._server_status in ACTIVE + DONE:
+                handle = self._client._adopt(self.goal_id)
+                self.recovered.append("goal acceptance")
+            else:
+                return False
+            self._goal_handle = handle
+            self._ask_result()
             return True
-        if self._send_future.done():
-            handle = self._send_future.result()
-            if not handle.accepted:
-                raise TidybotClientError("the server rejected the goal")
-        elif self._server_status in ACTIVE + DONE:
-            handle = self._client._adopt(self.goal_id)
-            self.recovered.append("goal acceptance")
-        else:
-            return False
-        self._goal_handle = handle
-        self._ask_result()
-        return True
+
+    def _on_goal_response(self, future) -> None:
+        """In the spinning thread: ask for the result at once (not at the caller's next poll)."""
+        try:
+            if future.result().accepted:
+                self._check_accepted()
+        finally:
+            self._client._notify()
 
     def _ask_result(self) -> None:
         self._result_future = self._goal_handle.get_result_async()
+        self._result_future.add_done_callback(lambda _: self._client._notify())
         self._result_asked = time.monotonic()
 
     def _check_done(self) -> bool:
@@ -201,6 +213,7 @@ class TidybotClient:
                                            self._on_goal_status, qos_profile_action_status_default))
         self.lease_id = ""
         self._renew_timer = None
+        self._activity = threading.Event()      # a reply, feedback or status arrived
 
     def _own(self, entity: Any) -> Any:
         self._entities.append(entity)
@@ -211,15 +224,21 @@ class TidybotClient:
         if not self._spun_elsewhere:
             rclpy.spin_once(self.node, timeout_sec=0.01)
 
+    def _notify(self) -> None:
+        self._activity.set()
+
     def _pause(self) -> None:
-        """Let callbacks run: spin the node ourselves, or give its executor a moment."""
+        """Let callbacks run: spin the node ourselves, or wait for the executor spinning it
+        to deliver something (at most 10 ms, then the caller checks again anyway)."""
         if self._spun_elsewhere:
-            time.sleep(0.01)
+            self._activity.wait(0.01)
+            self._activity.clear()
         else:
             rclpy.spin_once(self.node, timeout_sec=0.05)
 
     def _wait(self, future, timeout_s: float | None, what: str):
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        future.add_done_callback(lambda _: self._notify())
         while not future.done():
             if deadline is not None and time.monotonic() > deadline:
                 raise TidybotClientError(f"timed out after {timeout_s:g}s waiting for {what}")
@@ -228,6 +247,7 @@ class TidybotClient:
 
     def _on_goal_status(self, msg: GoalStatusArray) -> None:
         self._goal_states = {bytes(s.goal_info.goal_id.uuid): s.status for s in msg.status_list}
+        self._notify()
 
     def _goal_status(self, goal_id: UUID) -> int:
         return self._goal_states.get(bytes(goal_id.uuid), GoalStatus.STATUS_UNKNOWN)
@@ -307,6 +327,7 @@ class TidybotClient:
         handle = ExecutionHandle(self, goal_id, feedback_callback)
         handle._send_future = self._action.send_goal_async(
             goal, feedback_callback=handle._on_feedback, goal_uuid=goal_id)
+        handle._send_future.add_done_callback(handle._on_goal_response)
         return handle
 
     def stop(self) -> StopExecution.Response:
