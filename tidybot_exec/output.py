@@ -86,9 +86,12 @@ class FeedbackQueue:
         self._pending: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self._size = {"stdout": 0, "stderr": 0}
         self._skipped = {"stdout": 0, "stderr": 0}
+        self._order: list[str] = []      # streams in the order their pending text began
 
     def put(self, stream: str, text: str) -> None:
         with self._lock:
+            if stream not in self._order:
+                self._order.append(stream)
             if self._size[stream] + len(text) > self.budget:
                 self._skipped[stream] += len(text.encode())
                 return
@@ -96,10 +99,12 @@ class FeedbackQueue:
             self._size[stream] += len(text)
 
     def drain(self) -> list[tuple[str, str]]:
-        """(stream, text) pairs to publish now, one per stream that has something."""
+        """(stream, text) pairs to publish now, one per stream that has something, the
+        stream whose text came first first."""
         out = []
         with self._lock:
-            for stream in ("stdout", "stderr"):
+            order, self._order = self._order, []
+            for stream in order:
                 text = "".join(self._pending[stream])
                 if self._skipped[stream]:
                     text += (f"[tidybot] {self._skipped[stream]} bytes of {stream} not sent as "
