@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from typing import Callable
 
 
 def free_ports(n: int) -> list[int]:
@@ -42,14 +43,18 @@ PORT_PARAMS = ("arm_cmd_port", "arm_state_port", "arm_stream_port", "gripper_cmd
                "gripper_state_port", "base_cmd_port", "base_state_port")
 
 
-def start_stack(domain_id: int, **params: object) -> tuple[subprocess.Popen, subprocess.Popen]:
+def start_stack(domain_id: int, arm_cmd: Callable[[int], int] | None = None,
+                **params: object) -> tuple[subprocess.Popen, subprocess.Popen]:
     """tidybot-sim and tidybot-exec as processes on free ports, in ROS domain ``domain_id``
-    (unless ROS_DOMAIN_ID is set), discovery on this host; ``params`` are node parameters.
+    (unless ROS_DOMAIN_ID is set), discovery on this host; ``params`` are node parameters;
+    ``arm_cmd`` maps the simulator's arm command port to the one the node is given (a tap).
     Returns (simulator, node); stop them with ``stop``."""
     os.environ.setdefault("ROS_DOMAIN_ID", str(domain_id))
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     ports = free_ports(len(PORT_PARAMS))
     sim = start_sim(ports)
+    if arm_cmd is not None:
+        ports[0] = arm_cmd(ports[0])
     params = {"history_dir": tempfile.mkdtemp(), **dict(zip(PORT_PARAMS, ports)), **params}
     args = ["tidybot-exec", "--ros-args"]
     for name, value in params.items():

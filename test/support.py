@@ -265,8 +265,11 @@ def host_pids_with_argv(token: str) -> list[int]:
 
 
 def host_workdir(run) -> Path:
-    """The execution's working directory on the host (the code sees its own, inside)."""
-    (path,) = Path(tempfile.gettempdir()).glob(f"tidybot-{run.feedback[0].execution_id}-*")
+    """The execution's working directory on the host (the code sees its own, inside): a
+    cold start's own, or a warm worker's guard directory in its pool's."""
+    tmp, execution_id = Path(tempfile.gettempdir()), run.feedback[0].execution_id
+    (path,) = [*tmp.glob(f"tidybot-{execution_id}-*"),
+               *tmp.glob(f"tidybot-warm-*/files/guards/{execution_id}")]
     return path
 
 

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from support import wait_until
+from tidybot_exec import sandbox
 from tidybot_exec.executor import Execution, ExecutorSettings, Request
 from tidybot_exec.history import History
 from tidybot_exec.service import ExecutionService, LeasePolicy
@@ -32,16 +33,19 @@ class FakeClock:
 class Harness:
     """A service whose hold, lease grants and status changes are logged in order."""
 
-    def __init__(self, tmp_path, grace_s: float = 0.5, hold_problems=None, **policy) -> None:
+    def __init__(self, tmp_path, bwrap: str, grace_s: float = 0.5, hold_problems=None,
+                 **policy) -> None:
         self.events: list[str] = []
         self.clock = FakeClock()
         self.hold_problems = hold_problems or []
         self.service = ExecutionService(
-            ExecutorSettings(stop_grace_s=grace_s), History(tmp_path, 100), self._hold,
+            ExecutorSettings(stop_grace_s=grace_s, bwrap=bwrap), History(tmp_path, 100), self._hold,
             LeasePolicy(**{"default_ttl_s": 10.0, "max_lease_s": 100.0, "max_wait_s": 500.0,
                            **policy}),
             log=lambda line: self.events.append(f"log {line}"), clock=self.clock)
         self.leases = self.service.leases
+        if self.service.pool is not None:
+            wait_until(lambda: self.service.pool.ready, 60, "the warm worker")
 
     def _hold(self) -> list[str]:
         self.events.append("hold")
@@ -87,12 +91,19 @@ class Run:
         return self._done["result"]
 
 
-@pytest.fixture
-def harness(tmp_path):
+@pytest.fixture(params=["cold", "warm"])
+def harness(tmp_path, request):
+    """Executions started cold and unsandboxed, or from the sandboxed warm worker."""
+    bwrap = ""
+    if request.param == "warm":
+        isolation = sandbox.detect()
+        if not isolation.sandboxed:
+            pytest.skip(f"no sandbox here for the warm worker: {isolation.detail}")
+        bwrap = isolation.bwrap
     made: list[Harness] = []
 
     def make(**kwargs) -> Harness:
-        made.append(Harness(tmp_path / str(len(made)), **kwargs))
+        made.append(Harness(tmp_path / str(len(made)), bwrap, **kwargs))
         return made[-1]
 
     yield make

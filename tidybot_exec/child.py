@@ -30,7 +30,6 @@ the code gets KeyboardInterrupt, which stops any SDK motion cleanly.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import resource
@@ -42,23 +41,13 @@ import time
 import traceback
 import types
 from pathlib import Path
+from typing import IO
+
+if not __package__:      # run as a script under -I: make the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tidybot_exec import linux, sandbox  # noqa: E402  (stdlib only)
 
 FILENAME = "<submitted>"
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _prctl(option: int, value: int) -> None:
-    if _libc.prctl(option, value, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
-
-
-def _die_with_parent(sig: int, parent: int) -> None:
-    """Get ``sig`` when the parent dies (and check it did not die before we asked)."""
-    _prctl(PR_SET_PDEATHSIG, sig)
-    if os.getppid() != parent:
-        os.kill(os.getpid(), sig)
 
 
 # ------------------------------------------------------------------------- supervisor
@@ -123,24 +112,13 @@ def _exit_like(status: int, sandboxed: bool = False) -> None:
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
-def supervise(workdir: str) -> None:
-    with open(os.path.join(workdir, "spec.json")) as f:
-        spec = json.load(f)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)          # the code gets it; we do not
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    code_proc: list[int] = []
-    sandboxed = spec["sandbox"] is not None
-
-    def kill_now(signum: int, frame: object) -> None:
-        statuses = kill_tree()
-        status = statuses.get(code_proc[0], signal.SIGKILL) if code_proc else signal.SIGKILL
-        _exit_like(status, sandboxed)
-
+def _orphan_with_parent(workdir: str, spec: dict) -> None:
+    """When the node dies, nobody is left to run the stop path, and the code's way to the
+    robot (the node's guard) died with it: kill everything, command the hold ourselves
+    (``spec["hold"]``: the robot's endpoints, None for a dry run), remove ``workdir``."""
     def parent_died(signum: int, frame: object) -> None:
-        # Nobody is left to run the stop path, and the code's way to the robot (the node's
-        # guard) died with the node: kill everything, command the hold ourselves, remove the
-        # working directory. Once only: Linux repeats the parent-death signal each time the
-        # supervisor is handed to another of the dying node's threads.
+        # Once only: Linux repeats the parent-death signal each time this process is
+        # handed to another of the dying node's threads.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         kill_tree()
         if spec["hold"] is not None:
@@ -151,12 +129,52 @@ def supervise(workdir: str) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
         os._exit(1)
 
+    signal.signal(signal.SIGHUP, parent_died)
+    linux.die_with_parent(signal.SIGHUP, spec["parent_pid"])
+
+
+def host(pooldir: str, control_fd: str) -> None:
+    """The warm pool's trusted end outside the sandbox: runs the zygote (zygote.py) in
+    bwrap, keeps its whole tree as a subreaper, and stands in for the node when the node
+    dies (the running warm execution is among what it kills; then the hold). SIGTERM: the
+    node closes the pool; kill the tree and exit."""
+    with open(os.path.join(pooldir, "spec.json")) as f:
+        spec = json.load(f)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+
+    def close(signum: int, frame: object) -> None:
+        kill_tree()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, close)
+    _orphan_with_parent(pooldir, spec)
+    box = spec["sandbox"]
+    zygote = str(Path(__file__).with_name("zygote.py"))
+    argv = sandbox.command(box["bwrap"], Path(pooldir) / "files", box["disk_bytes"],
+                           box["hidden"], [sys.executable, "-I", "-u", zygote, control_fd],
+                           zygote=True)
+    status = subprocess.call(argv, pass_fds=(int(control_fd),), stdin=subprocess.DEVNULL)
+    kill_tree()
+    sys.exit(1 if status else 0)
+
+
+def supervise(workdir: str) -> None:
+    with open(os.path.join(workdir, "spec.json")) as f:
+        spec = json.load(f)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)          # the code gets it; we do not
+    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+    code_proc: list[int] = []
+    sandboxed = spec["sandbox"] is not None
+
+    def kill_now(signum: int, frame: object) -> None:
+        statuses = kill_tree()
+        status = statuses.get(code_proc[0], signal.SIGKILL) if code_proc else signal.SIGKILL
+        _exit_like(status, sandboxed)
+
     signal.signal(signal.SIGUSR1, kill_now)
     signal.signal(signal.SIGTERM, kill_now)
-    signal.signal(signal.SIGHUP, parent_died)
-    _die_with_parent(signal.SIGHUP, spec["parent_pid"])
-    sys.path.insert(0, spec["sdk_path"])
-    from tidybot_exec import sandbox       # stdlib only: the code starts before numpy loads here
+    _orphan_with_parent(workdir, spec)
 
     if spec.get("dry_run") is not None:
         problem = _start_private_robot(workdir)
@@ -221,8 +239,7 @@ def _start_private_robot(workdir: str, timeout_s: float = 30.0) -> str | None:
 def sim(workdir: str) -> None:
     with open(os.path.join(workdir, "spec.json")) as f:
         spec = json.load(f)
-    _die_with_parent(signal.SIGKILL, os.getppid())
-    sys.path.insert(0, spec["sdk_path"])
+    linux.die_with_parent(signal.SIGKILL, os.getppid())
     from tidybot_exec.dry_run import Seed
     from tidybot_exec.sim.cli import serve
     sys.exit(serve(Seed.from_dict(spec["dry_run"]).sim_config(workdir)))
@@ -250,20 +267,21 @@ def _user_line(tb: types.TracebackType | None) -> int | None:
     return line
 
 
-def run(files: str, report_fd: str) -> None:
-    with open(os.path.join(files, "run.json")) as f:
-        spec = json.load(f)
+def confine(limits: dict) -> None:
+    """The code process's own limits: KeyboardInterrupt on SIGINT, death with its parent,
+    the resource limits and no core dumps."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    _die_with_parent(signal.SIGKILL, os.getppid())
-    _limit("RLIMIT_AS", spec["limits"]["address_space_bytes"])
-    _limit("RLIMIT_NOFILE", spec["limits"]["open_files"])
-    _limit("RLIMIT_FSIZE", spec["limits"]["file_size_bytes"])
-    _limit("RLIMIT_NPROC", spec["limits"]["processes"])
+    linux.die_with_parent(signal.SIGKILL, os.getppid())
+    _limit("RLIMIT_AS", limits["address_space_bytes"])
+    _limit("RLIMIT_NOFILE", limits["open_files"])
+    _limit("RLIMIT_FSIZE", limits["file_size_bytes"])
+    _limit("RLIMIT_NPROC", limits["processes"])
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    sys.path.insert(0, spec["sdk_path"])
-    with open(os.path.join(files, "code.py"), encoding="utf-8") as f:
-        source = f.read()
-    report = os.fdopen(int(report_fd), "w")
+
+
+def run_source(source: str, report: IO[str]) -> None:
+    """Run ``source`` as ``__main__``; on an exception, print the user's traceback and
+    write the one-line error to ``report``. Exits like the code would."""
     import linecache
     linecache.cache[FILENAME] = (len(source), None, source.splitlines(True), FILENAME)
     main = types.ModuleType("__main__")
@@ -289,6 +307,15 @@ def run(files: str, report_fd: str) -> None:
         sys.exit(1)
 
 
+def run(files: str, report_fd: str) -> None:
+    with open(os.path.join(files, "run.json")) as f:
+        spec = json.load(f)
+    confine(spec["limits"])
+    with open(os.path.join(files, "code.py"), encoding="utf-8") as f:
+        source = f.read()
+    run_source(source, os.fdopen(int(report_fd), "w"))
+
+
 def _report(workdir: str, error: str, server_error: bool = False) -> None:
     """Tell the executor why the execution failed (read back as the result's ``error``)."""
     with open(os.path.join(workdir, "report.json"), "w") as f:
@@ -296,4 +323,4 @@ def _report(workdir: str, error: str, server_error: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    {"supervise": supervise, "sim": sim, "run": run}[sys.argv[1]](*sys.argv[2:])
+    {"supervise": supervise, "host": host, "sim": sim, "run": run}[sys.argv[1]](*sys.argv[2:])

@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable, Protocol
 
 from tidybot_sdk import protocol as proto
 from tidybot_sdk.config import SdkConfig
@@ -33,10 +33,10 @@ from .dry_run import Seed
 from .guard import Guard
 from .output import FeedbackQueue, HeadTail, LineSplitter
 from .status import Status
+from .warm import Spare
 
 Feedback = Callable[[str, str, str, float], None]   # (execution_id, stream, text, elapsed_s)
 Log = Callable[[str], None]
-SDK_PATH = str(Path(child.__file__).resolve().parent.parent)
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,12 @@ class ExecutorSettings:
     disk_bytes: int = 256 * 1024 ** 2       # the sandbox's writable tmpfs
     max_processes: int = 64
     hidden: tuple[str, ...] = ()            # directories the sandbox must not show
+    warm_worker: bool = True                # keep a sandboxed code process ready (warm.py)
+
+    def child_limits(self) -> dict[str, int]:
+        """The code process's rlimits (child.confine)."""
+        return {"address_space_bytes": self.address_space_bytes, "open_files": self.open_files,
+                "file_size_bytes": self.file_size_bytes, "processes": self.max_processes}
 
 
 @dataclass
@@ -99,19 +105,83 @@ def new_execution_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+class Tree(Protocol):
+    """An execution's processes as the stop path sees them (ColdTree, warm.WarmTree)."""
+
+    pid: int
+    stdout: IO[bytes]
+    stderr: IO[bytes]
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+    def interrupt(self) -> None: ...
+    def kill(self) -> None: ...
+    def report(self) -> dict: ...
+    def close(self) -> None: ...
+
+
+class ColdTree:
+    """A supervisor started for this goal (child.py ``supervise``) and all below it."""
+
+    def __init__(self, proc: subprocess.Popen, workdir: Path) -> None:
+        self.proc, self._workdir = proc, workdir
+        self.pid, self.stdout, self.stderr = proc.pid, proc.stdout, proc.stderr
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        try:
+            self.proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def interrupt(self) -> None:
+        _signal_group(self.pid, signal.SIGINT)
+
+    def kill(self) -> None:
+        """The supervisor kills the whole tree; SIGKILL to the group is the last resort."""
+        try:
+            self.proc.send_signal(signal.SIGUSR1)
+        except ProcessLookupError:
+            pass
+        if not self.wait(5.0):
+            _signal_group(self.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def report(self) -> dict:
+        """What the child reported: {"error": one line, "server_error": the code never ran}."""
+        try:
+            report = json.loads((self._workdir / "report.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return report if isinstance(report, dict) else {}
+
+    def close(self) -> None:
+        pass
+
+
 class Execution:
-    """One running child, started at construction; ends in ``wait()``.
+    """One running child, started at construction (from a warm ``spare`` when given);
+    ends in ``wait()``.
 
     ``feedback`` is called from ``wait()``'s thread; if it raises (say the ROS context is
     gone), feedback stops and everything else goes on: the output is still in the result.
     """
 
     def __init__(self, settings: ExecutorSettings, request: Request, feedback: Feedback,
-                 warnings: list[str], log: Log = lambda line: None) -> None:
+                 warnings: list[str], log: Log = lambda line: None,
+                 spare: Spare | None = None) -> None:
         self.settings = s = settings
         self.request = request
         self._log = log
-        self.id = new_execution_id()
+        self.id = spare.id if spare is not None else new_execution_id()
         timeout = request.timeout_s if request.timeout_s > 0 else s.default_timeout_s
         self.timeout_s = min(timeout, s.max_timeout_s)
         self._feedback = feedback
@@ -123,6 +193,22 @@ class Execution:
         self._period = 1.0 / s.feedback_rate_hz
         self._flushed_at = -math.inf
         self._lock = threading.Lock()
+        notes = [f"warning: {w}" for w in warnings] + (
+            request.dry_run.notes() if request.dry_run else [])
+        for note in notes:           # for whoever reads the feedback or the result
+            line = f"[tidybot] {note}\n"
+            self._queue.put("stderr", line)
+            self._capture["stderr"].add(line.encode())
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+        if spare is not None:
+            self.workdir, self.guard, self.tree = spare.workdir, spare.guard, spare.tree
+            try:
+                self.tree.start(request.code)
+            except BaseException:
+                spare.discard()
+                raise
+            return
         self.workdir = Path(tempfile.mkdtemp(prefix=f"tidybot-{self.id}-"))
         # The code reaches the robot — or a dry run's private simulator, which its supervisor
         # starts on sockets in the workdir — only through this execution's safety guard, on
@@ -130,20 +216,10 @@ class Execution:
         robot = SdkConfig.from_dict(json.loads(s.sdk_config_json))
         upstream = robot if request.dry_run is None else robot.with_endpoints(
             proto.ipc_endpoints(str(self.workdir)))
-        files = sandbox.INSIDE if s.bwrap else str(self.workdir / "files")
-        self._sdk_config_json = robot.with_endpoints(proto.ipc_endpoints(f"{files}/guard")).to_json()
-        self.started_wall = time.time()
-        self.started = time.monotonic()
-        notes = [f"warning: {w}" for w in warnings] + (
-            request.dry_run.notes() if request.dry_run else [])
-        for note in notes:           # for whoever reads the feedback or the result
-            line = f"[tidybot] {note}\n"
-            self._queue.put("stderr", line)
-            self._capture["stderr"].add(line.encode())
         self.guard = Guard(upstream, self.workdir / "files" / "guard", log)
         try:
             self.guard.start()
-            self.proc = self._spawn()
+            self.tree = ColdTree(self._spawn(robot), self.workdir)
         except BaseException:
             self.guard.close()
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -162,26 +238,24 @@ class Execution:
     def stopping(self) -> bool:
         return self._stop is not None
 
-    def _spawn(self) -> subprocess.Popen:
+    def _spawn(self, robot: SdkConfig) -> subprocess.Popen:
         s, seed = self.settings, self.request.dry_run
         files, work = self.workdir / "files", self.workdir / "work"
         work.mkdir()
-        limits = {"address_space_bytes": s.address_space_bytes, "open_files": s.open_files,
-                  "file_size_bytes": s.file_size_bytes, "processes": s.max_processes}
+        limits = s.child_limits()
         (files / "code.py").write_text(self.request.code, encoding="utf-8")
-        (files / "run.json").write_text(json.dumps({"sdk_path": SDK_PATH, "limits": limits}))
+        (files / "run.json").write_text(json.dumps({"limits": limits}))
         (self.workdir / "spec.json").write_text(json.dumps({
-            "parent_pid": os.getpid(), "sdk_path": SDK_PATH,
+            "parent_pid": os.getpid(),
             "limits": limits, "hold": json.loads(s.sdk_config_json) if seed is None else None,
             "sandbox": {"bwrap": s.bwrap, "disk_bytes": s.disk_bytes, "hidden": list(s.hidden)}
             if s.bwrap else None,
             "dry_run": seed.to_dict() if seed is not None else None}))
-        home = sandbox.WORKDIR if s.bwrap else str(work)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home,
-               "TMPDIR": home, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
-               "TIDYBOT_SDK_CONFIG": self._sdk_config_json, "TIDYBOT_EXECUTION_ID": self.id,
-               # the child needs no ROS libraries: skip the ROS wheels' re-exec
-               "_ROS_WHEELS_BOOTSTRAP_COMPLETE": "1"}
+        inside = sandbox.INSIDE if s.bwrap else str(files)
+        env = sandbox.environment(
+            sandbox.WORKDIR if s.bwrap else str(work),
+            robot.with_endpoints(proto.ipc_endpoints(f"{inside}/guard")).to_json())
+        env["TIDYBOT_EXECUTION_ID"] = self.id
         return subprocess.Popen(
             [sys.executable, "-I", "-u", child.__file__, "supervise", str(self.workdir)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -192,7 +266,7 @@ class Execution:
         """Ask the execution to stop (returns at once). The first reason given wins, except
         that a hard stop (no grace: estop) overrides a soft one still in its grace."""
         with self._lock:
-            if self.proc.poll() is not None or (self._stop is not None and (
+            if self.tree.poll() is not None or (self._stop is not None and (
                     self._stop.hard or not hard)):
                 return False
             self._stop = _StopRequest(status, reason, hard)
@@ -201,35 +275,31 @@ class Execution:
         return True
 
     def _kill(self) -> None:
-        """The stop path: SIGINT to the group and a grace (skipped, or cut short, by a hard
-        stop), then the supervisor kills the whole tree, then SIGKILL as the last resort."""
-        pgid, deadline = self.proc.pid, time.monotonic() + self.settings.stop_grace_s
+        """The stop path: SIGINT to the code (KeyboardInterrupt) and a grace (skipped, or
+        cut short, by a hard stop), then the whole tree is killed."""
+        deadline = time.monotonic() + self.settings.stop_grace_s
         if not self._stop.hard:
-            _signal_group(pgid, signal.SIGINT)
+            self.tree.interrupt()
             while not self._stop.hard and time.monotonic() < deadline:
-                if _wait(self.proc, 0.02):
+                if self.tree.wait(0.02):
                     return
-        try:
-            self.proc.send_signal(signal.SIGUSR1)       # supervisor: kill the whole tree
-        except ProcessLookupError:
-            pass
-        if not _wait(self.proc, 5.0):
-            _signal_group(pgid, signal.SIGKILL)
-            self.proc.wait()
+        self.tree.kill()
 
     # ---------------------------------------------------------------------- run
     def wait(self) -> Result:
         """Supervise the child until it ends; returns the full result with the child's tree
         dead and its working directory removed. Never raises for a feedback failure."""
         readers = [threading.Thread(target=self._read, args=(name, pipe), daemon=True)
-                   for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr))]
+                   for name, pipe in (("stdout", self.tree.stdout), ("stderr", self.tree.stderr))]
         for t in readers:
             t.start()
+        watcher = threading.Thread(target=self._watch_end, daemon=True)
+        watcher.start()
         # Feedback is coalesced to feedback_rate_hz with a leading edge: output after a quiet
         # spell of one period goes out at once (the reader wakes this loop), the rest waits
         # for the period. EOF wakes it too, so the end is seen without waiting a period.
         deadline = self.started + self.timeout_s
-        while self.proc.poll() is None:
+        while self.tree.poll() is None:
             self._flush_feedback()
             self._wake.wait(min(self._period, max(0.0, deadline - time.monotonic())))
             self._wake.clear()
@@ -238,15 +308,21 @@ class Execution:
                 break
             if time.monotonic() >= deadline:
                 self.stop(Status.TIMEOUT, f"timed out after {self.timeout_s:g}s")
-        self.proc.wait()
+        self.tree.wait()
         self.guard.close()
-        for t in readers:
+        for t in (*readers, watcher):
             t.join(timeout=5)
         self._flush_feedback()
         result = self._result()
+        self.tree.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
         result.finished = time.time()
         return result
+
+    def _watch_end(self) -> None:
+        """Wake the loop the moment the tree is dead (not a feedback period later)."""
+        self.tree.wait()
+        self._wake.set()
 
     def _read(self, stream: str, pipe) -> None:
         splitter, capture = LineSplitter(), self._capture[stream]
@@ -280,8 +356,8 @@ class Execution:
                           f"the whole output")
 
     def _result(self) -> Result:
-        code = self.proc.returncode
-        report = _read_report(self.workdir / "report.json")
+        code = self.tree.returncode
+        report = self.tree.report()
         if self._stop is not None:
             status, error = self._stop.status, self._stop.reason
         elif code == 0 and not self.guard.refusals:
@@ -314,25 +390,8 @@ def unstarted(request: Request, status: Status, reason: str) -> Result:
                   code=request.code, dry_run=request.dry_run is not None)
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> bool:
-    try:
-        proc.wait(timeout)
-        return True
-    except subprocess.TimeoutExpired:
-        return False
-
-
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
-
-
-def _read_report(path: Path) -> dict:
-    """What the child reported: {"error": one line, "server_error": the code never ran}."""
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return report if isinstance(report, dict) else {}

@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import zmq
@@ -222,7 +222,6 @@ class Guard:
         self.endpoints = proto.ipc_endpoints(str(self.directory))
         self.refusals: list[str] = []
         self._ctx = zmq.Context.instance()
-        self._stop = threading.Event()
         self._views: dict[str, zmq.Socket] = {}
         self._seen: dict[str, tuple[bytes, float]] = {}
         self._view_lock = threading.Lock()
@@ -231,6 +230,7 @@ class Guard:
         self._clients = {name: RequestClient(getattr(upstream, name)["cmd"], name, UPSTREAM_TIMEOUT_S)
                          for name in proto.SOCKETS}
         self._threads: list[threading.Thread] = []
+        self._controls: list[zmq.Socket] = []
         self._ready = threading.Barrier(2 * len(proto.SOCKETS) + 2)
 
     def start(self) -> "Guard":
@@ -252,16 +252,19 @@ class Guard:
             thread.start()
             self._threads.append(thread)
         self._ready.wait(10)
+        # made now, so that close (on the execution's end path) only has to send
+        self._controls = [self._socket(zmq.PAIR, connect=self._control(name)) for name in
+                          (*proto.SOCKETS, *(f"cmd-{n}" for n in proto.SOCKETS), "stream")]
         return self
 
     def close(self) -> None:
-        self._stop.set()
-        controls = [self._socket(zmq.PAIR, connect=self._control(name)) for name in proto.SOCKETS]
-        for control in controls:
+        """Stop every thread at once (each waits on its control socket) and join them: no
+        command of this execution reaches the robot after close returns."""
+        for control in self._controls:
             control.send(b"TERMINATE")
         for thread in self._threads:          # (closing an inproc peer early drops its message)
             thread.join(timeout=2)
-        for control in controls:
+        for control in self._controls:
             control.close()
         with self._view_lock:
             for view in self._views.values():
@@ -310,14 +313,23 @@ class Guard:
 
     def _serve_commands(self, name: str) -> None:
         sock = self._socket(zmq.REP, bind=self.endpoints[name]["cmd"])
+        for _ in self._until_terminated(f"cmd-{name}", sock):
+            sock.send(proto.encode(self._answer(name, sock.recv())))
+
+    def _until_terminated(self, control_name: str, *socks: zmq.Socket) -> Iterator[None]:
+        """Yield each time ``socks[0]`` has a message, until close() says TERMINATE; then
+        close them all."""
+        control = self._socket(zmq.PAIR, bind=self._control(control_name))
+        poller = zmq.Poller()
+        poller.register(socks[0], zmq.POLLIN)
+        poller.register(control, zmq.POLLIN)
         self._ready.wait()
         try:
-            while not self._stop.is_set():
-                if not sock.poll(10):
-                    continue
-                sock.send(proto.encode(self._answer(name, sock.recv())))
+            while control not in dict(poller.poll()):
+                yield
         finally:
-            sock.close()
+            for sock in (*socks, control):
+                sock.close()
 
     def _answer(self, name: str, frame: bytes) -> dict[str, Any]:
         try:
@@ -339,23 +351,16 @@ class Guard:
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.bind(self.endpoints["arm"]["stream"])
         pub = self._socket(zmq.PUB, connect=self.upstream.arm["stream"])
-        self._ready.wait()
-        try:
-            while not self._stop.is_set():
-                if not sub.poll(10):
-                    continue
-                frame = sub.recv()
-                try:
-                    msg = proto.decode(frame)
-                except ProtocolError:
-                    continue
-                reason = (self.envelope.check("arm", msg) if msg.get("msg_type") in proto.ARM_STREAM_TYPES
-                          else "only motion targets may be streamed")
-                if reason is None:
-                    pub.send(frame, zmq.NOBLOCK)
-                else:
-                    self._refuse("arm", reason)
-                    self._answer("arm", proto.encode({"msg_type": int(ArmMsg.STOP)}))
-        finally:
-            sub.close()
-            pub.close()
+        for _ in self._until_terminated("stream", sub, pub):
+            frame = sub.recv()
+            try:
+                msg = proto.decode(frame)
+            except ProtocolError:
+                continue
+            reason = (self.envelope.check("arm", msg) if msg.get("msg_type") in proto.ARM_STREAM_TYPES
+                      else "only motion targets may be streamed")
+            if reason is None:
+                pub.send(frame, zmq.NOBLOCK)
+            else:
+                self._refuse("arm", reason)
+                self._answer("arm", proto.encode({"msg_type": int(ArmMsg.STOP)}))

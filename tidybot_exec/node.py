@@ -82,7 +82,7 @@ def executor_settings(p: dict[str, Any], config: SdkConfig, isolation: Isolation
     mib = 1024 ** 2
     return ExecutorSettings(
         bwrap=isolation.bwrap if isolation.sandboxed else "", disk_bytes=p["child_disk_mb"] * mib,
-        max_processes=p["child_max_processes"],
+        max_processes=p["child_max_processes"], warm_worker=p["warm_worker"],
         hidden=(str(Path(p["history_dir"]).expanduser()),),
         default_timeout_s=p["default_timeout_s"], max_timeout_s=p["max_timeout_s"],
         max_code_bytes=p["max_code_bytes"], max_output_bytes=p["max_output_bytes"],

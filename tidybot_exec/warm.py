@@ -1,0 +1,314 @@
+"""The warm worker: the next execution's process, started before its goal (no rclpy).
+
+A ``WarmPool`` keeps one **spare**: a code process forked by the sandboxed zygote
+(zygote.py) with the SDK imported, in namespaces of its own, its safety guard listening,
+waiting for code on a pipe. A goal takes the spare and writes its code; the pool starts the
+next one in the background. Every execution still gets a fresh process and a fresh
+filesystem — a spare is never reused — so nothing passes from one holder's code to the next;
+when a lease ends the spare is replaced anyway, so no process prepared during one holder's
+lease runs another's code.
+
+A goal that finds no spare ready (the zygote starting or restarting, or goals faster than
+spares) waits a moment for the one being prepared, else starts cold (executor.py: correct,
+just slower). Dry runs always start cold: their guard relays to a private simulator.
+
+The zygote runs under a trusted host process outside the sandbox (child.py ``host``),
+which, if the node dies, kills everything in the sandbox and commands the robot to hold.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from tidybot_sdk import protocol as proto
+from tidybot_sdk.config import SdkConfig
+
+from . import child, linux, sandbox
+from .guard import Guard
+from .zygote import GO, GUARD, READY
+
+if TYPE_CHECKING:
+    from .executor import ExecutorSettings
+
+Log = Callable[[str], None]
+TAKE_WAIT_S = 0.5           # a goal waits this long for a spare being prepared, then goes cold
+START_TIMEOUT_S = 60.0      # for the zygote's imports (a busy machine)
+REPLY_TIMEOUT_S = 10.0      # for one spawn
+HOST_CHECK_S = 1.0          # how often an idle pool looks whether its zygote still lives
+
+
+class SpawnRefused(Exception):
+    """The zygote is up but could not prepare a worker."""
+
+
+class WarmTree:
+    """A pre-started execution seen from the node: C (the PID namespace's first process,
+    by pidfd, so no PID reuse can misdirect a signal) and D's pipes. C dead = tree dead."""
+
+    def __init__(self, fds: list[int], cap: sandbox.ProcessCap) -> None:
+        out_r, err_r, self._code_w, self._status_r, self._pidfd = fds
+        self.stdout = os.fdopen(out_r, "rb", buffering=0)
+        self.stderr = os.fdopen(err_r, "rb", buffering=0)
+        self.pid = linux.pidfd_pid(self._pidfd)
+        self.returncode: int | None = None
+        self._report: dict = {}
+        self._cap = cap
+        self._lock = threading.Lock()
+        cap.join(self.pid)           # before the go: D and all it starts are in the cap
+        os.write(self._code_w, GO)
+
+    def start(self, code: str) -> None:
+        """Hand the code over; D compiles and runs it once the pipe closes."""
+        try:
+            view = memoryview(code.encode("utf-8"))
+            while view:
+                view = view[os.write(self._code_w, view):]
+        finally:
+            os.close(self._code_w)
+            self._code_w = -1
+
+    def poll(self) -> int | None:
+        with self._lock:
+            if self.returncode is None and select.select([self._pidfd], [], [], 0)[0]:
+                self._reap()
+            return self.returncode
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the whole tree is dead (within ``timeout``)."""
+        select.select([self._pidfd], [], [], timeout)
+        return self.poll() is not None
+
+    def _reap(self) -> None:
+        # C wrote D's status just before it exited; nobody else holds the pipe's write end.
+        data = os.read(self._status_r, 65536)
+        try:
+            message = json.loads(data)
+            self.returncode = os.waitstatus_to_exitcode(message["status"])
+            self._report = {"error": str(message.get("error", ""))}
+        except (ValueError, KeyError, TypeError):
+            self.returncode = -signal.SIGKILL       # C was killed: the stop path's kill
+
+    def interrupt(self) -> None:
+        """The soft stop: C forwards SIGINT to the code's process group."""
+        linux.pidfd_signal(self._pidfd, signal.SIGINT)
+
+    def kill(self) -> None:
+        """Kill C: the kernel kills the rest of the namespace before C is gone."""
+        linux.pidfd_signal(self._pidfd, signal.SIGKILL)
+        self.wait()
+
+    def report(self) -> dict:
+        return self._report
+
+    def close(self) -> None:
+        """After the end: release the descriptors and the process cap."""
+        for fd in (self._code_w, self._status_r, self._pidfd):
+            if fd >= 0:
+                os.close(fd)
+        self._code_w = self._status_r = self._pidfd = -1
+        self.stdout.close()
+        self.stderr.close()
+        self._cap.remove()
+
+
+@dataclass
+class Spare:
+    """A ready execution: its id, its guard and the guard's directory, its tree."""
+
+    id: str
+    workdir: Path
+    guard: Guard
+    tree: WarmTree
+
+    def discard(self) -> None:
+        self.tree.kill()
+        self.tree.close()
+        self.guard.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class WarmPool:
+    """One spare at a time, from a zygote that this pool starts and restarts."""
+
+    def __init__(self, settings: "ExecutorSettings", log: Log = lambda line: None) -> None:
+        self._settings, self._log = settings, log
+        self._robot = SdkConfig.from_dict(json.loads(settings.sdk_config_json))
+        self.dir = Path(tempfile.mkdtemp(prefix="tidybot-warm-"))
+        files = self.dir / "files"
+        (files / "guards").mkdir(parents=True)
+        (files / "guard").mkdir()          # each execution's mount point for its own
+        inside = self._robot.with_endpoints(proto.ipc_endpoints(GUARD))
+        (files / "zygote.json").write_text(json.dumps(
+            {"limits": settings.child_limits(), "disk_bytes": settings.disk_bytes}))
+        (self.dir / "spec.json").write_text(json.dumps({
+            "parent_pid": os.getpid(), "hold": json.loads(settings.sdk_config_json),
+            "sandbox": {"bwrap": settings.bwrap, "disk_bytes": settings.disk_bytes,
+                        "hidden": list(settings.hidden)}}))
+        self._env = sandbox.environment(sandbox.WORKDIR, inside.to_json())
+        self._env["OPENBLAS_NUM_THREADS"] = "1"     # the zygote must stay one thread to fork
+        self._cond = threading.Condition()
+        self._spare: Spare | None = None
+        self._retired: list[Spare] = []
+        self._zygote_up = False
+        self._closed = False
+        self._host: subprocess.Popen | None = None
+        self._control: socket.socket | None = None
+        self._thread = threading.Thread(target=self._run, name="warm-pool", daemon=True)
+        self._thread.start()
+
+    @property
+    def ready(self) -> bool:
+        with self._cond:
+            return self._spare is not None
+
+    def take(self) -> Spare | None:
+        """The spare, or None (start cold). Waits up to TAKE_WAIT_S for one being prepared."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._spare is not None or not self._zygote_up
+                                or self._closed, TAKE_WAIT_S)
+            spare, self._spare = self._spare, None
+            self._cond.notify_all()
+        return spare
+
+    def give_back(self, spare: Spare) -> None:
+        """A spare taken for a goal that was then refused."""
+        with self._cond:
+            if self._spare is None and not self._closed:
+                self._spare = spare
+            else:
+                self._retired.append(spare)
+            self._cond.notify_all()
+
+    def discard(self) -> None:
+        """Replace the spare (a lease ended): the next holder's code gets a new one."""
+        with self._cond:
+            if self._spare is not None:
+                self._retired.append(self._spare)
+                self._spare = None
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ------------------------------------------------------------ the filler thread
+    def _run(self) -> None:
+        """Start the zygote, keep a spare ready, tear down retired spares; on any failure
+        stop the zygote, say why, and try again later (goals start cold meanwhile).
+        All processes are started from this thread: it lives as long as the pool, so the
+        host's parent-death signal means the node died."""
+        backoff = 0.5
+        while True:
+            try:
+                if self._host is None:
+                    self._start_zygote()
+                while self._fill():
+                    backoff = 0.5
+                break
+            except SpawnRefused as exc:     # the zygote lives (and so may a running execution)
+                self._log(f"warm worker: {exc}; goals start cold for now")
+            except Exception as exc:  # noqa: BLE001 - the pool degrades to cold starts
+                self._log(f"warm worker unavailable ({exc}); goals start cold until it is back")
+                self._stop_zygote()
+            with self._cond:
+                if self._cond.wait_for(lambda: self._closed, backoff):
+                    break
+            backoff = min(backoff * 2, 30.0)
+        self._stop_zygote()
+
+    def _fill(self) -> bool:
+        """One step: retire, or prepare a spare when none is ready. False once closed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed or self._retired or self._spare is None,
+                                HOST_CHECK_S)
+            if self._host.poll() is not None and not self._closed:
+                raise RuntimeError(f"the zygote exited ({self._host.returncode})")
+            retired, self._retired = self._retired, []
+            closed, needed = self._closed, self._spare is None
+        for spare in retired:
+            spare.discard()
+        if closed:
+            return False
+        if needed:
+            spare = self._prepare()
+            with self._cond:
+                if self._spare is None and not self._closed:
+                    self._spare = spare
+                    self._cond.notify_all()
+                    return True
+            spare.discard()
+        return True
+
+    def _start_zygote(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._host = subprocess.Popen(
+                [sys.executable, "-I", "-u", child.__file__, "host", str(self.dir),
+                 str(theirs.fileno())], pass_fds=(theirs.fileno(),), env=self._env,
+                stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            theirs.close()
+        self._control = ours
+        ours.settimeout(START_TIMEOUT_S)
+        if ours.recv(64) != READY:
+            raise RuntimeError("the zygote exited while starting (see the log above)")
+        ours.settimeout(REPLY_TIMEOUT_S)
+        with self._cond:
+            self._zygote_up = True
+            self._cond.notify_all()
+
+    def _prepare(self) -> Spare:
+        execution_id = uuid.uuid4().hex[:12]
+        workdir = self.dir / "files" / "guards" / execution_id
+        guard = Guard(self._robot, workdir, self._log).start()
+        try:
+            self._control.sendall(f"spawn {execution_id}".encode())
+            message, fds, _, _ = socket.recv_fds(self._control, 4096, 5)
+            if not message:
+                raise RuntimeError("the zygote exited")
+            error = json.loads(message).get("error")
+            if error or len(fds) != 5:
+                for fd in fds:
+                    os.close(fd)
+                raise SpawnRefused(f"the zygote could not start a worker: {error}")
+            cap = sandbox.ProcessCap(f"tidybot-{execution_id}", self._settings.max_processes)
+            return Spare(execution_id, workdir, guard, WarmTree(fds, cap))
+        except BaseException:
+            guard.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+
+    def _stop_zygote(self) -> None:
+        with self._cond:
+            self._zygote_up = False
+            spares = self._retired + ([self._spare] if self._spare else [])
+            self._retired, self._spare = [], None
+            self._cond.notify_all()
+        for spare in spares:
+            spare.discard()
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._host is not None:
+            self._host.terminate()
+            try:
+                self._host.wait(10)
+            except subprocess.TimeoutExpired:
+                self._host.kill()
+                self._host.wait()
+            self._host = None
