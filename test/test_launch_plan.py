@@ -20,12 +20,14 @@ def test_defaults_start_the_simulator_and_the_node_with_the_installed_parameters
     assert processes[1].namespace == ""
 
 
-def test_hardware_namespace_params_file_and_rsp():
-    processes = plan({"use_sim": "false", "namespace": "/robot1/", "params_file": "/tmp/p.yaml",
+def test_hardware_namespace_params_file_and_rsp(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    arm_host: robot\n")
+    processes = plan({"use_sim": "false", "namespace": "/robot1/", "params_file": str(params),
                       "rsp": "true"}, ROOT, rsp_available=True)
     assert [p.name for p in processes] == ["tidybot_exec", "robot_state_publisher"]
     node, rsp = processes
-    assert (node.namespace, node.params_files) == ("robot1", ("/tmp/p.yaml",))
+    assert (node.namespace, node.params_files) == ("robot1", (str(params),))
     assert rsp.namespace == "robot1"
     assert rsp.parameters["robot_description"].startswith("<?xml")
     assert [p.name for p in plan({"rsp": "true"}, ROOT, rsp_available=False)] == [
@@ -37,6 +39,18 @@ def test_hardware_namespace_params_file_and_rsp():
 def test_bad_arguments_are_refused(args, error):
     with pytest.raises(ValueError, match=error):
         plan(args, ROOT, rsp_available=False)
+
+
+@pytest.mark.parametrize("content,error", [
+    (None, "No such file or directory"), ("a: [b", "is not valid YAML"),
+    ("arm_host: robot\n", "no '<node>: ros__parameters:' section")])
+def test_a_params_file_the_node_could_not_use_fails_the_launch(tmp_path, content, error):
+    params = tmp_path / "p.yaml"
+    if content is not None:
+        params.write_text(content)
+    with pytest.raises(ValueError, match=error) as raised:
+        plan({"use_sim": "false", "params_file": str(params)}, ROOT, rsp_available=False)
+    assert str(params) in str(raised.value)        # says which file
 
 
 def test_command_lines_match_the_ros_arguments():

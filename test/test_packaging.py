@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from catkin_pkg.package import parse_package
@@ -41,3 +42,19 @@ def test_colcon_builds_both_packages_against_the_venv_underlay(tmp_path):
     assert (share / "tidybot_exec" / "config" / "tidybot_exec.yaml").is_file()
     assert list((install / "tidybot_interfaces").glob("lib/python3*/site-packages/"
                                                       "tidybot_interfaces/action/__init__.py"))
+
+
+def test_the_venv_is_a_complete_ament_prefix_for_the_package():
+    """As a colcon install is: `ros2 pkg prefix`, `ros2 launch` and `ros2 run` find the
+    package, its share files and its executables (launch_ros looks in lib/<package>)."""
+    from ament_index_python.packages import get_package_prefix, get_package_share_directory
+    venv = Path(os.environ.get("VIRTUAL_ENV", sys.prefix)).resolve()
+    assert Path(get_package_prefix("tidybot_exec")).resolve() == venv
+    share = Path(get_package_share_directory("tidybot_exec"))
+    for name in ("package.xml", "launch/tidybot_exec.launch.py", "config/tidybot_exec.yaml",
+                 "urdf/tidybot.urdf"):
+        installed = share / name
+        assert installed.is_file() and not installed.is_symlink(), name
+        assert installed.read_bytes() == (ROOT / name).read_bytes(), f"{name} is stale"
+    for executable in ("tidybot-exec", "tidybot-sim", "tidybot-run"):
+        assert os.access(venv / "lib" / "tidybot_exec" / executable, os.X_OK), executable

@@ -37,6 +37,22 @@ def truthy(text: str) -> bool:
     return value in ("true", "1", "yes")
 
 
+def check_params_file(path: str) -> None:
+    """Refuse a parameter file the node could not use: a node started without it would run
+    on built-in defaults (localhost, default limits), which on a real robot is wrong."""
+    import yaml
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise ValueError(f"params_file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"params_file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not any(
+            isinstance(v, dict) and "ros__parameters" in v for v in data.values()):
+        raise ValueError(f"params_file {path} has no '<node>: ros__parameters:' section")
+
+
 def plan(args: dict[str, str], share_dir: Path, rsp_available: bool) -> list[Process]:
     """The processes for launch arguments ``args`` (defaults from ARGUMENTS fill the gaps)."""
     values = {name: args.get(name, default) for name, (default, _) in ARGUMENTS.items()}
@@ -44,6 +60,7 @@ def plan(args: dict[str, str], share_dir: Path, rsp_available: bool) -> list[Pro
     if unknown:
         raise ValueError(f"unknown launch arguments: {', '.join(sorted(unknown))}")
     params_file = values["params_file"] or str(share_dir / "config" / "tidybot_exec.yaml")
+    check_params_file(params_file)
     namespace = values["namespace"].strip("/")
     processes = []
     if truthy(values["use_sim"]):

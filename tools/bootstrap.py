@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -183,19 +184,39 @@ def build_interfaces(venv_dir: Path, distro: str) -> bool:
     return True
 
 
+# setup.py's data_files, read by running it with setuptools.setup replaced
+DATA_FILES = ("import json, runpy, setuptools\n"
+              "found = {}\n"
+              "setuptools.setup = lambda **kw: found.update(kw)\n"
+              "runpy.run_path('setup.py')\n"
+              "print(json.dumps(found['data_files']))\n")
+
+
 def install_package(venv_dir: Path) -> None:
-    inputs = [ROOT / n for n in ("setup.py", "setup.cfg", "package.xml", "config", "launch")]
+    inputs = [ROOT / n for n in ("setup.py", "setup.cfg", "package.xml", "config", "launch",
+                                 "urdf", "resource")]
     step = Step(venv_dir, "package", digest(*inputs))
     if step.fresh():
         return
-    run([str(venv_python(venv_dir)), "-m", "pip", "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "-e", str(ROOT)])
+    python = str(venv_python(venv_dir))
+    run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "-e", str(ROOT)])
     # setup.cfg puts console scripts in lib/tidybot_exec (where `ros2 run` and launch_ros
     # look); link them into bin/ too so they are on the venv's PATH.
     for script in (venv_dir / "lib" / "tidybot_exec").glob("tidybot-*"):
         link = venv_dir / "bin" / script.name
         link.unlink(missing_ok=True)
         link.symlink_to(script)
+    # An editable install skips data_files; without them the venv is no ament prefix for
+    # the package (no index marker, no share/tidybot_exec: `ros2 launch`/`ros2 pkg` fail).
+    # Copies, as colcon installs them: ros2launch's walk does not follow directory links.
+    listed = subprocess.run([python, "-c", DATA_FILES], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    for destination, files in json.loads(listed):
+        target = venv_dir / destination
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            shutil.copy2(ROOT / name, target / Path(name).name)
     step.done()
 
 
