@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+import yaml
 from rclpy.task import Future
 
 from support import ROOT, Proc, Wire, wait_until
@@ -59,6 +60,16 @@ def test_status_and_history_text(stack):
     status = tidybot_run("--status")
     assert status.returncode == 0 and "state: idle" in status.stdout
     assert "lease_held: False" in status.stdout
+
+
+def test_describe_prints_the_sdk_manual_and_the_limits_in_force(stack):
+    done = tidybot_run("--describe")
+    assert done.returncode == 0, done.stderr
+    manual = (ROOT / "docs" / "sdk.md").read_text()
+    assert done.stdout.startswith(manual)
+    limits = yaml.safe_load(done.stdout.split("```yaml\n", 1)[1].split("```", 1)[0])
+    assert limits["joint_speed"] == 1.0 and len(limits["joint_max"]) == 7
+    assert "## Limits in force (tidybot_exec 0.1.0)" in done.stdout
 
 
 def test_unreachable_server_and_missing_file(stack):

@@ -5,8 +5,8 @@ import pytest
 
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, GripperState, LeaseStatus
-from tidybot_interfaces.srv import (AcquireLease, GetHistory, ReleaseLease, RenewLease,
-                                    ResetEstop, StopExecution)
+from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseLease,
+                                    RenewLease, ResetEstop, StopExecution)
 
 
 def fields(msg_type) -> dict[str, str]:
@@ -111,3 +111,9 @@ def test_messages_round_trip_through_serialization():
     assert (back.code, back.timeout_s, back.label, back.dry_run) == (goal.code, 2.5, "x", True)
     status = LeaseStatus(held=True, holder="agent", waiting_holders=["a", "b"])
     assert deserialize_message(serialize_message(status), LeaseStatus).waiting_holders == ["a", "b"]
+
+
+def test_describe():
+    assert fields(Describe.Request) == {}
+    assert fields(Describe.Response) == {"markdown": "string", "sdk_version": "string",
+                                         "limits_yaml": "string"}

@@ -37,8 +37,8 @@ from rclpy.subscription import Subscription
 from unique_identifier_msgs.msg import UUID
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
-from tidybot_interfaces.srv import (AcquireLease, GetHistory, ReleaseLease, RenewLease,
-                                    StopExecution)
+from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseLease,
+                                    RenewLease, StopExecution)
 
 from tidybot_exec.qos import LATCHED, SERVICES
 
@@ -202,6 +202,7 @@ class TidybotClient:
         self._release = service(ReleaseLease, "lease/release")
         self._stop = service(StopExecution, "execution/stop")
         self._history = service(GetHistory, "execution/history")
+        self._describe = service(Describe, "sdk/describe")
         self._latest: dict[str, Any] = {}
         self._own(node.create_subscription(ExecutionStatus, name("execution/status"),
                                            lambda m: self._latest.__setitem__("execution", m),
@@ -333,6 +334,10 @@ class TidybotClient:
     def stop(self) -> StopExecution.Response:
         """Stop whatever runs (execution/stop) with this client's lease."""
         return self._call(self._stop, StopExecution.Request(lease_id=self.lease_id), 10.0, "stop")
+
+    def describe(self) -> Describe.Response:
+        """The SDK manual, the server's version and the limits it enforces (sdk/describe)."""
+        return self._call(self._describe, Describe.Request(), 10.0, "the SDK description")
 
     def history(self, count: int = 10) -> list[ExecutionRecord]:
         """The newest finished executions, newest first."""

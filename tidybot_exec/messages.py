@@ -4,12 +4,13 @@ from __future__ import annotations
 from builtin_interfaces.msg import Time
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
-from tidybot_interfaces.srv import AcquireLease
+from tidybot_interfaces.srv import AcquireLease, Describe
 
 from tidybot_exec import leases
 from tidybot_exec.executor import Result
 from tidybot_exec.history import Record
 from tidybot_exec.service import Snapshot
+from tidybot_sdk import SafetyLimits, describe
 
 
 def stamp(seconds: float) -> Time:
@@ -61,3 +62,18 @@ def fill_grant(response: AcquireLease.Response, grant: leases.Grant) -> AcquireL
     response.success, response.lease_id = grant.success, grant.lease_id
     response.message, response.ttl_s = grant.message, grant.ttl_s
     return response
+
+
+def description(limits: SafetyLimits) -> Describe.Response:
+    """sdk/describe's answer: the SDK manual, this package's version, the limits in force."""
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    import yaml
+    try:
+        sdk_version = version("tidybot_exec")
+    except PackageNotFoundError:        # run from a source tree that is not installed
+        sdk_version = "unknown"
+    return Describe.Response(markdown=describe(), sdk_version=sdk_version,
+                             limits_yaml=yaml.safe_dump(json.loads(json.dumps(limits.to_dict())),
+                                                         sort_keys=False))

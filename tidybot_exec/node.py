@@ -32,8 +32,8 @@ from rclpy.task import Future
 from std_srvs.srv import Trigger
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionStatus, LeaseStatus
-from tidybot_interfaces.srv import (AcquireLease, GetHistory, ReleaseLease, RenewLease,
-                                    ResetEstop, StopExecution)
+from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseLease,
+                                    RenewLease, ResetEstop, StopExecution)
 
 from tidybot_exec import messages, sandbox
 from tidybot_exec.backend_monitor import Level
@@ -108,6 +108,7 @@ class TidybotExecNode(Node):
                     f"allow_unsandboxed:=true only if you accept running it unconfined")
             log.warning(f"running submitted code UNSANDBOXED: {self.isolation.detail}")
         self.stopper = RobotStopper(config, log.warning, timeout_s=1.0)
+        self._description = messages.description(config.limits)     # parameters are fixed
         self.service = ExecutionService(
             executor_settings(p, config, self.isolation), History(p["history_dir"], p["history_max_records"]),
             hold=self.stopper, log=log.info,
@@ -136,6 +137,7 @@ class TidybotExecNode(Node):
                 (Trigger, "estop", self._estop),
                 (ResetEstop, "estop/reset", self._reset_estop),
                 (GetHistory, "execution/history", self._history_service),
+                (Describe, "sdk/describe", self._describe),
                 (AcquireLease, "lease/acquire", self._acquire),
                 (RenewLease, "lease/renew", self._renew),
                 (ReleaseLease, "lease/release", self._release),
@@ -311,6 +313,9 @@ class TidybotExecNode(Node):
         response.execution_id = stopped or ""
         response.message = refusal or (f"stopping {stopped}" if stopped else "nothing is running")
         return response
+
+    def _describe(self, request: Describe.Request, response: Describe.Response) -> Describe.Response:
+        return self._description
 
     def _estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         stopped, problems = self.service.estop()

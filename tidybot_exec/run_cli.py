@@ -3,6 +3,7 @@
     tidybot-run script.py            # or: -c CODE, or - for standard input
     tidybot-run --history 5          # the last finished executions
     tidybot-run --status             # execution and lease status
+    tidybot-run --describe           # the SDK manual and the limits the robot enforces
 
 Output arrives live: the code's stdout on this stdout, its stderr on this stderr. Ctrl-C
 cancels the run (the robot stops and holds); a second Ctrl-C leaves at once. Without
@@ -44,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     src.add_argument("--history", type=int, nargs="?", const=10, metavar="N",
                      help="print the last N finished executions and exit")
     src.add_argument("--status", action="store_true", help="print execution and lease status")
+    src.add_argument("--describe", action="store_true",
+                     help="print the SDK manual and the limits the server enforces, and exit")
     p.add_argument("--timeout", type=float, default=0.0, metavar="S",
                    help="wall-clock limit in seconds (default: the server's)")
     p.add_argument("--label", default="", help="free text kept in history and status")
@@ -159,6 +162,14 @@ def show_history(client: TidybotClient, count: int, as_json: bool) -> int:
     return 0
 
 
+def show_description(client: TidybotClient) -> int:
+    answer = client.describe()
+    print(answer.markdown)
+    print(f"## Limits in force (tidybot_exec {answer.sdk_version})\n\n```yaml\n"
+          f"{answer.limits_yaml}```")
+    return 0
+
+
 def show_status(client: TidybotClient, as_json: bool) -> int:
     execution, lease = client.status()
     if execution is None or lease is None:
@@ -198,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         progress.clear()
         if args.history is not None:
             return show_history(client, args.history, args.json)
+        if args.describe:
+            return show_description(client)
         return run(client, args, progress)
     except TidybotClientError as exc:
         progress.clear()
