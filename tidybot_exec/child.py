@@ -289,7 +289,9 @@ def run_source(source: str, report: IO[str]) -> None:
     sys.modules["__main__"] = main
     sys.argv = [FILENAME]
     try:
-        import tidybot_sdk  # noqa: F401  (the SDK objects are ready before the code starts)
+        import tidybot_sdk  # (the SDK objects are ready before the code starts)
+        from tidybot_sdk.compat import predecessor_globals
+        main.__dict__.update(predecessor_globals(tidybot_sdk.robot))
         exec(compile(source, FILENAME, "exec", dont_inherit=True), main.__dict__)
     except SystemExit:
         raise

@@ -60,7 +60,7 @@ def main(control_fd: int) -> Job:
         spec = json.load(f)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = socket.socket(fileno=control_fd)
-    import tidybot_sdk  # noqa: F401  (paid here once: numpy, the kinematics, zmq)
+    import tidybot_sdk.compat  # noqa: F401  (paid here once: numpy, the kinematics, zmq)
     gc.freeze()          # what the zygote allocated stays shared: GC never touches it again
     control.sendall(READY)
     while True:

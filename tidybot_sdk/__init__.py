@@ -13,15 +13,19 @@ from .backend import Backend
 from .base_api import BaseAPI
 from .config import SdkConfig
 from .describe import describe
-from .errors import (ArmError, BackendUnavailable, BaseError, GripperError, SafetyError,
-                     SensorError, TidybotError)
+from .errors import (ArmError, ArmSafetyError, ArmUnavailable, BackendUnavailable, BaseError,
+                     BaseSafetyError, BaseUnavailable, GripperError, GripperSafetyError,
+                     GripperUnavailable, SafetyError, SensorError, SensorUnavailable,
+                     TidybotError)
 from .gripper_api import GripperAPI
 from .limits import SafetyLimits
 from .sensors_api import SensorAPI
 
 __all__ = ["arm", "base", "gripper", "sensors", "describe", "config", "robot", "Robot", "SdkConfig", "TidybotError",
            "ArmError", "BaseError", "GripperError", "SensorError", "SafetyError",
-           "BackendUnavailable", "SafetyLimits"]
+           "BackendUnavailable", "SafetyLimits", "ArmSafetyError", "BaseSafetyError",
+           "GripperSafetyError", "ArmUnavailable", "BaseUnavailable", "GripperUnavailable",
+           "SensorUnavailable"]
 
 # Staleness limits: a few periods of each backend's state stream.
 _MAX_AGE = {"arm": 0.2, "base": 0.5, "gripper": 0.5}
@@ -39,6 +43,10 @@ class Robot:
         self.base = BaseAPI(b["base"], config.limits)
         self.gripper = GripperAPI(b["gripper"], config.limits)
         self.sensors = SensorAPI(b["arm"], b["base"], b["gripper"])
+
+    def backend(self, name: str) -> Backend:
+        """The connection to backend ``name`` (arm, base, gripper) the API objects share."""
+        return self._backends[name]
 
     def close(self) -> None:
         for backend in self._backends.values():

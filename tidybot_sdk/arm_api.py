@@ -14,7 +14,7 @@ import numpy as np
 
 from . import kinematics as kin
 from .backend import Backend, stop_on_interrupt
-from .errors import ArmError, SafetyError
+from .errors import ArmError, ArmSafetyError
 from .limits import SafetyLimits, finite
 from .protocol import ArmMsg, ControlMode, RobotMode
 from .streaming import QUINTIC_PEAK, Pacer, quintic
@@ -162,7 +162,7 @@ class ArmAPI:
         self._limits.check_ee_position(target[:3, 3])
         q_now = np.array(self._backend.state()["q"])
         if kin.ik(target, q_now) is None:
-            raise SafetyError(f"pose at {np.round(target[:3, 3], 3).tolist()} m is out of the "
+            raise ArmSafetyError(f"pose at {np.round(target[:3, 3], 3).tolist()} m is out of the "
                               f"arm's reach with that orientation; choose a closer pose")
         distance = float(np.linalg.norm(target[:3, 3] - start[:3, 3]))
         rot = kin.rotation_error(target[:3, :3], start[:3, :3])

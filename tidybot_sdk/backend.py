@@ -6,7 +6,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from .errors import BackendUnavailable, SafetyError, TidybotError
+from .errors import SAFETY, BackendUnavailable, TidybotError, unavailable
 from .protocol import ProtocolError
 from .transport import RequestClient, StateSubscriber, StreamPublisher
 
@@ -49,7 +49,7 @@ class Backend:
         except ProtocolError as exc:
             raise TidybotError(f"{self.name} backend sent an invalid reply: {exc}") from None
         if "safety_error" in reply:
-            raise SafetyError(f"refused by the safety guard: {reply['safety_error']}")
+            raise SAFETY[self.name](f"refused by the safety guard: {reply['safety_error']}")
         return reply
 
     def state(self, max_age_s: float | None = None) -> dict[str, Any]:
@@ -60,8 +60,8 @@ class Backend:
             try:
                 return sub.wait_next(max(limit, 1.0))
             except BackendUnavailable:
-                raise BackendUnavailable(
-                    f"no state from the {self.name} backend at {self.endpoints['state']}: is it "
+                raise unavailable(
+                    self.name, f"no state from the {self.name} backend at {self.endpoints['state']}: is it "
                     f"running? (nothing is reported as zeros; check the backend and retry)") from None
         return sub.latest(limit)
 

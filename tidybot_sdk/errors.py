@@ -1,7 +1,10 @@
 """Errors raised by the SDK: one base class, one subclass per part of the robot.
 
 Messages are written for the agent that reads them: what was asked, what blocked it,
-and what to do instead.
+and what to do instead. A refusal or an unreachable backend is raised as the class of its
+part *and* of its kind (an arm limit refusal is an ``ArmError`` and a ``SafetyError``),
+so scripts written for the predecessor, which catch ``ArmError``/``BaseError``/
+``GripperError``/``SensorError``, still catch them.
 """
 from __future__ import annotations
 
@@ -32,3 +35,40 @@ class SafetyError(TidybotError):
 
 class BackendUnavailable(TidybotError, ConnectionError):
     """A backend does not answer, or its state is missing or stale (never read as zeros)."""
+
+
+class ArmSafetyError(ArmError, SafetyError):
+    """An arm command refused by a safety limit (by the SDK or by the node's guard)."""
+
+
+class BaseSafetyError(BaseError, SafetyError):
+    """A base command refused by a safety limit."""
+
+
+class GripperSafetyError(GripperError, SafetyError):
+    """A gripper command refused by a safety limit."""
+
+
+class ArmUnavailable(ArmError, BackendUnavailable):
+    """The arm backend does not answer, or its state is missing or stale."""
+
+
+class BaseUnavailable(BaseError, BackendUnavailable):
+    """The base backend does not answer, or its state is missing or stale."""
+
+
+class GripperUnavailable(GripperError, BackendUnavailable):
+    """The gripper backend does not answer, or its state is missing or stale."""
+
+
+class SensorUnavailable(SensorError, BackendUnavailable):
+    """A ``sensors`` reading whose backend does not answer, or whose state is stale."""
+
+
+SAFETY = {"arm": ArmSafetyError, "base": BaseSafetyError, "gripper": GripperSafetyError}
+UNAVAILABLE = {"arm": ArmUnavailable, "base": BaseUnavailable, "gripper": GripperUnavailable}
+
+
+def unavailable(part: str, message: str) -> BackendUnavailable:
+    """The BackendUnavailable of ``part`` (plain BackendUnavailable for anything else)."""
+    return UNAVAILABLE.get(part, BackendUnavailable)(message)

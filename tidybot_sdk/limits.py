@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import kinematics as kin
-from .errors import SafetyError
+from .errors import ArmSafetyError, BaseSafetyError, GripperSafetyError
 
 Box = tuple[tuple[float, float], ...]
 
@@ -50,21 +50,21 @@ class SafetyLimits:
     def check_joints(self, q: Sequence[float], what: str = "target") -> None:
         for i, (v, lo, hi) in enumerate(zip(q, self.joint_min, self.joint_max)):
             if not lo <= v <= hi:
-                raise SafetyError(
+                raise ArmSafetyError(
                     f"joint {i + 1} {what} {v:.4f} rad is outside its limit [{lo:.4f}, {hi:.4f}]; "
                     f"choose a value inside it")
 
     def check_ee_position(self, p: Sequence[float], what: str = "end-effector target") -> None:
         for axis, v, (lo, hi) in zip("xyz", p, self.ee_box):
             if not lo <= v <= hi:
-                raise SafetyError(
+                raise ArmSafetyError(
                     f"{what} {axis}={v:.3f} m is outside the workspace box {axis} in "
                     f"[{lo:.3f}, {hi:.3f}] m (arm base frame)")
 
     def check_joint_speed(self, peak: float, duration: float) -> None:
         if peak > self.joint_speed + 1e-9:
             need = duration * peak / self.joint_speed
-            raise SafetyError(
+            raise ArmSafetyError(
                 f"moving in {duration:.2f}s needs {peak:.2f} rad/s, above the joint speed cap "
                 f"{self.joint_speed:g} rad/s; use duration >= {need:.2f}s or leave duration unset")
 
@@ -72,7 +72,7 @@ class SafetyLimits:
         if peak > self.cartesian_speed + 1e-9 or peak_angular > self.cartesian_angular_speed + 1e-9:
             need = duration * max(peak / self.cartesian_speed,
                                   peak_angular / self.cartesian_angular_speed)
-            raise SafetyError(
+            raise ArmSafetyError(
                 f"moving in {duration:.2f}s needs {peak:.3f} m/s and {peak_angular:.2f} rad/s, above "
                 f"the caps {self.cartesian_speed:g} m/s / {self.cartesian_angular_speed:g} rad/s; "
                 f"use duration >= {need:.2f}s or leave duration unset")
@@ -81,20 +81,20 @@ class SafetyLimits:
     def check_base_position(self, x: float, y: float) -> None:
         for axis, v, (lo, hi) in zip("xy", (x, y), self.base_box):
             if not lo <= v <= hi:
-                raise SafetyError(
+                raise BaseSafetyError(
                     f"base target {axis}={v:.3f} m is outside the base workspace {axis} in "
                     f"[{lo:.3f}, {hi:.3f}] m (odometry frame)")
 
     def check_base_velocity(self, vx: float, vy: float, wz: float) -> None:
         if math.hypot(vx, vy) > self.base_speed + 1e-9 or abs(wz) > self.base_angular_speed + 1e-9:
-            raise SafetyError(
+            raise BaseSafetyError(
                 f"base velocity ({vx:.3f}, {vy:.3f}) m/s, {wz:.3f} rad/s exceeds the caps "
                 f"{self.base_speed:g} m/s and {self.base_angular_speed:g} rad/s")
 
     # ------------------------------------------------------------ gripper
     def check_gripper_force(self, force: int) -> None:
         if force > self.gripper_max_force:
-            raise SafetyError(
+            raise GripperSafetyError(
                 f"gripper force {force} is above the cap {self.gripper_max_force} "
                 f"(0..255 scale); pass force <= {self.gripper_max_force}")
 

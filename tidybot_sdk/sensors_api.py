@@ -1,7 +1,8 @@
 """``sensors``: read-only views of the arm, base and gripper state.
 
 Every getter reads the newest state message; when a backend is down or its state is stale
-it raises BackendUnavailable — a reading is never made up (no zeros for missing data).
+it raises SensorUnavailable (a SensorError and a BackendUnavailable) — a reading is never
+made up (no zeros for missing data).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from . import kinematics as kin
 from .backend import Backend
-from .errors import SensorError
+from .errors import BackendUnavailable, SensorError, SensorUnavailable
 
 
 class SensorAPI:
@@ -20,26 +21,33 @@ class SensorAPI:
     def __init__(self, arm: Backend, base: Backend, gripper: Backend) -> None:
         self._arm, self._base, self._gripper = arm, base, gripper
 
+    @staticmethod
+    def _read(backend: Backend) -> dict[str, Any]:
+        try:
+            return backend.state()
+        except BackendUnavailable as exc:
+            raise SensorUnavailable(str(exc)) from None
+
     # ---------------------------------------------------------------- arm
     def get_arm_joints(self) -> list[float]:
         """Joint angles q1..q7 in rad."""
-        return list(self._arm.state()["q"])
+        return list(self._read(self._arm)["q"])
 
     def get_arm_velocities(self) -> list[float]:
         """Joint velocities in rad/s."""
-        return list(self._arm.state()["dq"])
+        return list(self._read(self._arm)["dq"])
 
     def get_ee_pose(self) -> list[float]:
         """End-effector pose O_T_EE as 16 floats, column-major (arm base frame, m)."""
-        return list(self._arm.state()["O_T_EE"])
+        return list(self._read(self._arm)["O_T_EE"])
 
     def get_ee_matrix(self) -> np.ndarray:
         """End-effector pose as a 4x4 numpy matrix (arm base frame, m)."""
-        return kin.matrix_from_column_major(self._arm.state()["O_T_EE"])
+        return kin.matrix_from_column_major(self._read(self._arm)["O_T_EE"])
 
     def get_ee_position(self) -> tuple[float, float, float]:
         """End-effector position (x, y, z) in m, arm base frame."""
-        pose = self._arm.state()["O_T_EE"]
+        pose = self._read(self._arm)["O_T_EE"]
         return float(pose[12]), float(pose[13]), float(pose[14])
 
     def get_ee_rpy(self) -> tuple[float, float, float]:
@@ -53,29 +61,29 @@ class SensorAPI:
 
     def get_ee_wrench(self) -> list[float]:
         """Estimated external wrench [fx, fy, fz (N), tx, ty, tz (N·m)], arm base frame."""
-        return list(self._arm.state()["O_F_ext_hat_K"])
+        return list(self._read(self._arm)["O_F_ext_hat_K"])
 
     # --------------------------------------------------------------- base
     def get_base_pose(self) -> tuple[float, float, float]:
         """Base pose (x, y in m, theta in rad) in the odometry frame."""
-        x, y, theta = self._base.state()["base_pose"]
+        x, y, theta = self._read(self._base)["base_pose"]
         return float(x), float(y), float(theta)
 
     def get_base_velocity(self) -> tuple[float, float, float]:
         """Base velocity (vx, vy in m/s, wz in rad/s) in the odometry frame."""
-        vx, vy, wz = self._base.state()["base_velocity"]
+        vx, vy, wz = self._read(self._base)["base_velocity"]
         return float(vx), float(vy), float(wz)
 
     # ------------------------------------------------------------ gripper
     def get_gripper_position(self) -> int:
         """Finger position byte: 0 open .. 255 closed."""
-        return int(self._gripper.state()["position"])
+        return int(self._read(self._gripper)["position"])
 
     def get_gripper_width(self) -> float:
         """Opening between the fingers in m (from the calibration).
 
         Raises SensorError when the gripper is not calibrated."""
-        state = self._gripper.state()
+        state = self._read(self._gripper)
         if not state.get("is_calibrated"):
             raise SensorError("gripper width is unknown until gripper.calibrate() is called; "
                               "use sensors.get_gripper_position() (0..255) instead")
@@ -83,9 +91,9 @@ class SensorAPI:
 
     def is_gripper_holding(self) -> bool:
         """True when the fingers stopped on an object."""
-        return bool(self._gripper.state()["object_detected"])
+        return bool(self._read(self._gripper)["object_detected"])
 
     def get_all_state(self) -> dict[str, Any]:
         """``{"arm": ..., "base": ..., "gripper": ...}``: each part's newest state message."""
-        return {"arm": dict(self._arm.state()), "base": dict(self._base.state()),
-                "gripper": dict(self._gripper.state())}
+        return {"arm": dict(self._read(self._arm)), "base": dict(self._read(self._base)),
+                "gripper": dict(self._read(self._gripper))}

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 import zmq
 
-from .errors import BackendUnavailable
+from .errors import unavailable
 from .protocol import ProtocolError, decode, encode
 
 
@@ -49,8 +49,8 @@ class RequestClient:
             try:
                 sock.send(encode(msg))
                 if not sock.poll(int(timeout * 1000)):
-                    raise BackendUnavailable(
-                        f"{self.name} backend at {self.address} did not answer within {timeout:g}s")
+                    raise unavailable(self.name, f"{self.name} backend at {self.address} did "
+                                                 f"not answer within {timeout:g}s")
                 return decode(sock.recv())
             except BaseException:
                 self._reset()    # a REQ socket left between send and recv is unusable
@@ -122,11 +122,11 @@ class StateSubscriber:
         with self._cond:
             msg, age = self._msg, self.age()
         if msg is None:
-            raise BackendUnavailable(
-                f"no state from the {self.name} backend at {self.address} yet")
+            raise unavailable(
+                self.name, f"no state from the {self.name} backend at {self.address} yet")
         if age > max_age_s:
-            raise BackendUnavailable(
-                f"{self.name} state is stale: last message {age:.2f}s ago (limit {max_age_s:g}s)")
+            raise unavailable(self.name, f"{self.name} state is stale: last message {age:.2f}s "
+                                         f"ago (limit {max_age_s:g}s)")
         return msg
 
     def wait_next(self, timeout_s: float) -> dict[str, Any]:
@@ -134,8 +134,8 @@ class StateSubscriber:
         with self._cond:
             seen = self._count
             if not self._cond.wait_for(lambda: self._count > seen, timeout_s):
-                raise BackendUnavailable(
-                    f"no state from the {self.name} backend at {self.address} "
+                raise unavailable(
+                    self.name, f"no state from the {self.name} backend at {self.address} "
                     f"within {timeout_s:g}s")
             return self._msg  # type: ignore[return-value]
 
