@@ -126,3 +126,44 @@ def test_a_dead_zygote_means_cold_starts_then_a_new_zygote(stack):
     assert "warm worker unavailable" in sim_stack.node.stderr + sim_stack.node.stdout
     _, result = client.run("print('warm again')")
     assert result.status == R.STATUS_SUCCEEDED and result.stdout == "warm again\n"
+
+
+CHECKOUT_UNDER_TMP = """\
+import sys, tempfile
+sys.path.insert(0, sys.argv[1])
+from tidybot_exec import sandbox
+from tidybot_exec.executor import ExecutorSettings, Request
+from tidybot_exec.history import History
+from tidybot_exec.service import ExecutionService, LeasePolicy
+assert sandbox.__file__.startswith(sys.argv[1])
+service = ExecutionService(ExecutorSettings(bwrap=sandbox.detect().bwrap),
+                           History(tempfile.mkdtemp(), 10), hold=lambda: [],
+                           policy=LeasePolicy(require_lease=False))
+code = (f"import tidybot_exec.history\\n"        # not imported by the zygote: read from /tmp
+        f"open('/tmp/mine', 'w').write('x')\\n"
+        f"try:\\n    open({sys.argv[1]!r} + '/tidybot_sdk/x', 'w')\\n"
+        f"except OSError as exc:\\n    print(type(exc).__name__, exc.errno)\\n")
+while not service.pool.ready:
+    pass
+result = service.run(Request(code=code))
+service.shutdown()
+print(result.status.name, result.stdout.strip(), result.error)
+"""
+
+
+def test_a_checkout_under_tmp_stays_visible_and_read_only(tmp_path):
+    """The fresh /tmp of each execution must not hide a package that lives under /tmp (a
+    CI checkout, say), nor make it writable."""
+    import shutil
+    import subprocess
+    import sys
+
+    from support import ROOT
+    assert str(tmp_path).startswith("/tmp/")
+    for package in ("tidybot_exec", "tidybot_sdk"):
+        shutil.copytree(ROOT / package, tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run([sys.executable, "-c", CHECKOUT_UNDER_TMP, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "SUCCEEDED OSError 30 ", done.stdout   # EROFS

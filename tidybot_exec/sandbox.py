@@ -81,7 +81,7 @@ def detect() -> Isolation:
     return Isolation(NAMESPACES, bwrap, f"bwrap {bwrap}")
 
 
-def _visible() -> list[str]:
+def visible() -> list[str]:
     """What must stay readable under hidden directories: Python, the venv, the package."""
     package_root = str(Path(__file__).resolve().parent.parent)
     paths = {sys.base_prefix, sys.prefix, package_root, *(p for p in sys.path if p and os.path.isdir(p))}
@@ -102,7 +102,7 @@ def base_args(disk_bytes: int, hidden: Sequence[str], zygote: bool = False) -> l
     covered = ["/run", *(p for p in ("/home", "/root", *hidden) if os.path.isdir(p))]
     # Shallower paths first, so a visible path inside a hidden one is bound back into it
     # and a hidden path inside a visible one is covered after the visible one is bound.
-    for path in sorted({*covered, *_visible()}, key=lambda p: (p.count("/"), p)):
+    for path in sorted({*covered, *visible()}, key=lambda p: (p.count("/"), p)):
         args += (["--size", "65536", "--tmpfs", path] if path in covered
                  else ["--ro-bind", path, path])
     for path in covered:

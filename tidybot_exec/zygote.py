@@ -34,7 +34,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import NamedTuple, NoReturn
+from typing import Iterable, NamedTuple, NoReturn
 
 if not __package__:      # run as a script under -I: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -83,7 +83,15 @@ def _setup(control: socket.socket, execution_id: str, spec: dict) -> Job:
     linux.unshare(NAMESPACES)
     linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
     quiet = linux.MS_NOSUID | linux.MS_NODEV
+    # Python, the venv or the package may live under /tmp (a checkout there): hold on to
+    # them before the fresh /tmp covers them, and bind them back (read-only, as they were).
+    kept = _outermost(p for p in sandbox.visible() if p.startswith("/tmp/"))
+    held = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path in kept]
     linux.mount("tmpfs", "/tmp", "tmpfs", quiet, f"size={spec['disk_bytes']},mode=1777")
+    for path, fd in held:
+        os.makedirs(path)
+        linux.mount(f"/proc/self/fd/{fd}", path, None, linux.MS_BIND | linux.MS_REC)
+        os.close(fd)
     os.mkdir(sandbox.WORKDIR)
     linux.mount("tmpfs", "/dev/shm", "tmpfs", quiet, f"size={spec['disk_bytes']},mode=1777")
     linux.mount("none", "/dev", None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY | quiet)
@@ -151,6 +159,15 @@ def _init(execution_id: str, spec: dict, out_w: int, err_w: int, code_r: int,
         error = ""
     os.write(status_w, json.dumps({"status": status, "error": error}).encode())
     os._exit(0)
+
+
+def _outermost(paths: Iterable[str]) -> list[str]:
+    """``paths`` without those inside another of them (a recursive bind brings those)."""
+    chosen: list[str] = []
+    for path in sorted(paths):
+        if not any(path.startswith(f"{outer}/") for outer in chosen):
+            chosen.append(path)
+    return chosen
 
 
 def _signal_group(pgid: int, sig: int) -> None:
