@@ -295,3 +295,22 @@ def test_lease_manager_refuses_durations_that_make_no_sense():
     manager.take("op", 0.01, answers.append)
     assert not answers[2].success and not manager.status().held
     manager.close()
+
+
+def test_a_busy_answer_says_when_the_lease_lapses_and_what_a_lost_token_means():
+    now = [100.0]
+    manager = LeaseManager(default_ttl_s=120, max_lease_s=1800, max_wait_s=5,
+                           clock=lambda: now[0])
+    answers = []
+    manager.acquire("person", 0, 0, answers.append)
+    now[0] += 20.0
+    manager.acquire("person", 0, 0, answers.append)     # the token was lost: asks again
+    refusal = answers[1]
+    assert not refusal.success and refusal.lease_id == ""
+    assert "held by 'person' (it lapses in 100s unless renewed or used)" in refusal.message
+    assert "lease/take" in refusal.message
+    binding = manager.begin_execution(answers[0].lease_id)
+    manager.acquire("other", 0, 0, answers.append)
+    assert "(it does not lapse while its code runs)" in answers[2].message
+    manager.end_execution(binding)
+    manager.close()

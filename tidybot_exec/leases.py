@@ -214,8 +214,15 @@ class LeaseManager:
         if self._lease is None and self._draining is not None:
             return (f"the lease of {self._draining.holder!r} ended and its code is still "
                     f"stopping; pass wait_s > 0 to wait in line")
-        holder = self._lease.holder if self._lease else (self._waiters[0].holder if self._waiters else "")
-        return f"the lease is held by {holder!r}; pass wait_s > 0 to wait in line"
+        if self._lease is None:
+            holder = self._waiters[0].holder if self._waiters else ""
+            return f"the lease is promised to {holder!r}; pass wait_s > 0 to wait in line"
+        lease = self._lease
+        when = ("it does not lapse while its code runs" if lease.running else
+                f"it lapses in {self._remaining(lease):.0f}s unless renewed or used")
+        return (f"the lease is held by {lease.holder!r} ({when}); pass wait_s > 0 "
+                f"to wait in line. A lost lease_id is never shown again: wait for the lapse, "
+                f"or have an operator in override_holders call lease/take")
 
     def _grant(self, holder: str, ttl: float) -> Grant:
         now = self._clock()

@@ -91,8 +91,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "database (history.sqlite3)"),
     ParamSpec("history_max_records", 1000, "finished executions kept in the history", 1, 1000000),
     ParamSpec("require_lease", True, "goals and execution/stop need the current lease token"),
-    ParamSpec("lease_default_ttl_s", 30.0,
-              "a lease lapses this long after its last renew or goal (acquire with ttl_s <= 0), s",
+    ParamSpec("lease_default_ttl_s", 120.0,
+              "a lease lapses this long after its last renew, goal or stop, never while its "
+              "code runs (acquire with ttl_s <= 0), s; long enough to type the next goal",
               1.0, 86400.0),
     ParamSpec("max_lease_s", 1800.0, "a lease ends this long after it was granted, whatever, s",
               1.0, 604800.0),

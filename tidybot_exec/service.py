@@ -41,7 +41,7 @@ ESTOPPED_REFUSAL = "estopped: call estop/reset"
 @dataclass(frozen=True)
 class LeasePolicy:
     require_lease: bool = True
-    default_ttl_s: float = 30.0
+    default_ttl_s: float = 120.0
     max_lease_s: float = 1800.0
     max_wait_s: float = 300.0
 
