@@ -9,7 +9,8 @@ import zmq
 
 from support import Proc, Wire, free_port, python_cmd, sim_config, wait_until
 from tidybot_sdk.protocol import ArmMsg, BaseMsg, GripperMsg, ProtocolError, decode, encode
-from tidybot_sdk.transport import BackendUnavailable, RequestClient, endpoint
+from tidybot_sdk.errors import BackendUnavailable
+from tidybot_sdk.transport import RequestClient, endpoint
 
 GARBAGE = [b"", b"\xc1\xc1", encode([1, 2, 3]), encode("hello"), encode({"msg_type": "10"}),
            encode({"msg_type": 77}), encode({"msg_type": 10, "q": "abc"}),
