@@ -8,13 +8,12 @@ can check it without the launch packages.
 """
 from pathlib import Path
 
-from ament_index_python.packages import (PackageNotFoundError, get_package_prefix,
-                                         get_package_share_directory)
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, LogInfo, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
 
+from tidybot_exec.launch_actions import actions
 from tidybot_exec.launch_plan import ARGUMENTS, plan, truthy
 
 
@@ -29,20 +28,10 @@ def _rsp_available() -> bool:
 def _actions(context):
     args = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     share = Path(get_package_share_directory("tidybot_exec"))
-    actions = []
+    notes = []
     if truthy(args["rsp"]) and not _rsp_available():
-        actions.append(LogInfo(msg="rsp:=true but robot_state_publisher is not installed; skipped"))
-    for p in plan(args, share, _rsp_available()):
-        if p.is_ros_node:
-            actions.append(Node(package=p.package, executable=p.executable, name=p.name,
-                                namespace=p.namespace,
-                                parameters=[*p.params_files, *([p.parameters] if p.parameters else [])],
-                                output="screen", emulate_tty=True))
-        else:
-            exe = str(Path(get_package_prefix(p.package)) / "lib" / p.package / p.executable)
-            actions.append(ExecuteProcess(cmd=[exe, *p.arguments], name=p.name, output="screen",
-                                          sigterm_timeout="5"))
-    return actions
+        notes.append(LogInfo(msg="rsp:=true but robot_state_publisher is not installed; skipped"))
+    return notes + actions(plan(args, share, _rsp_available()))
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -197,11 +197,13 @@ class Stack:
     """tidybot-sim and tidybot-exec as real processes, wired to each other on free ports."""
 
     def __init__(self, log_dir: Path, history_dir: Path, name: str = "stack",
-                 params: dict | None = None, node_name: str = "tidybot_exec") -> None:
+                 params: dict | None = None, node_name: str = "tidybot_exec",
+                 namespace: str = "") -> None:
         self.config = sim_config()
         self.control_port = free_port()
         c = self.config
         self.log_dir, self.name, self.node_name = log_dir, name, node_name
+        self.namespace = namespace
         ports = lambda ps: ",".join(map(str, ps))  # noqa: E731
         self.sim = Proc(python_cmd("tidybot_exec.sim.cli", "--arm-ports", ports(c.arm_ports),
                                    "--gripper-ports", ports(c.gripper_ports),
@@ -219,6 +221,8 @@ class Stack:
 
     def start_node(self) -> Proc:
         args = ["tidybot-exec", "--ros-args", "-r", f"__node:={self.node_name}"]
+        if self.namespace:
+            args += ["-r", f"__ns:=/{self.namespace}"]
         for key, value in self.params.items():
             args += ["-p", f"{key}:={value}"]
         self.node = Proc(args, self.log_dir, f"{self.name}-node")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from support import ROOT
-from tidybot_exec.launch_plan import ARGUMENTS, command_line, plan
+from tidybot_exec.launch_plan import ARGUMENTS, FLEET_ARGUMENTS, command_line, fleet_plan, plan
 
 LAUNCH_FILE = ROOT / "launch" / "tidybot_exec.launch.py"
 
@@ -70,3 +70,40 @@ def test_launch_file_declares_every_argument_from_the_plan():
     functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in functions
     assert set(ARGUMENTS) == {"use_sim", "namespace", "params_file", "rsp"}
+
+
+def test_a_fleet_gives_each_robot_a_namespace_a_simulator_and_its_own_ports():
+    processes = fleet_plan({"robots": "3", "port_step": "100"}, ROOT)
+    sims = [p for p in processes if not p.is_ros_node]
+    nodes = [p for p in processes if p.is_ros_node]
+    assert [n.namespace for n in nodes] == ["robot1", "robot2", "robot3"]
+    assert [s.name for s in sims] == ["tidybot_sim_robot1", "tidybot_sim_robot2",
+                                      "tidybot_sim_robot3"]
+    assert sims[1].arguments == ("--arm-ports", "5655,5656,5657", "--gripper-ports",
+                                 "5670,5671", "--base-ports", "5690,5691")
+    assert nodes[1].parameters == {
+        "arm_cmd_port": 5655, "arm_state_port": 5656, "arm_stream_port": 5657,
+        "gripper_cmd_port": 5670, "gripper_state_port": 5671, "base_cmd_port": 5690,
+        "base_state_port": 5691}
+    ports = [v for n in nodes for v in n.parameters.values()]
+    assert len(ports) == len(set(ports))                 # no two robots share a port
+    hardware = fleet_plan({"robots": "2", "use_sim": "false", "namespace_prefix": "arm"}, ROOT)
+    assert [p.namespace for p in hardware] == ["arm1", "arm2"]
+
+
+@pytest.mark.parametrize("args,error", [
+    ({"robots": "0"}, "robots must be at least 1"), ({"robots": "two"}, "whole number"),
+    ({"port_step": "5"}, "port_step must be at least 10"), ({"robot": "2"}, "unknown launch"),
+    ({"namespace_prefix": "/"}, "namespace_prefix must not be empty")])
+def test_bad_fleet_arguments_are_refused(args, error):
+    with pytest.raises(ValueError, match=error):
+        fleet_plan(args, ROOT)
+
+
+def test_fleet_launch_file_declares_every_fleet_argument():
+    tree = ast.parse((ROOT / "launch" / "tidybot_fleet.launch.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                for a in n.names}
+    assert {"FLEET_ARGUMENTS", "fleet_plan", "actions"} <= imported
+    assert set(FLEET_ARGUMENTS) == {"robots", "use_sim", "params_file", "namespace_prefix",
+                                    "port_step"}

@@ -39,3 +39,14 @@ def test_out_of_range_wrong_type_and_clashing_ports_are_refused():
         "base_state_port and base_cmd_port both use 127.0.0.1:5591"]
     # the same port on different hosts is fine
     assert validate({**values, "base_host": "10.0.0.9", "base_cmd_port": 5555}) == []
+
+
+def test_a_namespaced_node_gets_its_own_history_and_frame_prefix():
+    from pathlib import Path
+
+    from tidybot_exec.params import frame_prefix, robot_history_dir
+    assert robot_history_dir("/h", "/") == Path("/h")
+    assert robot_history_dir("/h", "/robot1") == Path("/h/robot1")
+    assert robot_history_dir("~/x", "/lab/robot2") == Path("~/x").expanduser() / "lab" / "robot2"
+    assert frame_prefix("auto", "/") == "" and frame_prefix("auto", "/robot1") == "robot1/"
+    assert frame_prefix("", "/robot1") == "" and frame_prefix("r1_", "/robot1") == "r1_"

@@ -5,14 +5,25 @@ plain pytest tests check it where the launch packages are not installed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from tidybot_sdk import protocol as proto
 
 ARGUMENTS = {
     "use_sim": ("true", "start the simulated arm, gripper and base (tidybot-sim)"),
     "namespace": ("", "namespace of the node and its topics, services and action"),
     "params_file": ("", "parameter YAML (default: the installed config/tidybot_exec.yaml)"),
     "rsp": ("false", "start robot_state_publisher with urdf/tidybot.urdf (if installed)"),
+}
+
+FLEET_ARGUMENTS = {
+    "robots": ("1", "how many robots: namespaces <namespace_prefix>1 .. <namespace_prefix>N"),
+    "use_sim": ("true", "start a simulator per robot, each on its own ports"),
+    "params_file": ("", "parameter YAML for every robot (default: the installed "
+                        "config/tidybot_exec.yaml); the ports are set per robot"),
+    "namespace_prefix": ("robot", "robot i runs in namespace <namespace_prefix><i>"),
+    "port_step": ("100", "robot i uses the default backend ports + (i - 1) * port_step"),
 }
 
 
@@ -55,10 +66,7 @@ def check_params_file(path: str) -> None:
 
 def plan(args: dict[str, str], share_dir: Path, rsp_available: bool) -> list[Process]:
     """The processes for launch arguments ``args`` (defaults from ARGUMENTS fill the gaps)."""
-    values = {name: args.get(name, default) for name, (default, _) in ARGUMENTS.items()}
-    unknown = set(args) - set(ARGUMENTS)
-    if unknown:
-        raise ValueError(f"unknown launch arguments: {', '.join(sorted(unknown))}")
+    values = _values(args, ARGUMENTS)
     params_file = values["params_file"] or str(share_dir / "config" / "tidybot_exec.yaml")
     check_params_file(params_file)
     namespace = values["namespace"].strip("/")
@@ -73,6 +81,50 @@ def plan(args: dict[str, str], share_dir: Path, rsp_available: bool) -> list[Pro
                                  "robot_state_publisher", is_ros_node=True, namespace=namespace,
                                  parameters={"robot_description": urdf}))
     return processes
+
+
+def fleet_plan(args: dict[str, str], share_dir: Path) -> list[Process]:
+    """The processes of ``robots`` robots: each robot's plan (plan()) in its own namespace,
+    its simulator and its node on the default ports shifted by ``port_step`` per robot."""
+    values = _values(args, FLEET_ARGUMENTS)
+    robots, step = _count(values, "robots", 1), _count(values, "port_step", 10)
+    prefix = values["namespace_prefix"].strip("/")
+    if not prefix:
+        raise ValueError("namespace_prefix must not be empty")
+    processes = []
+    for i in range(1, robots + 1):
+        namespace = f"{prefix}{i}"
+        ports = {backend: [port + (i - 1) * step for port in default]
+                 for backend, default in proto.DEFAULT_PORTS.items()}
+        parameters = {f"{backend}_{role}_port": port for backend, roles in proto.SOCKETS.items()
+                      for role, port in zip(roles, ports[backend])}
+        sim_arguments = tuple(a for backend in ("arm", "gripper", "base") for a in (
+            f"--{backend}-ports", ",".join(map(str, ports[backend]))))
+        for p in plan({"use_sim": values["use_sim"], "namespace": namespace,
+                       "params_file": values["params_file"]}, share_dir, rsp_available=False):
+            processes.append(
+                replace(p, name=f"{p.name}_{namespace}", arguments=sim_arguments)
+                if not p.is_ros_node else replace(p, parameters={**p.parameters, **parameters}))
+    return processes
+
+
+def _count(values: dict[str, str], name: str, minimum: int) -> int:
+    try:
+        count = int(values[name])
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {values[name]!r}") from None
+    if count < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {count}")
+    return count
+
+
+
+def _values(args: dict[str, str], declared: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """``args`` with the defaults of ``declared`` filling the gaps; unknown ones refused."""
+    unknown = set(args) - set(declared)
+    if unknown:
+        raise ValueError(f"unknown launch arguments: {', '.join(sorted(unknown))}")
+    return {name: args.get(name, default) for name, (default, _) in declared.items()}
 
 
 def command_line(p: Process, bin_dir: Path) -> list[str]:

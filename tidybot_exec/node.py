@@ -40,7 +40,7 @@ from tidybot_exec.backend_monitor import Level
 from tidybot_exec.dry_run import Seed
 from tidybot_exec.executor import Execution, ExecutorSettings, Request, Result
 from tidybot_exec.history import History
-from tidybot_exec.params import PARAMS, validate
+from tidybot_exec.params import PARAMS, robot_history_dir, validate
 from tidybot_exec.qos import LATCHED, SERVICES
 from tidybot_exec.robot_stop import RobotStopper
 from tidybot_exec.sandbox import Isolation
@@ -110,7 +110,8 @@ class TidybotExecNode(Node):
         self.stopper = RobotStopper(config, log.warning, timeout_s=1.0)
         self._description = messages.description(config.limits)     # parameters are fixed
         self.service = ExecutionService(
-            executor_settings(p, config, self.isolation), History(p["history_dir"], p["history_max_records"]),
+            executor_settings(p, config, self.isolation),
+            History(robot_history_dir(p["history_dir"], self.get_namespace()), p["history_max_records"]),
             hold=self.stopper, log=log.info,
             policy=LeasePolicy(require_lease=p["require_lease"],
                                default_ttl_s=p["lease_default_ttl_s"],

@@ -7,6 +7,7 @@ not change under a running execution.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 Value = bool | int | float | str | list[float]
@@ -88,7 +89,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("result_keep_s", 60, "how long a finished goal's result stays available to "
               "get_result after the goal ended, s (whole seconds)", 1, 86400),
     ParamSpec("history_dir", "~/.ros/tidybot_exec", "directory of the execution history "
-              "database (history.sqlite3)"),
+              "database (history.sqlite3); a node in a namespace keeps its own in "
+              "<history_dir>/<namespace>"),
     ParamSpec("history_max_records", 1000, "finished executions kept in the history", 1, 1000000),
     ParamSpec("require_lease", True, "goals and execution/stop need the current lease token"),
     ParamSpec("lease_default_ttl_s", 120.0,
@@ -138,9 +140,25 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("base_frame", "base_link", "child frame of base/odom (and of /tf when tf2_msgs is "
               "installed)"),
     ParamSpec("publish_tf", True, "publish odom -> base_link on /tf (needs tf2_msgs)"),
+    ParamSpec("frame_prefix", "auto", "put before every frame id (base/odom, arm/ee_pose, "
+              "arm/wrench, /tf): 'auto' is '<namespace>/' for a node in a namespace and nothing "
+              "otherwise; '' is nothing", allow_empty=True),
 )
 
 BY_NAME: Mapping[str, ParamSpec] = {p.name: p for p in PARAMS}
+
+
+def robot_history_dir(history_dir: str, namespace: str) -> Path:
+    """Where a node in ``namespace`` keeps its history: each robot of a fleet its own."""
+    return Path(history_dir).expanduser() / namespace.strip("/")
+
+
+def frame_prefix(value: str, namespace: str) -> str:
+    """The frame id prefix for the ``frame_prefix`` parameter of a node in ``namespace``."""
+    if value != "auto":
+        return value
+    namespace = namespace.strip("/")
+    return f"{namespace}/" if namespace else ""
 
 
 def validate(values: Mapping[str, Any]) -> list[str]:

@@ -26,6 +26,7 @@ from std_msgs.msg import Header
 from tidybot_interfaces.msg import GripperState
 
 from tidybot_exec.backend_monitor import BackendMonitor, Health, Level
+from tidybot_exec.params import frame_prefix
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.transport import StateSubscriber
 
@@ -78,6 +79,12 @@ class StateTopics:
     def __init__(self, node: Node, config: SdkConfig, p: dict[str, Any],
                  extra_status: Callable[[], list[DiagnosticStatus]]) -> None:
         self.node, self.p = node, p
+        # a fleet's robots share /tf and /diagnostics: their frames and entries carry the
+        # robot's namespace (docs/fleet.md)
+        prefix = frame_prefix(p["frame_prefix"], node.get_namespace())
+        self._frame = {k: prefix + p[k] for k in ("arm_base_frame", "odom_frame", "base_frame")}
+        namespace = node.get_namespace().strip("/")
+        self._diagnostics_prefix = f"{namespace}/" if namespace else ""
         self.extra_status = extra_status
         stale = p["state_stale_after_s"]
         self.monitors = {
@@ -149,12 +156,12 @@ class StateTopics:
                 header=self._header(""), name=names, position=positions, velocity=velocities))
         if self._arm_throttle.ready():
             T = np.asarray(s["O_T_EE"], dtype=float).reshape(4, 4).T
-            pose = PoseStamped(header=self._header(self.p["arm_base_frame"]))
+            pose = PoseStamped(header=self._header(self._frame["arm_base_frame"]))
             pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(float, T[:3, 3])
             pose.pose.orientation = quaternion(T[:3, :3])
             self._pose_pub.publish(pose)
             w = [float(v) for v in s["O_F_ext_hat_K"]]
-            wrench = WrenchStamped(header=self._header(self.p["arm_base_frame"]))
+            wrench = WrenchStamped(header=self._header(self._frame["arm_base_frame"]))
             wrench.wrench.force.x, wrench.wrench.force.y, wrench.wrench.force.z = w[:3]
             wrench.wrench.torque.x, wrench.wrench.torque.y, wrench.wrench.torque.z = w[3:]
             self._wrench_pub.publish(wrench)
@@ -177,8 +184,8 @@ class StateTopics:
             return
         x, y, theta = (float(v) for v in s["base_pose"])
         vx, vy, wz = (float(v) for v in s["base_velocity"])
-        odom = Odometry(header=self._header(self.p["odom_frame"]),
-                        child_frame_id=self.p["base_frame"])
+        odom = Odometry(header=self._header(self._frame["odom_frame"]),
+                        child_frame_id=self._frame["base_frame"])
         odom.pose.pose.position.x, odom.pose.pose.position.y = x, y
         odom.pose.pose.orientation = Quaternion(z=math.sin(theta / 2), w=math.cos(theta / 2))
         c, sn = math.cos(theta), math.sin(theta)          # twist is in the child (robot) frame
@@ -186,7 +193,7 @@ class StateTopics:
         odom.twist.twist.angular.z = wz
         self._odom_pub.publish(odom)
         if self._tf_pub is not None:
-            tf = TransformStamped(header=odom.header, child_frame_id=self.p["base_frame"])
+            tf = TransformStamped(header=odom.header, child_frame_id=self._frame["base_frame"])
             tf.transform.translation.x, tf.transform.translation.y = x, y
             tf.transform.rotation = odom.pose.pose.orientation
             self._tf_pub.publish(TFMessage(transforms=[tf]))
@@ -199,8 +206,10 @@ class StateTopics:
         statuses = [self._backend_status(name, m.health()) for name, m in self.monitors.items()]
         if self._tf_missing:
             statuses.append(status("tf", Level.WARN, TF_MISSING))
-        self._diag_pub.publish(DiagnosticArray(
-            header=self._header(""), status=statuses + self.extra_status()))
+        statuses += self.extra_status()
+        for entry in statuses:
+            entry.name = self._diagnostics_prefix + entry.name
+        self._diag_pub.publish(DiagnosticArray(header=self._header(""), status=statuses))
 
     def _backend_status(self, name: str, h: Health) -> DiagnosticStatus:
         return DiagnosticStatus(
