@@ -22,8 +22,10 @@ from common import cpu_seconds, start_stack, stop
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--warm-worker", choices=("true", "false"), default="true",
+                   help="the node's warm_worker parameter (a spare's guard relays state too)")
     a = p.parse_args()
-    sim, node = start_stack(77)
+    sim, node = start_stack(77, warm_worker=a.warm_worker)
     time.sleep(3.0)
 
     def window(label: str, count=lambda: 0) -> None:
