@@ -167,3 +167,23 @@ def test_a_checkout_under_tmp_stays_visible_and_read_only(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "SUCCEEDED OSError 30 ", done.stdout   # EROFS
+
+
+def test_a_spare_from_before_a_lease_ended_is_never_handed_out():
+    from tidybot_exec import sandbox
+    from tidybot_exec.executor import ExecutorSettings
+    from tidybot_exec.warm import WarmPool
+
+    pool = WarmPool(ExecutorSettings(bwrap=sandbox.detect().bwrap))
+    try:
+        wait_until(lambda: pool.ready, 60, "the first spare")
+        old = pool.take()
+        pool.discard()                  # a lease ended while a goal held the spare ...
+        pool.give_back(old)             # ... and that goal was then refused
+        wait_until(lambda: old.tree.returncode is not None, 10, "the old spare to be killed")
+        wait_until(lambda: pool.ready, 60, "a new spare")
+        new = pool.take()
+        assert new.id != old.id
+        new.discard()
+    finally:
+        pool.close()

@@ -125,12 +125,14 @@ class WarmTree:
 
 @dataclass
 class Spare:
-    """A ready execution: its id, its guard and the guard's directory, its tree."""
+    """A ready execution: its id, its guard and the guard's directory, its tree, and the
+    lease generation it was prepared in."""
 
     id: str
     workdir: Path
     guard: Guard
     tree: WarmTree
+    generation: int = 0
 
     def discard(self) -> None:
         self.tree.kill()
@@ -161,6 +163,7 @@ class WarmPool:
         self._cond = threading.Condition()
         self._spare: Spare | None = None
         self._retired: list[Spare] = []
+        self._generation = 0        # lease ends so far: a spare from an older one is retired
         self._zygote_up = False
         self._closed = False
         self._host: subprocess.Popen | None = None
@@ -185,7 +188,7 @@ class WarmPool:
     def give_back(self, spare: Spare) -> None:
         """A spare taken for a goal that was then refused."""
         with self._cond:
-            if self._spare is None and not self._closed:
+            if self._spare is None and not self._closed and spare.generation == self._generation:
                 self._spare = spare
             else:
                 self._retired.append(spare)
@@ -194,6 +197,7 @@ class WarmPool:
     def discard(self) -> None:
         """Replace the spare (a lease ended): the next holder's code gets a new one."""
         with self._cond:
+            self._generation += 1
             if self._spare is not None:
                 self._retired.append(self._spare)
                 self._spare = None
@@ -239,15 +243,16 @@ class WarmPool:
             if self._host.poll() is not None and not self._closed:
                 raise RuntimeError(f"the zygote exited ({self._host.returncode})")
             retired, self._retired = self._retired, []
-            closed, needed = self._closed, self._spare is None
+            closed, needed, generation = self._closed, self._spare is None, self._generation
         for spare in retired:
             spare.discard()
         if closed:
             return False
         if needed:
             spare = self._prepare()
+            spare.generation = generation
             with self._cond:
-                if self._spare is None and not self._closed:
+                if self._spare is None and not self._closed and generation == self._generation:
                     self._spare = spare
                     self._cond.notify_all()
                     return True
