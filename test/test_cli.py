@@ -208,3 +208,28 @@ def test_client_class_lifecycle(stack, ros):
     with pytest.raises(TidybotClientError, match="renew refused"):
         client.renew()
     client.destroy()
+
+
+def test_output_whose_feedback_came_after_the_result_is_printed_from_the_result(capsys):
+    """Feedback (a topic) and the result (a service reply) race; the last lines are not lost."""
+    from tidybot_interfaces.action import ExecuteCode
+
+    from tidybot_exec.run_cli import LiveOutput
+
+    class Arrived:                   # what a handle hands out: the feedback that came
+        def __init__(self, messages):
+            self.messages = messages
+
+        def feedback(self):
+            messages, self.messages = self.messages, []
+            return messages
+
+    live = LiveOutput(to_stderr_only=False)
+    handle = Arrived([ExecuteCode.Feedback(stream="stdout", text="one\n")])
+    live.pump(handle)
+    live.finish(handle, ExecuteCode.Result(stdout="one\ntwo\n", stderr="err\n"))
+    out, err = capsys.readouterr()
+    assert (out, err) == ("one\ntwo\n", "err\n")
+    live = LiveOutput(to_stderr_only=False)       # truncated: only what arrived live
+    live.finish(Arrived([]), ExecuteCode.Result(stdout="head...tail", truncated=True))
+    assert capsys.readouterr() == ("", "")

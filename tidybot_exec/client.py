@@ -143,7 +143,9 @@ class ExecutionHandle:
             self._client._pause()
 
     def feedback(self) -> list[ExecuteCode.Feedback]:
-        """Feedback messages that arrived since the last call (stream, text, seq...)."""
+        """Feedback messages that arrived since the last call (stream, text, seq...). The
+        last ones may arrive after the result (another channel); the result's stdout and
+        stderr are complete."""
         self._client._spin_briefly()
         with self._lock:
             new, self._feedback = self._feedback, []

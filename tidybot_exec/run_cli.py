@@ -96,11 +96,33 @@ def result_json(result: ExecuteCode.Result) -> str:
         "stdout": result.stdout, "stderr": result.stderr})
 
 
-def stream(handle: ExecutionHandle, to_stderr_only: bool) -> None:
-    for fb in handle.feedback():
-        out = sys.stderr if (fb.stream == "stderr" or to_stderr_only) else sys.stdout
-        out.write(fb.text)
+class LiveOutput:
+    """The code's output as it arrives (feedback), completed from the result at the end:
+    feedback and result travel on different channels, so the last lines may come after the
+    result — they are taken from it rather than lost."""
+
+    def __init__(self, to_stderr_only: bool) -> None:
+        self._to_stderr_only = to_stderr_only
+        self._shown = {"stdout": "", "stderr": ""}
+
+    def write(self, stream: str, text: str) -> None:
+        out = sys.stderr if (stream == "stderr" or self._to_stderr_only) else sys.stdout
+        out.write(text)
         out.flush()
+        self._shown[stream] += text
+
+    def pump(self, handle: ExecutionHandle) -> None:
+        for fb in handle.feedback():
+            self.write(fb.stream, fb.text)
+
+    def finish(self, handle: ExecutionHandle, result: ExecuteCode.Result) -> None:
+        self.pump(handle)
+        if result.truncated:         # the result holds head and tail only: nothing to add
+            return
+        for stream, full in (("stdout", result.stdout), ("stderr", result.stderr)):
+            shown = self._shown[stream]
+            if full.startswith(shown) and len(full) > len(shown):
+                self.write(stream, full[len(shown):])
 
 
 def run(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> int:
@@ -116,8 +138,9 @@ def run(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> 
         handle = client.execute(code, timeout_s=args.timeout, label=args.label,
                                 dry_run=args.dry_run, lease_id=args.lease_id)
         canceled = False
+        live = LiveOutput(args.json)
         while not handle.is_done():
-            stream(handle, args.json)
+            live.pump(handle)
             if interrupts and not canceled:
                 canceled = True
                 sys.stderr.write("\ntidybot-run: canceling (Ctrl-C again to leave at once)\n")
@@ -125,8 +148,8 @@ def run(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> 
             elif len(interrupts) > 1:
                 return EXIT_FORCED
             time.sleep(0.02)
-        stream(handle, args.json)
         result = handle.result()
+        live.finish(handle, result)
     finally:
         signal.signal(signal.SIGINT, previous)
         if acquired:
