@@ -217,10 +217,20 @@ class GoalRun:
             self._run.cancel(timeout)
 
     def result(self, timeout: float = 60.0):
-        """(action status, ExecuteCode.Result)."""
+        """(action status, ExecuteCode.Result). Feedback (a topic) may still be on its way
+        when the result (a service reply) is here: give it up to 2 s to catch up, so tests
+        that look at both see the whole feedback (the result's output is complete)."""
         with failing_the_test():
             result = self._run.result(timeout)
+        deadline = time.monotonic() + 2.0
+        while not result.truncated and not self._feedback_complete(result) and (
+                time.monotonic() < deadline):
+            time.sleep(0.01)
         return self._run.action_status, result
+
+    def _feedback_complete(self, result) -> bool:
+        return all("".join(f.text for f in list(self.feedback) if f.stream == stream)
+                   == getattr(result, stream) for stream in ("stdout", "stderr"))
 
     def stdout(self) -> str:
         return "".join(f.text for f in self.feedback if f.stream == "stdout")
