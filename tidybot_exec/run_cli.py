@@ -234,7 +234,12 @@ def main(argv: list[str] | None = None) -> int:
             return show_history(client, args.history, args.json)
         if args.describe:
             return show_description(client)
-        return run(client, args, progress)
+        code = run(client, args, progress)
+        if code == EXIT_FORCED:         # leave at once: no rclpy teardown to wait for
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except TidybotClientError as exc:
         progress.clear()
         print(f"tidybot-run: {exc}", file=sys.stderr)
