@@ -22,12 +22,10 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 import zmq
-from rclpy.executors import SingleThreadedExecutor
 
 from common import free_ports, start_stack, stop
-from tidybot_exec.client import TidybotClient
+from tidybot_exec.client import spun_client
 from tidybot_sdk import protocol as proto
 
 CANCELED_CODE = ("import os, time\nprint(os.readlink('/proc/self/ns/pid'), flush=True)\n"
@@ -117,65 +115,58 @@ def measure(warm: bool, goals: int, seconds: float, domain_id: int) -> None:
         return taps[0].port
 
     sim, node = start_stack(domain_id, arm_cmd=tap, warm_worker=str(warm).lower())
-    rclpy.init()          # after start_stack: it chooses the ROS domain
-    client_node = rclpy.create_node("bench_latency")
-    executor = SingleThreadedExecutor()
-    executor.add_node(client_node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    client = TidybotClient(client_node)
-    try:
-        assert client.wait_for_server(30), "no server"
-        client.acquire("bench")
-        for _ in range(3):
-            client.execute("print('warm up')").result(60)
-        first, done, cancel, hold, uss, standing = [], [], [], [], [], []
-        for _ in range(goals):
-            time.sleep(0.02)          # an agent looks at the result before its next step
-            sent = time.monotonic()
-            run = client.execute("print('hi')")
-            while not run.feedback():
-                time.sleep(0.0002)
-            first.append(time.monotonic() - sent)
-            run.result(60)
-            done.append(time.monotonic() - sent)
-        for _ in range(max(10, goals // 5)):
-            time.sleep(0.02)
-            run = client.execute(CANCELED_CODE)
-            while not (fb := run.feedback()):
-                time.sleep(0.001)
-            namespace = fb[0].text.strip()
-            everything = descendants(node.pid)
-            mine = in_pid_namespace(everything, namespace) if warm else everything
-            uss.append(uss_mb(mine))
-            standing.append(uss_mb([p for p in everything if p not in mine]))
-            asked = time.monotonic()
-            run.cancel()
-            run.result(60)
-            cancel.append(time.monotonic() - asked)
-            stopped = taps[0].first_stop_after(asked)
-            if stopped is not None:
-                hold.append(stopped - asked)
-        count, start = 0, time.monotonic()
-        while time.monotonic() - start < seconds:
-            client.execute("print('hi')").result(60)
-            count += 1
-        rate = count / (time.monotonic() - start)
-        print(f"warm_worker: {str(warm).lower()}")
-        percentiles("goal -> first feedback", first)
-        percentiles("goal -> result", done)
-        percentiles("cancel -> result", cancel)
-        percentiles("cancel -> hold commanded", hold)
-        print(f"  {'sustained trivial goals':30s} {rate:.1f} per second")
-        print(f"  {'USS per running execution':30s} median {np.median(uss):.1f} MB")
-        if warm:
-            print(f"  {'warm pool standing USS':30s} median {np.median(standing):.1f} MB "
-                  f"(host, bwrap, zygote, the spare)")
+    try:      # rclpy is initialised after start_stack: it chooses the ROS domain
+        with spun_client("bench_latency") as client:
+            try:
+                assert client.wait_for_server(30), "no server"
+                client.acquire("bench")
+                for _ in range(3):
+                    client.execute("print('warm up')").result(60)
+                first, done, cancel, hold, uss, standing = [], [], [], [], [], []
+                for _ in range(goals):
+                    time.sleep(0.02)          # an agent looks at the result before its next step
+                    sent = time.monotonic()
+                    run = client.execute("print('hi')")
+                    while not run.feedback():
+                        time.sleep(0.0002)
+                    first.append(time.monotonic() - sent)
+                    run.result(60)
+                    done.append(time.monotonic() - sent)
+                for _ in range(max(10, goals // 5)):
+                    time.sleep(0.02)
+                    run = client.execute(CANCELED_CODE)
+                    while not (fb := run.feedback()):
+                        time.sleep(0.001)
+                    namespace = fb[0].text.strip()
+                    everything = descendants(node.pid)
+                    mine = in_pid_namespace(everything, namespace) if warm else everything
+                    uss.append(uss_mb(mine))
+                    standing.append(uss_mb([p for p in everything if p not in mine]))
+                    asked = time.monotonic()
+                    run.cancel()
+                    run.result(60)
+                    cancel.append(time.monotonic() - asked)
+                    stopped = taps[0].first_stop_after(asked)
+                    if stopped is not None:
+                        hold.append(stopped - asked)
+                count, start = 0, time.monotonic()
+                while time.monotonic() - start < seconds:
+                    client.execute("print('hi')").result(60)
+                    count += 1
+                rate = count / (time.monotonic() - start)
+                print(f"warm_worker: {str(warm).lower()}")
+                percentiles("goal -> first feedback", first)
+                percentiles("goal -> result", done)
+                percentiles("cancel -> result", cancel)
+                percentiles("cancel -> hold commanded", hold)
+                print(f"  {'sustained trivial goals':30s} {rate:.1f} per second")
+                print(f"  {'USS per running execution':30s} median {np.median(uss):.1f} MB")
+                if warm:
+                    print(f"  {'warm pool standing USS':30s} median {np.median(standing):.1f} MB "
+                          f"(host, bwrap, zygote, the spare)")
+            finally:
+                client.destroy()
     finally:
-        client.destroy()
-        executor.shutdown()
-        client_node.destroy_node()
-        rclpy.try_shutdown()
         stop(node, sim)
 
 

@@ -217,8 +217,8 @@ def test_output_whose_feedback_came_after_the_result_is_printed_from_the_result(
     from tidybot_exec.run_cli import LiveOutput
 
     class Arrived:                   # what a handle hands out: the feedback that came
-        def __init__(self, messages):
-            self.messages = messages
+        def __init__(self, messages, lost=0):
+            self.messages, self.lost_feedback = messages, lost
 
         def feedback(self):
             messages, self.messages = self.messages, []
@@ -232,4 +232,7 @@ def test_output_whose_feedback_came_after_the_result_is_printed_from_the_result(
     assert (out, err) == ("one\ntwo\n", "err\n")
     live = LiveOutput(to_stderr_only=False)       # truncated: only what arrived live
     live.finish(Arrived([]), ExecuteCode.Result(stdout="head...tail", truncated=True))
+    assert capsys.readouterr() == ("", "")
+    live = LiveOutput(to_stderr_only=False)       # a gap in the feedback: no way to continue
+    live.finish(Arrived([], lost=1), ExecuteCode.Result(stdout="one\ntwo\n"))
     assert capsys.readouterr() == ("", "")

@@ -25,12 +25,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import rclpy
 from action_msgs.msg import GoalStatus, GoalStatusArray
 from rclpy.action import ActionClient
 from rclpy.action.client import ClientGoalHandle
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_action_status_default
 from rclpy.subscription import Subscription
@@ -365,3 +367,23 @@ class TidybotClient:
                 self.node.destroy_subscription(entity)
             else:
                 self.node.destroy_client(entity)
+
+
+@contextmanager
+def spun_client(node_name: str, namespace: str = "", **init_kwargs: Any) -> Iterator[TidybotClient]:
+    """rclpy initialised (``init_kwargs`` go to rclpy.init), a node spun by a thread of its
+    own and a TidybotClient on it — what a command-line tool needs — torn down on exit, the
+    spinner joined before rclpy shuts down (a thread left inside rclpy aborts the process)."""
+    rclpy.init(**init_kwargs)
+    node = rclpy.create_node(node_name, start_parameter_services=False)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        yield TidybotClient(node, namespace)
+    finally:
+        executor.shutdown()
+        spinner.join(timeout=5)
+        node.destroy_node()
+        rclpy.try_shutdown()

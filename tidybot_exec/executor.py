@@ -2,9 +2,10 @@
 
 An ``Execution`` is one child and its safety guard (guard.py, the code's only way to the
 robot): it streams the output as feedback and ends in ``wait()``, with the child's whole
-process tree dead. Stopping it is one path: SIGINT to the process
-group (the SDK stops its motion), a short grace, then the supervisor kills the whole tree;
-a *hard* stop (estop) skips the grace. Admission, the robot's hold, the lease and the
+process tree dead. The child is started for its goal (``ColdTree``: a supervisor, child.py)
+or was started before it (a warm ``Spare``, warm.py); both are stopped through one path:
+SIGINT to the code (the SDK stops its motion), a short grace, then the whole tree is
+killed; a *hard* stop (estop) skips the grace. Admission, the robot's hold, the lease and the
 history record belong to the execution service (service.py), which owns every end.
 A dry run drives a private simulator in the execution's own process tree (dry_run.py).
 """

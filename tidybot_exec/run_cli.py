@@ -22,10 +22,9 @@ import threading
 import time
 
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from tidybot_interfaces.action import ExecuteCode
 
-from tidybot_exec.client import ExecutionHandle, TidybotClient, TidybotClientError
+from tidybot_exec.client import ExecutionHandle, TidybotClient, TidybotClientError, spun_client
 from tidybot_exec.status import Status
 
 EXIT_CODES = {Status.SUCCEEDED: 0, Status.FAILED: 1, Status.TIMEOUT: 3, Status.CANCELED: 4,
@@ -99,17 +98,17 @@ def result_json(result: ExecuteCode.Result) -> str:
 class LiveOutput:
     """The code's output as it arrives (feedback), completed from the result at the end:
     feedback and result travel on different channels, so the last lines may come after the
-    result — they are taken from it rather than lost."""
+    result — they are taken from it rather than lost. Keeps only how much was shown."""
 
     def __init__(self, to_stderr_only: bool) -> None:
         self._to_stderr_only = to_stderr_only
-        self._shown = {"stdout": "", "stderr": ""}
+        self._shown = {"stdout": 0, "stderr": 0}
 
     def write(self, stream: str, text: str) -> None:
         out = sys.stderr if (stream == "stderr" or self._to_stderr_only) else sys.stdout
         out.write(text)
         out.flush()
-        self._shown[stream] += text
+        self._shown[stream] += len(text)
 
     def pump(self, handle: ExecutionHandle) -> None:
         for fb in handle.feedback():
@@ -117,12 +116,11 @@ class LiveOutput:
 
     def finish(self, handle: ExecutionHandle, result: ExecuteCode.Result) -> None:
         self.pump(handle)
-        if result.truncated:         # the result holds head and tail only: nothing to add
+        if result.truncated or handle.lost_feedback:   # no whole output to continue from
             return
         for stream, full in (("stdout", result.stdout), ("stderr", result.stderr)):
-            shown = self._shown[stream]
-            if full.startswith(shown) and len(full) > len(shown):
-                self.write(stream, full[len(shown):])
+            if len(full) > self._shown[stream]:
+                self.write(stream, full[self._shown[stream]:])
 
 
 def run(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> int:
@@ -212,44 +210,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.file and args.file != "-" and not os.path.isfile(args.file):
         print(f"tidybot-run: no such file: {args.file}", file=sys.stderr)
         return 2
-    rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-    node = rclpy.create_node("tidybot_run", start_parameter_services=False)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
     progress = Progress()
-    client = TidybotClient(node, args.namespace)
-    try:
-        if args.status:
-            return show_status(client, args.json)
-        progress.show("waiting for tidybot_exec...")
-        if not client.wait_for_server(args.wait_server):
+    with spun_client("tidybot_run", args.namespace,
+                     signal_handler_options=rclpy.signals.SignalHandlerOptions.NO) as client:
+        try:
+            if args.status:
+                return show_status(client, args.json)
+            progress.show("waiting for tidybot_exec...")
+            if not client.wait_for_server(args.wait_server):
+                progress.clear()
+                print(f"tidybot-run: no tidybot_exec server within {args.wait_server:g}s "
+                      f"(namespace {args.namespace or '/'})", file=sys.stderr)
+                return EXIT_UNREACHABLE
             progress.clear()
-            print(f"tidybot-run: no tidybot_exec server within {args.wait_server:g}s "
-                  f"(namespace {args.namespace or '/'})", file=sys.stderr)
+            if args.history is not None:
+                return show_history(client, args.history, args.json)
+            if args.describe:
+                return show_description(client)
+            code = run(client, args, progress)
+            if code == EXIT_FORCED:         # leave at once: no rclpy teardown to wait for
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+            return code
+        except TidybotClientError as exc:
+            progress.clear()
+            print(f"tidybot-run: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
-        progress.clear()
-        if args.history is not None:
-            return show_history(client, args.history, args.json)
-        if args.describe:
-            return show_description(client)
-        code = run(client, args, progress)
-        if code == EXIT_FORCED:         # leave at once: no rclpy teardown to wait for
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        return code
-    except TidybotClientError as exc:
-        progress.clear()
-        print(f"tidybot-run: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    finally:
-        executor.shutdown()
-        spinner.join(timeout=5)      # a thread left inside rclpy at exit aborts the process
-        node.destroy_node()
-        rclpy.try_shutdown()
-
 
 if __name__ == "__main__":
     sys.exit(main())

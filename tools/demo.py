@@ -10,16 +10,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
-
-from tidybot_exec.client import TidybotClient, TidybotClientError
+from tidybot_exec.client import TidybotClientError, spun_client
 from tidybot_exec.launch_plan import command_line, plan
+from tidybot_exec.run_cli import LiveOutput
+from tidybot_exec.status import Status
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,42 +36,29 @@ def main() -> int:
             p = replace(p, arguments=("--object-width-mm", "40"))
         say(f"starting {p.name}")
         processes.append((p.name, subprocess.Popen(command_line(p, bin_dir))))
-    rclpy.init()
-    node = rclpy.create_node("tidybot_demo")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    client = TidybotClient(node)
     code = 1
     try:
-        if not client.wait_for_server(30):
-            say("tidybot_exec did not come up (is another one using the default ports?)")
-            return 1
-        client.acquire("tidybot-demo")
-        say(f"running {example.relative_to(ROOT) if example.is_relative_to(ROOT) else example} "
-            f"through the execute_code action:")
-        run = client.execute(example.read_text(), label=f"demo: {example.name}", timeout_s=300)
-        while not run.is_done():
-            for fb in run.feedback():
-                (sys.stderr if fb.stream == "stderr" else sys.stdout).write(fb.text)
-            sys.stdout.flush()
-            time.sleep(0.02)
-        for fb in run.feedback():
-            (sys.stderr if fb.stream == "stderr" else sys.stdout).write(fb.text)
-        result = run.result()
-        names = ["succeeded", "failed", "timeout", "canceled", "rejected", "error"]
-        say(f"execution {result.execution_id} {names[result.status]} in {result.duration_s:.1f}s"
-            + (f": {result.error}" if result.error else ""))
-        client.release()
-        code = 0 if result.status == 0 else 1
+        with spun_client("tidybot_demo") as client:
+            if not client.wait_for_server(30):
+                say("tidybot_exec did not come up (is another one using the default ports?)")
+                return 1
+            client.acquire("tidybot-demo")
+            say(f"running {example.relative_to(ROOT) if example.is_relative_to(ROOT) else example} "
+                f"through the execute_code action:")
+            run = client.execute(example.read_text(), label=f"demo: {example.name}", timeout_s=300)
+            live = LiveOutput(to_stderr_only=False)
+            while not run.is_done():
+                live.pump(run)
+                time.sleep(0.02)
+            result = run.result()
+            live.finish(run, result)
+            say(f"execution {result.execution_id} {Status(result.status).name.lower()} in "
+                f"{result.duration_s:.1f}s" + (f": {result.error}" if result.error else ""))
+            client.release()
+            code = 0 if result.status == Status.SUCCEEDED else 1
     except TidybotClientError as exc:
         say(str(exc))
     finally:
-        executor.shutdown()
-        spinner.join(timeout=5)
-        node.destroy_node()
-        rclpy.try_shutdown()
         for name, proc in reversed(processes):
             proc.send_signal(signal.SIGINT)
             say(f"{name} exited with {proc.wait(15)}")
