@@ -133,6 +133,15 @@ class Proc:
     def describe(self) -> str:
         return f"{self.name} stdout:\n{self.stdout[-3000:]}\n{self.name} stderr:\n{self.stderr[-3000:]}"
 
+    def wait_for_output(self, text: str, timeout: float) -> None:
+        """Wait until ``text`` is on its stdout; fail at once (with its output) if it exits."""
+        try:
+            wait_until(lambda: text in self.stdout or not self.alive(), timeout,
+                       f"{text!r} from {self.name}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.describe()}") from None
+        assert text in self.stdout, f"{self.name} exited ({self.popen.returncode})\n{self.describe()}"
+
 
 def python_cmd(module: str, *args: str) -> list[str]:
     """Command line running ``python -m module`` with this interpreter (the venv's)."""

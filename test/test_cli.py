@@ -116,7 +116,7 @@ def test_second_ctrl_c_leaves_at_once(stack, tmp_path):
             "print('stubborn', flush=True)\ntime.sleep(30)\n")
     try:
         proc = Proc(["tidybot-run", "-c", code, "--lease-id", lease.lease_id], tmp_path, "stubborn")
-        wait_until(lambda: "stubborn" in proc.stdout, 30, "the code to start")
+        proc.wait_for_output("stubborn", 30)
         proc.signal(signal.SIGINT)
         time.sleep(0.3)
         proc.signal(signal.SIGINT)
@@ -176,6 +176,25 @@ def test_client_recovers_lost_goal_result_and_cancel_replies(stack, ros):
     finally:
         client.destroy()
     wait_until(lambda: not client.status()[1].held, 10, "the lease to be released")
+
+
+def test_client_waits_for_the_servers_first_reply_and_asks_again(stack, ros):
+    """wait_for_server returns once the server has answered (a new client's first replies can
+    be lost to discovery); requests that may be repeated are sent again when unanswered."""
+    client = TidybotClient(ros.node)
+    try:
+        handshake = lose_replies(client._renew, "call_async", 1)
+        history = lose_replies(client._history, "call_async", 1)
+        assert client.wait_for_server(30)
+        assert len(handshake) == 1                 # the handshake's first try, then another
+        assert client.history(1) is not None and len(history) == 1
+        client.acquire("handshake")
+        release = lose_replies(client._release, "call_async", 1)
+        client.release()
+        assert len(release) == 1
+        wait_until(lambda: not client.status()[1].held, 10, "the lease to be released")
+    finally:
+        client.destroy()
 
 
 def test_client_class_lifecycle(stack, ros):

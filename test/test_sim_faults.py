@@ -113,8 +113,7 @@ def start_sim_process(procs, tmp_path, config, *extra: str) -> Proc:
                            "--base-ports", ports(config.base_ports), *extra),
                 tmp_path, "tidybot_sim")
     procs.append(proc)
-    wait_until(lambda: "listening" in proc.stdout or not proc.alive(), 20, "tidybot-sim to start")
-    assert proc.alive(), proc.describe()
+    proc.wait_for_output("listening", 20)
     return proc
 
 

@@ -14,11 +14,15 @@ The client works whether or not someone else spins the node: if the node already
 to an executor when the client is made, the client only waits on futures (that executor
 must keep spinning); otherwise it spins the node itself while it waits.
 
-Replies get lost on a loaded machine (a DDS reply whose reader is not yet matched, a busy
-executor). The client does not hang on one: it names each goal itself and watches the
-action's status topic, so a goal whose acceptance reply was lost is recognised as
-accepted, a result request is sent again once the goal is known to be done, and a cancel
-is sent again until the server shows the goal canceling or done.
+Replies get lost on a loaded machine: a server that has not yet discovered a new client's
+reader drops what it sends there (ros2/rmw_fastrtps#390 waits only 100 ms for the match).
+``wait_for_server`` therefore returns only once the server has answered this client (see
+``_handshake``), after which its replies and the first lines of its goals' feedback
+arrive. The client does not hang on a reply lost anyway: service requests that may be
+repeated are sent again every RETRY_S; it names each goal itself and watches the action's
+status topic, so a goal whose acceptance reply was lost is recognised as accepted, a
+result request is sent again once the goal is known to be done, and a cancel is sent
+again until the server shows the goal canceling or done.
 """
 from __future__ import annotations
 
@@ -202,11 +206,12 @@ class TidybotClient:
         service = lambda srv_type, n: self._own(node.create_client(  # noqa: E731
             srv_type, name(n), qos_profile=SERVICES))
         self._acquire = service(AcquireLease, "lease/acquire")
-        self._renew = service(RenewLease, "lease/renew")
         self._release = service(ReleaseLease, "lease/release")
         self._stop = service(StopExecution, "execution/stop")
         self._history = service(GetHistory, "execution/history")
         self._describe = service(Describe, "sdk/describe")
+        self._renew = service(RenewLease, "lease/renew")     # last: the handshake's (see there)
+        self._met = False               # the server has answered this client
         self._latest: dict[str, Any] = {}
         self._own(node.create_subscription(ExecutionStatus, name("execution/status"),
                                            lambda m: self._latest.__setitem__("execution", m),
@@ -241,14 +246,15 @@ class TidybotClient:
         else:
             rclpy.spin_once(self.node, timeout_sec=0.05)
 
-    def _wait(self, future, timeout_s: float | None, what: str):
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    def _wait(self, future, timeout_s: float) -> bool:
+        """True once ``future`` is done, False after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
         future.add_done_callback(lambda _: self._notify())
         while not future.done():
-            if deadline is not None and time.monotonic() > deadline:
-                raise TidybotClientError(f"timed out after {timeout_s:g}s waiting for {what}")
+            if time.monotonic() > deadline:
+                return False
             self._pause()
-        return future.result()
+        return True
 
     def _on_goal_status(self, msg: GoalStatusArray) -> None:
         self._goal_states = {bytes(s.goal_info.goal_id.uuid): s.status for s in msg.status_list}
@@ -262,14 +268,42 @@ class TidybotClient:
         response = ExecuteCode.Impl.SendGoalService.Response(accepted=True)
         return ClientGoalHandle(self._action, goal_id, response)
 
-    def _call(self, client, request, timeout_s: float, what: str):
+    def _call(self, client, request, timeout_s: float, what: str, resend: bool = True):
+        """The reply to ``request``. With ``resend`` (requests that may be repeated: all but
+        acquire) it is sent again every RETRY_S until one is answered."""
+        deadline = time.monotonic() + timeout_s
         if not client.wait_for_service(timeout_sec=min(timeout_s, 10.0)):
             raise TidybotClientError(f"service {client.srv_name} is not available")
-        return self._wait(client.call_async(request), timeout_s, what)
+        while True:
+            left = deadline - time.monotonic()
+            future = client.call_async(request)
+            if self._wait(future, min(left, RETRY_S) if resend else left):
+                return future.result()
+            client.remove_pending_request(future)
+            if time.monotonic() >= deadline:
+                raise TidybotClientError(f"timed out after {timeout_s:g}s waiting for {what}")
+
+    def _handshake(self, timeout_s: float) -> None:
+        """Get one reply from the server on the service client made last. A DDS participant
+        announces its readers in the order they were made and the server matches them in
+        that order, so this reply proves the server has matched every reader this client
+        made before: the action's feedback and all service replies. Until then a reply or
+        a goal's first feedback can be sent to a reader the server does not know (lost)."""
+        if not self._met:
+            self._call(self._renew, RenewLease.Request(), timeout_s, "the server's first reply")
+            self._met = True
 
     def wait_for_server(self, timeout_s: float = 30.0) -> bool:
-        """True once the execute_code action server is up."""
-        return self._action.wait_for_server(timeout_sec=timeout_s)
+        """True once the execute_code action server is up and has discovered this client
+        (nothing it sends this client is lost to discovery from then on)."""
+        deadline = time.monotonic() + timeout_s
+        if not self._action.wait_for_server(timeout_sec=timeout_s):
+            return False
+        try:
+            self._handshake(max(deadline - time.monotonic(), RETRY_S))
+        except TidybotClientError:
+            return False
+        return True
 
     # ---------------------------------------------------------------- lease
     def acquire(self, holder: str, ttl_s: float = 0.0, wait_s: float = 0.0,
@@ -277,10 +311,13 @@ class TidybotClient:
         """Acquire the robot lease (waiting up to ``wait_s`` in line); returns the token and
         keeps it for later calls. With ``keep_alive`` it is renewed every ttl/3 while the node
         spins. Raises TidybotClientError when it is not granted."""
+        # Not sent twice (a second one would find the lease held by the first): the handshake
+        # makes sure the reply can reach us.
+        self._handshake(15.0)
         # float(): unless ROS_PYTHON_CHECK_FIELDS=1, an int in a float64 field is sent as garbage
         reply = self._call(self._acquire, AcquireLease.Request(holder=holder, ttl_s=float(ttl_s),
                                                                wait_s=float(wait_s)),
-                           wait_s + 15.0, "the lease")
+                           wait_s + 15.0, "the lease", resend=False)
         if not reply.success:
             raise TidybotClientError(f"lease not granted: {reply.message}")
         self.lease_id = reply.lease_id
@@ -299,23 +336,20 @@ class TidybotClient:
             raise TidybotClientError(f"renew refused: {reply.message}")
         return reply.remaining_s
 
-    def release(self, tries: int = 3) -> None:
+    def release(self, timeout_s: float = 15.0) -> None:
         """Give the lease back (stops any code still running under it), asking again when a
-        reply is lost; raises TidybotClientError when no try was answered."""
+        reply is lost; raises TidybotClientError when none was answered."""
         if self._renew_timer is not None:
             self.node.destroy_timer(self._renew_timer)
             self._renew_timer = None
         if not self.lease_id:
             return
         token, self.lease_id = self.lease_id, ""
-        for _ in range(tries):
-            try:
-                self._call(self._release, ReleaseLease.Request(lease_id=token), 5.0, "release")
-                return              # released, or already ended: either way not ours now
-            except TidybotClientError as exc:
-                problem = exc
-        raise TidybotClientError(f"could not release the lease after {tries} tries ({problem}); "
-                                 f"it lapses after its ttl")
+        try:        # answered "released" or "not the current lease": either way not ours now
+            self._call(self._release, ReleaseLease.Request(lease_id=token), timeout_s, "release")
+        except TidybotClientError as exc:
+            raise TidybotClientError(f"could not release the lease ({exc}); it lapses after "
+                                     f"its ttl") from None
 
     # ------------------------------------------------------------ executing
     def execute(self, code: str, timeout_s: float = 0.0, label: str = "",
