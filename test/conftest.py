@@ -60,7 +60,11 @@ class RosClient:
         key = (srv_type, name)
         if key not in self._service_clients:
             self._service_clients[key] = self.node.create_client(srv_type, name)
-        client = self._service_clients[key]
+        return self.call_on(self._service_clients[key], request, timeout, retry)
+
+    def call_on(self, client, request, timeout: float = 10.0, retry: bool = False):
+        """``call`` on a service client made beforehand."""
+        name = client.srv_name
         assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
         if not retry:
             return self.result(client.call_async(request), timeout, f"reply from {name}")
@@ -236,13 +240,33 @@ class GoalRun:
         return "".join(f.text for f in self.feedback if f.stream == "stdout")
 
 
+def node_services() -> dict:
+    """Every service of the node, by name."""
+    from std_srvs.srv import Trigger
+    from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseLease,
+                                        RenewLease, ResetEstop, StopExecution)
+
+    return {"execution/stop": StopExecution, "estop": Trigger, "estop/reset": ResetEstop,
+            "execution/history": GetHistory, "sdk/describe": Describe,
+            "lease/acquire": AcquireLease, "lease/renew": RenewLease,
+            "lease/release": ReleaseLease, "lease/take": AcquireLease}
+
+
 class ExecClient:
-    """Talks to a tidybot_exec node in namespace ``prefix`` from the module's rclpy node."""
+    """Talks to a tidybot_exec node in namespace ``prefix`` from the module's rclpy node.
+
+    A client for each of the node's services is made before the TidybotClient: its handshake
+    (wait_ready) then proves the server has matched them all, so no reply is lost to
+    discovery (TidybotClient._handshake)."""
 
     def __init__(self, ros: RosClient, prefix: str = "") -> None:
         from tidybot_exec.client import TidybotClient
+        from tidybot_exec.qos import SERVICES
 
         self.ros, self.prefix = ros, prefix
+        self._services = {name: ros.node.create_client(srv_type, f"{prefix}/{name}",
+                                                       qos_profile=SERVICES)
+                          for name, srv_type in node_services().items()}
         self.client = TidybotClient(ros.node, prefix)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -254,22 +278,16 @@ class ExecClient:
     def run(self, code: str, timeout: float = 60.0, **fields):
         return self.send(code, **fields).result(timeout)
 
-    def call(self, srv_type, name: str, request, timeout: float = 10.0, retry: bool = False):
-        return self.ros.call(srv_type, f"{self.prefix}/{name}", request, timeout, retry)
+    def call(self, name: str, request, timeout: float = 10.0, retry: bool = False):
+        """The reply of the node's service ``name`` (see RosClient.call)."""
+        return self.ros.call_on(self._services[name], request, timeout, retry)
 
     def acquire(self, holder: str, ttl_s: float = 0.0, wait_s: float = 0.0, timeout: float = 30):
         """lease/acquire's reply (success or not)."""
         from tidybot_interfaces.srv import AcquireLease
 
-        return self._once(self.client._acquire, AcquireLease.Request(
+        return self.call("lease/acquire", AcquireLease.Request(
             holder=holder, ttl_s=float(ttl_s), wait_s=float(wait_s)), timeout)
-
-    def _once(self, service_client, request, timeout: float):
-        """One request (not repeatable) on a service client of the TidybotClient: wait_ready's
-        handshake made sure the server has matched it, so its reply cannot be lost."""
-        with failing_the_test():
-            return self.client._call(service_client, request, timeout, service_client.srv_name,
-                                     resend=False)
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Until execution/status says idle (a stop returns before the code has ended)."""
@@ -289,10 +307,12 @@ class ExecClient:
     def release(self, token: str):
         from tidybot_interfaces.srv import ReleaseLease
 
-        return self._once(self.client._release, ReleaseLease.Request(lease_id=token), 10.0)
+        return self.call("lease/release", ReleaseLease.Request(lease_id=token))
 
     def close(self) -> None:
         self.client.destroy()
+        for service_client in self._services.values():
+            self.ros.node.destroy_client(service_client)
 
 
 @pytest.fixture(scope="module")

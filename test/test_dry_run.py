@@ -87,7 +87,7 @@ def test_a_dry_run_starts_where_the_robot_is_and_moves_only_its_own(stack, lease
     assert np.allclose(wire.state("base")["base_pose"], before["base"]["base_pose"], atol=1e-9, rtol=0)
     assert wire.state("gripper")["position"] == before["gripper"]["position"]
     assert sim_stack.control(cmd="stats")["received"] == received
-    records = client.call(GetHistory, "execution/history", GetHistory.Request(max_count=2)).records
+    records = client.call("execution/history", GetHistory.Request(max_count=2)).records
     assert [r.dry_run for r in records] == [True, False]
 
 

@@ -45,7 +45,7 @@ def test_estop_kills_stubborn_code_at_once_holds_and_latches(stack, record):
                    abs(wire.state("base")["base_velocity"][0]) > 0.01, 30, "the base to drive")
         stops = sim_stack.control(cmd="stats")["received"]["base"].get("STOP", 0)
         started = time.monotonic()
-        reply = client.call(Trigger, "estop", Trigger.Request())
+        reply = client.call("estop", Trigger.Request())
         assert reply.success and "estopped" in reply.message, reply.message
         _, result = run.result(30)
         assert time.monotonic() - started < 15.0         # no 20 s grace
@@ -65,9 +65,9 @@ def test_estop_kills_stubborn_code_at_once_holds_and_latches(stack, record):
 
         refused = client.run("print('no')", lease_id=token)[1]
         assert (refused.status, refused.error) == (R.STATUS_REJECTED, "estopped: call estop/reset")
-        no_lease = client.call(ResetEstop, "estop/reset", ResetEstop.Request())
+        no_lease = client.call("estop/reset", ResetEstop.Request())
         assert not no_lease.success and no_lease.message.startswith("no lease")
-        assert client.call(ResetEstop, "estop/reset", ResetEstop.Request(lease_id=token)).success
+        assert client.call("estop/reset", ResetEstop.Request(lease_id=token)).success
         assert client.run("print('yes')", lease_id=token)[1].status == R.STATUS_SUCCEEDED
         wait_until(lambda: status.messages[-1].state == "idle", 10, "idle again")
     finally:

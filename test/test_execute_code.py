@@ -205,11 +205,11 @@ def test_status_topic_follows_the_execution(stack, ros):
 
 def test_execution_stop_service_and_estop(stack):
     _, client = stack
-    reply = client.call(StopExecution, "execution/stop", StopExecution.Request())
+    reply = client.call("execution/stop", StopExecution.Request())
     assert (reply.success, reply.message) == (False, "nothing is running")
     run = client.send("import time\nprint('x', flush=True)\ntime.sleep(60)\n")
     wait_until(lambda: run.feedback, 30, "the code to start")
-    reply = client.call(StopExecution, "execution/stop", StopExecution.Request())
+    reply = client.call("execution/stop", StopExecution.Request())
     assert reply.success and reply.execution_id
     status, result = run.result(30)
     assert status == GoalStatus.STATUS_ABORTED     # not canceled by the client itself
@@ -218,12 +218,12 @@ def test_execution_stop_service_and_estop(stack):
 
     run = client.send("import time\nprint('x', flush=True)\ntime.sleep(60)\n")
     wait_until(lambda: run.feedback, 30, "the code to start")
-    reply = client.call(Trigger, "estop", Trigger.Request())
+    reply = client.call("estop", Trigger.Request())
     assert reply.success, reply.message
     _, result = run.result(30)
     assert result.status == R.STATUS_CANCELED and result.error == "emergency stop"
     assert client.run("print(1)")[1].error == "estopped: call estop/reset"     # latched
-    assert client.call(ResetEstop, "estop/reset", ResetEstop.Request()).success
+    assert client.call("estop/reset", ResetEstop.Request()).success
     assert client.run("print(1)")[1].status == R.STATUS_SUCCEEDED
 
 
@@ -294,14 +294,14 @@ def serving_again(client) -> None:
 def test_history_survives_a_node_restart(stack, ros):
     sim_stack, client = stack
     _, result = client.run("print('remember me')", label="persistent")
-    records = client.call(GetHistory, "execution/history", GetHistory.Request(max_count=1)).records
+    records = client.call("execution/history", GetHistory.Request(max_count=1)).records
     assert records[0].execution_id == result.execution_id
     sim_stack.node.stop()
     sim_stack.start_node()
     client.wait_ready()
     wait_until(lambda: ("tidybot_exec", "/") in ros.node.get_node_names_and_namespaces(), 30,
                "the restarted node")
-    records = client.call(GetHistory, "execution/history", GetHistory.Request(include_code=True),
+    records = client.call("execution/history", GetHistory.Request(include_code=True),
                           timeout=30, retry=True).records       # a just restarted server
     ours = [r for r in records if r.execution_id == result.execution_id]
     assert ours and ours[0].label == "persistent" and ours[0].stdout_tail == "remember me\n"

@@ -42,7 +42,7 @@ def lease_left_free(stack):
 
     def free() -> bool:                     # queued waiters may be granted it in turn
         if latest_status(client).held:
-            taken = client.call(AcquireLease, "lease/take", AcquireLease.Request(holder="operator"))
+            taken = client.call("lease/take", AcquireLease.Request(holder="operator"))
             client.release(taken.lease_id)
             time.sleep(0.2)
         return not latest_status(client).held
@@ -130,10 +130,10 @@ def test_renew_extends_and_ttl_lapses(stack):
     assert grant.success and grant.ttl_s == 1.5
     for _ in range(3):
         time.sleep(0.8)
-        renewed = client.call(RenewLease, "lease/renew", RenewLease.Request(lease_id=grant.lease_id))
+        renewed = client.call("lease/renew", RenewLease.Request(lease_id=grant.lease_id))
         assert renewed.success and 1.0 < renewed.remaining_s <= 1.5
     wait_until(lambda: not latest_status(client).held, 5, "the lease to lapse")
-    assert not client.call(RenewLease, "lease/renew",
+    assert not client.call("lease/renew",
                            RenewLease.Request(lease_id=grant.lease_id)).success
 
 
@@ -141,7 +141,7 @@ def test_max_lease_s_ends_even_a_renewed_lease(stack):
     _, client = stack
     grant = client.acquire("long", ttl_s=100.0)
     start = time.monotonic()
-    while client.call(RenewLease, "lease/renew", RenewLease.Request(lease_id=grant.lease_id)).success:
+    while client.call("lease/renew", RenewLease.Request(lease_id=grant.lease_id)).success:
         assert time.monotonic() - start < 12, "max_lease_s did not end the lease"
         time.sleep(0.5)
     assert 7.0 < time.monotonic() - start < 10.0
@@ -156,7 +156,7 @@ def test_goals_need_the_current_token(stack, token, reason):
         _, result = client.run("print('should not run')", lease_id=token)
         assert result.status == R.STATUS_REJECTED and result.error.startswith(reason)
         assert result.stdout == ""
-        reply = client.call(StopExecution, "execution/stop", StopExecution.Request(lease_id=token))
+        reply = client.call("execution/stop", StopExecution.Request(lease_id=token))
         assert not reply.success and reply.message.startswith(reason)
         _, ok = client.run("print('runs')", lease_id=grant.lease_id)
         assert ok.status == R.STATUS_SUCCEEDED
@@ -199,7 +199,7 @@ def test_a_running_execution_keeps_the_lease_alive(stack):
     grant = client.acquire("busy", ttl_s=1.0)
     _, result = client.run("import time\ntime.sleep(2.5)\nprint('done')", lease_id=grant.lease_id)
     assert result.status == R.STATUS_SUCCEEDED
-    assert client.call(RenewLease, "lease/renew", RenewLease.Request(lease_id=grant.lease_id)).success
+    assert client.call("lease/renew", RenewLease.Request(lease_id=grant.lease_id)).success
     client.release(grant.lease_id)
 
 
@@ -215,8 +215,8 @@ def test_services_stay_responsive_while_clients_wait(stack, ros):
     queue = wait_until(lambda: len(w := latest_status(client).waiting_holders) == 4 and list(w),
                        10, "four waiters")
     start = time.monotonic()
-    assert client.call(RenewLease, "lease/renew", RenewLease.Request(lease_id=grant.lease_id)).success
-    client.call(GetHistory, "execution/history", GetHistory.Request(max_count=1))
+    assert client.call("lease/renew", RenewLease.Request(lease_id=grant.lease_id)).success
+    client.call("execution/history", GetHistory.Request(max_count=1))
     _, result = client.run("print('still here')", lease_id=grant.lease_id)
     assert result.status == R.STATUS_SUCCEEDED
     assert time.monotonic() - start < 3.5, "the node stalled while clients waited"
@@ -240,7 +240,7 @@ def test_the_token_never_leaks(stack):
     history_files = list((sim_stack.log_dir / "history").iterdir())   # database, WAL
     assert history_files and all(token.encode() not in f.read_bytes() for f in history_files)
     assert all(token not in str(s) for s in _statuses)
-    records = client.call(GetHistory, "execution/history", GetHistory.Request()).records
+    records = client.call("execution/history", GetHistory.Request()).records
     assert all(token not in str(r) for r in records)
     assert "TIDYBOT" in records[0].stdout_tail and token not in records[0].stdout_tail
 
@@ -252,15 +252,15 @@ def test_an_override_holder_takes_the_lease_and_stops_the_code(stack):
     run = client.send("import time\nprint('busy', flush=True)\ntime.sleep(30)",
                       lease_id=grant.lease_id)
     wait_until(lambda: run.feedback, 30, "the code to start")
-    refused = client.call(AcquireLease, "lease/take", AcquireLease.Request(holder="intruder"))
+    refused = client.call("lease/take", AcquireLease.Request(holder="intruder"))
     assert not refused.success and "may not take the lease over" in refused.message
-    taken = client.call(AcquireLease, "lease/take", AcquireLease.Request(holder="operator"))
+    taken = client.call("lease/take", AcquireLease.Request(holder="operator"))
     assert taken.success and taken.lease_id
     _, result = run.result(30)
     assert result.status == R.STATUS_CANCELED
     assert result.error == "lease revoked: taken over by 'operator'"
     assert latest_status(client).holder == "operator"
-    assert not client.call(RenewLease, "lease/renew", RenewLease.Request(lease_id=grant.lease_id)).success
+    assert not client.call("lease/renew", RenewLease.Request(lease_id=grant.lease_id)).success
     assert client.release(taken.lease_id).success
 
 
