@@ -229,8 +229,9 @@ def test_client_class_lifecycle(stack, ros):
     client.destroy()
 
 
-def test_output_whose_feedback_came_after_the_result_is_printed_from_the_result(capsys):
-    """Feedback (a topic) and the result (a service reply) race; the last lines are not lost."""
+def test_live_output_is_completed_from_the_result(capsys):
+    """Feedback (a topic) and the result (a service reply) race, and feedback can be lost:
+    what did not arrive live is printed from the result."""
     from tidybot_interfaces.action import ExecuteCode
 
     from tidybot_exec.run_cli import LiveOutput
@@ -252,6 +253,9 @@ def test_output_whose_feedback_came_after_the_result_is_printed_from_the_result(
     live = LiveOutput(to_stderr_only=False)       # truncated: only what arrived live
     live.finish(Arrived([]), ExecuteCode.Result(stdout="head...tail", truncated=True))
     assert capsys.readouterr() == ("", "")
-    live = LiveOutput(to_stderr_only=False)       # a gap in the feedback: no way to continue
-    live.finish(Arrived([], lost=1), ExecuteCode.Result(stdout="one\ntwo\n"))
-    assert capsys.readouterr() == ("", "")
+    live = LiveOutput(to_stderr_only=False)       # a gap in the feedback: all of it again
+    handle = Arrived([ExecuteCode.Feedback(stream="stdout", text="two\n")], lost=1)
+    live.pump(handle)
+    live.finish(handle, ExecuteCode.Result(stdout="one\ntwo\n"))
+    out, err = capsys.readouterr()
+    assert out == "two\none\ntwo\n" and "1 feedback messages were lost" in err

@@ -98,7 +98,8 @@ def result_json(result: ExecuteCode.Result) -> str:
 class LiveOutput:
     """The code's output as it arrives (feedback), completed from the result at the end:
     feedback and result travel on different channels, so the last lines may come after the
-    result — they are taken from it rather than lost. Keeps only how much was shown."""
+    result — they are taken from it rather than lost; when feedback was lost on the way
+    (a gap in its seq) the whole output is shown again. Keeps only how much was shown."""
 
     def __init__(self, to_stderr_only: bool) -> None:
         self._to_stderr_only = to_stderr_only
@@ -116,8 +117,12 @@ class LiveOutput:
 
     def finish(self, handle: ExecutionHandle, result: ExecuteCode.Result) -> None:
         self.pump(handle)
-        if result.truncated or handle.lost_feedback:   # no whole output to continue from
+        if result.truncated:        # no whole output to continue from
             return
+        if handle.lost_feedback:
+            sys.stderr.write(f"\ntidybot-run: {handle.lost_feedback} feedback messages were "
+                             f"lost on the way; the whole output again:\n")
+            self._shown = {"stdout": 0, "stderr": 0}
         for stream, full in (("stdout", result.stdout), ("stderr", result.stderr)):
             if len(full) > self._shown[stream]:
                 self.write(stream, full[self._shown[stream]:])
@@ -157,9 +162,6 @@ def run(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> 
                 sys.stderr.write(f"tidybot-run: {exc}\n")
     if handle.recovered:
         sys.stderr.write(f"tidybot-run: recovered from lost replies: {', '.join(handle.recovered)}\n")
-    if handle.lost_feedback:
-        sys.stderr.write(f"tidybot-run: {handle.lost_feedback} feedback messages were lost "
-                         f"(the result below is complete)\n")
     if args.json:
         print(result_json(result))
     elif result.status != Status.SUCCEEDED:
