@@ -197,6 +197,26 @@ def test_client_waits_for_the_servers_first_reply_and_asks_again(stack, ros):
         client.destroy()
 
 
+def test_client_destroyed_while_its_node_spins_leaves_the_executor_running():
+    """rclpy's executor dies when an action client is destroyed while it gathers its wait
+    set (ros2/rclpy#1385); TidybotClient.destroy waits for a moment between two waits."""
+    from conftest import RosClient
+
+    own = RosClient("destroy_while_spinning")
+    busy = own.node.create_timer(0.0005, lambda: None)     # the executor gathers all the time
+    entities = lambda: [len(list(e)) for e in (  # noqa: E731
+        own.node.waitables, own.node.clients, own.node.subscriptions)]
+    before = entities()
+    try:
+        for _ in range(40):
+            TidybotClient(own.node).destroy()
+            assert own._thread.is_alive(), "the executor died"
+        assert entities() == before
+    finally:
+        own.node.destroy_timer(busy)
+        own.close()
+
+
 def test_client_class_lifecycle(stack, ros):
     client = TidybotClient(ros.node)      # the module's node is spun by its own thread
     assert client.wait_for_server(30)

@@ -202,7 +202,8 @@ class TidybotClient:
         self._action = ActionClient(
             node, ExecuteCode, name("execute_code"), goal_service_qos_profile=SERVICES,
             result_service_qos_profile=SERVICES, cancel_service_qos_profile=SERVICES)
-        self._entities: list[Any] = []          # destroyed with the client
+        self._entities: list[Any] = [self._action]      # destroyed with the client
+        self._entities_lock = threading.Lock()
         service = lambda srv_type, n: self._own(node.create_client(  # noqa: E731
             srv_type, name(n), qos_profile=SERVICES))
         self._acquire = service(AcquireLease, "lease/acquire")
@@ -393,11 +394,26 @@ class TidybotClient:
         return self._latest.get("execution"), self._latest.get("lease")
 
     def destroy(self) -> None:
-        """Release the lease, and remove this client's entities from the node."""
+        """Release the lease, and remove this client's entities from the node.
+
+        An action client destroyed while another thread's executor gathers its wait set
+        kills that executor (ros2/rclpy#1385), so with a spinning executor the entities are
+        destroyed by a task in its own thread, between two of its waits."""
         self.release()
-        self._action.destroy()
-        for entity in self._entities:
-            if isinstance(entity, Subscription):
+        if self._spun_elsewhere:
+            task = self.node.executor.create_task(self._destroy_entities)
+            if self._wait(task, 5.0):
+                return
+            task.cancel()           # that executor no longer spins: no race left
+        self._destroy_entities()
+
+    def _destroy_entities(self) -> None:
+        with self._entities_lock:
+            entities, self._entities = self._entities, []
+        for entity in entities:
+            if isinstance(entity, ActionClient):
+                entity.destroy()
+            elif isinstance(entity, Subscription):
                 self.node.destroy_subscription(entity)
             else:
                 self.node.destroy_client(entity)
