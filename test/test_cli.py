@@ -193,6 +193,8 @@ def test_client_waits_for_the_servers_first_reply_and_asks_again(stack, ros):
         client.release()
         assert len(release) == 1
         wait_until(lambda: not client.status()[1].held, 10, "the lease to be released")
+        again = lose_replies(client._renew, "call_async", 1)    # as after a server restart
+        assert client.wait_for_server(30) and len(again) == 1
     finally:
         client.destroy()
 

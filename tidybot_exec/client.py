@@ -290,13 +290,13 @@ class TidybotClient:
         that order, so this reply proves the server has matched every reader this client
         made before: the action's feedback and all service replies. Until then a reply or
         a goal's first feedback can be sent to a reader the server does not know (lost)."""
-        if not self._met:
-            self._call(self._renew, RenewLease.Request(), timeout_s, "the server's first reply")
-            self._met = True
+        self._call(self._renew, RenewLease.Request(), timeout_s, "the server's first reply")
+        self._met = True
 
     def wait_for_server(self, timeout_s: float = 30.0) -> bool:
         """True once the execute_code action server is up and has discovered this client
-        (nothing it sends this client is lost to discovery from then on)."""
+        (nothing it sends this client is lost to discovery from then on). Call it again
+        after the server restarted: the new one must discover this client anew."""
         deadline = time.monotonic() + timeout_s
         if not self._action.wait_for_server(timeout_sec=timeout_s):
             return False
@@ -314,7 +314,8 @@ class TidybotClient:
         spins. Raises TidybotClientError when it is not granted."""
         # Not sent twice (a second one would find the lease held by the first): the handshake
         # makes sure the reply can reach us.
-        self._handshake(15.0)
+        if not self._met:
+            self._handshake(15.0)
         # float(): unless ROS_PYTHON_CHECK_FIELDS=1, an int in a float64 field is sent as garbage
         reply = self._call(self._acquire, AcquireLease.Request(holder=holder, ttl_s=float(ttl_s),
                                                                wait_s=float(wait_s)),
