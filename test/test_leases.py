@@ -314,3 +314,18 @@ def test_a_busy_answer_says_when_the_lease_lapses_and_what_a_lost_token_means():
     assert "(it does not lapse while its code runs)" in answers[2].message
     manager.end_execution(binding)
     manager.close()
+
+
+def test_tokens_are_safe_on_a_command_line():
+    """`tidybot-run --lease-id TOKEN`: a token starting with '-' would be taken for an option
+    (urlsafe base64 did that for one token in 64)."""
+    import re
+
+    manager = LeaseManager(default_ttl_s=10, max_lease_s=60, max_wait_s=5)
+    tokens = []
+    for _ in range(200):
+        manager.acquire("a", 0, 0, lambda grant: tokens.append(grant.lease_id))
+        manager.release(tokens[-1])
+    manager.close()
+    assert len(set(tokens)) == 200
+    assert all(re.fullmatch(r"[0-9a-f]{64}", token) for token in tokens), tokens
