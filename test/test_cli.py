@@ -199,9 +199,10 @@ def test_client_waits_for_the_servers_first_reply_and_asks_again(stack, ros):
         client.destroy()
 
 
-def test_client_destroyed_while_its_node_spins_leaves_the_executor_running():
-    """rclpy's executor dies when an action client is destroyed while it gathers its wait
-    set (ros2/rclpy#1385); TidybotClient.destroy waits for a moment between two waits."""
+def test_client_made_and_destroyed_while_its_node_spins_leaves_the_executor_running():
+    """rclpy's executor dies when an action client is made (Kilted) or destroyed
+    (ros2/rclpy#1385) while it gathers its wait set; TidybotClient does both between two
+    of its waits."""
     from conftest import RosClient
 
     own = RosClient("destroy_while_spinning")
@@ -210,7 +211,7 @@ def test_client_destroyed_while_its_node_spins_leaves_the_executor_running():
         own.node.waitables, own.node.clients, own.node.subscriptions)]
     before = entities()
     try:
-        for _ in range(40):
+        for _ in range(200):
             TidybotClient(own.node).destroy()
             assert own._thread.is_alive(), "the executor died"
         assert entities() == before

@@ -26,11 +26,12 @@ again until the server shows the goal canceling or done.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import rclpy
 from action_msgs.msg import GoalStatus, GoalStatusArray
@@ -56,6 +57,8 @@ class TidybotClientError(RuntimeError):
 ACTIVE = (GoalStatus.STATUS_ACCEPTED, GoalStatus.STATUS_EXECUTING, GoalStatus.STATUS_CANCELING)
 DONE = (GoalStatus.STATUS_SUCCEEDED, GoalStatus.STATUS_CANCELED, GoalStatus.STATUS_ABORTED)
 RETRY_S = 2.0      # a reply not here this long after the server showed the goal's state: ask again
+BETWEEN_WAITS_S = 1.0   # for a spinning executor to start a task (see _between_waits)
+T = TypeVar("T")
 
 
 class ExecutionHandle:
@@ -197,11 +200,12 @@ class TidybotClient:
     def __init__(self, node: Node, namespace: str = "") -> None:
         self.node = node
         self._spun_elsewhere = node.executor is not None
+        self._activity = threading.Event()      # a reply, feedback or status arrived
         prefix = namespace.rstrip("/")
         name = lambda n: f"{prefix}/{n}" if prefix else n  # noqa: E731
-        self._action = ActionClient(
+        self._action = self._between_waits(lambda: ActionClient(
             node, ExecuteCode, name("execute_code"), goal_service_qos_profile=SERVICES,
-            result_service_qos_profile=SERVICES, cancel_service_qos_profile=SERVICES)
+            result_service_qos_profile=SERVICES, cancel_service_qos_profile=SERVICES))
         self._entities: list[Any] = [self._action]      # destroyed with the client
         self._entities_lock = threading.Lock()
         service = lambda srv_type, n: self._own(node.create_client(  # noqa: E731
@@ -224,11 +228,27 @@ class TidybotClient:
                                            self._on_goal_status, qos_profile_action_status_default))
         self.lease_id = ""
         self._renew_timer = None
-        self._activity = threading.Event()      # a reply, feedback or status arrived
 
     def _own(self, entity: Any) -> Any:
         self._entities.append(entity)
         return entity
+
+    def _between_waits(self, fn: Callable[[], T]) -> T:
+        """``fn()`` at a moment no executor gathers this node's wait set. rclpy's ActionClient
+        is added to the node before it is complete (Kilted: before its ``_lock`` exists) and
+        can be destroyed while an executor holds it (ros2/rclpy#1385); either kills an
+        executor spinning in another thread. With such an executor ``fn`` runs as its task,
+        between two waits; if it has not started within BETWEEN_WAITS_S (that executor does
+        not spin, or this is its thread) it runs here."""
+        if not self._spun_elsewhere:
+            return fn()
+        claimed = threading.Lock()
+        task = self.node.executor.create_task(
+            lambda: fn() if claimed.acquire(blocking=False) else None)
+        if self._wait(task, BETWEEN_WAITS_S) or not claimed.acquire(blocking=False):
+            self._wait(task, math.inf)          # done, or running fn now
+            return task.result()
+        return fn()
 
     # -------------------------------------------------------------- waiting
     def _spin_briefly(self) -> None:
@@ -395,18 +415,9 @@ class TidybotClient:
         return self._latest.get("execution"), self._latest.get("lease")
 
     def destroy(self) -> None:
-        """Release the lease, and remove this client's entities from the node.
-
-        An action client destroyed while another thread's executor gathers its wait set
-        kills that executor (ros2/rclpy#1385), so with a spinning executor the entities are
-        destroyed by a task in its own thread, between two of its waits."""
+        """Release the lease, and remove this client's entities from the node."""
         self.release()
-        if self._spun_elsewhere:
-            task = self.node.executor.create_task(self._destroy_entities)
-            if self._wait(task, 5.0):
-                return
-            task.cancel()           # that executor no longer spins: no race left
-        self._destroy_entities()
+        self._between_waits(self._destroy_entities)
 
     def _destroy_entities(self) -> None:
         with self._entities_lock:
