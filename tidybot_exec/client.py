@@ -207,7 +207,6 @@ class TidybotClient:
             node, ExecuteCode, name("execute_code"), goal_service_qos_profile=SERVICES,
             result_service_qos_profile=SERVICES, cancel_service_qos_profile=SERVICES))
         self._entities: list[Any] = [self._action]      # destroyed with the client
-        self._entities_lock = threading.Lock()
         service = lambda srv_type, n: self._own(node.create_client(  # noqa: E731
             srv_type, name(n), qos_profile=SERVICES))
         self._acquire = service(AcquireLease, "lease/acquire")
@@ -420,8 +419,7 @@ class TidybotClient:
         self._between_waits(self._destroy_entities)
 
     def _destroy_entities(self) -> None:
-        with self._entities_lock:
-            entities, self._entities = self._entities, []
+        entities, self._entities = self._entities, []   # a second destroy finds none
         for entity in entities:
             if isinstance(entity, ActionClient):
                 entity.destroy()

@@ -226,7 +226,8 @@ class LeaseManager:
 
     def _grant(self, holder: str, ttl: float) -> Grant:
         now = self._clock()
-        self._lease = _Lease(secrets.token_hex(32), holder, ttl, now, now)  # hex: a token never looks like an option
+        # hex: a token never starts with '-', which a command line takes for an option
+        self._lease = _Lease(secrets.token_hex(32), holder, ttl, now, now)
         self._cond.notify_all()
         return Grant(True, self._lease.token, f"granted to {holder!r} for {ttl:g}s (renew to "
                                                f"keep it)", ttl)
