@@ -84,12 +84,12 @@ def test_a_hold_that_fails_is_reported_until_one_succeeds(stack, record):
         assert sim_stack.control(cmd="kill", server="gripper")["ok"]
         _, result = client.run("raise ValueError('bad')", lease_id=token)
         assert result.status == R.STATUS_FAILED
-        assert result.error.startswith("ValueError: bad (line 1); hold failed: stop gripper:")
-        wait_until(lambda: status.messages[-1].hold_error.startswith("hold failed: stop gripper:"),
+        assert result.error.startswith("ValueError: bad (line 1); hold failed: gripper:")
+        wait_until(lambda: status.messages[-1].hold_error.startswith("hold failed: gripper:"),
                    10, "execution/status to name the failed hold")
         since = time.monotonic()
         entry = wait_until(lambda: executor_diagnostic(diag, since), 10, "diagnostics")
-        assert entry.level[0] == 2 and entry.message.startswith("hold failed: stop gripper")
+        assert entry.level[0] == 2 and entry.message.startswith("hold failed: gripper")
     finally:
         sim_stack.control(cmd="restart", server="gripper")
     _, result = client.run("raise ValueError('bad')", lease_id=token)

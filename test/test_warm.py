@@ -126,7 +126,7 @@ def test_a_dead_zygote_means_cold_starts_then_a_new_zygote(stack):
         _, result = client.run("print('still here')")
         assert result.status == R.STATUS_SUCCEEDED and result.stdout == "still here\n", result
     wait_until(lambda: [p for p in zygote_pids(node_pid) if p != old], 60, "a new zygote")
-    assert "warm worker unavailable" in sim_stack.node.stderr + sim_stack.node.stdout
+    assert "warm worker: the zygote failed" in sim_stack.node.stderr + sim_stack.node.stdout
     _, result = client.run("print('warm again')")
     assert result.status == R.STATUS_SUCCEEDED and result.stdout == "warm again\n"
 

@@ -48,6 +48,11 @@ if not __package__:      # run as a script under -I: make the package importable
 from tidybot_exec import linux, sandbox  # noqa: E402  (stdlib only)
 
 FILENAME = "<submitted>"
+ERROR_MAX_CHARS = 4096   # of the one-line error: the report pipe never fills (64 KiB), the
+                         # code process never blocks on it, and the result stays readable
+# The package directories whose frames are the SDK's internals, not the user's code.
+_INTERNAL = tuple(str(Path(__file__).resolve().parent.parent / name) + os.sep
+                  for name in ("tidybot_sdk", "robot_sdk", "tidybot_exec"))
 
 
 # ------------------------------------------------------------------------- supervisor
@@ -166,10 +171,13 @@ def supervise(workdir: str) -> None:
     linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
     code_proc: list[int] = []
     sandboxed = spec["sandbox"] is not None
+    cap: sandbox.ProcessCap | None = None
 
     def kill_now(signum: int, frame: object) -> None:
         statuses = kill_tree()
         status = statuses.get(code_proc[0], signal.SIGKILL) if code_proc else signal.SIGKILL
+        if cap is not None:         # a cgroup left behind would cap a later, reused PID
+            cap.remove()
         _exit_like(status, sandboxed)
 
     signal.signal(signal.SIGUSR1, kill_now)
@@ -185,10 +193,9 @@ def supervise(workdir: str) -> None:
     files = os.path.join(workdir, "files")
     report_r, report_w = os.pipe()
     argv = [sys.executable, "-I", "-u", __file__, "run", files, str(report_w)]
-    cap = None
     if sandboxed:
         box = spec["sandbox"]
-        cap = sandbox.ProcessCap(f"tidybot-{os.getpid()}", spec["limits"]["processes"])
+        cap = sandbox.ProcessCap(os.path.basename(workdir), spec["limits"]["processes"])
         argv = sandbox.command(box["bwrap"], Path(files), box["disk_bytes"], box["hidden"],
                                [sys.executable, "-I", "-u", __file__, "run", sandbox.INSIDE,
                                 str(report_w)])
@@ -267,6 +274,23 @@ def _user_line(tb: types.TracebackType | None) -> int | None:
     return line
 
 
+def _print_traceback(exc: BaseException, tb: types.TracebackType | None) -> None:
+    """The traceback as the user needs it: the frames below the user's last one that are
+    the SDK's own internals (a KeyboardInterrupt from a stop lands deep in a motion loop,
+    an SDK error is raised a few calls down) become one line, without install paths."""
+    frames = traceback.extract_tb(tb)
+    keep = len(frames)
+    while keep > 0 and frames[keep - 1].filename.startswith(_INTERNAL):
+        keep -= 1
+    if keep == 0 or keep == len(frames):
+        traceback.print_exception(type(exc), exc, tb)
+        return
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames[:keep]),
+             f"  ... {len(frames) - keep} frame(s) inside the tidybot SDK\n",
+             *traceback.format_exception_only(type(exc), exc)]
+    sys.stderr.write("".join(lines))
+
+
 def confine(limits: dict) -> None:
     """The code process's own limits: KeyboardInterrupt on SIGINT, death with its parent,
     the resource limits and no core dumps."""
@@ -297,9 +321,12 @@ def run_source(source: str, report: IO[str]) -> None:
         raise
     except BaseException as exc:
         tb = _user_traceback(exc)
-        traceback.print_exception(type(exc), exc, tb)
+        _print_traceback(exc, tb)
         line = _user_line(tb)
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if len(error) > ERROR_MAX_CHARS:
+            error = f"{error[:ERROR_MAX_CHARS]}... ({len(error)} characters; the whole " \
+                    f"message is in stderr)"
         json.dump({"error": error + (f" (line {line})" if line else "")}, report)
         report.flush()
         sys.stderr.flush()

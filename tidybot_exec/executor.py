@@ -11,6 +11,7 @@ A dry run drives a private simulator in the execution's own process tree (dry_ru
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -24,7 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Protocol
+from typing import IO, Callable, Protocol, Sequence
 
 from tidybot_sdk import protocol as proto
 from tidybot_sdk.config import SdkConfig
@@ -34,10 +35,13 @@ from .dry_run import Seed
 from .guard import Guard
 from .output import FeedbackQueue, HeadTail, LineSplitter
 from .status import Status
+from .steps import attempt
 from .warm import Spare
 
 Feedback = Callable[[str, str, str, float], None]   # (execution_id, stream, text, elapsed_s)
 Log = Callable[[str], None]
+KILL_WAIT_S = 5.0           # for a killed tree to be gone (then the next, harder, step)
+JOIN_S = 2.0                # for the output readers to see EOF once the tree is dead
 
 
 @dataclass(frozen=True)
@@ -152,9 +156,9 @@ class ColdTree:
             self.proc.send_signal(signal.SIGUSR1)
         except ProcessLookupError:
             pass
-        if not self.wait(5.0):
+        if not self.wait(KILL_WAIT_S):
             _signal_group(self.pid, signal.SIGKILL)
-            self.proc.wait()
+            self.wait(KILL_WAIT_S)
 
     def report(self) -> dict:
         """What the child reported: {"error": one line, "server_error": the code never ran}."""
@@ -271,6 +275,7 @@ class Execution:
                     self._stop.hard or not hard)):
                 return False
             self._stop = _StopRequest(status, reason, hard)
+        self.guard.stop_motion()
         self._stop_event.set()
         self._wake.set()
         return True
@@ -289,13 +294,37 @@ class Execution:
     # ---------------------------------------------------------------------- run
     def wait(self) -> Result:
         """Supervise the child until it ends; returns the full result with the child's tree
-        dead and its working directory removed. Never raises for a feedback failure."""
-        readers = [threading.Thread(target=self._read, args=(name, pipe), daemon=True)
+        dead and its working directory removed. Exception-safe: a step that fails (a bug,
+        a hung guard) is named in ``error`` and every later step still runs; the status is
+        ERROR only when the server's own fault could have changed the outcome, and the
+        output is kept either way."""
+        problems: list[str] = []
+        threads = [threading.Thread(target=self._read, args=(name, pipe), daemon=True)
                    for name, pipe in (("stdout", self.tree.stdout), ("stderr", self.tree.stderr))]
-        for t in readers:
+        threads.append(threading.Thread(target=self._watch_end, daemon=True))
+        for t in threads:
             t.start()
-        watcher = threading.Thread(target=self._watch_end, daemon=True)
-        watcher.start()
+        faulted = attempt(problems, "supervision", self._supervise)
+        faulted = self._end(problems, threads) or faulted
+        self._flush_feedback()
+        result: Result | None = None
+        try:
+            result = self._result()
+        except Exception as exc:  # noqa: BLE001 - the output is still returned
+            problems.append(f"building the result: {exc!r}")
+        if result is None or faulted:
+            fallback = self.fallback_result("; ".join(problems))
+            result = fallback if result is None else dataclasses.replace(
+                result, status=Status.ERROR, error=fallback.error)
+        elif problems:
+            result.error = "; ".join(filter(None, [result.error, *problems]))
+        attempt(problems, "closing the tree", self.tree.close)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        result.finished = time.time()
+        return result
+
+    def _supervise(self) -> None:
+        """Feedback, the timeout and the stop path, until the tree is dead or stopped."""
         # Feedback is coalesced to feedback_rate_hz with a leading edge: output after a quiet
         # spell of one period goes out at once (the reader wakes this loop), the rest waits
         # for the period. EOF wakes it too, so the end is seen without waiting a period.
@@ -306,19 +335,51 @@ class Execution:
             self._wake.clear()
             if self._stop_event.is_set():
                 self._kill()
-                break
+                return
             if time.monotonic() >= deadline:
                 self.stop(Status.TIMEOUT, f"timed out after {self.timeout_s:g}s")
-        self.tree.wait()
-        self.guard.close()
-        for t in (*readers, watcher):
-            t.join(timeout=5)
-        self._flush_feedback()
-        result = self._result()
-        self.tree.close()
+
+    def _end(self, problems: list[str], threads: Sequence[threading.Thread] = ()) -> bool:
+        """The steps after supervision, each run whatever the others did: the tree dead,
+        the guard closed (no command of the code reaches the robot after it), the output
+        readers done. True when the tree may still be alive: the server's fault."""
+        alive = attempt(problems, "killing the process tree", self._ensure_dead)
+        attempt(problems, "closing the safety guard", self.guard.close)
+        deadline = time.monotonic() + JOIN_S
+        for t in threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        return alive
+
+    def _ensure_dead(self) -> None:
+        if self.tree.poll() is None:
+            self.tree.kill()
+        if self.tree.poll() is None:
+            raise RuntimeError(f"process tree {self.tree.pid} still alive after SIGKILL")
+
+    def abort(self, reason: str) -> list[str]:
+        """The last resort when ``wait`` itself failed: kill the tree without grace, close
+        the guard and clean up; returns what failed on the way."""
+        with self._lock:
+            if self._stop is None:
+                self._stop = _StopRequest(Status.ERROR, reason, hard=True)
+        problems: list[str] = []
+        self._end(problems)
+        attempt(problems, "closing the tree", self.tree.close)
         shutil.rmtree(self.workdir, ignore_errors=True)
-        result.finished = time.time()
-        return result
+        return problems
+
+    def fallback_result(self, error: str) -> Result:
+        """An ERROR result that still carries the output captured so far."""
+        out, err = self._capture["stdout"], self._capture["stderr"]
+        return Result(
+            execution_id=self.id, status=Status.ERROR,
+            exit_code=self.tree.returncode if self.tree.returncode is not None else -1,
+            stdout=out.text(), stderr=err.text(), truncated=out.truncated or err.truncated,
+            error=error, duration_s=self.elapsed, started=self.started_wall,
+            finished=time.time(), stdout_tail=out.last(self.settings.tail_bytes),
+            stderr_tail=err.last(self.settings.tail_bytes), label=self.request.label,
+            holder=self.request.holder, code=self.request.code,
+            dry_run=self.request.dry_run is not None)
 
     def _watch_end(self) -> None:
         """Wake the loop the moment the tree is dead (not a feedback period later)."""
@@ -365,9 +426,7 @@ class Execution:
             status, error = Status.SUCCEEDED, ""
         else:
             status = Status.ERROR if report.get("server_error") else Status.FAILED
-            error = report.get("error") or (
-                f"killed by signal {-code} ({signal.Signals(-code).name})" if code < 0
-                else f"exited with code {code}" if code else "")
+            error = report.get("error") or exit_description(code)
         refusals = self.guard.refusals
         if refusals:
             error = "; ".join(filter(None, [error, f"the safety guard refused {len(refusals)} "
@@ -389,6 +448,19 @@ def unstarted(request: Request, status: Status, reason: str) -> Result:
     return Result(execution_id=new_execution_id(), status=status, error=reason,
                   started=now, finished=now, label=request.label, holder=request.holder,
                   code=request.code, dry_run=request.dry_run is not None)
+
+
+def exit_description(code: int) -> str:
+    """How a process ended, for ``error`` ("" for exit 0); any signal number works, named
+    or not (real-time signals have no name in ``signal.Signals``)."""
+    if code >= 0:
+        return f"exited with code {code}" if code else ""
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = (f"SIGRTMIN+{-code - signal.SIGRTMIN}"
+                if signal.SIGRTMIN <= -code <= signal.SIGRTMAX else "unnamed")
+    return f"killed by signal {-code} ({name})"
 
 
 def _signal_group(pgid: int, sig: int) -> None:

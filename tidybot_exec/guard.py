@@ -46,9 +46,20 @@ from tidybot_sdk.transport import RequestClient
 
 State = Callable[[], "dict[str, Any] | None"]
 UPSTREAM_TIMEOUT_S = 60.0       # a gripper move blocks its reply; the SDK's own timeout rules
+CLOSE_TIMEOUT_S = 2.0           # close waits at most this for the relay threads
 BURST_S = 0.03                  # motion a target may get ahead of the speed cap, in seconds
 CREDIT_S = 0.05                 # a tick that comes this late may make up for the time
 STATE_MAX_AGE_S = 0.5           # the checks need state newer than this
+
+
+# What may still pass once the execution is stopping: stop commands and state queries.
+WHILE_STOPPING = {"arm": {ArmMsg.STOP, ArmMsg.GET_STATE}, "base": {BaseMsg.STOP, BaseMsg.GET_STATE},
+                  "gripper": {GripperMsg.STOP}}
+STOPPING_REFUSAL = "the execution is being stopped: no more motion is accepted"
+
+
+class GuardError(Exception):
+    """The guard could not close cleanly (named in the execution's error)."""
 
 
 class SpeedGate:
@@ -231,6 +242,8 @@ class Guard:
                          for name in proto.SOCKETS}
         self._threads: list[threading.Thread] = []
         self._controls: list[zmq.Socket] = []
+        self._stopping = threading.Event()
+        self._polled_at = {name: -math.inf for name in ("arm", "base")}
         self._ready = threading.Barrier(2 * len(proto.SOCKETS) + 2)
 
     def start(self) -> "Guard":
@@ -257,13 +270,26 @@ class Guard:
                           (*proto.SOCKETS, *(f"cmd-{n}" for n in proto.SOCKETS), "stream")]
         return self
 
+    def stop_motion(self) -> None:
+        """The execution is being stopped: from now on only stop commands and state queries
+        pass; every motion command is answered with an error and every streamed target is
+        dropped (code that ignores the stop's SIGINT cannot move the robot in the grace)."""
+        self._stopping.set()
+
     def close(self) -> None:
-        """Stop every thread at once (each waits on its control socket) and join them: no
-        command of this execution reaches the robot after close returns."""
+        """Stop every thread at once and join them: no command of this execution reaches
+        the robot after close returns. A request in flight to a backend that is dead or hung
+        is abandoned (the code is answered "backend unavailable"), so close is bounded by
+        CLOSE_TIMEOUT_S whatever the backends do."""
+        self._stopping.set()
+        for client in self._clients.values():
+            client.abandon()
         for control in self._controls:
             control.send(b"TERMINATE")
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
         for thread in self._threads:          # (closing an inproc peer early drops its message)
-            thread.join(timeout=2)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
         for control in self._controls:
             control.close()
         with self._view_lock:
@@ -271,16 +297,29 @@ class Guard:
                 view.close()
         for client in self._clients.values():
             client.close()
+        if stuck:
+            raise GuardError(f"guard threads did not end in {CLOSE_TIMEOUT_S:g}s: {stuck}")
 
     # -------------------------------------------------------------- state
     def _state(self, name: str) -> dict[str, Any] | None:
-        """The newest state of ``name`` (None when none came within STATE_MAX_AGE_S)."""
+        """The newest state of ``name`` (None when none came within STATE_MAX_AGE_S).
+
+        The view conflates, so a message's arrival time is not known; it is bounded: a
+        message found at one poll arrived after the poll before. When that bound is too old
+        to vouch for it, wait (up to STATE_MAX_AGE_S) for one that arrives now."""
         with self._view_lock:
-            view = self._views[name]
+            view, now = self._views[name], time.monotonic()
             if view.poll(0):
-                self._seen[name] = (view.recv(), time.monotonic())
-            raw, at = self._seen.get(name, (b"", -math.inf))
-        return proto.decode(raw) if time.monotonic() - at <= STATE_MAX_AGE_S else None
+                self._seen[name] = (view.recv(), self._polled_at[name])
+            self._polled_at[name] = now
+            raw, after = self._seen.get(name, (b"", -math.inf))
+            if now - after > STATE_MAX_AGE_S:
+                if not view.poll(int(STATE_MAX_AGE_S * 1000)):
+                    return None
+                raw = view.recv()
+                self._seen[name] = (raw, now)
+                self._polled_at[name] = time.monotonic()
+        return proto.decode(raw)
 
     def _socket(self, kind: int, bind: str | None = None, connect: str | None = None) -> zmq.Socket:
         sock = self._ctx.socket(kind)
@@ -336,6 +375,8 @@ class Guard:
             msg = proto.decode(frame)
         except ProtocolError as exc:
             return {"error": str(exc)}
+        if self._stopping.is_set() and msg.get("msg_type") not in WHILE_STOPPING[name]:
+            return {"error": STOPPING_REFUSAL}
         reason = self.envelope.check(name, msg)
         if reason is not None:
             self._refuse(name, reason)
@@ -353,6 +394,8 @@ class Guard:
         pub = self._socket(zmq.PUB, connect=self.upstream.arm["stream"])
         for _ in self._until_terminated("stream", sub, pub):
             frame = sub.recv()
+            if self._stopping.is_set():
+                continue
             try:
                 msg = proto.decode(frame)
             except ProtocolError:

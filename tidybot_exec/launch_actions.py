@@ -23,7 +23,9 @@ def actions(processes: Iterable[Process]) -> list:
             out.append(Node(package=p.package, executable=p.executable, name=p.name,
                             namespace=p.namespace,
                             parameters=[*p.params_files, *([p.parameters] if p.parameters else [])],
-                            output="screen", emulate_tty=True))
+                            # unbuffered, so output is live; no emulated tty, so no colour
+                            # codes in output piped to a file
+                            output="screen", additional_env={"PYTHONUNBUFFERED": "1"}))
         else:
             exe = str(Path(get_package_prefix(p.package)) / "lib" / p.package / p.executable)
             out.append(ExecuteProcess(cmd=[exe, *p.arguments], name=p.name, output="screen",

@@ -2,7 +2,10 @@
 
 * ``acquire`` grants at once when free, fails at once when held and ``wait_s`` is 0, and
   otherwise queues the caller FIFO for up to ``wait_s`` (capped by ``max_wait_s``). It
-  answers through a callback, so a waiting caller holds no thread.
+  answers through a callback, exactly once (granted, or refused when its wait ends), so a
+  waiting caller holds no thread.
+* ``take`` (operator override) puts its caller first in line with no deadline: it is
+  answered once the ended lease's code has stopped, whatever ``max_wait_s`` is.
 * The lease lapses ``ttl_s`` after the last renew or activity — never while an execution
   runs under it — and in any case ``max_lease_s`` after it was granted.
 * A lapse, release or take-over calls ``on_end(token, reason)`` so the code running under
@@ -141,7 +144,9 @@ class LeaseManager:
         ttl = min(ttl_s if ttl_s > 0 else self.default_ttl_s, self.max_lease_s)
         with self._cond:
             lease = self._lease
-            self._waiters.appendleft(_Waiter(holder, ttl, self._clock() + self.max_wait_s, answer))
+            # No deadline: the take is answered once the ended lease's code has stopped (the
+            # service bounds that), whatever max_wait_s is; or at close.
+            self._waiters.appendleft(_Waiter(holder, ttl, math.inf, answer))
         if lease is not None:
             self._end(lease, f"lease revoked: taken over by {holder!r}")
         else:
@@ -255,11 +260,18 @@ class LeaseManager:
             now = self._clock()
             while self._free() and self._waiters:
                 waiter = self._waiters.popleft()
-                if waiter.deadline > now:
-                    answers.append((waiter, self._grant(waiter.holder, waiter.ttl_s)))
+                answers.append((waiter, self._grant(waiter.holder, waiter.ttl_s)
+                                if waiter.deadline > now else self._gave_up()))
         for waiter, grant in answers:
             waiter.answer(grant)
         self._on_change()
+
+    def _gave_up(self) -> Grant:
+        """The answer to a waiter whose wait ended (every waiter gets one)."""
+        holder = self._lease.holder if self._lease else (
+            self._draining.holder if self._draining else "")
+        return Grant(False, message=f"gave up waiting: the lease is still held by {holder!r}"
+                     if holder else "gave up waiting: the wait ended as the lease came free")
 
     def _watch(self) -> None:
         """Lapse leases and time out waiters at their deadlines."""
@@ -282,9 +294,11 @@ class LeaseManager:
                 if expired_lease is None and not timed_out:
                     self._cond.wait(min(deadlines + [1.0]))
                     continue
-            for waiter in timed_out:
-                waiter.answer(Grant(False, message=f"gave up waiting: the lease is still held "
-                                                   f"by {self.status().holder!r}"))
+            if timed_out:
+                with self._cond:
+                    refusal = self._gave_up()
+                for waiter in timed_out:
+                    waiter.answer(refusal)
             if expired_lease is not None:
                 why = ("lease reached max_lease_s" if self._clock() - expired_lease.granted_at
                        >= self.max_lease_s else "lease lapsed: no renew or activity within ttl")

@@ -107,7 +107,7 @@ class TidybotExecNode(Node):
                     f"no sandbox for submitted code ({self.isolation.detail}); set "
                     f"allow_unsandboxed:=true only if you accept running it unconfined")
             log.warning(f"running submitted code UNSANDBOXED: {self.isolation.detail}")
-        self.stopper = RobotStopper(config, log.warning, timeout_s=1.0)
+        self.stopper = RobotStopper(config, log.warning)
         self._description = messages.description(config.limits)     # parameters are fixed
         self.service = ExecutionService(
             executor_settings(p, config, self.isolation),
@@ -239,7 +239,11 @@ class TidybotExecNode(Node):
         lease = self.leases.status()
         isolation = status("isolation", Level.OK if self.isolation.sandboxed else Level.WARN,
                            self.isolation.mechanism, detail=self.isolation.detail)
-        return [executor, isolation, status("lease", Level.OK, f"held by {lease.holder}" if lease.held else "free",
+        pool = self.service.pool
+        warm = [] if pool is None else [
+            status("warm_worker", Level.WARN, pool.problem) if pool.problem else
+            status("warm_worker", Level.OK, "spare ready" if pool.ready else "preparing a spare")]
+        return [executor, isolation, *warm, status("lease", Level.OK, f"held by {lease.holder}" if lease.held else "free",
                                  seconds_to_lapse=f"{lease.seconds_to_lapse:.1f}",
                                  waiting=len(lease.waiting_holders))]
 
@@ -387,6 +391,11 @@ def main(args: list[str] | None = None) -> int:
     spinner = threading.Thread(target=spin, name="spin")
     spinner.start()
     os.read(wake_r, 1)               # a signal, or the end of spinning
+    # From here on, further signals change nothing — also once main returns, when Python
+    # would put back the default handlers (it leaves SIG_IGN alone) and a late second
+    # Ctrl-C would kill the process after the record was written.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     node.get_logger().info("shutting down")
     node.shutdown()                  # the executor still spins: the running goal is answered
     executor.shutdown()

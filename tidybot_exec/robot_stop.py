@@ -1,7 +1,9 @@
-"""Stop and hold every backend: the last step of every abnormal end, and the estop.
+"""Hold every backend: the last step of every abnormal end, and the estop.
 
-Commands go out to the three backends in parallel with short timeouts, so one backend
-that is down delays the others by nothing and the whole stop by at most the timeout.
+Stop commands go out to the three backends in parallel, on sockets of their own (never the
+guard's, which may be stuck on a dead backend) with a short timeout, so one backend that is
+down delays the others by nothing and the whole hold by at most the timeout; a backend that
+does not answer is reported ("arm: no answer in 0.5 s"), never waited for longer.
 """
 from __future__ import annotations
 
@@ -16,19 +18,22 @@ from tidybot_sdk.transport import RequestClient
 Log = Callable[[str], None]
 
 
+HOLD_TIMEOUT_S = 0.5
+
+
 class RobotStopper:
-    def __init__(self, config: SdkConfig, log: Log, timeout_s: float = 1.0) -> None:
+    def __init__(self, config: SdkConfig, log: Log, timeout_s: float = HOLD_TIMEOUT_S) -> None:
         self._targets = [
             (RequestClient(config.arm["cmd"], "arm", timeout_s), ArmMsg.STOP),
             (RequestClient(config.base["cmd"], "base", timeout_s), BaseMsg.STOP),
             (RequestClient(config.gripper["cmd"], "gripper", timeout_s), GripperMsg.STOP)]
-        self._log = log
+        self._log, self.timeout_s = log, timeout_s
 
     def __call__(self) -> list[str]:
         """Send stop to every backend; returns the problems (empty when all acknowledged)."""
         problems: list[str] = []
-        threads = [threading.Thread(target=self._stop_one, args=(c, m, problems))
-                   for c, m in self._targets]
+        threads = [threading.Thread(target=self._stop_one, args=(c, m, problems),
+                                    name=f"hold-{c.name}") for c, m in self._targets]
         for t in threads:
             t.start()
         for t in threads:
@@ -37,15 +42,20 @@ class RobotStopper:
             self._log(problem)
         return problems
 
-    @staticmethod
-    def _stop_one(client: RequestClient, msg_type: int, problems: list[str]) -> None:
+    def _stop_one(self, client: RequestClient, msg_type: int, problems: list[str]) -> None:
         try:
             reply = client.request({"msg_type": int(msg_type)})
-        except (BackendUnavailable, ProtocolError) as exc:
-            problems.append(f"stop {client.name}: {exc}")
+        except BackendUnavailable:
+            problems.append(f"{client.name}: no answer in {self.timeout_s:g} s ({client.address})")
+            return
+        except ProtocolError as exc:
+            problems.append(f"{client.name}: invalid reply: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - a hold not known to be delivered is a problem
+            problems.append(f"{client.name}: {exc!r}")
             return
         if reply.get("error") or reply.get("success") is False:
-            problems.append(f"stop {client.name}: refused: {reply}")
+            problems.append(f"{client.name}: refused: {reply}")
 
     def close(self) -> None:
         for client, _ in self._targets:

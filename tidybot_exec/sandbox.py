@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -151,11 +152,17 @@ class ProcessCap:
             (self.path / "cgroup.procs").write_text(str(pid))
 
     def remove(self) -> None:
-        if self.path is not None:
+        """Remove the cgroup; a killed tree may take a moment to leave it (EBUSY)."""
+        for _ in range(50):
+            if self.path is None:
+                return
             try:
                 self.path.rmdir()
+                self.path = None
+            except FileNotFoundError:
+                self.path = None
             except OSError:
-                pass
+                time.sleep(0.01)
 
 
 def _pids_cgroups() -> list[Path]:

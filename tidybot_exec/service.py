@@ -124,9 +124,10 @@ class ExecutionService:
                 return unstarted(request, Status.REJECTED, refusal)
             try:
                 execution = self._execution(request, feedback, verdict.warnings, spare)
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the lease is given back
                 self._unbind(binding)
-                return unstarted(request, Status.ERROR, f"could not start the child process: {exc}")
+                self._log(f"could not start an execution: {exc!r}")
+                return unstarted(request, Status.ERROR, f"could not start the execution: {exc!r}")
             self._running = _Running(execution, binding, lease_id if binding else "")
         self._on_change()
         return execution
@@ -137,30 +138,33 @@ class ExecutionService:
         if spare is not None:
             try:
                 return Execution(self.settings, request, feedback, warnings, self._log, spare)
-            except OSError as exc:
-                self._log(f"warm worker {spare.id} was unusable ({exc}); starting cold")
+            except Exception as exc:  # noqa: BLE001 - the spare is discarded; cold still works
+                self._log(f"warm worker {spare.id} was unusable ({exc!r}); starting cold")
         return Execution(self.settings, request, feedback, warnings, self._log)
 
     # -------------------------------------------------------------- the end
     def finish(self, execution: Execution) -> Result:
-        """Wait for ``execution`` and end it: the one path every execution ends through."""
+        """Wait for ``execution`` and end it: the one path every execution ends through.
+        Every step runs whatever the steps before it did; a step that fails is named in the
+        result's ``error`` (and the record's)."""
         with self._cond:
             running = self._running
             assert running is not None and running.execution is execution, "not the current execution"
         problems: list[str] = []
         try:
-            result = execution.wait()
-        except Exception as exc:  # noqa: BLE001 - a bug must not skip the hold or the unbinding
-            execution.stop(Status.ERROR, f"internal error: {exc}", hard=True)
-            result = unstarted(execution.request, Status.ERROR, f"internal error: {exc!r}")
-            result.execution_id = execution.id
+            result = execution.wait()           # exception-safe itself: this is a last resort
+        except Exception as exc:  # noqa: BLE001 - a bug must not skip the kill, hold or unbinding
+            problems += execution.abort(f"internal error: {exc!r}")
+            result = execution.fallback_result(f"internal error: {exc!r}")
         try:
             if result.status != Status.SUCCEEDED and execution.drives_robot:
                 problems += self.hold()
-            problems += self._record(result)
-        finally:
             if problems:
                 result.error = "; ".join(filter(None, [result.error, *problems]))
+            written = self._record(result)
+            if written:
+                result.error = "; ".join(filter(None, [result.error, *written]))
+        finally:
             with self._cond:
                 self._running, self._last = None, result
                 self._cond.notify_all()
@@ -182,8 +186,7 @@ class ExecutionService:
             problems = [f"hold failed: {p}" for p in self._hold()]
         except Exception as exc:  # noqa: BLE001 - reported, never raised into the end path
             problems = [f"hold failed: {exc!r}"]
-        with self._cond:
-            self._hold_problem = "; ".join(problems)
+        self._hold_problem = "; ".join(problems)     # one assignment: no lock to wait for
         for problem in problems:
             self._log(problem)
         return problems
@@ -233,12 +236,13 @@ class ExecutionService:
         return self._stop_current(Status.CANCELED, "stopped via execution/stop"), ""
 
     def estop(self) -> tuple[str | None, list[str]]:
-        """Latch, kill the code without grace and hold every backend (also during a dry
-        run: an estop is about the real robot). Returns (stopped id, hold problems)."""
-        with self._cond:
-            self._estopped = True
-        stopped = self._stop_current(Status.CANCELED, ESTOP_REASON, hard=True)
+        """Hold every backend first — before any lock, so nothing the service is doing
+        (admission starting processes) delays it — then latch and kill the code without
+        grace (also during a dry run: an estop is about the real robot); the end path holds
+        again once the code is dead. Returns (stopped id, hold problems)."""
+        self._estopped = True      # one assignment: admission reads it under its lock
         problems = self.hold()
+        stopped = self._stop_current(Status.CANCELED, ESTOP_REASON, hard=True)
         self._on_change()
         return stopped, problems
 

@@ -37,6 +37,7 @@ from tidybot_sdk.config import SdkConfig
 
 from . import child, linux, sandbox
 from .guard import Guard
+from .steps import attempt
 from .zygote import GO, GUARD, READY
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ TAKE_WAIT_S = 0.5           # a goal waits this long for a spare being prepared,
 START_TIMEOUT_S = 60.0      # for the zygote's imports (a busy machine)
 REPLY_TIMEOUT_S = 10.0      # for one spawn
 HOST_CHECK_S = 1.0          # how often an idle pool looks whether its zygote still lives
+KILL_WAIT_S = 5.0           # for a killed tree to be gone
 
 
 class SpawnRefused(Exception):
@@ -57,17 +59,24 @@ class WarmTree:
     """A pre-started execution seen from the node: C (the PID namespace's first process,
     by pidfd, so no PID reuse can misdirect a signal) and D's pipes. C dead = tree dead."""
 
-    def __init__(self, fds: list[int], cap: sandbox.ProcessCap) -> None:
+    def __init__(self, fds: list[int], cap: sandbox.ProcessCap,
+                 on_close: Callable[[], None] = lambda: None) -> None:
         out_r, err_r, self._code_w, self._status_r, self._pidfd = fds
         self.stdout = os.fdopen(out_r, "rb", buffering=0)
         self.stderr = os.fdopen(err_r, "rb", buffering=0)
-        self.pid = linux.pidfd_pid(self._pidfd)
+        self.pid = -1
         self.returncode: int | None = None
         self._report: dict = {}
-        self._cap = cap
+        self._cap, self._on_close = cap, on_close
         self._lock = threading.Lock()
-        cap.join(self.pid)           # before the go: D and all it starts are in the cap
-        os.write(self._code_w, GO)
+        try:
+            self.pid = linux.pidfd_pid(self._pidfd)
+            cap.join(self.pid)           # before the go: D and all it starts are in the cap
+            os.write(self._code_w, GO)
+        except BaseException:
+            self.kill()
+            self.close()
+            raise
 
     def start(self, code: str) -> None:
         """Hand the code over; D compiles and runs it once the pipe closes."""
@@ -106,8 +115,11 @@ class WarmTree:
 
     def kill(self) -> None:
         """Kill C: the kernel kills the rest of the namespace before C is gone."""
-        linux.pidfd_signal(self._pidfd, signal.SIGKILL)
-        self.wait()
+        try:
+            linux.pidfd_signal(self._pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.wait(KILL_WAIT_S)
 
     def report(self) -> dict:
         return self._report
@@ -121,6 +133,7 @@ class WarmTree:
         self.stdout.close()
         self.stderr.close()
         self._cap.remove()
+        self._on_close()
 
 
 @dataclass
@@ -134,11 +147,15 @@ class Spare:
     tree: WarmTree
     generation: int = 0
 
-    def discard(self) -> None:
-        self.tree.kill()
-        self.tree.close()
-        self.guard.close()
+    def discard(self) -> list[str]:
+        """Kill and release everything of the spare, each step whatever the others did;
+        returns what failed (never raises: a discard is part of other ends)."""
+        problems: list[str] = []
+        attempt(problems, "killing its tree", self.tree.kill)
+        attempt(problems, "closing its tree", self.tree.close)
+        attempt(problems, "closing its guard", self.guard.close)
         shutil.rmtree(self.workdir, ignore_errors=True)
+        return problems
 
 
 class WarmPool:
@@ -164,6 +181,8 @@ class WarmPool:
         self._spare: Spare | None = None
         self._retired: list[Spare] = []
         self._generation = 0        # lease ends so far: a spare from an older one is retired
+        self._lent: set[str] = set()     # spares handed out whose execution has not ended
+        self.problem = ""           # why the pool is degraded ("" when a spare was made since)
         self._zygote_up = False
         self._closed = False
         self._host: subprocess.Popen | None = None
@@ -182,12 +201,21 @@ class WarmPool:
             self._cond.wait_for(lambda: self._spare is not None or not self._zygote_up
                                 or self._closed, TAKE_WAIT_S)
             spare, self._spare = self._spare, None
+            if spare is not None:
+                self._lent.add(spare.id)
             self._cond.notify_all()
         return spare
+
+    def _returned(self, execution_id: str) -> None:
+        """A spare's tree was closed: its execution (if any) has ended."""
+        with self._cond:
+            self._lent.discard(execution_id)
+            self._cond.notify_all()
 
     def give_back(self, spare: Spare) -> None:
         """A spare taken for a goal that was then refused."""
         with self._cond:
+            self._lent.discard(spare.id)
             if self._spare is None and not self._closed and spare.generation == self._generation:
                 self._spare = spare
             else:
@@ -212,8 +240,10 @@ class WarmPool:
 
     # ------------------------------------------------------------ the filler thread
     def _run(self) -> None:
-        """Start the zygote, keep a spare ready, tear down retired spares; on any failure
-        stop the zygote, say why, and try again later (goals start cold meanwhile).
+        """Start the zygote, keep a spare ready, tear down retired spares. A spare that
+        fails to prepare is discarded and another tried later; a zygote that fails is
+        stopped only once no execution it started still runs (stopping it kills its whole
+        sandbox). Goals start cold meanwhile; the reason is logged and kept in ``problem``.
         All processes are started from this thread: it lives as long as the pool, so the
         host's parent-death signal means the node died."""
         backoff = 0.5
@@ -225,15 +255,26 @@ class WarmPool:
                     backoff = 0.5
                 break
             except SpawnRefused as exc:     # the zygote lives (and so may a running execution)
-                self._log(f"warm worker: {exc}; goals start cold for now")
+                self._degraded(f"a spare failed to prepare ({exc}); trying again")
             except Exception as exc:  # noqa: BLE001 - the pool degrades to cold starts
-                self._log(f"warm worker unavailable ({exc}); goals start cold until it is back")
+                self._degraded(f"the zygote failed ({exc!r}); restarting it once no execution "
+                               f"it started still runs")
+                with self._cond:
+                    self._cond.wait_for(lambda: not self._lent or self._closed)
                 self._stop_zygote()
             with self._cond:
                 if self._cond.wait_for(lambda: self._closed, backoff):
                     break
             backoff = min(backoff * 2, 30.0)
         self._stop_zygote()
+
+    def _discard(self, spare: Spare) -> None:
+        for problem in spare.discard():
+            self._log(f"warm worker {spare.id}: {problem}")
+
+    def _degraded(self, problem: str) -> None:
+        self.problem = problem
+        self._log(f"warm worker: {problem}; goals start cold meanwhile")
 
     def _fill(self) -> bool:
         """One step: retire, or prepare a spare when none is ready. False once closed."""
@@ -245,7 +286,7 @@ class WarmPool:
             retired, self._retired = self._retired, []
             closed, needed, generation = self._closed, self._spare is None, self._generation
         for spare in retired:
-            spare.discard()
+            self._discard(spare)
         if closed:
             return False
         if needed:
@@ -253,10 +294,10 @@ class WarmPool:
             spare.generation = generation
             with self._cond:
                 if self._spare is None and not self._closed and generation == self._generation:
-                    self._spare = spare
+                    self._spare, self.problem = spare, ""
                     self._cond.notify_all()
                     return True
-            spare.discard()
+            self._discard(spare)
         return True
 
     def _start_zygote(self) -> None:
@@ -278,9 +319,15 @@ class WarmPool:
             self._cond.notify_all()
 
     def _prepare(self) -> Spare:
+        """One spare. SpawnRefused: this spare failed, the zygote is fine; anything else:
+        the zygote cannot be trusted to answer in step any more."""
         execution_id = uuid.uuid4().hex[:12]
         workdir = self.dir / "files" / "guards" / execution_id
-        guard = Guard(self._robot, workdir, self._log).start()
+        try:
+            guard = Guard(self._robot, workdir, self._log).start()
+        except Exception as exc:  # noqa: BLE001 - the zygote was not asked yet
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise SpawnRefused(f"its safety guard did not start: {exc!r}") from exc
         try:
             self._control.sendall(f"spawn {execution_id}".encode())
             message, fds, _, _ = socket.recv_fds(self._control, 4096, 5)
@@ -291,12 +338,18 @@ class WarmPool:
                 for fd in fds:
                     os.close(fd)
                 raise SpawnRefused(f"the zygote could not start a worker: {error}")
-            cap = sandbox.ProcessCap(f"tidybot-{execution_id}", self._settings.max_processes)
-            return Spare(execution_id, workdir, guard, WarmTree(fds, cap))
         except BaseException:
             guard.close()
             shutil.rmtree(workdir, ignore_errors=True)
             raise
+        try:
+            cap = sandbox.ProcessCap(f"tidybot-{execution_id}", self._settings.max_processes)
+            tree = WarmTree(fds, cap, lambda: self._returned(execution_id))
+        except Exception as exc:  # noqa: BLE001 - WarmTree killed and closed what it had
+            guard.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise SpawnRefused(f"its process could not be set up: {exc!r}") from exc
+        return Spare(execution_id, workdir, guard, tree)
 
     def _stop_zygote(self) -> None:
         with self._cond:
@@ -305,7 +358,7 @@ class WarmPool:
             self._retired, self._spare = [], None
             self._cond.notify_all()
         for spare in spares:
-            spare.discard()
+            self._discard(spare)
         if self._control is not None:
             self._control.close()
             self._control = None

@@ -21,6 +21,9 @@ def endpoint(host: str, port: int) -> str:
     return f"tcp://{host}:{port}"
 
 
+POLL_SLICE_S = 0.05     # how soon a request in flight sees that it was abandoned
+
+
 class RequestClient:
     """REQ socket to a backend's REP command port."""
 
@@ -29,6 +32,7 @@ class RequestClient:
         self._ctx = zmq.Context.instance()
         self._sock: zmq.Socket | None = None
         self._lock = threading.Lock()     # one request in flight per client
+        self._abandoned = threading.Event()
 
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
@@ -45,16 +49,31 @@ class RequestClient:
         """
         timeout = self.timeout_s if timeout_s is None else timeout_s
         with self._lock:
+            self._check_abandoned()
             sock = self._socket()
             try:
                 sock.send(encode(msg))
-                if not sock.poll(int(timeout * 1000)):
-                    raise unavailable(self.name, f"{self.name} backend at {self.address} did "
-                                                 f"not answer within {timeout:g}s")
+                deadline = time.monotonic() + timeout
+                while not sock.poll(int(1000 * max(0.0, min(
+                        POLL_SLICE_S, deadline - time.monotonic())))):
+                    self._check_abandoned()
+                    if time.monotonic() >= deadline:
+                        raise unavailable(self.name, f"{self.name} backend at {self.address} "
+                                                     f"did not answer within {timeout:g}s")
                 return decode(sock.recv())
             except BaseException:
                 self._reset()    # a REQ socket left between send and recv is unusable
                 raise
+
+    def _check_abandoned(self) -> None:
+        if self._abandoned.is_set():
+            raise unavailable(self.name, f"{self.name} backend at {self.address}: request "
+                                         f"abandoned, its client is closing")
+
+    def abandon(self) -> None:
+        """Make the request in flight (within POLL_SLICE_S) and every later one fail with
+        BackendUnavailable: an owner that is closing never waits for a dead backend."""
+        self._abandoned.set()
 
     def _reset(self) -> None:
         if self._sock is not None:
@@ -62,6 +81,7 @@ class RequestClient:
             self._sock = None
 
     def close(self) -> None:
+        self.abandon()
         with self._lock:
             self._reset()
 
