@@ -99,3 +99,76 @@ def test_the_sdk_through_the_guard_moves_and_gets_the_guards_refusal(sim, tmp_pa
     finally:
         robot.close()
         guard.close()
+
+
+@pytest.fixture
+def guarded(sim, tmp_path):
+    """(simulator, wire, guard, a client on the guard's arm command socket)."""
+    from tidybot_sdk.transport import RequestClient
+
+    simulator, wire = sim
+    guard = Guard(sdk_config_for(simulator.config), tmp_path / "guard").start()
+    code = RequestClient(guard.endpoints["arm"]["cmd"], "arm", timeout_s=30.0)
+    yield simulator, wire, guard, code
+    code.close()
+    guard.close()
+
+
+def test_close_abandons_a_request_to_a_hung_backend_at_once(guarded):
+    """A backend that never answers (crashed mid-command) must not hold the end path: the
+    guard's request upstream waits up to a minute, close does not."""
+    import threading
+    import time
+
+    simulator, _, guard, code = guarded
+    simulator.control({"cmd": "reply_delay", "server": "arm", "value": 60.0})
+    received = simulator.servers["arm"].received.get("STOP", 0)
+    answers: list = []
+    asking = threading.Thread(target=lambda: answers.append(code.request(
+        {"msg_type": int(ArmMsg.STOP)})))
+    asking.start()
+    wait_until(lambda: simulator.servers["arm"].received.get("STOP", 0) > received, 10,
+               "the request to reach the hung arm")
+    started = time.monotonic()
+    guard.close()
+    closed_in = time.monotonic() - started
+    asking.join(10)
+    assert closed_in < 2.0, closed_in
+    assert answers and "abandoned" in answers[0]["error"], answers
+
+
+def test_once_stopping_only_stops_and_state_queries_pass(guarded):
+    simulator, wire, guard, code = guarded
+    guard.stop_motion()
+    moved = code.request(joints(HOME + 0.01))
+    assert moved == {"error": "the execution is being stopped: no more motion is accepted"}
+    assert code.request({"msg_type": int(ArmMsg.STOP)}).get("success") is True
+    assert "q" in code.request({"msg_type": int(ArmMsg.GET_STATE)})
+    assert guard.refusals == []            # a stop is not the code's fault
+    from tidybot_sdk.transport import StreamPublisher
+
+    streamed = simulator.servers["arm"].received.get("JOINT_POSITION", 0)
+    stream = StreamPublisher(guard.endpoints["arm"]["stream"])
+    try:
+        for _ in range(20):                # dropped by the guard, not relayed
+            stream.send(joints(HOME))
+        assert code.request({"msg_type": int(ArmMsg.GET_STATE)})    # the relay had its turn
+        assert simulator.servers["arm"].received.get("JOINT_POSITION", 0) == streamed
+    finally:
+        stream.close()
+
+
+def test_state_that_waited_unread_is_judged_by_when_it_arrived(guarded):
+    """The guard's conflating view keeps the last message: one read long after it came
+    must count as old, not as fresh as the moment it was read."""
+    import time
+
+    simulator, wire, guard, _ = guarded
+    assert guard.envelope.check("arm", joints(HOME)) is None      # fresh state: checked
+    seen = wire.state("arm")["timestamp"]          # more state comes, unread by the guard
+    wait_until(lambda: wire.state("arm")["timestamp"] > seen + 0.05, 5, "newer state")
+    simulator.control({"cmd": "freeze_state", "server": "arm", "value": True})
+    frozen = time.monotonic()
+    wait_until(lambda: time.monotonic() - frozen > 1.0, 5, "the last state to age")
+    reason = guard.envelope.check("arm", joints(HOME))
+    assert reason is not None and "no fresh arm state" in reason, reason

@@ -312,14 +312,14 @@ class Execution:
             result = self._result()
         except Exception as exc:  # noqa: BLE001 - the output is still returned
             problems.append(f"building the result: {exc!r}")
+        attempt(problems, "closing the tree", self.tree.close)
+        shutil.rmtree(self.workdir, ignore_errors=True)
         if result is None or faulted:
             fallback = self.fallback_result("; ".join(problems))
             result = fallback if result is None else dataclasses.replace(
                 result, status=Status.ERROR, error=fallback.error)
         elif problems:
             result.error = "; ".join(filter(None, [result.error, *problems]))
-        attempt(problems, "closing the tree", self.tree.close)
-        shutil.rmtree(self.workdir, ignore_errors=True)
         result.finished = time.time()
         return result
 
@@ -343,7 +343,8 @@ class Execution:
         """The steps after supervision, each run whatever the others did: the tree dead,
         the guard closed (no command of the code reaches the robot after it), the output
         readers done. True when the tree may still be alive: the server's fault."""
-        alive = attempt(problems, "killing the process tree", self._ensure_dead)
+        alive = attempt(problems, "killing the process tree", self._ensure_dead) and (
+            self.tree.returncode is None)
         attempt(problems, "closing the safety guard", self.guard.close)
         deadline = time.monotonic() + JOIN_S
         for t in threads:

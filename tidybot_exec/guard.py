@@ -243,6 +243,7 @@ class Guard:
         self._threads: list[threading.Thread] = []
         self._controls: list[zmq.Socket] = []
         self._stopping = threading.Event()
+        self._closed = False
         self._polled_at = {name: -math.inf for name in ("arm", "base")}
         self._ready = threading.Barrier(2 * len(proto.SOCKETS) + 2)
 
@@ -280,8 +281,11 @@ class Guard:
         """Stop every thread at once and join them: no command of this execution reaches
         the robot after close returns. A request in flight to a backend that is dead or hung
         is abandoned (the code is answered "backend unavailable"), so close is bounded by
-        CLOSE_TIMEOUT_S whatever the backends do."""
+        CLOSE_TIMEOUT_S whatever the backends do. Closing again does nothing."""
         self._stopping.set()
+        if self._closed:
+            return
+        self._closed = True
         for client in self._clients.values():
             client.abandon()
         for control in self._controls:
