@@ -8,6 +8,7 @@ without a traceback. Each case gets its own stack: the node does not survive it.
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 from action_msgs.msg import GoalStatus
@@ -35,8 +36,9 @@ def fresh_stack(ros, tmp_path):
         stack.stop()
 
 
-@pytest.mark.parametrize("signals", [["SIGINT"], ["SIGINT", "SIGINT"], ["SIGTERM"]],
-                         ids=["sigint", "sigint-twice", "sigterm"])
+@pytest.mark.parametrize("signals", [["SIGINT"], ["SIGINT", "SIGINT"], ["SIGINT", 0.2, "SIGINT"],
+                                     ["SIGTERM"]],
+                         ids=["sigint", "sigint-twice", "sigint-twice-0.2s-apart", "sigterm"])
 def test_shutdown_with_a_goal_running_ends_it_through_the_stop_path(fresh_stack, ros, signals):
     stack, client = fresh_stack
     wire = Wire(stack.config)
@@ -47,12 +49,20 @@ def test_shutdown_with_a_goal_running_ends_it_through_the_stop_path(fresh_stack,
         workdir = host_workdir(run)
         run.handle()                       # accepted: its result is asked for before the node goes
         stops = stack.control(cmd="stats")["received"]["arm"].get("STOP", 0)
-        for name in signals:
-            stack.node.signal(getattr(signal, name))
+        for step in signals:               # a signal, or seconds to let pass (a double Ctrl-C)
+            if isinstance(step, float):
+                signalled = time.monotonic()
+                wait_until(lambda: time.monotonic() - signalled >= step, 5, "the pause")
+            else:
+                stack.node.signal(getattr(signal, step))
         status, result = run.result(30)
         assert stack.node.wait(30) == 0, stack.node.stderr[-2000:]
         assert status == GoalStatus.STATUS_ABORTED
         assert (result.status, result.error) == (R.STATUS_CANCELED, "node shutting down")
+        # the interrupted motion's traceback ends at the user's line, not in SDK internals
+        assert 'File "<submitted>", line 3' in result.stderr, result.stderr
+        assert "inside the tidybot SDK\nKeyboardInterrupt" in result.stderr, result.stderr
+        assert "tidybot_sdk/" not in result.stderr, result.stderr
         assert stack.control(cmd="stats")["received"]["arm"]["STOP"] >= stops + 1
         assert wire.arm_holding()["q"][0] < 1.1
         assert not workdir.exists()
@@ -63,3 +73,35 @@ def test_shutdown_with_a_goal_running_ends_it_through_the_stop_path(fresh_stack,
         history.close()
     finally:
         wire.close()
+
+
+def test_ctrl_c_on_launch_stops_node_and_simulator_at_once_with_the_arm_moving(fresh_stack):
+    """What `ros2 launch` does on Ctrl-C: SIGINT to every process at the same moment. The
+    simulator (the backends) goes away while the code's SDK is still stopping the arm: the
+    goal is answered, the record written, and the node exits 0 well within launch's 5 s
+    before it escalates to SIGTERM; a hold that could not reach the dead arm is named."""
+    stack, client = fresh_stack
+    wire = Wire(stack.config)
+    try:
+        run = client.send(MOVE)
+        wait_until(lambda: "moving" in run.stdout() and wire.state("arm")["q"][0] > 0.1, 60,
+                   "the arm to move")
+        run.handle()
+    finally:
+        wire.close()
+    signalled = time.monotonic()
+    stack.sim.signal(signal.SIGINT)
+    stack.node.signal(signal.SIGINT)
+    status, result = run.result(30)
+    assert stack.node.wait(30) == 0, stack.node.stderr[-2000:]
+    exited_in = time.monotonic() - signalled
+    print(f"node exited {exited_in:.2f} s after Ctrl-C: {result.error}")
+    assert exited_in < 5.0, (exited_in, result.error)
+    assert status == GoalStatus.STATUS_ABORTED and result.status == R.STATUS_CANCELED
+    assert result.error.startswith("node shutting down"), result.error
+    hold = result.error.removeprefix("node shutting down")
+    assert hold == "" or "no answer in 0.5 s" in hold, hold    # the backends may be gone
+    history = History(stack.params["history_dir"], 10)
+    (record,) = [r for r in history.newest() if r.execution_id == result.execution_id]
+    assert record.error == result.error
+    history.close()

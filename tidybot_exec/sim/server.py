@@ -131,8 +131,8 @@ class BackendServer:
                     continue                       # not from a REQ socket
                 envelope, data = frames[:-1], frames[-1]
                 reply = self.reply_to(data)
-                if self.faults.reply_delay_s:
-                    time.sleep(self.faults.reply_delay_s)
+                if self.faults.reply_delay_s and self._stop.wait(self.faults.reply_delay_s):
+                    break                          # stopped meanwhile: a dead server never answers
                 if self.faults.drop_replies > 0:
                     self.faults.drop_replies -= 1
                     continue
