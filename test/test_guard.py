@@ -2,6 +2,8 @@
 simulator with the SDK pointed at it."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -172,3 +174,106 @@ def test_state_that_waited_unread_is_judged_by_when_it_arrived(guarded):
     wait_until(lambda: time.monotonic() - frozen > 1.0, 5, "the last state to age")
     reason = guard.envelope.check("arm", joints(HOME))
     assert reason is not None and "no fresh arm state" in reason, reason
+
+
+def _fastest_joint(samples: list) -> float:
+    return max((max(map(abs, dq)) for dq in samples), default=0.0)
+
+
+@pytest.mark.parametrize("attack", ["fast move", "bunched ticks", "jumps"])
+def test_the_measured_joint_speed_keeps_to_the_cap_whatever_the_code_streams(sim, tmp_path, attack):
+    """Code that patches the SDK's checks away and streams faster than the cap: what the
+    gate admits is shaped, so the arm's *measured* speed stays within 10 % of the cap."""
+    from tidybot_sdk.config import SdkConfig
+    from tidybot_sdk.errors import TidybotError
+    from tidybot_sdk.transport import StateSubscriber, StreamPublisher
+
+    simulator, wire = sim
+    upstream = sdk_config_for(simulator.config)
+    cap = upstream.limits.joint_speed
+    guard = Guard(upstream, tmp_path / "guard").start()
+    robot = Robot(SdkConfig(limits=SafetyLimits(joint_speed=10.0)).with_endpoints(guard.endpoints))
+    stream = StreamPublisher(guard.endpoints["arm"]["stream"])
+    samples: list = []
+    watch = StateSubscriber(simulator.config.addresses()["arm"]["state"], "arm",
+                            on_message=lambda state: samples.append(state["dq"]))
+    try:
+        robot.arm.go_home()
+        samples.clear()
+        target = HOME.copy()
+        target[0] += 1.0
+        if attack == "fast move":              # 1 rad in 0.4 s: 2.5x the cap at its peak
+            with pytest.raises(TidybotError):
+                robot.arm.move_joints(target.tolist(), duration=0.4, timeout=1.0)
+        else:                                  # within what the gate admits, all at once
+            mode = {"msg_type": int(ArmMsg.SET_CONTROL_MODE),
+                    "control_mode": int(ControlMode.JOINT_POSITION)}
+            assert guard.envelope.check("arm", mode) is None
+            wire.req("arm", ArmMsg.SET_CONTROL_MODE, control_mode=int(ControlMode.JOINT_POSITION))
+            q, began, step = HOME.copy(), time.monotonic(), 0.025   # the gate's first burst
+            while time.monotonic() - began < 1.5:     # then the cap's rate, in lumps
+                if attack == "bunched ticks":         # four ticks' worth at once
+                    for _ in range(4):
+                        q[0] += step / 4
+                        stream.send(joints(q))
+                else:                                 # one jump as far as the gate admits
+                    q[0] += step
+                    stream.send(joints(q))
+                step, tick = 0.06, time.monotonic()
+                wait_until(lambda: time.monotonic() - tick >= 0.06, 1, "the next lump")
+            assert guard.refusals == []
+        moved = wire.state("arm")["q"][0] - HOME[0]
+        fastest = _fastest_joint(samples)
+        print(f"{attack}: fastest joint {fastest:.3f} rad/s (cap {cap:g}), moved {moved:.3f} rad")
+        assert moved > 0.05                       # it did move ...
+        assert fastest <= 1.1 * cap, fastest      # ... never faster than the cap allows
+    finally:
+        watch.close()
+        stream.close()
+        robot.close()
+        guard.close()
+
+
+def test_the_measured_cartesian_speed_keeps_to_the_cap_whatever_the_code_streams(sim, tmp_path):
+    """The same for cartesian targets streamed in lumps the gate admits (each as far as its
+    burst allows, at the cap's rate on average): the hand moves no faster than the cap,
+    judged by the measured poses over 50 ms."""
+    from tidybot_sdk.transport import StateSubscriber, StreamPublisher
+
+    simulator, wire = sim
+    upstream = sdk_config_for(simulator.config)
+    cap = upstream.limits.cartesian_speed
+    guard = Guard(upstream, tmp_path / "guard").start()
+    robot = Robot(upstream.with_endpoints(guard.endpoints))
+    stream = StreamPublisher(guard.endpoints["arm"]["stream"])
+    samples: list = []
+    watch = StateSubscriber(simulator.config.addresses()["arm"]["state"], "arm",
+                            on_message=lambda s: samples.append((s["timestamp"], s["O_T_EE"][12:15])))
+    try:
+        robot.arm.go_home()
+        mode = {"msg_type": int(ArmMsg.SET_CONTROL_MODE),
+                "control_mode": int(ControlMode.CARTESIAN_POSE)}
+        assert guard.envelope.check("arm", mode) is None
+        wire.req("arm", ArmMsg.SET_CONTROL_MODE, control_mode=int(ControlMode.CARTESIAN_POSE))
+        pose = kin.fk(HOME)
+        samples.clear()
+        began, step = time.monotonic(), 0.0075     # the gate's first burst
+        while time.monotonic() - began < 1.0:
+            pose[2, 3] -= step
+            stream.send({"msg_type": int(ArmMsg.CARTESIAN_POSE), "pose": kin.column_major(pose)})
+            step, tick = 0.015, time.monotonic()
+            wait_until(lambda: time.monotonic() - tick >= 0.06, 1, "the next lump")
+        assert guard.refusals == []
+        t = np.array([at for at, _ in samples])
+        p = np.array([xyz for _, xyz in samples])
+        w = 5                                      # 50 ms at the simulator's 100 Hz
+        speeds = np.linalg.norm(p[w:] - p[:-w], axis=1) / (t[w:] - t[:-w])
+        moved = float(np.linalg.norm(p[-1] - p[0]))
+        print(f"fastest hand {speeds.max():.3f} m/s (cap {cap:g}), moved {moved:.3f} m")
+        assert moved > 0.05
+        assert speeds.max() <= 1.1 * cap, speeds.max()
+    finally:
+        watch.close()
+        stream.close()
+        robot.close()
+        guard.close()

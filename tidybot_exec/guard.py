@@ -50,6 +50,8 @@ CLOSE_TIMEOUT_S = 2.0           # close waits at most this for the relay threads
 BURST_S = 0.03                  # motion a target may get ahead of the speed cap, in seconds
 CREDIT_S = 0.05                 # a tick that comes this late may make up for the time
 STATE_MAX_AGE_S = 0.5           # the checks need state newer than this
+FIRST_STEP_S = 0.02             # a motion's first target moves at most this long at the cap
+MAX_STEP_S = 0.04               # a late target makes up for at most this long at the cap
 
 
 # What may still pass once the execution is stopping: stop commands and state queries.
@@ -110,8 +112,79 @@ def _rotation(a: np.ndarray, b: np.ndarray) -> float:
     return float(math.acos(max(-1.0, min(1.0, cos))))
 
 
+def _joint_fraction(caps: tuple[float, ...], dt: float, a: np.ndarray, b: np.ndarray) -> float:
+    step = _joint_distance(a, b)
+    return 1.0 if step <= caps[0] * dt else caps[0] * dt / step
+
+
+def _joint_blend(a: np.ndarray, b: np.ndarray, f: float) -> np.ndarray:
+    return a + f * (b - a)
+
+
+def _pose_fraction(caps: tuple[float, ...], dt: float, a: np.ndarray, b: np.ndarray) -> float:
+    f = 1.0
+    for cap, step in zip(caps, (_translation(a, b), _rotation(a, b))):
+        if step > cap * dt:
+            f = min(f, cap * dt / step)
+    return f
+
+
+def _pose_blend(a: np.ndarray, b: np.ndarray, f: float) -> np.ndarray:
+    """``f`` of the way from pose ``a`` to ``b``: straight in position, about one axis in
+    orientation (the relative rotation's, scaled)."""
+    out = a.copy()
+    out[:3, 3] = a[:3, 3] + f * (b[:3, 3] - a[:3, 3])
+    relative = a[:3, :3].T @ b[:3, :3]
+    angle = _rotation(a, b)
+    if angle > 1e-9:
+        axis = np.array([relative[2, 1] - relative[1, 2], relative[0, 2] - relative[2, 0],
+                         relative[1, 0] - relative[0, 1]])
+        norm = np.linalg.norm(axis)
+        if norm > 1e-12:
+            axis /= norm
+            k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+            turn = f * angle
+            out[:3, :3] = a[:3, :3] @ (np.eye(3) + math.sin(turn) * k
+                                       + (1 - math.cos(turn)) * k @ k)
+        elif f >= 1.0:                  # a half turn: no unique axis; only all of it
+            out[:3, :3] = b[:3, :3]
+    return out
+
+
+class Shaper:
+    """What is forwarded to the arm moves no faster than the caps on the guard's own clock.
+
+    The gate refuses targets far off the cap; within what it admits (its burst and the
+    credit for a late tick) a target may still jump ahead, and the arm would catch up at
+    its hardware speed. So each target forwarded is the last one forwarded moved toward
+    the code's target by at most cap × the time since (at most MAX_STEP_S; FIRST_STEP_S
+    for a motion's first target, from the measured state): the *measured* motion keeps to
+    the cap whatever the code streams — bursts, bunched ticks, jumps — and what is cut off
+    follows with the next targets (the SDK repeats its final target until the arm is there).
+    """
+
+    def __init__(self, caps: tuple[float, ...], fraction, blend) -> None:
+        self._caps, self._fraction, self._blend = caps, fraction, blend
+        self._sent: np.ndarray | None = None
+        self._at = -math.inf
+
+    def reset(self) -> None:
+        self._sent = None
+
+    def toward(self, target: np.ndarray, now: float, measured: Callable[[], np.ndarray]) -> np.ndarray:
+        if self._sent is None or now - self._at > proto.ARM_HOLD_AFTER_S:
+            self._sent, dt = measured(), FIRST_STEP_S
+        else:
+            dt = min(max(0.0, now - self._at), MAX_STEP_S)
+        self._sent = self._blend(self._sent, target,
+                                 self._fraction(self._caps, dt, self._sent, target))
+        self._at = now
+        return self._sent
+
+
 class Envelope:
-    """The limits, enforced on every message, with the state the checks need."""
+    """The limits, enforced on every message, with the state the checks need; ``admit``
+    also returns the message to forward (motion targets shaped to the caps, ``Shaper``)."""
 
     def __init__(self, limits: SafetyLimits, arm_state: State, base_state: State,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -119,25 +192,32 @@ class Envelope:
         self._joints = SpeedGate(limits.joint_speed)
         self._translation = SpeedGate(limits.cartesian_speed)
         self._rotation = SpeedGate(limits.cartesian_angular_speed)
-        cartesian, every = (self._translation, self._rotation), (
-            self._joints, self._translation, self._rotation)
-        self._gates_reset_by = {ArmMsg.JOINT_POSITION: cartesian, ArmMsg.CARTESIAN_POSE: (self._joints,),
-                                ArmMsg.JOINT_VELOCITY: every, ArmMsg.CARTESIAN_VELOCITY: every,
-                                ArmMsg.STOP: every, ArmMsg.SET_CONTROL_MODE: every}
+        self._joint_shaper = Shaper((limits.joint_speed,), _joint_fraction, _joint_blend)
+        self._pose_shaper = Shaper((limits.cartesian_speed, limits.cartesian_angular_speed),
+                                   _pose_fraction, _pose_blend)
+        joint, cartesian = (self._joints, self._joint_shaper), (
+            self._translation, self._rotation, self._pose_shaper)
+        every = (*joint, *cartesian)
+        self._reset_by = {ArmMsg.JOINT_POSITION: cartesian, ArmMsg.CARTESIAN_POSE: joint,
+                          ArmMsg.JOINT_VELOCITY: every, ArmMsg.CARTESIAN_VELOCITY: every,
+                          ArmMsg.STOP: every, ArmMsg.SET_CONTROL_MODE: every}
         self._lock = threading.Lock()
 
     def check(self, backend: str, msg: dict[str, Any]) -> str | None:
         """Why ``msg`` must not reach ``backend`` (None when it may)."""
+        return self.admit(backend, msg)[0]
+
+    def admit(self, backend: str, msg: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """(why ``msg`` must not reach ``backend`` or None, the message to forward)."""
         try:
             with self._lock:
-                getattr(self, f"_{backend}")(msg)
+                return None, getattr(self, f"_{backend}")(msg) or msg
         except SafetyError as exc:
-            return str(exc)
+            return str(exc), msg
         except ProtocolError as exc:
-            return f"invalid {backend} command: {exc}"
+            return f"invalid {backend} command: {exc}", msg
         except BackendUnavailable as exc:
-            return f"cannot check the command without the {backend}'s state: {exc}"
-        return None
+            return f"cannot check the command without the {backend}'s state: {exc}", msg
 
     # ------------------------------------------------------------------ arm
     def _measured(self) -> dict[str, Any]:
@@ -146,21 +226,23 @@ class Envelope:
             raise BackendUnavailable("no fresh arm state")
         return state
 
-    def _arm(self, msg: dict[str, Any]) -> None:
-        kind, msg = proto.parse_command(msg, ArmMsg)
+    def _arm(self, original: dict[str, Any]) -> dict[str, Any] | None:
+        """Raises when refused; returns the shaped message for a motion target."""
+        kind, msg = proto.parse_command(original, ArmMsg)
         lim, now = self.limits, self._clock()
-        for gate in self._gates_reset_by.get(kind, ()):
-            gate.reset()
+        for state in self._reset_by.get(kind, ()):
+            state.reset()
         if kind == ArmMsg.JOINT_POSITION:
             q = np.asarray(msg["q"], dtype=float)
             lim.check_joints(q)
             lim.check_ee_position(kin.fk(q)[:3, 3])
-            refused = self._joints.admit(q, lambda: np.asarray(self._measured()["q"], dtype=float),
-                                         now, _joint_distance)
+            measured_q = lambda: np.asarray(self._measured()["q"], dtype=float)  # noqa: E731
+            refused = self._joints.admit(q, measured_q, now, _joint_distance)
             if refused is not None:
                 raise SafetyError(f"joint target {refused[0]:.3f} rad from the last one, more "
                                   f"than the {refused[1]:.3f} rad the joint speed cap "
                                   f"{lim.joint_speed:g} rad/s allows now")
+            return {**original, "q": self._joint_shaper.toward(q, now, measured_q).tolist()}
         elif kind == ArmMsg.JOINT_VELOCITY:
             dq = np.asarray(msg["dq"], dtype=float)
             if np.max(np.abs(dq)) > lim.joint_speed + 1e-9:
@@ -183,6 +265,7 @@ class Envelope:
                         f"than the {refused[1]:.3f} {unit} the cap {cap:g} {unit}/s allows now")
             for gate, distance, _, _ in gates:
                 gate.admit(pose, measured, now, distance)
+            return {**original, "pose": kin.column_major(self._pose_shaper.toward(pose, now, measured))}
         elif kind == ArmMsg.CARTESIAN_VELOCITY:
             v, w = np.asarray(msg["twist"][:3], dtype=float), np.asarray(msg["twist"][3:], dtype=float)
             lim.check_cartesian_speed(float(np.linalg.norm(v)), float(np.linalg.norm(w)),
@@ -381,12 +464,12 @@ class Guard:
             return {"error": str(exc)}
         if self._stopping.is_set() and msg.get("msg_type") not in WHILE_STOPPING[name]:
             return {"error": STOPPING_REFUSAL}
-        reason = self.envelope.check(name, msg)
+        reason, forward = self.envelope.admit(name, msg)
         if reason is not None:
             self._refuse(name, reason)
             return {"error": reason, "safety_error": reason}
         try:
-            return self._clients[name].request(msg)
+            return self._clients[name].request(forward)
         except (BackendUnavailable, ProtocolError) as exc:
             return {"error": str(exc)}
 
@@ -404,10 +487,10 @@ class Guard:
                 msg = proto.decode(frame)
             except ProtocolError:
                 continue
-            reason = (self.envelope.check("arm", msg) if msg.get("msg_type") in proto.ARM_STREAM_TYPES
-                      else "only motion targets may be streamed")
+            reason, forward = (self.envelope.admit("arm", msg) if msg.get("msg_type") in
+                               proto.ARM_STREAM_TYPES else ("only motion targets may be streamed", msg))
             if reason is None:
-                pub.send(frame, zmq.NOBLOCK)
+                pub.send(frame if forward is msg else proto.encode(forward), zmq.NOBLOCK)
             else:
                 self._refuse("arm", reason)
                 self._answer("arm", proto.encode({"msg_type": int(ArmMsg.STOP)}))
