@@ -363,7 +363,7 @@ class Guard:
     def close(self) -> None:
         """Stop every thread at once and join them: no command of this execution reaches
         the robot after close returns. A request in flight to a backend that is dead or hung
-        is abandoned (the code is answered "backend unavailable"), so close is bounded by
+        is abandoned (the code is answered "... request abandoned ..."), so close is bounded by
         CLOSE_TIMEOUT_S whatever the backends do. Closing again does nothing."""
         self._stopping.set()
         if self._closed:
