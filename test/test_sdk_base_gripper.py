@@ -35,7 +35,8 @@ def test_base_local_pose_target(robot):
     _, wire, sdk = robot
     sdk.base.rotate(math.pi / 2)
     sdk.base.move_to_pose(0.2, 0.0, 0.0, frame="local")     # 0.2 m ahead = +y in odometry
-    assert np.allclose(base_pose(wire), [0.0, 0.2, math.pi / 2], atol=0.02)
+    x, y, theta = base_pose(wire)          # within the SDK's arrival tolerances (0.02 m, 0.03 rad)
+    assert np.allclose([x, y], [0.0, 0.2], atol=0.02) and abs(theta - math.pi / 2) < 0.03
 
 
 def test_base_drive_resends_past_the_watchdog_then_stops(robot):
