@@ -18,10 +18,11 @@ import time
 import numpy as np
 
 from tidybot_exec import sandbox
-from tidybot_exec.executor import ExecutorSettings, Request
+from tidybot_exec.records import Request
 from tidybot_exec.guard import Guard
 from tidybot_exec.history import History
-from tidybot_exec.service import ExecutionService, LeasePolicy
+from tidybot_exec.service import ExecutionService
+from tidybot_exec.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.sim import SimConfig, Simulator
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.protocol import ArmMsg

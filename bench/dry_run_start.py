@@ -15,10 +15,10 @@ import tempfile
 import time
 
 from tidybot_exec.dry_run import Seed
-from tidybot_exec.executor import ExecutorSettings, Request
+from tidybot_exec.records import Request, Status
 from tidybot_exec.history import History
-from tidybot_exec.service import ExecutionService, LeasePolicy
-from tidybot_exec.status import Status
+from tidybot_exec.service import ExecutionService
+from tidybot_exec.settings import ExecutorSettings, LeasePolicy
 
 CODE = {"print": "print('hi')\n",
         "first arm state": "from tidybot_sdk import arm\narm.get_state()\n"}

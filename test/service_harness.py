@@ -8,9 +8,11 @@ import pytest
 
 from support import wait_until
 from tidybot_exec import sandbox
-from tidybot_exec.executor import Execution, ExecutorSettings, Request
+from tidybot_exec.executor import Execution
+from tidybot_exec.records import Request
 from tidybot_exec.history import History
-from tidybot_exec.service import ExecutionService, LeasePolicy
+from tidybot_exec.service import ExecutionService
+from tidybot_exec.settings import ExecutorSettings, LeasePolicy
 
 STUBBORN = ("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
             "print('started', flush=True)\nwhile True:\n    time.sleep(0.01)\n")

@@ -13,11 +13,11 @@ from tidybot_interfaces.srv import GetHistory
 
 from support import Wire, wait_until
 from tidybot_exec.dry_run import Seed
-from tidybot_exec.executor import ExecutorSettings, Request
+from tidybot_exec.records import Request, Status
 from tidybot_exec.history import History
-from tidybot_exec.service import ExecutionService, LeasePolicy
+from tidybot_exec.service import ExecutionService
+from tidybot_exec.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.qos import LATCHED
-from tidybot_exec.status import Status
 from tidybot_sdk import kinematics as kin
 
 R = ExecuteCode.Result
@@ -48,14 +48,14 @@ def reports(stdout: str) -> list[dict]:
 
 
 def private_sims() -> list[int]:
-    """PIDs of dry-run simulators (``child.py sim WORKDIR``) alive on this machine."""
+    """PIDs of dry-run simulators (``sim/private.py WORKDIR``) alive on this machine."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
             args = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
         except OSError:
             continue
-        if len(args) >= 3 and args[-3].endswith(b"child.py") and args[-2] == b"sim":
+        if len(args) >= 2 and args[-2].endswith(b"sim/private.py"):
             pids.append(int(entry.name))
     return pids
 

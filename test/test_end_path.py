@@ -11,10 +11,10 @@ import pytest
 
 from service_harness import STUBBORN, Harness, harness  # noqa: F401  (the fixture)
 from support import wait_until
-from tidybot_exec import executor, guard, sandbox, warm
-from tidybot_exec.executor import Execution, Request
+from tidybot_exec import guard, launchers, records, sandbox, warm
+from tidybot_exec.executor import Execution
 from tidybot_exec.history import History
-from tidybot_exec.status import Status
+from tidybot_exec.records import Request, Status
 
 QUICK_FAILURE = "print('out', flush=True)\nraise SystemExit(3)\n"
 INJECTED = "RuntimeError('injected')"
@@ -28,8 +28,8 @@ def test_any_signal_number_is_a_failure_with_the_output_kept(harness):
     assert result.error == "killed by signal 40 (SIGRTMIN+6)"
     assert result.stdout == "before\n"
     assert h.service.page().records[0].error == result.error
-    assert executor.exit_description(-9) == "killed by signal 9 (SIGKILL)"
-    assert executor.exit_description(-99) == "killed by signal 99 (unnamed)"
+    assert records.exit_description(-9) == "killed by signal 9 (SIGKILL)"
+    assert records.exit_description(-99) == "killed by signal 99 (unnamed)"
 
 
 def test_a_megabyte_exception_message_fails_at_once_with_its_head(harness):
@@ -48,11 +48,11 @@ def test_a_megabyte_exception_message_fails_at_once_with_its_head(harness):
 # Each step of the end made to fail in turn: where it lives, whether the real step runs
 # before the failure, and the words the error names it with.
 STEPS = {
-    "supervision": (lambda h: Execution, "_kill", "instead", "supervision: "),
+    "supervision": (lambda h: Execution, "_stop_path", "instead", "supervision: "),
     "kill": (lambda h: Execution, "_ensure_dead", "after", "killing the process tree: "),
     "guard close": (lambda h: guard.Guard, "close", "after", "closing the safety guard: "),
     "result": (lambda h: Execution, "_result", "instead", "building the result: "),
-    "tree close": (lambda h: warm.WarmTree if h.service.pool is not None else executor.ColdTree,
+    "tree close": (lambda h: warm.WarmTree if h.service.pool is not None else launchers.ColdTree,
                    "close", "after", "closing the tree: "),
     "hold": (lambda h: h.service, "_hold", "instead", "hold failed: "),
     "history": (lambda h: History, "append", "instead", "history not written: "),
@@ -238,14 +238,14 @@ def test_every_lease_request_is_answered():
 
 def test_a_hold_that_raises_is_a_problem_and_a_dead_backend_is_named(monkeypatch):
     from support import free_port
-    from tidybot_exec.robot_stop import RobotStopper
+    from tidybot_exec.hold import RobotHold
     from tidybot_sdk import protocol as proto
     from tidybot_sdk.config import SdkConfig
     from tidybot_sdk.transport import RequestClient
 
     nowhere = {name: {role: f"tcp://127.0.0.1:{free_port()}" for role in roles}
                for name, roles in proto.SOCKETS.items()}
-    stopper = RobotStopper(SdkConfig().with_endpoints(nowhere), lambda line: None)
+    stopper = RobotHold(SdkConfig().with_endpoints(nowhere), lambda line: None)
     original = RequestClient.request
 
     def request(self, msg, timeout_s=None):

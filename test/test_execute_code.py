@@ -37,7 +37,7 @@ def test_exception_fails_with_the_users_line(stack):
     assert result.status == R.STATUS_FAILED and result.exit_code == 1
     assert result.error == "KeyError: 'k' (line 4)"
     assert 'File "<submitted>", line 4, in f' in result.stderr
-    assert "child.py" not in result.stderr
+    assert "code_process.py" not in result.stderr
 
 
 def test_lint_warnings_reach_feedback_and_result_without_blocking(stack):

@@ -141,7 +141,7 @@ def test_close_abandons_a_request_to_a_hung_backend_at_once(guarded):
 
 def test_once_stopping_only_stops_and_state_queries_pass(guarded):
     simulator, wire, guard, code = guarded
-    guard.stop_motion()
+    guard.refuse_motion()
     moved = code.request(joints(HOME + 0.01))
     assert moved == {"error": "the execution is being stopped: no more motion is accepted"}
     assert code.request({"msg_type": int(ArmMsg.STOP)}).get("success") is True

@@ -135,9 +135,10 @@ CHECKOUT_UNDER_TMP = """\
 import sys, tempfile
 sys.path.insert(0, sys.argv[1])
 from tidybot_exec import sandbox
-from tidybot_exec.executor import ExecutorSettings, Request
+from tidybot_exec.records import Request
 from tidybot_exec.history import History
-from tidybot_exec.service import ExecutionService, LeasePolicy
+from tidybot_exec.service import ExecutionService
+from tidybot_exec.settings import ExecutorSettings, LeasePolicy
 assert sandbox.__file__.startswith(sys.argv[1])
 service = ExecutionService(ExecutorSettings(bwrap=sandbox.detect().bwrap),
                            History(tempfile.mkdtemp(), 10), hold=lambda: [],
@@ -174,7 +175,7 @@ def test_a_checkout_under_tmp_stays_visible_and_read_only(tmp_path):
 
 def test_a_spare_from_before_a_lease_ended_is_never_handed_out():
     from tidybot_exec import sandbox
-    from tidybot_exec.executor import ExecutorSettings
+    from tidybot_exec.settings import ExecutorSettings
     from tidybot_exec.warm import WarmPool
 
     pool = WarmPool(ExecutorSettings(bwrap=sandbox.detect().bwrap))

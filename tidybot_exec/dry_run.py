@@ -1,7 +1,8 @@
 """Dry runs: the code drives a private simulated robot that starts where the real one is.
 
 The node takes the newest fresh state of each backend (``Seed.from_states``); the
-execution's supervisor starts a simulator seeded with it, on unix sockets in the
+execution's supervisor starts a simulator seeded with it (sim/private.py,
+``SimConfig.seeded``), on unix sockets in the
 execution's private directory, and the code's SDK is pointed there. The simulator lives in
 the execution's process tree, so it ends with the code whatever happens, and nothing is
 sent to the real robot — not even the stop-and-hold that follows an abnormal end.
@@ -15,7 +16,6 @@ import numpy as np
 
 from tidybot_sdk import kinematics as kin
 
-from .sim import SimConfig
 from .sim.gripper import GripperSeed
 
 _GRIPPER_FIELDS = tuple(GripperSeed.__annotations__)
@@ -58,11 +58,3 @@ class Seed:
             lines.append(f"dry run: no fresh state from the {', '.join(unknown)}: starting "
                          f"from the simulator's defaults there")
         return lines
-
-    def sim_config(self, ipc_dir: str) -> SimConfig:
-        config = SimConfig(ipc_dir=ipc_dir, initial_gripper=self.gripper)
-        if self.q is not None:
-            config.initial_q = list(self.q)
-        if self.base_pose is not None:
-            config.initial_base_pose = tuple(self.base_pose)
-        return config

@@ -354,7 +354,7 @@ class Guard:
                           (*proto.SOCKETS, *(f"cmd-{n}" for n in proto.SOCKETS), "stream")]
         return self
 
-    def stop_motion(self) -> None:
+    def refuse_motion(self) -> None:
         """The execution is being stopped: from now on only stop commands and state queries
         pass; every motion command is answered with an error and every streamed target is
         dropped (code that ignores the stop's SIGINT cannot move the robot in the grace)."""

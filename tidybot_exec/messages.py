@@ -7,7 +7,7 @@ from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
 from tidybot_interfaces.srv import AcquireLease, Describe
 
 from tidybot_exec import leases
-from tidybot_exec.executor import Result
+from tidybot_exec.records import Result
 from tidybot_exec.history import Record
 from tidybot_exec.service import Snapshot
 from tidybot_sdk import SafetyLimits, describe

@@ -38,15 +38,16 @@ from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseL
 from tidybot_exec import messages, sandbox
 from tidybot_exec.backend_monitor import Level
 from tidybot_exec.dry_run import Seed
-from tidybot_exec.executor import Execution, ExecutorSettings, Request, Result
+from tidybot_exec.executor import Execution
+from tidybot_exec.hold import RobotHold
 from tidybot_exec.history import History
 from tidybot_exec.params import PARAMS, robot_history_dir, validate
 from tidybot_exec.qos import LATCHED, SERVICES
-from tidybot_exec.robot_stop import RobotStopper
 from tidybot_exec.sandbox import Isolation
-from tidybot_exec.service import ExecutionService, LeasePolicy
+from tidybot_exec.records import Request, Result, Status
+from tidybot_exec.service import ExecutionService
+from tidybot_exec.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.state_topics import StateTopics, status
-from tidybot_exec.status import Status
 from tidybot_sdk import protocol as proto
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.limits import SafetyLimits
@@ -107,12 +108,12 @@ class TidybotExecNode(Node):
                     f"no sandbox for submitted code ({self.isolation.detail}); set "
                     f"allow_unsandboxed:=true only if you accept running it unconfined")
             log.warning(f"running submitted code UNSANDBOXED: {self.isolation.detail}")
-        self.stopper = RobotStopper(config, log.warning)
+        self.robot_hold = RobotHold(config, log.warning)
         self._description = messages.description(config.limits)     # parameters are fixed
         self.service = ExecutionService(
             executor_settings(p, config, self.isolation),
             History(robot_history_dir(p["history_dir"], self.get_namespace()), p["history_max_records"]),
-            hold=self.stopper, log=log.info,
+            hold=self.robot_hold, log=log.info,
             policy=LeasePolicy(require_lease=p["require_lease"],
                                default_ttl_s=p["lease_default_ttl_s"],
                                max_lease_s=p["max_lease_s"], max_wait_s=p["lease_max_wait_s"]),
@@ -356,7 +357,7 @@ class TidybotExecNode(Node):
         with self._answered:       # rclpy sends the result right after the callback returns
             self._answered.wait_for(lambda: self._answering == 0, timeout=10.0)
         self.state_topics.close()
-        self.stopper.close()
+        self.robot_hold.close()
         self.service.history.close()
 
 

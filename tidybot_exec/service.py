@@ -24,26 +24,20 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .executor import Execution, ExecutorSettings, Feedback, Request, Result, unstarted
+from .executor import Execution, Feedback
 from .history import History, Page, Record
+from .launchers import Launched, launch_cold
 from .leases import Binding, LeaseManager
-from .status import Status
+from .records import Request, Result, Status, unstarted
+from .settings import ExecutorSettings, LeasePolicy
 from .validation import duration_error, validate
-from .warm import Spare, WarmPool
+from .warm import WarmPool
 
 Hold = Callable[[], list]          # commands stop-and-hold; returns the problems
 Log = Callable[[str], None]
 SHUTDOWN_REASON = "node shutting down"
 ESTOP_REASON = "emergency stop"
 ESTOPPED_REFUSAL = "estopped: call estop/reset"
-
-
-@dataclass(frozen=True)
-class LeasePolicy:
-    require_lease: bool = True
-    default_ttl_s: float = 120.0
-    max_lease_s: float = 1800.0
-    max_wait_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -133,14 +127,15 @@ class ExecutionService:
         return execution
 
     def _execution(self, request: Request, feedback: Feedback, warnings: list[str],
-                   spare: Spare | None) -> Execution:
+                   spare: Launched | None) -> Execution:
         """Start warm from ``spare``; if the spare turns out dead, start cold."""
         if spare is not None:
             try:
-                return Execution(self.settings, request, feedback, warnings, self._log, spare)
+                return Execution(self.settings, request, spare, feedback, warnings, self._log)
             except Exception as exc:  # noqa: BLE001 - the spare is discarded; cold still works
                 self._log(f"warm worker {spare.id} was unusable ({exc!r}); starting cold")
-        return Execution(self.settings, request, feedback, warnings, self._log)
+        return Execution(self.settings, request, launch_cold(self.settings, request, self._log),
+                         feedback, warnings, self._log)
 
     # -------------------------------------------------------------- the end
     def finish(self, execution: Execution) -> Result:

@@ -12,7 +12,7 @@ A goal that finds no spare ready (the zygote starting or restarting, or goals fa
 spares) waits a moment for the one being prepared, else starts cold (executor.py: correct,
 just slower). Dry runs always start cold: their guard relays to a private simulator.
 
-The zygote runs under a trusted host process outside the sandbox (child.py ``host``),
+The zygote runs under a trusted host process outside the sandbox (warm_host.py),
 which, if the node dies, kills everything in the sandbox and commands the robot to hold.
 """
 from __future__ import annotations
@@ -28,27 +28,23 @@ import sys
 import tempfile
 import threading
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from tidybot_sdk import protocol as proto
 from tidybot_sdk.config import SdkConfig
 
-from . import child, linux, sandbox
+from . import linux, sandbox, warm_host
 from .guard import Guard
-from .steps import attempt
+from .launchers import KILL_WAIT_S, Launched, read_report
+from .settings import ExecutorSettings
 from .zygote import GO, GUARD, READY
-
-if TYPE_CHECKING:
-    from .executor import ExecutorSettings
 
 Log = Callable[[str], None]
 TAKE_WAIT_S = 0.5           # a goal waits this long for a spare being prepared, then goes cold
 START_TIMEOUT_S = 60.0      # for the zygote's imports (a busy machine)
 REPLY_TIMEOUT_S = 10.0      # for one spawn
 HOST_CHECK_S = 1.0          # how often an idle pool looks whether its zygote still lives
-KILL_WAIT_S = 5.0           # for a killed tree to be gone
 
 
 class SpawnRefused(Exception):
@@ -101,13 +97,12 @@ class WarmTree:
 
     def _reap(self) -> None:
         # C wrote D's status just before it exited; nobody else holds the pipe's write end.
-        data = os.read(self._status_r, 65536)
+        self._report = read_report(self._status_r)
         try:
-            message = json.loads(data)
-            self.returncode = os.waitstatus_to_exitcode(message["status"])
-            self._report = {"error": str(message.get("error", ""))}
-        except (ValueError, KeyError, TypeError):
+            self.returncode = os.waitstatus_to_exitcode(self._report["status"])
+        except (KeyError, TypeError, ValueError):
             self.returncode = -signal.SIGKILL       # C was killed: the stop path's kill
+            self._report = {}
 
     def interrupt(self) -> None:
         """The soft stop: C forwards SIGINT to the code's process group."""
@@ -136,32 +131,10 @@ class WarmTree:
         self._on_close()
 
 
-@dataclass
-class Spare:
-    """A ready execution: its id, its guard and the guard's directory, its tree, and the
-    lease generation it was prepared in."""
-
-    id: str
-    workdir: Path
-    guard: Guard
-    tree: WarmTree
-    generation: int = 0
-
-    def discard(self) -> list[str]:
-        """Kill and release everything of the spare, each step whatever the others did;
-        returns what failed (never raises: a discard is part of other ends)."""
-        problems: list[str] = []
-        attempt(problems, "killing its tree", self.tree.kill)
-        attempt(problems, "closing its tree", self.tree.close)
-        attempt(problems, "closing its guard", self.guard.close)
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        return problems
-
-
 class WarmPool:
     """One spare at a time, from a zygote that this pool starts and restarts."""
 
-    def __init__(self, settings: "ExecutorSettings", log: Log = lambda line: None) -> None:
+    def __init__(self, settings: ExecutorSettings, log: Log = lambda line: None) -> None:
         self._settings, self._log = settings, log
         self._robot = SdkConfig.from_dict(json.loads(settings.sdk_config_json))
         self.dir = Path(tempfile.mkdtemp(prefix="tidybot-warm-"))
@@ -178,8 +151,8 @@ class WarmPool:
         self._env = sandbox.environment(sandbox.WORKDIR, inside.to_json())
         self._env["OPENBLAS_NUM_THREADS"] = "1"     # the zygote must stay one thread to fork
         self._cond = threading.Condition()
-        self._spare: Spare | None = None
-        self._retired: list[Spare] = []
+        self._spare: Launched | None = None
+        self._retired: list[Launched] = []
         self._generation = 0        # lease ends so far: a spare from an older one is retired
         self._lent: set[str] = set()     # spares handed out whose execution has not ended
         self.problem = ""           # why the pool is degraded ("" when a spare was made since)
@@ -195,7 +168,7 @@ class WarmPool:
         with self._cond:
             return self._spare is not None
 
-    def take(self) -> Spare | None:
+    def take(self) -> Launched | None:
         """The spare, or None (start cold). Waits up to TAKE_WAIT_S for one being prepared."""
         with self._cond:
             self._cond.wait_for(lambda: self._spare is not None or not self._zygote_up
@@ -212,7 +185,7 @@ class WarmPool:
             self._lent.discard(execution_id)
             self._cond.notify_all()
 
-    def give_back(self, spare: Spare) -> None:
+    def give_back(self, spare: Launched) -> None:
         """A spare taken for a goal that was then refused."""
         with self._cond:
             self._lent.discard(spare.id)
@@ -268,7 +241,7 @@ class WarmPool:
             backoff = min(backoff * 2, 30.0)
         self._stop_zygote()
 
-    def _discard(self, spare: Spare) -> None:
+    def _discard(self, spare: Launched) -> None:
         for problem in spare.discard():
             self._log(f"warm worker {spare.id}: {problem}")
 
@@ -304,7 +277,7 @@ class WarmPool:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._host = subprocess.Popen(
-                [sys.executable, "-I", "-u", child.__file__, "host", str(self.dir),
+                [sys.executable, "-I", "-u", warm_host.__file__, str(self.dir),
                  str(theirs.fileno())], pass_fds=(theirs.fileno(),), env=self._env,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
@@ -318,7 +291,7 @@ class WarmPool:
             self._zygote_up = True
             self._cond.notify_all()
 
-    def _prepare(self) -> Spare:
+    def _prepare(self) -> Launched:
         """One spare. SpawnRefused: this spare failed, the zygote is fine; anything else:
         the zygote cannot be trusted to answer in step any more."""
         execution_id = uuid.uuid4().hex[:12]
@@ -349,7 +322,7 @@ class WarmPool:
             guard.close()
             shutil.rmtree(workdir, ignore_errors=True)
             raise SpawnRefused(f"its process could not be set up: {exc!r}") from exc
-        return Spare(execution_id, workdir, guard, tree)
+        return Launched(execution_id, workdir, guard, tree)
 
     def _stop_zygote(self) -> None:
         with self._cond:

@@ -16,8 +16,8 @@ forks:
   node) to D's process group, reaps everything; once D has ended it kills whatever D left
   and reports D's wait status. When C exits the kernel kills whatever is left in the
   namespace, so "C is dead" is "the tree is dead".
-* **D** (the code process): the code's limits (child.confine), stdout/stderr on the node's
-  pipes, reads the code from its pipe until EOF and runs it (child.run_source).
+* **D** (the code process): the code's limits (code_process.confine), stdout/stderr on the node's
+  pipes, reads the code from its pipe until EOF and runs it (code_process.run_source).
 
 So every execution is a fresh process that shares only read-only pages with the zygote
 (copy-on-write), and nothing an execution writes — files, shared memory, IPC objects,
@@ -38,7 +38,7 @@ from typing import Iterable, NamedTuple, NoReturn
 
 if not __package__:      # run as a script under -I: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tidybot_exec import child, linux, sandbox  # noqa: E402  (stdlib only)
+from tidybot_exec import code_process, linux, sandbox  # noqa: E402  (stdlib only)
 
 READY = b"ready"
 GO = b"g"                           # the node's go: C is in its process cap, fork the code
@@ -135,7 +135,7 @@ def _init(execution_id: str, spec: dict, out_w: int, err_w: int, code_r: int,
             os.close(out_w)
             os.close(err_w)
             os.environ["TIDYBOT_EXECUTION_ID"] = execution_id
-            child.confine(spec["limits"])
+            code_process.confine(spec["limits"])
             with os.fdopen(code_r, "rb") as code:
                 source = code.read().decode("utf-8")
             return Job(source, report_w)
@@ -202,7 +202,7 @@ def _exit(code: object) -> NoReturn:
 if __name__ == "__main__":
     job = main(int(sys.argv[1]))
     try:
-        child.run_source(job.source, os.fdopen(job.report_fd, "w"))
+        code_process.run_source(job.source, os.fdopen(job.report_fd, "w"))
     except SystemExit as exc:
         _exit(exc.code)
     _exit(0)

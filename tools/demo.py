@@ -17,7 +17,7 @@ from pathlib import Path
 from tidybot_exec.client import TidybotClientError, spun_client
 from tidybot_exec.launch_plan import command_line, plan
 from tidybot_exec.run_cli import LiveOutput
-from tidybot_exec.status import Status
+from tidybot_exec.records import Status
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -41,6 +41,17 @@ class SimConfig:
     control_port: int | None = None
     ipc_dir: str | None = None        # bind unix sockets here instead of host/ports
 
+    @classmethod
+    def seeded(cls, seed: dict, ipc_dir: str) -> "SimConfig":
+        """A dry run's private robot on unix sockets in ``ipc_dir``, starting where the real
+        one is (``seed``: dry_run.Seed.to_dict; None fields keep the defaults)."""
+        config = cls(ipc_dir=ipc_dir, initial_gripper=seed.get("gripper"))
+        if seed.get("q") is not None:
+            config.initial_q = list(seed["q"])
+        if seed.get("base_pose") is not None:
+            config.initial_base_pose = tuple(seed["base_pose"])
+        return config
+
     def addresses(self) -> proto.Endpoints:
         """Where each backend socket binds (and so where clients connect)."""
         if self.ipc_dir is not None:

@@ -7,13 +7,18 @@ does not answer is reported ("arm: no answer in 0.5 s"), never waited for longer
 """
 from __future__ import annotations
 
+import json
+import sys
 import threading
+from pathlib import Path
 from typing import Callable
 
-from tidybot_sdk.config import SdkConfig
-from tidybot_sdk.errors import BackendUnavailable
-from tidybot_sdk.protocol import ArmMsg, BaseMsg, GripperMsg, ProtocolError
-from tidybot_sdk.transport import RequestClient
+if not __package__:      # run as a script by an orphaned supervisor: make the SDK importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tidybot_sdk.config import SdkConfig  # noqa: E402
+from tidybot_sdk.errors import BackendUnavailable  # noqa: E402
+from tidybot_sdk.protocol import ArmMsg, BaseMsg, GripperMsg, ProtocolError  # noqa: E402
+from tidybot_sdk.transport import RequestClient  # noqa: E402
 
 Log = Callable[[str], None]
 
@@ -21,7 +26,7 @@ Log = Callable[[str], None]
 HOLD_TIMEOUT_S = 0.5
 
 
-class RobotStopper:
+class RobotHold:
     def __init__(self, config: SdkConfig, log: Log, timeout_s: float = HOLD_TIMEOUT_S) -> None:
         self._targets = [
             (RequestClient(config.arm["cmd"], "arm", timeout_s), ArmMsg.STOP),
@@ -60,3 +65,17 @@ class RobotStopper:
     def close(self) -> None:
         for client, _ in self._targets:
             client.close()
+
+
+def main(config_json: str) -> int:
+    """``python -I -u hold.py CONFIG_JSON``: hold the robot once (a supervisor or warm host
+    whose node died runs this: they themselves import nothing but the standard library)."""
+    hold = RobotHold(SdkConfig.from_dict(json.loads(config_json)),
+                     lambda line: sys.stderr.write(f"[tidybot] hold failed: {line}\n"))
+    problems = hold()
+    hold.close()
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
