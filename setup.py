@@ -8,7 +8,8 @@ PACKAGE = "tidybot_exec"
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=[PACKAGE, f"{PACKAGE}.sim", "tidybot_sdk", "robot_sdk"],
+    packages=[PACKAGE, *(f"{PACKAGE}.{sub}" for sub in (
+        "execution", "sandbox", "guard", "ros", "clients", "sim")), "tidybot_sdk", "robot_sdk"],
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -25,9 +26,9 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            f"tidybot-exec = {PACKAGE}.node:main",
+            f"tidybot-exec = {PACKAGE}.ros.node:main",
             f"tidybot-sim = {PACKAGE}.sim.cli:main",
-            f"tidybot-run = {PACKAGE}.run_cli:main",
+            f"tidybot-run = {PACKAGE}.clients.run_cli:main",
         ],
     },
 )

@@ -17,12 +17,12 @@ import time
 
 import numpy as np
 
-from tidybot_exec import sandbox
-from tidybot_exec.records import Request
-from tidybot_exec.guard import Guard
-from tidybot_exec.history import History
-from tidybot_exec.service import ExecutionService
-from tidybot_exec.settings import ExecutorSettings, LeasePolicy
+from tidybot_exec.execution.history import History
+from tidybot_exec.execution.records import Request
+from tidybot_exec.execution.service import ExecutionService
+from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
+from tidybot_exec.guard.relay import Guard
+from tidybot_exec.sandbox import bwrap
 from tidybot_exec.sim import SimConfig, Simulator
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.protocol import ArmMsg
@@ -79,11 +79,11 @@ def guard_cost(n: int) -> None:
     print(f"check of a streamed joint target (limits, FK box, speed): {percentiles(checks)}")
 
 
-def goal_seconds(bwrap: str, n: int, warm: bool = False) -> float:
+def goal_seconds(binary: str, n: int, warm: bool = False) -> float:
     """Median in-process seconds of a trivial goal: cold (a fresh supervisor and code
     process per goal) or from the warm worker (a spare forked by the zygote)."""
     with tempfile.TemporaryDirectory() as history:
-        service = ExecutionService(ExecutorSettings(bwrap=bwrap, warm_worker=warm),
+        service = ExecutionService(ExecutorSettings(bwrap=binary, warm_worker=warm),
                                    History(history, 100), lambda: [],
                                    LeasePolicy(require_lease=False))
         deadline = time.monotonic() + 60
@@ -105,7 +105,7 @@ def main() -> None:
     p.add_argument("--goals", type=int, default=10)
     a = p.parse_args()
     guard_cost(a.commands)
-    isolation = sandbox.detect()
+    isolation = bwrap.detect()
     plain = goal_seconds("", a.goals)
     print(f"print('hi') unsandboxed: {plain:.3f} s median")
     if isolation.sandboxed:

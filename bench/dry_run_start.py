@@ -14,11 +14,11 @@ import statistics
 import tempfile
 import time
 
-from tidybot_exec.dry_run import Seed
-from tidybot_exec.records import Request, Status
-from tidybot_exec.history import History
-from tidybot_exec.service import ExecutionService
-from tidybot_exec.settings import ExecutorSettings, LeasePolicy
+from tidybot_exec.execution.dry_run import Seed
+from tidybot_exec.execution.history import History
+from tidybot_exec.execution.records import Request, Status
+from tidybot_exec.execution.service import ExecutionService
+from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
 
 CODE = {"print": "print('hi')\n",
         "first arm state": "from tidybot_sdk import arm\narm.get_state()\n"}

@@ -7,7 +7,11 @@ with the warm worker and without it (``warm_worker: false``), in one run.
 
 For each mode it starts the simulator and the node as processes (lease held, as an agent
 works) and drives them from a real rclpy client (TidybotClient, its node spun by its own
-thread), printing p50/p90/p99. The node's arm command port goes through a tap (a ZMQ
+thread), printing p50/p90/p99. Each trivial goal is followed by one to the *floor*
+(floor_server.py: a bare rclpy action server in its own process that sends one feedback
+and the result at once), so the floor is measured in the same run, interleaved goal by
+goal, under the same load; the ratios say what the node adds. The node's arm command port
+goes through a tap (a ZMQ
 ROUTER/DEALER proxy with a capture socket) that timestamps the hold's STOP. USS per
 execution: the unique memory of every process of one running execution, summed from
 /proc/PID/smaps_rollup — warm: the processes in the execution's PID namespace (its init
@@ -18,14 +22,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import zmq
 
 from common import free_ports, start_stack, stop
-from tidybot_exec.client import spun_client
+from tidybot_exec.clients.client import TidybotClient, spun_client
 from tidybot_sdk import protocol as proto
 
 CANCELED_CODE = ("import os, time\nprint(os.readlink('/proc/self/ns/pid'), flush=True)\n"
@@ -107,6 +114,17 @@ class StopTap:
         return next((s for s in self.stops if s >= t), None)
 
 
+def timed(client, code: str) -> tuple[float, float]:
+    """(goal -> first feedback, goal -> result) of one goal, in seconds."""
+    sent = time.monotonic()
+    run = client.execute(code)
+    while not run.feedback():
+        time.sleep(0.0002)
+    first = time.monotonic() - sent
+    run.result(60)
+    return first, time.monotonic() - sent
+
+
 def measure(warm: bool, goals: int, seconds: float, domain_id: int) -> None:
     taps: list[StopTap] = []
 
@@ -115,23 +133,30 @@ def measure(warm: bool, goals: int, seconds: float, domain_id: int) -> None:
         return taps[0].port
 
     sim, node = start_stack(domain_id, arm_cmd=tap, warm_worker=str(warm).lower())
+    floor = subprocess.Popen([sys.executable, str(Path(__file__).with_name("floor_server.py")),
+                              "bench_floor"], stdout=subprocess.PIPE, text=True)
+    floor.stdout.readline()
     try:      # rclpy is initialised after start_stack: it chooses the ROS domain
         with spun_client("bench_latency") as client:
+            floor_client = TidybotClient(client.node, "bench_floor")
             try:
                 assert client.wait_for_server(30), "no server"
+                assert floor_client.wait_for_server(30), "no floor server"
                 client.acquire("bench")
                 for _ in range(3):
                     client.execute("print('warm up')").result(60)
+                    floor_client.execute("print('warm up')").result(60)
                 first, done, cancel, hold, uss, standing = [], [], [], [], [], []
+                floor_first, floor_done = [], []
                 for _ in range(goals):
                     time.sleep(0.02)          # an agent looks at the result before its next step
-                    sent = time.monotonic()
-                    run = client.execute("print('hi')")
-                    while not run.feedback():
-                        time.sleep(0.0002)
-                    first.append(time.monotonic() - sent)
-                    run.result(60)
-                    done.append(time.monotonic() - sent)
+                    f, d = timed(client, "print('hi')")
+                    first.append(f)
+                    done.append(d)
+                    time.sleep(0.02)
+                    f, d = timed(floor_client, "print('hi')")
+                    floor_first.append(f)
+                    floor_done.append(d)
                 for _ in range(max(10, goals // 5)):
                     time.sleep(0.02)
                     run = client.execute(CANCELED_CODE)
@@ -157,6 +182,11 @@ def measure(warm: bool, goals: int, seconds: float, domain_id: int) -> None:
                 print(f"warm_worker: {str(warm).lower()}")
                 percentiles("goal -> first feedback", first)
                 percentiles("goal -> result", done)
+                percentiles("floor: goal -> first feedback", floor_first)
+                percentiles("floor: goal -> result", floor_done)
+                print(f"  {'vs the floor (p50)':30s} first feedback "
+                      f"{np.median(first) / np.median(floor_first):.2f}x, result "
+                      f"{np.median(done) / np.median(floor_done):.2f}x")
                 percentiles("cancel -> result", cancel)
                 percentiles("cancel -> hold commanded", hold)
                 print(f"  {'sustained trivial goals':30s} {rate:.1f} per second")
@@ -166,8 +196,9 @@ def measure(warm: bool, goals: int, seconds: float, domain_id: int) -> None:
                           f"(host, bwrap, zygote, the spare)")
             finally:
                 client.destroy()
+                floor_client.destroy()
     finally:
-        stop(node, sim)
+        stop(node, sim, floor)
 
 
 def main() -> None:

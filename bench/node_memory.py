@@ -16,7 +16,7 @@ import time
 import rclpy
 
 from common import start_stack, stop
-from tidybot_exec.client import TidybotClient
+from tidybot_exec.clients.client import TidybotClient
 
 GOALS = [
     ("print", "print('hello')\n", None),

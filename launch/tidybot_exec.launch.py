@@ -3,7 +3,7 @@
     ros2 launch tidybot_exec tidybot_exec.launch.py [use_sim:=true] [namespace:=robot1]
         [params_file:=/path/to.yaml] [rsp:=true]
 
-What starts for which arguments is decided in tidybot_exec/launch_plan.py, so plain tests
+What starts for which arguments is decided in tidybot_exec/ros/launch_plan.py, so plain tests
 can check it without the launch packages.
 """
 from pathlib import Path
@@ -13,8 +13,8 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
-from tidybot_exec.launch_actions import actions
-from tidybot_exec.launch_plan import ARGUMENTS, plan, truthy
+from tidybot_exec.ros.launch_actions import actions
+from tidybot_exec.ros.launch_plan import ARGUMENTS, plan, truthy
 
 
 def _rsp_available() -> bool:

@@ -4,7 +4,7 @@ by default each with its own simulator on its own ports.
     ros2 launch tidybot_exec tidybot_fleet.launch.py robots:=3 [use_sim:=true]
         [params_file:=/path/to.yaml] [namespace_prefix:=robot] [port_step:=100]
 
-What starts is decided in tidybot_exec/launch_plan.py (fleet_plan), so plain tests can
+What starts is decided in tidybot_exec/ros/launch_plan.py (fleet_plan), so plain tests can
 check it without the launch packages; docs/fleet.md explains namespaces, ports and DDS
 discovery for real robots.
 """
@@ -15,8 +15,8 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
-from tidybot_exec.launch_actions import actions
-from tidybot_exec.launch_plan import FLEET_ARGUMENTS, fleet_plan
+from tidybot_exec.ros.launch_actions import actions
+from tidybot_exec.ros.launch_plan import FLEET_ARGUMENTS, fleet_plan
 
 
 def _actions(context):

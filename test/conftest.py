@@ -189,7 +189,7 @@ def robot(sim_factory):
 @contextlib.contextmanager
 def failing_the_test() -> Iterator[None]:
     """A client timeout is a test failure, like wait_until's."""
-    from tidybot_exec.client import TidybotClientError
+    from tidybot_exec.clients.client import TidybotClientError
 
     try:
         yield
@@ -260,8 +260,8 @@ class ExecClient:
     discovery (TidybotClient._handshake)."""
 
     def __init__(self, ros: RosClient, prefix: str = "") -> None:
-        from tidybot_exec.client import TidybotClient
-        from tidybot_exec.qos import SERVICES
+        from tidybot_exec.clients.client import TidybotClient
+        from tidybot_exec.ros.qos import SERVICES
 
         self.ros, self.prefix = ros, prefix
         self._services = {name: ros.node.create_client(srv_type, f"{prefix}/{name}",
@@ -293,7 +293,7 @@ class ExecClient:
         """Until execution/status says idle (a stop returns before the code has ended)."""
         from tidybot_interfaces.msg import ExecutionStatus
 
-        from tidybot_exec.qos import LATCHED
+        from tidybot_exec.ros.qos import LATCHED
 
         seen: list = []
         sub = self.ros.node.create_subscription(

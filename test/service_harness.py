@@ -7,12 +7,12 @@ import threading
 import pytest
 
 from support import wait_until
-from tidybot_exec import sandbox
-from tidybot_exec.executor import Execution
-from tidybot_exec.records import Request
-from tidybot_exec.history import History
-from tidybot_exec.service import ExecutionService
-from tidybot_exec.settings import ExecutorSettings, LeasePolicy
+from tidybot_exec.execution.history import History
+from tidybot_exec.execution.records import Request
+from tidybot_exec.execution.service import ExecutionService
+from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
+from tidybot_exec.execution.supervision import Execution
+from tidybot_exec.sandbox import bwrap
 
 STUBBORN = ("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
             "print('started', flush=True)\nwhile True:\n    time.sleep(0.01)\n")
@@ -29,13 +29,14 @@ class FakeClock:
 class Harness:
     """A service whose hold, lease grants and status changes are logged in order."""
 
-    def __init__(self, tmp_path, bwrap: str, grace_s: float = 0.5, hold_problems=None,
+    def __init__(self, tmp_path, binary: str, grace_s: float = 0.5, hold_problems=None,
                  settings: dict | None = None, **policy) -> None:
         self.events: list[str] = []
         self.clock = FakeClock()
         self.hold_problems = hold_problems or []
         self.service = ExecutionService(
-            ExecutorSettings(stop_grace_s=grace_s, bwrap=bwrap, **(settings or {})), History(tmp_path, 100), self._hold,
+            ExecutorSettings(stop_grace_s=grace_s, bwrap=binary, **(settings or {})),
+            History(tmp_path, 100), self._hold,
             LeasePolicy(**{"default_ttl_s": 10.0, "max_lease_s": 100.0, "max_wait_s": 500.0,
                            **policy}),
             log=lambda line: self.events.append(f"log {line}"), clock=self.clock)
@@ -90,16 +91,16 @@ class Run:
 @pytest.fixture(params=["cold", "warm"])
 def harness(tmp_path, request):
     """Executions started cold and unsandboxed, or from the sandboxed warm worker."""
-    bwrap = ""
+    binary = ""
     if request.param == "warm":
-        isolation = sandbox.detect()
+        isolation = bwrap.detect()
         if not isolation.sandboxed:
             pytest.skip(f"no sandbox here for the warm worker: {isolation.detail}")
-        bwrap = isolation.bwrap
+        binary = isolation.bwrap
     made: list[Harness] = []
 
     def make(**kwargs) -> Harness:
-        made.append(Harness(tmp_path / str(len(made)), bwrap, **kwargs))
+        made.append(Harness(tmp_path / str(len(made)), binary, **kwargs))
         return made[-1]
 
     yield make

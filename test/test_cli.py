@@ -12,7 +12,7 @@ import yaml
 from rclpy.task import Future
 
 from support import ROOT, Proc, Wire, wait_until
-from tidybot_exec.client import TidybotClient, TidybotClientError
+from tidybot_exec.clients.client import TidybotClient, TidybotClientError
 
 EXAMPLES = ROOT / "examples"
 
@@ -257,7 +257,7 @@ def test_live_output_is_completed_from_the_result(capsys):
     what did not arrive live is printed from the result."""
     from tidybot_interfaces.action import ExecuteCode
 
-    from tidybot_exec.run_cli import LiveOutput
+    from tidybot_exec.clients.run_cli import LiveOutput
 
     class Arrived:                   # what a handle hands out: the feedback that came
         def __init__(self, messages, lost=0):

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 from support import ROOT
-from tidybot_exec.history import History, Record
-from tidybot_exec.output import FeedbackQueue, HeadTail, LineSplitter
-from tidybot_exec.validation import validate
+from tidybot_exec.execution.history import History, Record
+from tidybot_exec.execution.output import FeedbackQueue, HeadTail, LineSplitter
+from tidybot_exec.execution.validation import validate
 
 
 def test_validation_errors_and_lint_warnings():
@@ -95,7 +95,7 @@ def test_history_migrates_an_old_jsonl_file_once(tmp_path):
 def test_a_returned_append_survives_a_crash(tmp_path):
     """SIGKILL right after append() returned: the record is in the database."""
     code = ("import os, signal, sys; sys.path[:0] = sys.argv[2:]\n"
-            "from tidybot_exec.history import History\n"
+            "from tidybot_exec.execution.history import History\n"
             "from test_core_units import record\n"
             "History(sys.argv[1], 10).append(record(7))\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n")

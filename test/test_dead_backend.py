@@ -13,8 +13,8 @@ from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionStatus
 
 from support import Wire, wait_until
-from tidybot_exec.history import History
-from tidybot_exec.qos import LATCHED
+from tidybot_exec.execution.history import History
+from tidybot_exec.ros.qos import LATCHED
 
 R = ExecuteCode.Result
 STACK_PARAMS = {"require_lease": False}

@@ -12,12 +12,12 @@ from tidybot_interfaces.msg import ExecutionStatus
 from tidybot_interfaces.srv import GetHistory
 
 from support import Wire, wait_until
-from tidybot_exec.dry_run import Seed
-from tidybot_exec.records import Request, Status
-from tidybot_exec.history import History
-from tidybot_exec.service import ExecutionService
-from tidybot_exec.settings import ExecutorSettings, LeasePolicy
-from tidybot_exec.qos import LATCHED
+from tidybot_exec.execution.dry_run import Seed
+from tidybot_exec.execution.history import History
+from tidybot_exec.execution.records import Request, Status
+from tidybot_exec.execution.service import ExecutionService
+from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
+from tidybot_exec.ros.qos import LATCHED
 from tidybot_sdk import kinematics as kin
 
 R = ExecuteCode.Result

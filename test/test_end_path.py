@@ -11,10 +11,12 @@ import pytest
 
 from service_harness import STUBBORN, Harness, harness  # noqa: F401  (the fixture)
 from support import wait_until
-from tidybot_exec import guard, launchers, records, sandbox, warm
-from tidybot_exec.executor import Execution
-from tidybot_exec.history import History
-from tidybot_exec.records import Request, Status
+from tidybot_exec.execution import launchers, records, warm
+from tidybot_exec.execution.history import History
+from tidybot_exec.execution.records import Request, Status
+from tidybot_exec.execution.supervision import Execution
+from tidybot_exec.guard import relay
+from tidybot_exec.sandbox import bwrap, cgroup
 
 QUICK_FAILURE = "print('out', flush=True)\nraise SystemExit(3)\n"
 INJECTED = "RuntimeError('injected')"
@@ -50,7 +52,7 @@ def test_a_megabyte_exception_message_fails_at_once_with_its_head(harness):
 STEPS = {
     "supervision": (lambda h: Execution, "_stop_path", "instead", "supervision: "),
     "kill": (lambda h: Execution, "_ensure_dead", "after", "killing the process tree: "),
-    "guard close": (lambda h: guard.Guard, "close", "after", "closing the safety guard: "),
+    "guard close": (lambda h: relay.Guard, "close", "after", "closing the safety guard: "),
     "result": (lambda h: Execution, "_result", "instead", "building the result: "),
     "tree close": (lambda h: warm.WarmTree if h.service.pool is not None else launchers.ColdTree,
                    "close", "after", "closing the tree: "),
@@ -98,14 +100,14 @@ def test_a_step_of_the_end_that_fails_leaves_every_other_done(harness, monkeypat
 
 
 def test_a_start_that_fails_with_any_error_gives_the_lease_back(tmp_path, monkeypatch):
-    h = Harness(tmp_path, bwrap="")       # cold: the guard starts with the goal
+    h = Harness(tmp_path, binary="")       # cold: the guard starts with the goal
     try:
         token = h.token("me")
 
         def broken(self):
             raise threading.BrokenBarrierError()
 
-        monkeypatch.setattr(guard.Guard, "start", broken)
+        monkeypatch.setattr(relay.Guard, "start", broken)
         result = h.service.run(Request("print('never')"), token)
         monkeypatch.undo()
         assert result.status == Status.ERROR
@@ -156,7 +158,7 @@ def test_estop_holds_before_it_takes_any_lock(harness):
 
 @pytest.mark.parametrize("failure", ["spare", "zygote"])
 def test_a_warm_pool_failure_never_touches_the_running_goal(tmp_path, monkeypatch, failure):
-    isolation = sandbox.detect()
+    isolation = bwrap.detect()
     if not isolation.sandboxed:
         pytest.skip(f"no sandbox here for the warm worker: {isolation.detail}")
     h = Harness(tmp_path, isolation.bwrap, require_lease=False)
@@ -165,7 +167,7 @@ def test_a_warm_pool_failure_never_touches_the_running_goal(tmp_path, monkeypatc
         if failure == "spare":             # the next spare's guard does not start
             def broken(self):
                 raise OSError("injected")
-            monkeypatch.setattr(guard.Guard, "start", broken)
+            monkeypatch.setattr(relay.Guard, "start", broken)
         else:                              # the zygote stops answering in step
             def broken(*args):
                 raise TimeoutError("injected")
@@ -187,10 +189,10 @@ def test_a_warm_pool_failure_never_touches_the_running_goal(tmp_path, monkeypatc
 
 
 def test_a_cancelled_cold_sandboxed_run_leaves_no_process_cgroup(tmp_path):
-    isolation = sandbox.detect()
+    isolation = bwrap.detect()
     if not isolation.sandboxed:
         pytest.skip(f"no sandbox here: {isolation.detail}")
-    parents = sandbox._pids_cgroups()
+    parents = cgroup._pids_cgroups()
     if not parents:
         pytest.skip("no writable pids cgroup here")
     h = Harness(tmp_path, isolation.bwrap, require_lease=False,
@@ -209,7 +211,7 @@ def test_a_cancelled_cold_sandboxed_run_leaves_no_process_cgroup(tmp_path):
 def test_every_lease_request_is_answered():
     """A waiter whose wait passed while the lease was held is refused, not dropped; an
     operator's take is granted once the code stops, whatever max_wait_s is."""
-    from tidybot_exec.leases import LeaseManager
+    from tidybot_exec.execution.leases import LeaseManager
 
     now = [100.0]
     manager = LeaseManager(default_ttl_s=10, max_lease_s=60, max_wait_s=5, clock=lambda: now[0])
@@ -238,7 +240,7 @@ def test_every_lease_request_is_answered():
 
 def test_a_hold_that_raises_is_a_problem_and_a_dead_backend_is_named(monkeypatch):
     from support import free_port
-    from tidybot_exec.hold import RobotHold
+    from tidybot_exec.guard.hold import RobotHold
     from tidybot_sdk import protocol as proto
     from tidybot_sdk.config import SdkConfig
     from tidybot_sdk.transport import RequestClient

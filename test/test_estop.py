@@ -16,7 +16,7 @@ from tidybot_interfaces.msg import ExecutionStatus
 from tidybot_interfaces.srv import ResetEstop
 
 from support import Wire, wait_until
-from tidybot_exec.qos import LATCHED
+from tidybot_exec.ros.qos import LATCHED
 
 R = ExecuteCode.Result
 STACK_PARAMS = {"stop_grace_s": 20.0}          # a soft stop of stubborn code takes 20 s

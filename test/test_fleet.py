@@ -10,7 +10,7 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import JointState
 
 from support import Stack, wait_until
-from tidybot_exec.client import TidybotClient
+from tidybot_exec.clients.client import TidybotClient
 
 ROBOTS = ("robot1", "robot2")
 # robot1 moves its first joint while robot2 prints; each prints its own name

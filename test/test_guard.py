@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from support import sdk_config_for, wait_until
-from tidybot_exec.guard import Envelope, Guard, _joint_distance
+from tidybot_exec.guard.envelope import Envelope, _joint_distance
+from tidybot_exec.guard.relay import Guard
 from tidybot_sdk import Robot, kinematics as kin
 from tidybot_sdk.errors import SafetyError
 from tidybot_sdk.limits import SafetyLimits
@@ -120,7 +121,6 @@ def test_close_abandons_a_request_to_a_hung_backend_at_once(guarded):
     """A backend that never answers (crashed mid-command) must not hold the end path: the
     guard's request upstream waits up to a minute, close does not."""
     import threading
-    import time
 
     simulator, _, guard, code = guarded
     simulator.control({"cmd": "reply_delay", "server": "arm", "value": 60.0})
@@ -163,8 +163,6 @@ def test_once_stopping_only_stops_and_state_queries_pass(guarded):
 def test_state_that_waited_unread_is_judged_by_when_it_arrived(guarded):
     """The guard's conflating view keeps the last message: one read long after it came
     must count as old, not as fresh as the moment it was read."""
-    import time
-
     simulator, wire, guard, _ = guarded
     assert guard.envelope.check("arm", joints(HOME)) is None      # fresh state: checked
     seen = wire.state("arm")["timestamp"]          # more state comes, unread by the guard
@@ -230,7 +228,7 @@ def test_forwarded_joint_targets_move_no_faster_than_the_cap(envelope, attack):
     """What the gate admits (its whole burst in one jump, or ticks bunched at one instant)
     is forwarded as a path that moves at most cap x the time since the last target (20 ms
     of motion for the first, 40 ms for a late one) and then reaches the target."""
-    from tidybot_exec.guard import FIRST_STEP_S, MAX_STEP_S
+    from tidybot_exec.guard.envelope import FIRST_STEP_S, MAX_STEP_S
 
     env, clock, _, _ = envelope
     cap = env.limits.joint_speed
@@ -255,7 +253,7 @@ def test_forwarded_joint_targets_move_no_faster_than_the_cap(envelope, attack):
 
 
 def test_forwarded_cartesian_targets_move_no_faster_than_the_caps(envelope):
-    from tidybot_exec.guard import FIRST_STEP_S, MAX_STEP_S, _rotation, _translation
+    from tidybot_exec.guard.envelope import FIRST_STEP_S, MAX_STEP_S, _rotation, _translation
 
     env, clock, _, _ = envelope
     lim = env.limits

@@ -173,7 +173,7 @@ def test_code_cannot_read_or_write_the_history_or_the_package(stack):
     sim_stack, client = stack
     client.run("print('a record to protect')")
     history = sim_stack.params["history_dir"]
-    source = ROOT / "tidybot_exec" / "guard.py"
+    source = ROOT / "tidybot_exec" / "guard" / "relay.py"
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     db = f"{history}/history.sqlite3"
     code = ("import os\n"

@@ -17,7 +17,7 @@ import rclpy  # noqa: E402
 from ament_index_python.packages import get_package_share_directory  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
-from tidybot_exec.client import TidybotClient  # noqa: E402
+from tidybot_exec.clients.client import TidybotClient  # noqa: E402
 
 
 @pytest.mark.launch_test

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from support import ROOT
-from tidybot_exec.launch_plan import ARGUMENTS, FLEET_ARGUMENTS, command_line, fleet_plan, plan
+from tidybot_exec.ros.launch_plan import ARGUMENTS, FLEET_ARGUMENTS, command_line, fleet_plan, plan
 
 LAUNCH_FILE = ROOT / "launch" / "tidybot_exec.launch.py"
 
@@ -65,7 +65,7 @@ def test_launch_file_declares_every_argument_from_the_plan():
     since launch itself is not importable here)."""
     tree = ast.parse(LAUNCH_FILE.read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
-                and n.module == "tidybot_exec.launch_plan" for a in n.names}
+                and n.module == "tidybot_exec.ros.launch_plan" for a in n.names}
     assert {"ARGUMENTS", "plan"} <= imported
     functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in functions

@@ -10,8 +10,8 @@ from tidybot_interfaces.msg import LeaseStatus
 from tidybot_interfaces.srv import AcquireLease, GetHistory, RenewLease, StopExecution
 
 from support import Wire, answered, wait_until
-from tidybot_exec.leases import LeaseManager
-from tidybot_exec.qos import SERVICES
+from tidybot_exec.execution.leases import LeaseManager
+from tidybot_exec.ros.qos import SERVICES
 
 R = ExecuteCode.Result
 STACK_PARAMS = {"max_lease_s": 8.0, "lease_default_ttl_s": 30.0, "override_holders": "operator"}

@@ -27,7 +27,7 @@ NAMESPACE = "inprocess"
 @pytest.fixture
 def graph(sim, tmp_path):
     """(executor, node, action client, feedback list) on one context of their own."""
-    from tidybot_exec.node import TidybotExecNode
+    from tidybot_exec.ros.node import TidybotExecNode
 
     simulator, _ = sim
     c = simulator.config

@@ -6,7 +6,7 @@ import sys
 import yaml
 
 from support import ROOT
-from tidybot_exec.params import BY_NAME, PARAMS, validate
+from tidybot_exec.ros.params import BY_NAME, PARAMS, validate
 
 
 def shipped() -> dict:
@@ -44,7 +44,7 @@ def test_out_of_range_wrong_type_and_clashing_ports_are_refused():
 def test_a_namespaced_node_gets_its_own_history_and_frame_prefix():
     from pathlib import Path
 
-    from tidybot_exec.params import frame_prefix, robot_history_dir
+    from tidybot_exec.ros.params import frame_prefix, robot_history_dir
     assert robot_history_dir("/h", "/") == Path("/h")
     assert robot_history_dir("/h", "/robot1") == Path("/h/robot1")
     assert robot_history_dir("~/x", "/lab/robot2") == Path("~/x").expanduser() / "lab" / "robot2"

@@ -10,8 +10,8 @@ import time
 
 from service_harness import harness  # noqa: F401  (the fixture)
 from support import wait_until
-from tidybot_exec.records import Request, Status
-from tidybot_exec.history import History
+from tidybot_exec.execution.history import History
+from tidybot_exec.execution.records import Request, Status
 
 def test_one_at_a_time_and_a_hold_only_after_an_abnormal_end(harness):
     h = harness(require_lease=False)

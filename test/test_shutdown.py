@@ -16,7 +16,7 @@ from tidybot_interfaces.action import ExecuteCode
 
 from conftest import ExecClient
 from support import Stack, Wire, host_workdir, wait_until
-from tidybot_exec.history import History
+from tidybot_exec.execution.history import History
 
 R = ExecuteCode.Result
 MOVE = ("print('moving', flush=True)\n"

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from support import ROOT
-from tidybot_exec.params import BY_NAME
+from tidybot_exec.ros.params import BY_NAME
 from tidybot_sdk import kinematics as kin
 
 URDF = ET.parse(ROOT / "urdf" / "tidybot.urdf").getroot()

@@ -134,16 +134,16 @@ def test_a_dead_zygote_means_cold_starts_then_a_new_zygote(stack):
 CHECKOUT_UNDER_TMP = """\
 import sys, tempfile
 sys.path.insert(0, sys.argv[1])
-from tidybot_exec import sandbox
-from tidybot_exec.records import Request
-from tidybot_exec.history import History
-from tidybot_exec.service import ExecutionService
-from tidybot_exec.settings import ExecutorSettings, LeasePolicy
-assert sandbox.__file__.startswith(sys.argv[1])
-service = ExecutionService(ExecutorSettings(bwrap=sandbox.detect().bwrap),
+from tidybot_exec.execution.history import History
+from tidybot_exec.execution.records import Request
+from tidybot_exec.execution.service import ExecutionService
+from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
+from tidybot_exec.sandbox import bwrap
+assert bwrap.__file__.startswith(sys.argv[1])
+service = ExecutionService(ExecutorSettings(bwrap=bwrap.detect().bwrap),
                            History(tempfile.mkdtemp(), 10), hold=lambda: [],
                            policy=LeasePolicy(require_lease=False))
-code = (f"import tidybot_exec.history\\n"        # not imported by the zygote: read from /tmp
+code = (f"import tidybot_exec.execution.history\\n"   # not imported by the zygote: read from /tmp
         f"open('/tmp/mine', 'w').write('x')\\n"
         f"try:\\n    open({sys.argv[1]!r} + '/tidybot_sdk/x', 'w')\\n"
         f"except OSError as exc:\\n    print(type(exc).__name__, exc.errno)\\n")
@@ -174,11 +174,11 @@ def test_a_checkout_under_tmp_stays_visible_and_read_only(tmp_path):
 
 
 def test_a_spare_from_before_a_lease_ended_is_never_handed_out():
-    from tidybot_exec import sandbox
-    from tidybot_exec.settings import ExecutorSettings
-    from tidybot_exec.warm import WarmPool
+    from tidybot_exec.execution.settings import ExecutorSettings
+    from tidybot_exec.execution.warm import WarmPool
+    from tidybot_exec.sandbox import bwrap
 
-    pool = WarmPool(ExecutorSettings(bwrap=sandbox.detect().bwrap))
+    pool = WarmPool(ExecutorSettings(bwrap=bwrap.detect().bwrap))
     try:
         wait_until(lambda: pool.ready, 60, "the first spare")
         old = pool.take()

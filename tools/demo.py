@@ -14,10 +14,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from tidybot_exec.client import TidybotClientError, spun_client
-from tidybot_exec.launch_plan import command_line, plan
-from tidybot_exec.run_cli import LiveOutput
-from tidybot_exec.records import Status
+from tidybot_exec.clients.client import TidybotClientError, spun_client
+from tidybot_exec.clients.run_cli import LiveOutput
+from tidybot_exec.execution.records import Status
+from tidybot_exec.ros.launch_plan import command_line, plan
 
 ROOT = Path(__file__).resolve().parent.parent
 

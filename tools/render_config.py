@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Print config/tidybot_exec.yaml from the parameter table (tidybot_exec/params.py).
+"""Print config/tidybot_exec.yaml from the parameter table (tidybot_exec/ros/params.py).
 
     ./tidybot run python tools/render_config.py > config/tidybot_exec.yaml
 
@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tidybot_exec.params import PARAMS  # noqa: E402
+from tidybot_exec.ros.params import PARAMS  # noqa: E402
 
 HEADER = """\
 # Parameters of the tidybot_exec node. Every parameter is read-only while the node runs.
-# Generated from tidybot_exec/params.py by tools/render_config.py; edit the table, not this.
+# Generated from tidybot_exec/ros/params.py by tools/render_config.py; edit the table, not this.
 # Pass with: ros2 run tidybot_exec tidybot-exec --ros-args --params-file config/tidybot_exec.yaml
 # or the launch argument params_file:=... ('/**' applies it whatever the node's name or namespace).
 /**:

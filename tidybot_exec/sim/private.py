@@ -13,7 +13,7 @@ from pathlib import Path
 
 if not __package__:      # run as a script under -I: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tidybot_exec import linux  # noqa: E402
+from tidybot_exec.sandbox import linux  # noqa: E402
 from tidybot_exec.sim import SimConfig  # noqa: E402
 from tidybot_exec.sim.cli import serve  # noqa: E402
 

@@ -9,7 +9,7 @@ when a lease ends the spare is replaced anyway, so no process prepared during on
 lease runs another's code.
 
 A goal that finds no spare ready (the zygote starting or restarting, or goals faster than
-spares) waits a moment for the one being prepared, else starts cold (executor.py: correct,
+spares) waits a moment for the one being prepared, else starts cold (launchers.launch_cold: correct,
 just slower). Dry runs always start cold: their guard relays to a private simulator.
 
 The zygote runs under a trusted host process outside the sandbox (warm_host.py),
@@ -34,11 +34,11 @@ from typing import Callable
 from tidybot_sdk import protocol as proto
 from tidybot_sdk.config import SdkConfig
 
-from . import linux, sandbox, warm_host
-from .guard import Guard
-from .launchers import KILL_WAIT_S, Launched, read_report
-from .settings import ExecutorSettings
-from .zygote import GO, GUARD, READY
+from tidybot_exec.execution.launchers import KILL_WAIT_S, Launched, read_report
+from tidybot_exec.execution.settings import ExecutorSettings
+from tidybot_exec.guard.relay import Guard
+from tidybot_exec.sandbox import bwrap, cgroup, linux, warm_host
+from tidybot_exec.sandbox.zygote import GO, GUARD, READY
 
 Log = Callable[[str], None]
 TAKE_WAIT_S = 0.5           # a goal waits this long for a spare being prepared, then goes cold
@@ -55,7 +55,7 @@ class WarmTree:
     """A pre-started execution seen from the node: C (the PID namespace's first process,
     by pidfd, so no PID reuse can misdirect a signal) and D's pipes. C dead = tree dead."""
 
-    def __init__(self, fds: list[int], cap: sandbox.ProcessCap,
+    def __init__(self, fds: list[int], cap: cgroup.ProcessCap,
                  on_close: Callable[[], None] = lambda: None) -> None:
         out_r, err_r, self._code_w, self._status_r, self._pidfd = fds
         self.stdout = os.fdopen(out_r, "rb", buffering=0)
@@ -148,7 +148,7 @@ class WarmPool:
             "parent_pid": os.getpid(), "hold": json.loads(settings.sdk_config_json),
             "sandbox": {"bwrap": settings.bwrap, "disk_bytes": settings.disk_bytes,
                         "hidden": list(settings.hidden)}}))
-        self._env = sandbox.environment(sandbox.WORKDIR, inside.to_json())
+        self._env = bwrap.environment(bwrap.WORKDIR, inside.to_json())
         self._env["OPENBLAS_NUM_THREADS"] = "1"     # the zygote must stay one thread to fork
         self._cond = threading.Condition()
         self._spare: Launched | None = None
@@ -316,7 +316,7 @@ class WarmPool:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
         try:
-            cap = sandbox.ProcessCap(f"tidybot-{execution_id}", self._settings.max_processes)
+            cap = cgroup.ProcessCap(f"tidybot-{execution_id}", self._settings.max_processes)
             tree = WarmTree(fds, cap, lambda: self._returned(execution_id))
         except Exception as exc:  # noqa: BLE001 - WarmTree killed and closed what it had
             guard.close()

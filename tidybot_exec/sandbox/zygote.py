@@ -1,6 +1,6 @@
 """The warm worker's zygote: one sandboxed process, SDK imported, that forks each execution.
 
-Runs as ``python -I -u zygote.py CONTROL_FD`` inside bwrap (sandbox.zygote_command), with
+Runs as ``python -I -u zygote.py CONTROL_FD`` inside bwrap (``bwrap.command(..., zygote=True)``), with
 capabilities *only* in the sandbox's own user namespace, which it needs to give every
 execution namespaces of its own. On each ``spawn ID`` from the node (the control socket) it
 forks:
@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import Iterable, NamedTuple, NoReturn
 
 if not __package__:      # run as a script under -I: make the package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tidybot_exec import code_process, linux, sandbox  # noqa: E402  (stdlib only)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tidybot_exec.sandbox import bwrap, code_process, linux  # noqa: E402  (stdlib only)
 
 READY = b"ready"
 GO = b"g"                           # the node's go: C is in its process cap, fork the code
-GUARDS = f"{sandbox.INSIDE}/guards"  # every execution's guard directory (hidden per execution)
-GUARD = f"{sandbox.INSIDE}/guard"    # this execution's, where the SDK's endpoints point
+GUARDS = f"{bwrap.INSIDE}/guards"  # every execution's guard directory (hidden per execution)
+GUARD = f"{bwrap.INSIDE}/guard"    # this execution's, where the SDK's endpoints point
 NAMESPACES = (linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWIPC
               | linux.CLONE_NEWNET | linux.CLONE_NEWUTS)
 
@@ -56,7 +56,7 @@ class Job(NamedTuple):
 
 def main(control_fd: int) -> Job:
     """Serve spawn requests until the node closes the control socket; returns only in D."""
-    with open(f"{sandbox.INSIDE}/zygote.json") as f:
+    with open(f"{bwrap.INSIDE}/zygote.json") as f:
         spec = json.load(f)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = socket.socket(fileno=control_fd)
@@ -85,14 +85,14 @@ def _setup(control: socket.socket, execution_id: str, spec: dict) -> Job:
     quiet = linux.MS_NOSUID | linux.MS_NODEV
     # Python, the venv or the package may live under /tmp (a checkout there): hold on to
     # them before the fresh /tmp covers them, and bind them back (read-only, as they were).
-    kept = _outermost(p for p in sandbox.visible() if p.startswith("/tmp/"))
+    kept = _outermost(p for p in bwrap.visible() if p.startswith("/tmp/"))
     held = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path in kept]
     linux.mount("tmpfs", "/tmp", "tmpfs", quiet, f"size={spec['disk_bytes']},mode=1777")
     for path, fd in held:
         os.makedirs(path)
         linux.mount(f"/proc/self/fd/{fd}", path, None, linux.MS_BIND | linux.MS_REC)
         os.close(fd)
-    os.mkdir(sandbox.WORKDIR)
+    os.mkdir(bwrap.WORKDIR)
     linux.mount("tmpfs", "/dev/shm", "tmpfs", quiet, f"size={spec['disk_bytes']},mode=1777")
     linux.mount("none", "/dev", None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY | quiet)
     linux.mount(f"{GUARDS}/{execution_id}", GUARD, None, linux.MS_BIND)
@@ -118,7 +118,7 @@ def _init(execution_id: str, spec: dict, out_w: int, err_w: int, code_r: int,
           status_w: int) -> Job:
     """C: PID 1 of the execution; returns only in D."""
     linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV)
-    os.chdir(sandbox.WORKDIR)
+    os.chdir(bwrap.WORKDIR)
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
     linux.drop_capabilities()
     if os.read(code_r, 1) != GO:

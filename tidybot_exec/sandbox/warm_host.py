@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 if not __package__:      # run as a script under -I: make the package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tidybot_exec import linux, sandbox  # noqa: E402  (stdlib only)
-from tidybot_exec.supervisor import kill_tree, orphan_with_parent  # noqa: E402
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tidybot_exec.sandbox import bwrap, linux  # noqa: E402  (stdlib only)
+from tidybot_exec.sandbox.supervisor import kill_tree, orphan_with_parent  # noqa: E402
 
 
 def host(pooldir: str, control_fd: str) -> None:
@@ -37,7 +37,7 @@ def host(pooldir: str, control_fd: str) -> None:
     orphan_with_parent(pooldir, spec)
     box = spec["sandbox"]
     zygote = str(Path(__file__).with_name("zygote.py"))
-    argv = sandbox.command(box["bwrap"], Path(pooldir) / "files", box["disk_bytes"],
+    argv = bwrap.command(box["bwrap"], Path(pooldir) / "files", box["disk_bytes"],
                            box["hidden"], [sys.executable, "-I", "-u", zygote, control_fd],
                            zygote=True)
     status = subprocess.call(argv, pass_fds=(int(control_fd),), stdin=subprocess.DEVNULL)

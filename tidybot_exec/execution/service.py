@@ -24,14 +24,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .executor import Execution, Feedback
-from .history import History, Page, Record
-from .launchers import Launched, launch_cold
-from .leases import Binding, LeaseManager
-from .records import Request, Result, Status, unstarted
-from .settings import ExecutorSettings, LeasePolicy
-from .validation import duration_error, validate
-from .warm import WarmPool
+from tidybot_exec.execution.history import History, Page, Record
+from tidybot_exec.execution.launchers import Launched, launch_cold
+from tidybot_exec.execution.leases import Binding, LeaseManager
+from tidybot_exec.execution.records import Request, Result, Status, unstarted
+from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
+from tidybot_exec.execution.supervision import Execution, Feedback
+from tidybot_exec.execution.validation import duration_error, validate
+from tidybot_exec.execution.warm import WarmPool
 
 Hold = Callable[[], list]          # commands stop-and-hold; returns the problems
 Log = Callable[[str], None]

@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from .validation import duration_error
+from tidybot_exec.execution.validation import duration_error
 
 
 def _check(ttl_s: float, wait_s: float = 0.0) -> str:

@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .launchers import Launched
-from .output import FeedbackQueue, HeadTail, LineSplitter
-from .records import Request, Result, Status, exit_description
-from .settings import ExecutorSettings
-from .steps import attempt
+from tidybot_exec.execution.launchers import Launched
+from tidybot_exec.execution.output import FeedbackQueue, HeadTail, LineSplitter
+from tidybot_exec.execution.records import Request, Result, Status, exit_description
+from tidybot_exec.execution.settings import ExecutorSettings
+from tidybot_exec.execution.steps import attempt
 
 Feedback = Callable[[str, str, str, float], None]   # (execution_id, stream, text, elapsed_s)
 Log = Callable[[str], None]

@@ -1,10 +1,10 @@
 """The tidybot_exec node: the thin ROS shell around the pure core.
 
 Everything with behaviour lives in rclpy-free modules (service: leases, executions and
-history with one owner of each execution's end; executor, robot_stop, params, the SDK);
+history with one owner of each execution's end; execution/, guard/, sandbox/, params, the SDK);
 this module declares parameters and translates ROS <-> service: the execute_code action,
 the lease/*, execution/* and estop services and the status topics. Messages are built
-from core types in messages.py, in one place.
+from core types in convert.py, in one place.
 
 Shutdown (SIGINT, SIGTERM, a second SIGINT) is handled here, not by rclpy: the signal only
 asks ``main`` to stop; the running execution then ends through the service's one end path
@@ -35,19 +35,20 @@ from tidybot_interfaces.msg import ExecutionStatus, LeaseStatus
 from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseLease,
                                     RenewLease, ResetEstop, StopExecution)
 
-from tidybot_exec import messages, sandbox
-from tidybot_exec.backend_monitor import Level
-from tidybot_exec.dry_run import Seed
-from tidybot_exec.executor import Execution
-from tidybot_exec.hold import RobotHold
-from tidybot_exec.history import History
-from tidybot_exec.params import PARAMS, robot_history_dir, validate
-from tidybot_exec.qos import LATCHED, SERVICES
-from tidybot_exec.sandbox import Isolation
-from tidybot_exec.records import Request, Result, Status
-from tidybot_exec.service import ExecutionService
-from tidybot_exec.settings import ExecutorSettings, LeasePolicy
-from tidybot_exec.state_topics import StateTopics, status
+from tidybot_exec.execution.dry_run import Seed
+from tidybot_exec.execution.history import History
+from tidybot_exec.execution.records import Request, Result, Status
+from tidybot_exec.execution.service import ExecutionService
+from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
+from tidybot_exec.execution.supervision import Execution
+from tidybot_exec.guard.hold import RobotHold
+from tidybot_exec.ros import convert
+from tidybot_exec.ros.backend_monitor import Level
+from tidybot_exec.ros.params import PARAMS, robot_history_dir, validate
+from tidybot_exec.ros.qos import LATCHED, SERVICES
+from tidybot_exec.ros.state_topics import StateTopics, status
+from tidybot_exec.sandbox import bwrap
+from tidybot_exec.sandbox.bwrap import Isolation
 from tidybot_sdk import protocol as proto
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.limits import SafetyLimits
@@ -101,7 +102,7 @@ class TidybotExecNode(Node):
         self.settings = p = self._declare_parameters()
         config = sdk_config(p)
         log = self.get_logger()
-        self.isolation = sandbox.detect()
+        self.isolation = bwrap.detect()
         if not self.isolation.sandboxed:
             if not p["allow_unsandboxed"]:
                 raise InvalidParameters(
@@ -109,7 +110,7 @@ class TidybotExecNode(Node):
                     f"allow_unsandboxed:=true only if you accept running it unconfined")
             log.warning(f"running submitted code UNSANDBOXED: {self.isolation.detail}")
         self.robot_hold = RobotHold(config, log.warning)
-        self._description = messages.description(config.limits)     # parameters are fixed
+        self._description = convert.description(config.limits)     # parameters are fixed
         self.service = ExecutionService(
             executor_settings(p, config, self.isolation),
             History(robot_history_dir(p["history_dir"], self.get_namespace()), p["history_max_records"]),
@@ -180,7 +181,7 @@ class TidybotExecNode(Node):
             lambda answer: self.leases.acquire(request.holder, request.ttl_s, request.wait_s, answer))
         if grant.success:
             self.get_logger().info(f"lease granted to {request.holder!r} ({grant.ttl_s:g}s ttl)")
-        return messages.fill_grant(response, grant)
+        return convert.fill_grant(response, grant)
 
     async def _take(self, request: AcquireLease.Request,
                     response: AcquireLease.Response) -> AcquireLease.Response:
@@ -194,7 +195,7 @@ class TidybotExecNode(Node):
         self.get_logger().warning(f"lease taken over by {request.holder!r}")
         grant = await self._answer_later(
             lambda answer: self.leases.take(request.holder, request.ttl_s, answer))
-        return messages.fill_grant(response, grant)
+        return convert.fill_grant(response, grant)
 
     def _answer_later(self, ask) -> Future:
         future = Future(executor=self.executor)
@@ -213,7 +214,7 @@ class TidybotExecNode(Node):
 
     def _publish_lease_status(self) -> None:
         with self._status_lock:         # snapshot and publish together: the newest goes last
-            self._lease_pub.publish(messages.lease_status(
+            self._lease_pub.publish(convert.lease_status(
                 self.leases.status(), self.get_clock().now().to_msg()))
 
     def _tick(self) -> None:
@@ -281,7 +282,7 @@ class TidybotExecNode(Node):
                 goal_handle.abort()
         except Exception as exc:  # noqa: BLE001 - the context is gone: nobody to answer
             self.get_logger().warning(f"goal {result.execution_id} not answered: {exc!r}")
-        return messages.result(result)
+        return convert.result(result)
 
     def _run_goal(self, goal_handle: ServerGoalHandle) -> Result:
         goal = goal_handle.request
@@ -308,7 +309,7 @@ class TidybotExecNode(Node):
     # ------------------------------------------------------------------ status
     def _publish_status(self) -> None:
         with self._status_lock:         # snapshot and publish together: the newest goes last
-            self._status_pub.publish(messages.execution_status(
+            self._status_pub.publish(convert.execution_status(
                 self.service.snapshot(), self.isolation.mechanism, self.get_clock().now().to_msg()))
 
     # ---------------------------------------------------------------- services
@@ -345,7 +346,7 @@ class TidybotExecNode(Node):
         page = self.service.page(offset=request.offset, limit=request.max_count,
                                  holder=request.holder, statuses=list(request.statuses),
                                  include_code=request.include_code)
-        response.records = [messages.record(r) for r in page.records]
+        response.records = [convert.record(r) for r in page.records]
         response.total = page.total
         return response
 
@@ -365,7 +366,7 @@ def main(args: list[str] | None = None) -> int:
     """Console entry point ``tidybot-exec``: exits 0 on SIGINT/SIGTERM (once or more), 2 on
     bad parameters. ``tidybot-exec --check-isolation`` checks the sandbox and exits."""
     if "--check-isolation" in (sys.argv if args is None else args):
-        return sandbox.check_isolation()
+        return bwrap.check_isolation()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     # A signal only wakes this thread (through the wakeup pipe); a second one changes
     # nothing. Nothing that takes a lock runs inside a signal handler.

@@ -1,6 +1,6 @@
 """Launching an execution's processes, cold or warm, as one ``Launched`` (no rclpy).
 
-Supervision (executor.py) runs a ``Launched`` and cannot tell how it was started:
+Supervision (supervision.py) runs a ``Launched`` and cannot tell how it was started:
 
 * **cold** (``launch_cold``): a supervisor (supervisor.py) started for this goal,
   with the code already in its files;
@@ -28,11 +28,11 @@ from typing import IO, Callable, Protocol
 from tidybot_sdk import protocol as proto
 from tidybot_sdk.config import SdkConfig
 
-from . import sandbox, supervisor
-from .guard import Guard
-from .records import Request, new_execution_id
-from .settings import ExecutorSettings
-from .steps import attempt
+from tidybot_exec.execution.records import Request, new_execution_id
+from tidybot_exec.execution.settings import ExecutorSettings
+from tidybot_exec.execution.steps import attempt
+from tidybot_exec.guard.relay import Guard
+from tidybot_exec.sandbox import bwrap, supervisor
 
 Log = Callable[[str], None]
 KILL_WAIT_S = 5.0           # for a killed tree to be gone (then the next, harder, step)
@@ -146,7 +146,7 @@ def launch_cold(settings: ExecutorSettings, request: Request, log: Log) -> Launc
     """Start a supervisor for ``request`` now, behind a guard of its own. The code reaches
     the robot — or a dry run's private simulator, which its supervisor starts on sockets in
     the workdir — only through that guard, on unix sockets in files/guard
-    (sandbox.INSIDE/guard seen from inside the sandbox)."""
+    (bwrap.INSIDE/guard seen from inside the sandbox)."""
     execution_id = new_execution_id()
     workdir = Path(tempfile.mkdtemp(prefix=f"tidybot-{execution_id}-"))
     robot = SdkConfig.from_dict(json.loads(settings.sdk_config_json))
@@ -177,9 +177,9 @@ def _spawn(s: ExecutorSettings, request: Request, execution_id: str, workdir: Pa
         "sandbox": {"bwrap": s.bwrap, "disk_bytes": s.disk_bytes, "hidden": list(s.hidden)}
         if s.bwrap else None,
         "dry_run": seed.to_dict() if seed is not None else None}))
-    inside = sandbox.INSIDE if s.bwrap else str(files)
-    env = sandbox.environment(
-        sandbox.WORKDIR if s.bwrap else str(work),
+    inside = bwrap.INSIDE if s.bwrap else str(files)
+    env = bwrap.environment(
+        bwrap.WORKDIR if s.bwrap else str(work),
         robot.with_endpoints(proto.ipc_endpoints(f"{inside}/guard")).to_json())
     env["TIDYBOT_EXECUTION_ID"] = execution_id
     report_r, report_w = os.pipe()

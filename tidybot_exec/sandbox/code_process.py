@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import IO
 
 if not __package__:      # run as a script under -I: make the package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tidybot_exec import linux  # noqa: E402  (stdlib only)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tidybot_exec.sandbox import linux  # noqa: E402  (stdlib only)
 
 FILENAME = "<submitted>"
 ERROR_MAX_CHARS = 4096   # of the one-line error: the report pipe never fills (64 KiB), the
                          # code process never blocks on it, and the result stays readable
 # The package directories whose frames are the SDK's internals, not the user's code.
-_INTERNAL = tuple(str(Path(__file__).resolve().parent.parent / name) + os.sep
+_INTERNAL = tuple(str(Path(__file__).resolve().parents[2] / name) + os.sep
                   for name in ("tidybot_sdk", "robot_sdk", "tidybot_exec"))
 
 

@@ -1,26 +1,13 @@
-"""The safety guard: the only way from submitted code to the robot (no rclpy).
+"""The envelope: the limits, enforced on every command of the code (pure: no sockets).
 
-The code's SDK talks to the guard over unix sockets in the execution's private directory
-(the same msgpack messages as the backends); the guard re-checks **every** command against
-the node's SafetyLimits and forwards only what is inside the envelope. The SDK checks the
-same limits first, with the same wording, for early friendly errors; the guard is the
-enforcement, so a script that patches the SDK gains nothing. A refused request is answered
-``{"error": ..., "safety_error": ...}`` (the SDK raises SafetyError with that message); a
-refused stream message is dropped and the arm is told to stop and hold.
-
-One guard per execution runs in the node (trusted; it already has numpy loaded, so a goal
-pays no import for it), outside the sandbox, whose only way out are the guard's sockets;
-for a dry run its upstream is the private simulator. Stop-and-hold after the execution is
-commanded by the node itself, straight to the backends (robot_stop.py), never through the
-code.
-
-What is checked (``Envelope.check``):
+What is checked (``Envelope.admit``):
 
 * arm targets: joint limits, the end-effector workspace box (FK of joint targets, the pose
   of cartesian targets), and speed — successive targets may move no faster than the caps
   (``SpeedGate``: a rate limit on the commanded path with a small burst, reset to the
-  measured state when a stream starts); velocity commands within the caps and, held for
-  the backend's 100 ms hold-off, inside the limits; torque mode is refused;
+  measured state when a stream starts) — and what is forwarded is *shaped* to the caps
+  (``Shaper``), so the measured motion keeps to them; velocity commands within the caps
+  and, held for the backend's 100 ms hold-off, inside the limits; torque mode is refused;
 * base: the workspace box for pose targets and for a velocity held for the 250 ms
   watchdog, and the speed caps;
 * gripper: the force cap (a command without ``force`` gets the backend's default, 255).
@@ -30,38 +17,21 @@ from __future__ import annotations
 import math
 import threading
 import time
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
-import zmq
 
 from tidybot_sdk import kinematics as kin
 from tidybot_sdk import protocol as proto
-from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.errors import BackendUnavailable, SafetyError
 from tidybot_sdk.limits import SafetyLimits
 from tidybot_sdk.protocol import ArmMsg, BaseMsg, ControlMode, GripperMsg, ProtocolError
-from tidybot_sdk.transport import RequestClient
 
 State = Callable[[], "dict[str, Any] | None"]
-UPSTREAM_TIMEOUT_S = 60.0       # a gripper move blocks its reply; the SDK's own timeout rules
-CLOSE_TIMEOUT_S = 2.0           # close waits at most this for the relay threads
 BURST_S = 0.03                  # motion a target may get ahead of the speed cap, in seconds
 CREDIT_S = 0.05                 # a tick that comes this late may make up for the time
-STATE_MAX_AGE_S = 0.5           # the checks need state newer than this
 FIRST_STEP_S = 0.02             # a motion's first target moves at most this long at the cap
 MAX_STEP_S = 0.04               # a late target makes up for at most this long at the cap
-
-
-# What may still pass once the execution is stopping: stop commands and state queries.
-WHILE_STOPPING = {"arm": {ArmMsg.STOP, ArmMsg.GET_STATE}, "base": {BaseMsg.STOP, BaseMsg.GET_STATE},
-                  "gripper": {GripperMsg.STOP}}
-STOPPING_REFUSAL = "the execution is being stopped: no more motion is accepted"
-
-
-class GuardError(Exception):
-    """The guard could not close cleanly (named in the execution's error)."""
 
 
 class SpeedGate:
@@ -300,197 +270,3 @@ class Envelope:
         kind, msg = proto.parse_command(msg, GripperMsg)
         if kind in (GripperMsg.MOVE, GripperMsg.OPEN, GripperMsg.CLOSE):
             self.limits.check_gripper_force(int(msg.get("force", 255)))
-
-
-class Guard:
-    """Binds the code-facing sockets in ``directory`` and relays to ``upstream``.
-
-    One thread per command socket (a gripper move blocks only the gripper) and one for the
-    arm's stream, in Python; the three state streams are relayed by libzmq itself
-    (``zmq.proxy``, which holds no GIL), so a busy node never makes the code's state stale.
-    The checks read the newest state from their own conflating subscriptions."""
-
-    def __init__(self, upstream: SdkConfig, directory: str | Path,
-                 log: Callable[[str], None] = lambda line: None) -> None:
-        self.upstream, self.directory, self._log = upstream, Path(directory), log
-        self.endpoints = proto.ipc_endpoints(str(self.directory))
-        self.refusals: list[str] = []
-        self._ctx = zmq.Context.instance()
-        self._views: dict[str, zmq.Socket] = {}
-        self._seen: dict[str, tuple[bytes, float]] = {}
-        self._view_lock = threading.Lock()
-        self.envelope = Envelope(upstream.limits, lambda: self._state("arm"),
-                                 lambda: self._state("base"))
-        self._clients = {name: RequestClient(getattr(upstream, name)["cmd"], name, UPSTREAM_TIMEOUT_S)
-                         for name in proto.SOCKETS}
-        self._threads: list[threading.Thread] = []
-        self._controls: list[zmq.Socket] = []
-        self._stopping = threading.Event()
-        self._closed = False
-        self._polled_at = {name: -math.inf for name in ("arm", "base")}
-        self._ready = threading.Barrier(2 * len(proto.SOCKETS) + 2)
-
-    def start(self) -> "Guard":
-        """Bind every socket and start relaying; returns once all are bound."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for name in ("arm", "base"):
-            view = self._ctx.socket(zmq.SUB)
-            view.setsockopt(zmq.LINGER, 0)
-            view.setsockopt(zmq.CONFLATE, 1)
-            view.setsockopt(zmq.SUBSCRIBE, b"")
-            view.connect(getattr(self.upstream, name)["state"])
-            self._views[name] = view
-        targets = [(self._serve_commands, (name,)) for name in proto.SOCKETS]
-        targets += [(self._relay_state, (name,)) for name in proto.SOCKETS]
-        targets.append((self._relay_stream, ()))
-        for target, args in targets:
-            thread = threading.Thread(target=target, args=args, daemon=True,
-                                      name=f"guard-{target.__name__}{args}")
-            thread.start()
-            self._threads.append(thread)
-        self._ready.wait(10)
-        # made now, so that close (on the execution's end path) only has to send
-        self._controls = [self._socket(zmq.PAIR, connect=self._control(name)) for name in
-                          (*proto.SOCKETS, *(f"cmd-{n}" for n in proto.SOCKETS), "stream")]
-        return self
-
-    def refuse_motion(self) -> None:
-        """The execution is being stopped: from now on only stop commands and state queries
-        pass; every motion command is answered with an error and every streamed target is
-        dropped (code that ignores the stop's SIGINT cannot move the robot in the grace)."""
-        self._stopping.set()
-
-    def close(self) -> None:
-        """Stop every thread at once and join them: no command of this execution reaches
-        the robot after close returns. A request in flight to a backend that is dead or hung
-        is abandoned (the code is answered "... request abandoned ..."), so close is bounded by
-        CLOSE_TIMEOUT_S whatever the backends do. Closing again does nothing."""
-        self._stopping.set()
-        if self._closed:
-            return
-        self._closed = True
-        for client in self._clients.values():
-            client.abandon()
-        for control in self._controls:
-            control.send(b"TERMINATE")
-        deadline = time.monotonic() + CLOSE_TIMEOUT_S
-        for thread in self._threads:          # (closing an inproc peer early drops its message)
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in self._threads if t.is_alive()]
-        for control in self._controls:
-            control.close()
-        with self._view_lock:
-            for view in self._views.values():
-                view.close()
-        for client in self._clients.values():
-            client.close()
-        if stuck:
-            raise GuardError(f"guard threads did not end in {CLOSE_TIMEOUT_S:g}s: {stuck}")
-
-    # -------------------------------------------------------------- state
-    def _state(self, name: str) -> dict[str, Any] | None:
-        """The newest state of ``name`` (None when none came within STATE_MAX_AGE_S).
-
-        The view conflates, so a message's arrival time is not known; it is bounded: a
-        message found at one poll arrived after the poll before. When that bound is too old
-        to vouch for it, wait (up to STATE_MAX_AGE_S) for one that arrives now."""
-        with self._view_lock:
-            view, now = self._views[name], time.monotonic()
-            if view.poll(0):
-                self._seen[name] = (view.recv(), self._polled_at[name])
-            self._polled_at[name] = now
-            raw, after = self._seen.get(name, (b"", -math.inf))
-            if now - after > STATE_MAX_AGE_S:
-                if not view.poll(int(STATE_MAX_AGE_S * 1000)):
-                    return None
-                raw = view.recv()
-                self._seen[name] = (raw, now)
-                self._polled_at[name] = time.monotonic()
-        return proto.decode(raw)
-
-    def _socket(self, kind: int, bind: str | None = None, connect: str | None = None) -> zmq.Socket:
-        sock = self._ctx.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        if bind:
-            sock.bind(bind)
-        if connect:
-            sock.connect(connect)
-        return sock
-
-    def _control(self, name: str) -> str:
-        return f"inproc://guard-{id(self)}-{name}"
-
-    def _relay_state(self, name: str) -> None:
-        sub = self._socket(zmq.SUB, connect=getattr(self.upstream, name)["state"])
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        pub = self._socket(zmq.PUB, bind=self.endpoints[name]["state"])
-        control = self._socket(zmq.PAIR, bind=self._control(name))
-        self._ready.wait()
-        try:
-            zmq.proxy_steerable(sub, pub, None, control)     # returns on TERMINATE
-        finally:
-            for sock in (sub, pub, control):
-                sock.close()
-
-    # ----------------------------------------------------------- commands
-    def _refuse(self, backend: str, reason: str) -> None:
-        self.refusals.append(f"{backend}: {reason}")
-        self._log(f"guard refused a {backend} command: {reason}")
-
-    def _serve_commands(self, name: str) -> None:
-        sock = self._socket(zmq.REP, bind=self.endpoints[name]["cmd"])
-        for _ in self._until_terminated(f"cmd-{name}", sock):
-            sock.send(proto.encode(self._answer(name, sock.recv())))
-
-    def _until_terminated(self, control_name: str, *socks: zmq.Socket) -> Iterator[None]:
-        """Yield each time ``socks[0]`` has a message, until close() says TERMINATE; then
-        close them all."""
-        control = self._socket(zmq.PAIR, bind=self._control(control_name))
-        poller = zmq.Poller()
-        poller.register(socks[0], zmq.POLLIN)
-        poller.register(control, zmq.POLLIN)
-        self._ready.wait()
-        try:
-            while control not in dict(poller.poll()):
-                yield
-        finally:
-            for sock in (*socks, control):
-                sock.close()
-
-    def _answer(self, name: str, frame: bytes) -> dict[str, Any]:
-        try:
-            msg = proto.decode(frame)
-        except ProtocolError as exc:
-            return {"error": str(exc)}
-        if self._stopping.is_set() and msg.get("msg_type") not in WHILE_STOPPING[name]:
-            return {"error": STOPPING_REFUSAL}
-        reason, forward = self.envelope.admit(name, msg)
-        if reason is not None:
-            self._refuse(name, reason)
-            return {"error": reason, "safety_error": reason}
-        try:
-            return self._clients[name].request(forward)
-        except (BackendUnavailable, ProtocolError) as exc:
-            return {"error": str(exc)}
-
-    def _relay_stream(self) -> None:
-        sub = self._socket(zmq.SUB)
-        sub.setsockopt(zmq.CONFLATE, 1)          # latest wins, as on the backend
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.bind(self.endpoints["arm"]["stream"])
-        pub = self._socket(zmq.PUB, connect=self.upstream.arm["stream"])
-        for _ in self._until_terminated("stream", sub, pub):
-            frame = sub.recv()
-            if self._stopping.is_set():
-                continue
-            try:
-                msg = proto.decode(frame)
-            except ProtocolError:
-                continue
-            reason, forward = (self.envelope.admit("arm", msg) if msg.get("msg_type") in
-                               proto.ARM_STREAM_TYPES else ("only motion targets may be streamed", msg))
-            if reason is None:
-                pub.send(frame if forward is msg else proto.encode(forward), zmq.NOBLOCK)
-            else:
-                self._refuse("arm", reason)
-                self._answer("arm", proto.encode({"msg_type": int(ArmMsg.STOP)}))

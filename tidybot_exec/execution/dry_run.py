@@ -16,7 +16,7 @@ import numpy as np
 
 from tidybot_sdk import kinematics as kin
 
-from .sim.gripper import GripperSeed
+from tidybot_exec.sim.gripper import GripperSeed
 
 _GRIPPER_FIELDS = tuple(GripperSeed.__annotations__)
 

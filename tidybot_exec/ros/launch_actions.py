@@ -12,7 +12,7 @@ from ament_index_python.packages import get_package_prefix
 from launch.actions import ExecuteProcess
 from launch_ros.actions import Node
 
-from tidybot_exec.launch_plan import Process
+from tidybot_exec.ros.launch_plan import Process
 
 
 def actions(processes: Iterable[Process]) -> list:

@@ -2,7 +2,7 @@
 
 Runs as ``python -I -u supervisor.py WORKDIR REPORT_FD``. It becomes a *child subreaper*,
 so every process of the execution is re-parented to it rather than to init; starts the code
-process (code_process.py) inside the **sandbox** (sandbox.py: bwrap namespaces, its PID
+process (code_process.py) inside the **sandbox** (bwrap.py: bwrap namespaces, its PID
 namespace dies with it) unless the node runs unsandboxed; waits for it, then kills whatever
 is left, writes the one report (launchers.read_report: the code's wait status and its
 one-line error) to REPORT_FD and exits like the code did. On SIGUSR1 (the stop path's
@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 if not __package__:      # run as a script under -I: make the package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tidybot_exec import linux, sandbox  # noqa: E402  (stdlib only)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tidybot_exec.sandbox import bwrap, cgroup, linux  # noqa: E402  (stdlib only)
 
 HOLD_TIMEOUT_S = 10.0       # for the orphan's hold process (its own requests time out sooner)
 
@@ -109,7 +109,7 @@ def orphan_with_parent(workdir: str, spec: dict) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         kill_tree()
         if spec["hold"] is not None:
-            hold = Path(__file__).resolve().with_name("hold.py")
+            hold = Path(__file__).resolve().parents[1] / "guard" / "hold.py"
             try:
                 subprocess.run([sys.executable, "-I", "-u", str(hold), json.dumps(spec["hold"])],
                                stdin=subprocess.DEVNULL, timeout=HOLD_TIMEOUT_S)
@@ -130,7 +130,7 @@ def supervise(workdir: str, report_fd: str) -> None:
     linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
     code_proc: list[int] = []
     sandboxed = spec["sandbox"] is not None
-    cap: sandbox.ProcessCap | None = None
+    cap: cgroup.ProcessCap | None = None
 
     def kill_now(signum: int, frame: object) -> None:
         statuses = kill_tree()
@@ -156,9 +156,9 @@ def supervise(workdir: str, report_fd: str) -> None:
     argv = [sys.executable, "-I", "-u", code, files, str(report_w)]
     if sandboxed:
         box = spec["sandbox"]
-        cap = sandbox.ProcessCap(os.path.basename(workdir), spec["limits"]["processes"])
-        argv = sandbox.command(box["bwrap"], Path(files), box["disk_bytes"], box["hidden"],
-                               [sys.executable, "-I", "-u", code, sandbox.INSIDE, str(report_w)])
+        cap = cgroup.ProcessCap(os.path.basename(workdir), spec["limits"]["processes"])
+        argv = bwrap.command(box["bwrap"], Path(files), box["disk_bytes"], box["hidden"],
+                               [sys.executable, "-I", "-u", code, bwrap.INSIDE, str(report_w)])
     proc = subprocess.Popen(argv, restore_signals=True, pass_fds=(report_w,),
                             cwd=None if sandboxed else os.path.join(workdir, "work"),
                             preexec_fn=cap.join if cap is not None else None)
@@ -187,26 +187,7 @@ def _start_private_robot(workdir: str, timeout_s: float = 30.0) -> str | None:
     """Start the dry run's simulator; None once it listens, else why it did not start."""
     log_path = os.path.join(workdir, "sim.log")
     with open(log_path, "wb") as log:
-        sim = subprocess.Popen([sys.executable, "-I", "-u", __file__, "sim", workdir],
-                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with open(log_path, "rb") as f:
-            text = f.read().decode("utf-8", "replace")
-        if "listening" in text:
-            return None
-        if sim.poll() is not None or time.monotonic() > deadline:
-            last = text.strip().splitlines()[-1:] or ["no output"]
-            return f"dry run: the simulated robot did not start ({last[0]})"
-        time.sleep(0.02)
-
-
-def _start_private_robot(workdir: str, timeout_s: float = 30.0) -> str | None:
-    """Start the dry run's simulator; None once it listens, else why it did not start."""
-    log_path = os.path.join(workdir, "sim.log")
-    with open(log_path, "wb") as log:
-        private = Path(__file__).resolve().parent / "sim" / "private.py"
+        private = Path(__file__).resolve().parents[1] / "sim" / "private.py"
         sim = subprocess.Popen([sys.executable, "-I", "-u", str(private), workdir],
                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)

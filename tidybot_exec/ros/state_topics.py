@@ -25,8 +25,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from tidybot_interfaces.msg import GripperState
 
-from tidybot_exec.backend_monitor import BackendMonitor, Health, Level
-from tidybot_exec.params import frame_prefix
+from tidybot_exec.ros.backend_monitor import BackendMonitor, Health, Level
+from tidybot_exec.ros.params import frame_prefix
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.transport import StateSubscriber
 

@@ -24,8 +24,8 @@ import time
 import rclpy
 from tidybot_interfaces.action import ExecuteCode
 
-from tidybot_exec.client import ExecutionHandle, TidybotClient, TidybotClientError, spun_client
-from tidybot_exec.records import Status
+from tidybot_exec.clients.client import ExecutionHandle, TidybotClient, TidybotClientError, spun_client
+from tidybot_exec.execution.records import Status
 
 EXIT_CODES = {Status.SUCCEEDED: 0, Status.FAILED: 1, Status.TIMEOUT: 3, Status.CANCELED: 4,
               Status.REJECTED: 5, Status.ERROR: 6}

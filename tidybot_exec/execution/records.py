@@ -1,5 +1,5 @@
 """The one shape of an execution (no rclpy): what a goal asks (``Request``) and how it
-ended (``Status``, ``Result``). The ROS messages (messages.py) and the history rows
+ended (``Status``, ``Result``). The ROS messages (ros/convert.py) and the history rows
 (history.py) are each made from a Result in one place."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .dry_run import Seed
+    from tidybot_exec.execution.dry_run import Seed
 
 
 class Status(IntEnum):

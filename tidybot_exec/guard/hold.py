@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 if not __package__:      # run as a script by an orphaned supervisor: make the SDK importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tidybot_sdk.config import SdkConfig  # noqa: E402
 from tidybot_sdk.errors import BackendUnavailable  # noqa: E402
 from tidybot_sdk.protocol import ArmMsg, BaseMsg, GripperMsg, ProtocolError  # noqa: E402

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .records import Result
+from tidybot_exec.execution.records import Result
 
 
 @dataclass

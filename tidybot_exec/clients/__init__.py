@@ -1,0 +1,1 @@
+"""Clients of the node over ROS: TidybotClient and tidybot-run."""

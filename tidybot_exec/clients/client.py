@@ -1,0 +1,449 @@
+"""A Python client for agents and other nodes, in the style of nav2_simple_commander.
+
+    client = TidybotClient(node)              # any rclpy node
+    client.wait_for_server()
+    client.acquire("my-agent")                # keeps the lease alive while the node spins
+    run = client.execute("from tidybot_sdk import arm\\narm.go_home()")
+    while not run.is_done():
+        for fb in run.feedback():
+            print(fb.text, end="")
+    print(run.result().status)
+    client.release()
+
+The client works whether or not someone else spins the node: if the node already belongs
+to an executor when the client is made, the client only waits on futures (that executor
+must keep spinning); otherwise it spins the node itself while it waits.
+
+Replies get lost on a loaded machine: a server that has not yet discovered a new client's
+reader drops what it sends there (ros2/rmw_fastrtps#390 waits only 100 ms for the match).
+``wait_for_server`` therefore returns only once the server has answered this client (see
+``_handshake``), after which its replies and the first lines of its goals' feedback
+arrive. The client does not hang on a reply lost anyway: service requests that may be
+repeated are sent again every RETRY_S; it names each goal itself and watches the action's
+status topic, so a goal whose acceptance reply was lost is recognised as accepted, a
+result request is sent again once the goal is known to be done, and a cancel is sent
+again until the server shows the goal canceling or done.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
+
+import rclpy
+from action_msgs.msg import GoalStatus, GoalStatusArray
+from rclpy.action import ActionClient
+from rclpy.action.client import ClientGoalHandle
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_action_status_default
+from rclpy.subscription import Subscription
+from unique_identifier_msgs.msg import UUID
+from tidybot_interfaces.action import ExecuteCode
+from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
+from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseLease,
+                                    RenewLease, StopExecution)
+
+from tidybot_exec.ros.qos import LATCHED, SERVICES
+
+
+class TidybotClientError(RuntimeError):
+    """The server could not be reached, or refused a lease request."""
+
+
+ACTIVE = (GoalStatus.STATUS_ACCEPTED, GoalStatus.STATUS_EXECUTING, GoalStatus.STATUS_CANCELING)
+DONE = (GoalStatus.STATUS_SUCCEEDED, GoalStatus.STATUS_CANCELED, GoalStatus.STATUS_ABORTED)
+RETRY_S = 2.0      # a reply not here this long after the server showed the goal's state: ask again
+BETWEEN_WAITS_S = 1.0   # for a spinning executor to start a task (see _between_waits)
+T = TypeVar("T")
+
+
+class ExecutionHandle:
+    """One goal: poll it, read its feedback, cancel it, get its result."""
+
+    def __init__(self, client: "TidybotClient", goal_id: UUID,
+                 on_feedback: Callable[[ExecuteCode.Feedback], None] | None = None) -> None:
+        self._client = client
+        self.goal_id = goal_id
+        self._on_feedback_callback = on_feedback
+        self._send_future = None        # set by TidybotClient.execute
+        self._goal_handle: ClientGoalHandle | None = None
+        self._result_future = None
+        self._result_asked = 0.0
+        self._feedback: list[ExecuteCode.Feedback] = []
+        self._lock = threading.Lock()
+        self._accept_lock = threading.RLock()   # the spinning thread and the caller's
+        self.lost_feedback = 0          # gaps seen in seq (feedback lost on the way)
+        self.recovered: list[str] = []  # replies that were lost and recovered
+        self._next_seq = 0
+
+    def _on_feedback(self, msg) -> None:
+        fb = msg.feedback
+        with self._lock:
+            self.lost_feedback += max(0, fb.seq - self._next_seq)
+            self._next_seq = fb.seq + 1
+            self._feedback.append(fb)
+        self._client._notify()
+        if self._on_feedback_callback is not None:
+            self._on_feedback_callback(fb)
+
+    @property
+    def _server_status(self) -> int:
+        """The goal's state as the action's status topic last showed it."""
+        return self._client._goal_status(self.goal_id)
+
+    def accepted(self, timeout_s: float = 30.0) -> ClientGoalHandle:
+        """Wait until the server accepted the goal (learned from the reply or, if that was
+        lost, from the status topic); the result is asked for from then on."""
+        self._until(self._check_accepted, timeout_s, "goal acceptance")
+        return self._goal_handle
+
+    def _check_accepted(self) -> bool:
+        """Learn acceptance from the reply or, if it was lost, from the status topic."""
+        with self._accept_lock:
+            if self._goal_handle is not None:
+                return True
+            if self._send_future.done():
+                handle = self._send_future.result()
+                if not handle.accepted:
+                    raise TidybotClientError("the server rejected the goal")
+            elif self._server_status in ACTIVE + DONE:
+                handle = self._client._adopt(self.goal_id)
+                self.recovered.append("goal acceptance")
+            else:
+                return False
+            self._goal_handle = handle
+            self._ask_result()
+            return True
+
+    def _on_goal_response(self, future) -> None:
+        """In the spinning thread: ask for the result at once (not at the caller's next poll)."""
+        try:
+            if future.result().accepted:
+                self._check_accepted()
+        finally:
+            self._client._notify()
+
+    def _ask_result(self) -> None:
+        self._result_future = self._goal_handle.get_result_async()
+        self._result_future.add_done_callback(lambda _: self._client._notify())
+        self._result_asked = time.monotonic()
+
+    def _check_done(self) -> bool:
+        """True once the result is here; asks again when the server shows the goal done
+        but the answer has not come for RETRY_S."""
+        if not self._check_accepted():
+            return False
+        if self._result_future.done():
+            return True
+        if self._server_status in DONE and time.monotonic() - self._result_asked > RETRY_S:
+            self.recovered.append("result")
+            self._ask_result()
+        return False
+
+    def _until(self, check: Callable[[], bool], timeout_s: float | None, what: str) -> None:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not check():
+            if deadline is not None and time.monotonic() > deadline:
+                raise TidybotClientError(f"timed out after {timeout_s:g}s waiting for {what}")
+            self._client._pause()
+
+    def feedback(self) -> list[ExecuteCode.Feedback]:
+        """Feedback messages that arrived since the last call (stream, text, seq...). The
+        last ones may arrive after the result (another channel); the result's stdout and
+        stderr are complete."""
+        self._client._spin_briefly()
+        with self._lock:
+            new, self._feedback = self._feedback, []
+        return new
+
+    def is_done(self) -> bool:
+        self._client._spin_briefly()
+        return self._check_done()
+
+    def cancel(self, timeout_s: float = 10.0) -> None:
+        """Ask the server to cancel, again until it shows the goal canceling or done; the
+        result then comes with STATUS_CANCELED (unless it had ended already)."""
+        self.accepted(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            reply = self._goal_handle.cancel_goal_async()
+            sent = time.monotonic()
+            while time.monotonic() - sent < RETRY_S:
+                if reply.done() or self._server_status in (GoalStatus.STATUS_CANCELING, *DONE):
+                    return
+                self._client._pause()
+            if time.monotonic() > deadline:
+                raise TidybotClientError(f"timed out after {timeout_s:g}s waiting for the "
+                                         f"cancel response")
+            self.recovered.append("cancel response")
+
+    def result(self, timeout_s: float | None = None) -> ExecuteCode.Result:
+        """Wait for and return the result (ExecuteCode.Result; see its status field)."""
+        self._until(self._check_done, timeout_s, "the result")
+        return self._result_future.result().result
+
+    @property
+    def action_status(self) -> int:
+        """action_msgs/GoalStatus of the goal (SUCCEEDED, CANCELED, ABORTED...)."""
+        if self._result_future is None or not self._result_future.done():
+            return GoalStatus.STATUS_UNKNOWN
+        return self._result_future.result().status
+
+
+class TidybotClient:
+    """execute_code, the lease services and the status topics of one tidybot_exec node."""
+
+    def __init__(self, node: Node, namespace: str = "") -> None:
+        self.node = node
+        self._spun_elsewhere = node.executor is not None
+        self._activity = threading.Event()      # a reply, feedback or status arrived
+        prefix = namespace.rstrip("/")
+        name = lambda n: f"{prefix}/{n}" if prefix else n  # noqa: E731
+        self._action = self._between_waits(lambda: ActionClient(
+            node, ExecuteCode, name("execute_code"), goal_service_qos_profile=SERVICES,
+            result_service_qos_profile=SERVICES, cancel_service_qos_profile=SERVICES))
+        self._entities: list[Any] = [self._action]      # destroyed with the client
+        service = lambda srv_type, n: self._own(node.create_client(  # noqa: E731
+            srv_type, name(n), qos_profile=SERVICES))
+        self._acquire = service(AcquireLease, "lease/acquire")
+        self._release = service(ReleaseLease, "lease/release")
+        self._stop = service(StopExecution, "execution/stop")
+        self._history = service(GetHistory, "execution/history")
+        self._describe = service(Describe, "sdk/describe")
+        self._renew = service(RenewLease, "lease/renew")     # last: the handshake's (see there)
+        self._met = False               # the server has answered this client
+        self._latest: dict[str, Any] = {}
+        self._own(node.create_subscription(ExecutionStatus, name("execution/status"),
+                                           lambda m: self._latest.__setitem__("execution", m),
+                                           LATCHED))
+        self._own(node.create_subscription(LeaseStatus, name("lease/status"),
+                                           lambda m: self._latest.__setitem__("lease", m), LATCHED))
+        self._goal_states: dict[bytes, int] = {}
+        self._own(node.create_subscription(GoalStatusArray, name("execute_code/_action/status"),
+                                           self._on_goal_status, qos_profile_action_status_default))
+        self.lease_id = ""
+        self._renew_timer = None
+
+    def _own(self, entity: Any) -> Any:
+        self._entities.append(entity)
+        return entity
+
+    def _between_waits(self, fn: Callable[[], T]) -> T:
+        """``fn()`` at a moment no executor gathers this node's wait set. rclpy's ActionClient
+        is added to the node before it is complete (Kilted: before its ``_lock`` exists) and
+        can be destroyed while an executor holds it (ros2/rclpy#1385); either kills an
+        executor spinning in another thread. With such an executor ``fn`` runs as its task,
+        between two waits; if it has not started within BETWEEN_WAITS_S (that executor does
+        not spin, or this is its thread) it runs here."""
+        if not self._spun_elsewhere:
+            return fn()
+        claimed = threading.Lock()
+        task = self.node.executor.create_task(
+            lambda: fn() if claimed.acquire(blocking=False) else None)
+        if self._wait(task, BETWEEN_WAITS_S) or not claimed.acquire(blocking=False):
+            self._wait(task, math.inf)          # done, or running fn now
+            return task.result()
+        return fn()
+
+    # -------------------------------------------------------------- waiting
+    def _spin_briefly(self) -> None:
+        if not self._spun_elsewhere:
+            rclpy.spin_once(self.node, timeout_sec=0.01)
+
+    def _notify(self) -> None:
+        self._activity.set()
+
+    def _pause(self) -> None:
+        """Let callbacks run: spin the node ourselves, or wait for the executor spinning it
+        to deliver something (at most 10 ms, then the caller checks again anyway)."""
+        if self._spun_elsewhere:
+            self._activity.wait(0.01)
+            self._activity.clear()
+        else:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def _wait(self, future, timeout_s: float) -> bool:
+        """True once ``future`` is done, False after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        future.add_done_callback(lambda _: self._notify())
+        while not future.done():
+            if time.monotonic() > deadline:
+                return False
+            self._pause()
+        return True
+
+    def _on_goal_status(self, msg: GoalStatusArray) -> None:
+        self._goal_states = {bytes(s.goal_info.goal_id.uuid): s.status for s in msg.status_list}
+        self._notify()
+
+    def _goal_status(self, goal_id: UUID) -> int:
+        return self._goal_states.get(bytes(goal_id.uuid), GoalStatus.STATUS_UNKNOWN)
+
+    def _adopt(self, goal_id: UUID) -> ClientGoalHandle:
+        """A handle for a goal the server accepted although its reply never came."""
+        response = ExecuteCode.Impl.SendGoalService.Response(accepted=True)
+        return ClientGoalHandle(self._action, goal_id, response)
+
+    def _call(self, client, request, timeout_s: float, what: str, resend: bool = True):
+        """The reply to ``request``. With ``resend`` (requests that may be repeated: all but
+        acquire) it is sent again every RETRY_S until one is answered."""
+        deadline = time.monotonic() + timeout_s
+        if not client.wait_for_service(timeout_sec=min(timeout_s, 10.0)):
+            raise TidybotClientError(f"service {client.srv_name} is not available")
+        while True:
+            left = deadline - time.monotonic()
+            future = client.call_async(request)
+            if self._wait(future, min(left, RETRY_S) if resend else left):
+                return future.result()
+            client.remove_pending_request(future)
+            if time.monotonic() >= deadline:
+                raise TidybotClientError(f"timed out after {timeout_s:g}s waiting for {what}")
+
+    def _handshake(self, timeout_s: float) -> None:
+        """Get one reply from the server on the service client made last. A DDS participant
+        announces its readers in the order they were made and the server matches them in
+        that order, so this reply proves the server has matched every reader this client
+        made before: the action's feedback and all service replies. Until then a reply or
+        a goal's first feedback can be sent to a reader the server does not know (lost)."""
+        self._call(self._renew, RenewLease.Request(), timeout_s, "the server's first reply")
+        self._met = True
+
+    def wait_for_server(self, timeout_s: float = 30.0) -> bool:
+        """True once the execute_code action server is up and has discovered this client
+        (nothing it sends this client is lost to discovery from then on). Call it again
+        after the server restarted: the new one must discover this client anew."""
+        deadline = time.monotonic() + timeout_s
+        if not self._action.wait_for_server(timeout_sec=timeout_s):
+            return False
+        try:
+            self._handshake(max(deadline - time.monotonic(), RETRY_S))
+        except TidybotClientError:
+            return False
+        return True
+
+    # ---------------------------------------------------------------- lease
+    def acquire(self, holder: str, ttl_s: float = 0.0, wait_s: float = 0.0,
+                keep_alive: bool = True) -> str:
+        """Acquire the robot lease (waiting up to ``wait_s`` in line); returns the token and
+        keeps it for later calls. With ``keep_alive`` it is renewed every ttl/3 while the node
+        spins. Raises TidybotClientError when it is not granted."""
+        # Not sent twice (a second one would find the lease held by the first): the handshake
+        # makes sure the reply can reach us.
+        if not self._met:
+            self._handshake(15.0)
+        # float(): unless ROS_PYTHON_CHECK_FIELDS=1, an int in a float64 field is sent as garbage
+        reply = self._call(self._acquire, AcquireLease.Request(holder=holder, ttl_s=float(ttl_s),
+                                                               wait_s=float(wait_s)),
+                           wait_s + 15.0, "the lease", resend=False)
+        if not reply.success:
+            raise TidybotClientError(f"lease not granted: {reply.message}")
+        self.lease_id = reply.lease_id
+        if keep_alive:
+            self._renew_timer = self.node.create_timer(max(0.2, reply.ttl_s / 3.0), self._keep_alive)
+        return self.lease_id
+
+    def _keep_alive(self) -> None:
+        if self.lease_id:
+            self._renew.call_async(RenewLease.Request(lease_id=self.lease_id))
+
+    def renew(self) -> float:
+        """Renew now; returns the seconds left."""
+        reply = self._call(self._renew, RenewLease.Request(lease_id=self.lease_id), 10.0, "renew")
+        if not reply.success:
+            raise TidybotClientError(f"renew refused: {reply.message}")
+        return reply.remaining_s
+
+    def release(self, timeout_s: float = 15.0) -> None:
+        """Give the lease back (stops any code still running under it), asking again when a
+        reply is lost; raises TidybotClientError when none was answered."""
+        if self._renew_timer is not None:
+            self.node.destroy_timer(self._renew_timer)
+            self._renew_timer = None
+        if not self.lease_id:
+            return
+        token, self.lease_id = self.lease_id, ""
+        try:        # answered "released" or "not the current lease": either way not ours now
+            self._call(self._release, ReleaseLease.Request(lease_id=token), timeout_s, "release")
+        except TidybotClientError as exc:
+            raise TidybotClientError(f"could not release the lease ({exc}); it lapses after "
+                                     f"its ttl") from None
+
+    # ------------------------------------------------------------ executing
+    def execute(self, code: str, timeout_s: float = 0.0, label: str = "",
+                dry_run: bool = False, lease_id: str | None = None,
+                feedback_callback: Callable[[ExecuteCode.Feedback], None] | None = None
+                ) -> ExecutionHandle:
+        """Send code to run; returns at once with a handle (see ExecutionHandle).
+        ``feedback_callback`` also gets each feedback message as it arrives (in the thread
+        that spins the node)."""
+        goal = ExecuteCode.Goal(code=code, timeout_s=float(timeout_s), label=label,
+                                dry_run=dry_run,
+                                lease_id=self.lease_id if lease_id is None else lease_id)
+        goal_id = UUID(uuid=list(os.urandom(16)))
+        handle = ExecutionHandle(self, goal_id, feedback_callback)
+        handle._send_future = self._action.send_goal_async(
+            goal, feedback_callback=handle._on_feedback, goal_uuid=goal_id)
+        handle._send_future.add_done_callback(handle._on_goal_response)
+        return handle
+
+    def stop(self) -> StopExecution.Response:
+        """Stop whatever runs (execution/stop) with this client's lease."""
+        return self._call(self._stop, StopExecution.Request(lease_id=self.lease_id), 10.0, "stop")
+
+    def describe(self) -> Describe.Response:
+        """The SDK manual, the server's version and the limits it enforces (sdk/describe)."""
+        return self._call(self._describe, Describe.Request(), 10.0, "the SDK description")
+
+    def history(self, count: int = 10) -> list[ExecutionRecord]:
+        """The newest finished executions, newest first."""
+        return list(self._call(self._history, GetHistory.Request(max_count=count), 10.0,
+                               "history").records)
+
+    def status(self, timeout_s: float = 5.0) -> tuple[ExecutionStatus | None, LeaseStatus | None]:
+        """The latest execution/status and lease/status (both latched)."""
+        deadline = time.monotonic() + timeout_s
+        while len(self._latest) < 2 and time.monotonic() < deadline:
+            if self._spun_elsewhere:
+                time.sleep(0.01)
+            else:
+                self._spin_briefly()
+        return self._latest.get("execution"), self._latest.get("lease")
+
+    def destroy(self) -> None:
+        """Release the lease, and remove this client's entities from the node."""
+        self.release()
+        self._between_waits(self._destroy_entities)
+
+    def _destroy_entities(self) -> None:
+        entities, self._entities = self._entities, []   # a second destroy finds none
+        for entity in entities:
+            if isinstance(entity, ActionClient):
+                entity.destroy()
+            elif isinstance(entity, Subscription):
+                self.node.destroy_subscription(entity)
+            else:
+                self.node.destroy_client(entity)
+
+
+@contextmanager
+def spun_client(node_name: str, namespace: str = "", **init_kwargs: Any) -> Iterator[TidybotClient]:
+    """rclpy initialised (``init_kwargs`` go to rclpy.init), a node spun by a thread of its
+    own and a TidybotClient on it — what a command-line tool needs — torn down on exit, the
+    spinner joined before rclpy shuts down (a thread left inside rclpy aborts the process)."""
+    rclpy.init(**init_kwargs)
+    node = rclpy.create_node(node_name, start_parameter_services=False)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        yield TidybotClient(node, namespace)
+    finally:
+        executor.shutdown()
+        spinner.join(timeout=5)
+        node.destroy_node()
+        rclpy.try_shutdown()
