@@ -278,3 +278,58 @@ def test_forwarded_cartesian_targets_move_no_faster_than_the_caps(envelope):
         assert np.allclose(now[:3, :3].T @ now[:3, :3], np.eye(3), atol=1e-9)   # a rotation
         previous, previous_at = now, at
     assert np.allclose(kin.matrix_from_column_major(sent[-1][1]["pose"]), pose, atol=1e-9)
+
+
+def test_forwarded_base_targets_move_no_faster_than_the_caps(envelope):
+    """A far diagonal pose target: the base's own controller limits each axis, not the
+    speed, so unshaped it would drive at 0.7 m/s; forwarded, the path keeps to the cap."""
+    from tidybot_exec.guard.envelope import BASE_FIRST_STEP_S, BASE_MAX_STEP_S
+
+    env, clock, _, _ = envelope
+    lim = env.limits
+    t, targets = clock.now, []
+    for _ in range(60):                          # 10 Hz, as the SDK sends it
+        targets.append((t, {"msg_type": int(BaseMsg.EXECUTE_ACTION), "base_pose": [0.4, 0.4, 1.0]}))
+        t += 0.1
+    sent = []
+    for at, msg in targets:
+        clock.now = at
+        reason, forward = env.admit("base", msg)
+        assert reason is None, reason
+        sent.append((at, np.array(forward["base_pose"])))
+    previous, previous_at = np.zeros(3), None
+    for at, pose in sent:
+        dt = BASE_FIRST_STEP_S if previous_at is None else min(at - previous_at, BASE_MAX_STEP_S)
+        assert np.hypot(*(pose[:2] - previous[:2])) <= lim.base_speed * dt + 1e-9
+        assert abs(pose[2] - previous[2]) <= lim.base_angular_speed * dt + 1e-9
+        previous, previous_at = pose, at
+    assert np.allclose(sent[-1][1], [0.4, 0.4, 1.0])
+
+
+def test_the_measured_base_speed_keeps_to_the_cap_on_a_far_diagonal(guarded):
+    """Raw pose targets 2 m away on the diagonal, at 10 Hz: the base limits each axis to
+    0.5 m/s, so unshaped it drives at 0.71 m/s; shaped, within 10 % of the 0.5 m/s cap."""
+    from tidybot_sdk.transport import RequestClient, StateSubscriber
+
+    simulator, wire, guard, _ = guarded
+    cap = guard.upstream.limits.base_speed
+    speeds: list = []
+    watch = StateSubscriber(simulator.config.addresses()["base"]["state"], "base",
+                            on_message=lambda s: speeds.append(float(np.hypot(*s["base_velocity"][:2]))))
+    base = RequestClient(guard.endpoints["base"]["cmd"], "base")
+    try:
+        x, y, _ = wire.state("base")["base_pose"]
+        began = time.monotonic()
+        while time.monotonic() - began < 4.0:        # long enough to reach full speed
+            reply = base.request({"msg_type": int(BaseMsg.EXECUTE_ACTION),
+                                  "base_pose": [x + 1.5, y + 1.5, 0.0]})
+            assert "error" not in reply, reply
+            tick = time.monotonic()
+            wait_until(lambda: time.monotonic() - tick >= 0.1, 1, "the next target")
+        base.request({"msg_type": int(BaseMsg.STOP)})
+        print(f"fastest base {max(speeds):.3f} m/s (cap {cap:g})")
+        assert max(speeds) > 0.8 * cap                # it did get going ...
+        assert max(speeds) <= 1.1 * cap, max(speeds)  # ... and no faster than the cap
+    finally:
+        base.close()
+        watch.close()

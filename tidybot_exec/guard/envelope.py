@@ -9,7 +9,7 @@ What is checked (``Envelope.admit``):
   (``Shaper``), so the measured motion keeps to them; velocity commands within the caps
   and, held for the backend's 100 ms hold-off, inside the limits; torque mode is refused;
 * base: the workspace box for pose targets and for a velocity held for the 250 ms
-  watchdog, and the speed caps;
+  watchdog, and the speed caps; pose targets are shaped to the caps like the arm's;
 * gripper: the force cap (a command without ``force`` gets the backend's default, 255).
 """
 from __future__ import annotations
@@ -32,6 +32,10 @@ BURST_S = 0.03                  # motion a target may get ahead of the speed cap
 CREDIT_S = 0.05                 # a tick that comes this late may make up for the time
 FIRST_STEP_S = 0.02             # a motion's first target moves at most this long at the cap
 MAX_STEP_S = 0.04               # a late target makes up for at most this long at the cap
+# The base is commanded at the SDK's 10 Hz and accelerates slowly (0.25 m/s^2): a target
+# may carry up to two periods of motion at the cap; silence past its watchdog starts anew.
+BASE_FIRST_STEP_S = 0.1
+BASE_MAX_STEP_S = 0.2
 
 
 class SpeedGate:
@@ -99,6 +103,23 @@ def _pose_fraction(caps: tuple[float, ...], dt: float, a: np.ndarray, b: np.ndar
     return f
 
 
+def _wrap(angle: float) -> float:
+    return (angle + math.pi) % (2 * math.pi) - math.pi
+
+
+def _base_fraction(caps: tuple[float, ...], dt: float, a: np.ndarray, b: np.ndarray) -> float:
+    f = 1.0
+    for cap, step in zip(caps, (float(np.hypot(*(b[:2] - a[:2]))), abs(_wrap(b[2] - a[2])))):
+        if step > cap * dt:
+            f = min(f, cap * dt / step)
+    return f
+
+
+def _base_blend(a: np.ndarray, b: np.ndarray, f: float) -> np.ndarray:
+    return np.array([a[0] + f * (b[0] - a[0]), a[1] + f * (b[1] - a[1]),
+                     _wrap(a[2] + f * _wrap(b[2] - a[2]))])
+
+
 def _pose_blend(a: np.ndarray, b: np.ndarray, f: float) -> np.ndarray:
     """``f`` of the way from pose ``a`` to ``b``: straight in position, about one axis in
     orientation (the relative rotation's, scaled)."""
@@ -133,8 +154,10 @@ class Shaper:
     follows with the next targets (the SDK repeats its final target until the arm is there).
     """
 
-    def __init__(self, caps: tuple[float, ...], fraction, blend) -> None:
+    def __init__(self, caps: tuple[float, ...], fraction, blend, first_step_s: float = FIRST_STEP_S,
+                 max_step_s: float = MAX_STEP_S, hold_off_s: float = proto.ARM_HOLD_AFTER_S) -> None:
         self._caps, self._fraction, self._blend = caps, fraction, blend
+        self._first, self._max, self._hold_off = first_step_s, max_step_s, hold_off_s
         self._sent: np.ndarray | None = None
         self._at = -math.inf
 
@@ -142,10 +165,10 @@ class Shaper:
         self._sent = None
 
     def toward(self, target: np.ndarray, now: float, measured: Callable[[], np.ndarray]) -> np.ndarray:
-        if self._sent is None or now - self._at > proto.ARM_HOLD_AFTER_S:
-            self._sent, dt = measured(), FIRST_STEP_S
+        if self._sent is None or now - self._at > self._hold_off:
+            self._sent, dt = measured(), self._first
         else:
-            dt = min(max(0.0, now - self._at), MAX_STEP_S)
+            dt = min(max(0.0, now - self._at), self._max)
         self._sent = self._blend(self._sent, target,
                                  self._fraction(self._caps, dt, self._sent, target))
         self._at = now
@@ -165,6 +188,9 @@ class Envelope:
         self._joint_shaper = Shaper((limits.joint_speed,), _joint_fraction, _joint_blend)
         self._pose_shaper = Shaper((limits.cartesian_speed, limits.cartesian_angular_speed),
                                    _pose_fraction, _pose_blend)
+        self._base_shaper = Shaper((limits.base_speed, limits.base_angular_speed), _base_fraction,
+                                   _base_blend, BASE_FIRST_STEP_S, BASE_MAX_STEP_S,
+                                   proto.BASE_WATCHDOG_S)
         joint, cartesian = (self._joints, self._joint_shaper), (
             self._translation, self._rotation, self._pose_shaper)
         every = (*joint, *cartesian)
@@ -248,17 +274,27 @@ class Envelope:
                               "submitted code; use joint or cartesian moves")
 
     # ----------------------------------------------------------------- base
-    def _base(self, msg: dict[str, Any]) -> None:
-        kind, msg = proto.parse_command(msg, BaseMsg)
+    def _base_pose(self) -> np.ndarray:
+        state = self._base_state()
+        if state is None:
+            raise BackendUnavailable("no fresh base state")
+        return np.asarray(state["base_pose"], dtype=float)
+
+    def _base(self, original: dict[str, Any]) -> dict[str, Any] | None:
+        """Raises when refused; returns the shaped message for a pose target (the base's
+        own controller is limited per axis, so a diagonal could exceed the cap)."""
+        kind, msg = proto.parse_command(original, BaseMsg)
+        if kind != BaseMsg.EXECUTE_ACTION:
+            self._base_shaper.reset()
         if kind == BaseMsg.EXECUTE_ACTION:
-            self.limits.check_base_position(*msg["base_pose"][:2])
-        elif kind == BaseMsg.SET_TARGET_VELOCITY:
+            target = np.asarray(msg["base_pose"], dtype=float)
+            self.limits.check_base_position(*target[:2])
+            shaped = self._base_shaper.toward(target, self._clock(), self._base_pose)
+            return {**original, "base_pose": shaped.tolist()}
+        if kind == BaseMsg.SET_TARGET_VELOCITY:
             vx, vy, wz = msg["velocity"]
             self.limits.check_base_velocity(vx, vy, wz)
-            state = self._base_state()
-            if state is None:
-                raise BackendUnavailable("no fresh base state")
-            x, y, theta = state["base_pose"]
+            x, y, theta = self._base_pose()
             if msg.get("frame", "global") == "local":
                 vx, vy = (vx * math.cos(theta) - vy * math.sin(theta),
                           vx * math.sin(theta) + vy * math.cos(theta))

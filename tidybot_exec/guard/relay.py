@@ -7,7 +7,8 @@ shaped to the speed caps. The SDK checks the same limits first, with the same wo
 early friendly errors; the guard is the enforcement, so a script that patches the SDK
 gains nothing. A refused request is answered ``{"error": ..., "safety_error": ...}`` (the
 SDK raises SafetyError with that message); a refused stream message is dropped and the arm
-is told to stop and hold.
+held: sent the last target admitted again when one was forwarded within the hold-off (it
+brakes to arrive there, inside the limits), else told to stop.
 
 One guard per execution runs in the node (trusted; it already has numpy loaded, so a goal
 pays no import for it), outside the sandbox, whose only way out are the guard's sockets;
@@ -222,6 +223,7 @@ class Guard:
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.bind(self.endpoints["arm"]["stream"])
         pub = self._socket(zmq.PUB, connect=self.upstream.arm["stream"])
+        last, last_at = b"", -math.inf          # the last target forwarded, and when
         for _ in self._until_terminated("stream", sub, pub):
             frame = sub.recv()
             if self._stopping.is_set():
@@ -232,8 +234,16 @@ class Guard:
                 continue
             reason, forward = (self.envelope.admit("arm", msg) if msg.get("msg_type") in
                                proto.ARM_STREAM_TYPES else ("only motion targets may be streamed", msg))
+            now = time.monotonic()
             if reason is None:
-                pub.send(frame if forward is msg else proto.encode(forward), zmq.NOBLOCK)
+                last, last_at = frame if forward is msg else proto.encode(forward), now
+                pub.send(last, zmq.NOBLOCK)
+                continue
+            self._refuse("arm", reason)
+            if now - last_at <= proto.ARM_HOLD_AFTER_S:
+                # The arm is on its way to the last target admitted (inside the limits):
+                # it brakes to arrive there and holds when the stream goes quiet. A STOP
+                # would brake from its speed wherever it is, overshooting that target.
+                pub.send(last, zmq.NOBLOCK)
             else:
-                self._refuse("arm", reason)
                 self._answer("arm", proto.encode({"msg_type": int(ArmMsg.STOP)}))
