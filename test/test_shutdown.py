@@ -24,6 +24,14 @@ MOVE = ("print('moving', flush=True)\n"
         "arm.move_joints([1.2, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785], duration=8)\n")
 
 
+def moving(client, wire):
+    """A goal whose arm is moving by now."""
+    run = client.send(MOVE)
+    wait_until(lambda: "moving" in run.stdout() and wire.state("arm")["q"][0] > 0.1, 60,
+               "the arm to move")
+    return run
+
+
 @pytest.fixture
 def fresh_stack(ros, tmp_path):
     stack = Stack(tmp_path, tmp_path / "history", params={"require_lease": False})
@@ -43,9 +51,7 @@ def test_shutdown_with_a_goal_running_ends_it_through_the_stop_path(fresh_stack,
     stack, client = fresh_stack
     wire = Wire(stack.config)
     try:
-        run = client.send(MOVE)
-        wait_until(lambda: "moving" in run.stdout() and wire.state("arm")["q"][0] > 0.1, 60,
-                   "the arm to move")
+        run = moving(client, wire)
         workdir = host_workdir(run)
         run.handle()                       # accepted: its result is asked for before the node goes
         stops = stack.control(cmd="stats")["received"]["arm"].get("STOP", 0)
@@ -83,9 +89,7 @@ def test_ctrl_c_on_launch_stops_node_and_simulator_at_once_with_the_arm_moving(f
     stack, client = fresh_stack
     wire = Wire(stack.config)
     try:
-        run = client.send(MOVE)
-        wait_until(lambda: "moving" in run.stdout() and wire.state("arm")["q"][0] > 0.1, 60,
-                   "the arm to move")
+        run = moving(client, wire)
         run.handle()
     finally:
         wire.close()
