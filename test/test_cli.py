@@ -138,7 +138,7 @@ def test_examples_run_on_the_simulator(stack, example, expected):
 
 def test_error_handling_example_prints_the_advice(stack):
     done = tidybot_run(str(EXAMPLES / "error_handling.py"))
-    assert "refused: end-effector target z=-0.500 m is outside the workspace box" in done.stdout
+    assert "refused: end-effector target z=-0.5000 m is outside the workspace box" in done.stdout
     assert "gripper error: width= needs a calibrated gripper" in done.stdout
 
 

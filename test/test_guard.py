@@ -39,11 +39,20 @@ def joints(q) -> dict:
     return {"msg_type": int(ArmMsg.JOINT_POSITION), "q": list(map(float, q))}
 
 
+def pose(x: float, y: float, z: float) -> np.ndarray:
+    """Gripper pointing down at (x, y, z), arm base frame."""
+    return np.array([[1, 0, 0, x], [0, -1, 0, y], [0, 0, -1, z], [0, 0, 0, 1.0]])
+
+
+def cartesian(target: np.ndarray) -> dict:
+    return {"msg_type": int(ArmMsg.CARTESIAN_POSE), "pose": kin.column_major(target)}
+
+
 def test_joint_targets_within_limits_box_and_speed(envelope):
     env, clock, _, _ = envelope
     assert "joint 2 target 2.0000 rad is outside its limit" in env.check("arm", joints(
         [0.0, 2.0, 0.0, -2.356, 0.0, 1.571, 0.785]))
-    low = kin.ik(np.array([[1, 0, 0, 0.5], [0, -1, 0, 0.0], [0, 0, -1, 0.0], [0, 0, 0, 1.0]]), HOME)
+    low = kin.ik(pose(0.5, 0.0, 0.0), HOME)
     assert "end-effector target z=" in env.check("arm", joints(low))
     q = HOME.copy()
     for _ in range(50):                      # 0.018 rad every 20 ms: 0.9 rad/s, allowed
@@ -59,6 +68,27 @@ def test_joint_targets_within_limits_box_and_speed(envelope):
     clock.now += 0.3                         # a new stream starts from the measured state
     assert "joint speed cap" in env.check("arm", joints(q))     # still 0.9+ rad from HOME
     assert env.check("arm", joints(HOME + [0.02, 0, 0, 0, 0, 0, 0])) is None
+
+
+def test_an_arm_resting_just_outside_the_box_may_move_back_in_never_farther_out(envelope):
+    env, clock, arm, _ = envelope
+    floor = SafetyLimits().ee_box[2][0]
+    below = kin.ik(pose(0.5, 0.0, floor - 0.001), HOME)     # pressed 1 mm into the floor
+    arm.update(q=below.tolist(), O_T_EE=kin.column_major(kin.fk(below)))
+    here = kin.fk(below)[:3, 3]
+    assert env.check("arm", cartesian(pose(*here[:2], here[2] + 0.0005))) is None
+    clock.now += 0.3
+    deeper = env.check("arm", cartesian(pose(*here[:2], here[2] - 0.0005)))
+    assert "farther out than the end effector is now" in deeper
+    clock.now += 0.3
+    assert "outside the workspace box y" in env.check(
+        "arm", cartesian(pose(here[0], -0.7005, floor + 0.01)))     # back in z, out in y
+    clock.now += 0.3
+    up = kin.ik(pose(*here[:2], here[2] + 0.002), below)
+    assert env.check("arm", joints(up)) is None
+    clock.now += 0.3
+    down = kin.ik(pose(*here[:2], here[2] - 0.002), below)
+    assert "farther out" in env.check("arm", joints(down))
 
 
 def test_velocities_modes_base_and_gripper(envelope):

@@ -77,7 +77,7 @@ def test_move_delta_in_base_and_ee_frames(robot):
     (lambda a: a.move_joints([0, 0, 0, 0, 0, 0, 0]), "joint 4 target 0.0000 rad is outside"),
     (lambda a: a.move_joints(list(kin.HOME_Q + [1.0, 0, 0, 0, 0, 0, 0]), duration=0.5),
      "above the joint speed cap"),
-    (lambda a: a.move_to_pose(z=0.0), "z=0.000 m is outside the workspace box"),
+    (lambda a: a.move_to_pose(z=0.0), "z=0.0000 m is outside the workspace box"),
     (lambda a: a.move_to_pose(x=1.5), "outside the workspace box"),
     (lambda a: a.move_delta(dx=0.2, duration=0.3), "above the caps"),
 ])
@@ -90,6 +90,30 @@ def test_safety_violations_raise_before_any_command(robot, call, match):
     time.sleep(0.2)
     assert motion_messages(simulator) == before
     assert np.array_equal(sim_q(wire), q0)
+
+
+def test_an_arm_resting_just_under_the_floor_can_go_home_but_not_deeper(sim_factory):
+    """The arm can come to rest a hair outside the box (pressed into the floor); every
+    motion back in is allowed, none farther out, and a joint path is judged the same way."""
+    from support import sdk_config_for
+    from tidybot_sdk import Robot
+
+    simulator, wire = sim_factory()
+    q0 = sim_q(wire)
+    home_z = float(sim_pose(wire)[2, 3])
+    box = list(SafetyLimits().ee_box)
+    box[2] = (home_z + 0.001, box[2][1])        # the floor 1 mm above where the hand is
+    sdk = Robot(sdk_config_for(simulator.config, ee_box=tuple(box)))
+    try:
+        with pytest.raises(SafetyError, match="farther out than the end effector is now"):
+            sdk.arm.move_delta(dz=-0.01)
+        assert np.array_equal(sim_q(wire), q0)
+        sdk.arm.move_delta(dz=0.02)
+        assert float(sim_pose(wire)[2, 3]) > home_z + 0.015
+        with pytest.raises(SafetyError, match="outside the workspace box z"):
+            sdk.arm.go_home()                   # now inside: home is out again
+    finally:
+        sdk.close()
 
 
 def test_bad_arguments_are_arm_errors(robot):

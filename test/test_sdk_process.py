@@ -46,7 +46,7 @@ def test_error_handling_messages_say_what_to_do(sim_factory, procs, tmp_path):
     out = proc.stdout
     assert "Caught ArmError: q must be 7 finite numbers" in out
     assert "Caught GripperError: give exactly one of position=" in out
-    assert "Caught ArmSafetyError: end-effector target z=-1.000 m is outside the workspace box" in out
+    assert "Caught ArmSafetyError: end-effector target z=-1.0000 m is outside the workspace box" in out
 
 
 LONG_MOVE = ("from tidybot_sdk import arm\n"

@@ -76,9 +76,10 @@ class ArmAPI:
         distance = float(np.max(np.abs(target - start)))
         duration = self._duration(duration, distance / (0.5 * self._limits.joint_speed))
         self._limits.check_joint_speed(QUINTIC_PEAK * distance / duration, duration)
+        here = kin.fk(start)[:3, 3]
         for s in np.linspace(0.0, 1.0, 21):
             self._limits.check_ee_position(kin.fk(start + s * (target - start))[:3, 3],
-                                           "end effector on the way")
+                                           "end effector on the way", now=here)
         self._set_mode(ControlMode.JOINT_POSITION)
 
         def setpoint(s: float) -> dict[str, Any]:
@@ -159,7 +160,7 @@ class ArmAPI:
 
     def _cartesian_move(self, start: np.ndarray, target: np.ndarray, timeout: float | None,
                         duration: float | None) -> None:
-        self._limits.check_ee_position(target[:3, 3])
+        self._limits.check_ee_position(target[:3, 3], now=start[:3, 3])
         q_now = np.array(self._backend.state()["q"])
         if kin.ik(target, q_now) is None:
             raise ArmSafetyError(f"pose at {np.round(target[:3, 3], 3).tolist()} m is out of the "

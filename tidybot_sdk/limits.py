@@ -54,12 +54,19 @@ class SafetyLimits:
                     f"joint {i + 1} {what} {v:.4f} rad is outside its limit [{lo:.4f}, {hi:.4f}]; "
                     f"choose a value inside it")
 
-    def check_ee_position(self, p: Sequence[float], what: str = "end-effector target") -> None:
-        for axis, v, (lo, hi) in zip("xyz", p, self.ee_box):
-            if not lo <= v <= hi:
+    def check_ee_position(self, p: Sequence[float], what: str = "end-effector target",
+                          now: Sequence[float] | None = None) -> None:
+        """``p`` must lie in the workspace box or, when ``now`` (where the end effector is)
+        is given, on no axis farther outside it than ``now``: an arm that came to rest just
+        outside (pressed a hair into the floor) can move back in, never farther out."""
+        for i, (axis, v, (lo, hi)) in enumerate(zip("xyz", p, self.ee_box)):
+            allowed = 0.0 if now is None else max(lo - now[i], now[i] - hi, 0.0)
+            if max(lo - v, v - hi) > allowed:
                 raise ArmSafetyError(
-                    f"{what} {axis}={v:.3f} m is outside the workspace box {axis} in "
-                    f"[{lo:.3f}, {hi:.3f}] m (arm base frame)")
+                    f"{what} {axis}={v:.4f} m is outside the workspace box {axis} in "
+                    f"[{lo:.3f}, {hi:.3f}] m (arm base frame)"
+                    + (f" and farther out than the end effector is now ({now[i]:.4f} m)"
+                       if allowed else ""))
 
     def check_joint_speed(self, peak: float, duration: float) -> None:
         if peak > self.joint_speed + 1e-9:

@@ -222,6 +222,19 @@ class Envelope:
             raise BackendUnavailable("no fresh arm state")
         return state
 
+    def _ee_position(self) -> np.ndarray:
+        """The measured end-effector position (O_T_EE is column-major: its translation is
+        elements 12..14)."""
+        return np.asarray(self._measured()["O_T_EE"], dtype=float)[12:15]
+
+    def _check_ee(self, p: np.ndarray, what: str = "end-effector target") -> None:
+        """The workspace box for ``p``; outside it, ``p`` may still lead back in from where
+        the arm is (the measured state is read only then)."""
+        try:
+            self.limits.check_ee_position(p, what)
+        except SafetyError:
+            self.limits.check_ee_position(p, what, now=self._ee_position())
+
     def _arm(self, original: dict[str, Any]) -> dict[str, Any] | None:
         """Raises when refused; returns the shaped message for a motion target."""
         kind, msg = proto.parse_command(original, ArmMsg)
@@ -231,7 +244,7 @@ class Envelope:
         if kind == ArmMsg.JOINT_POSITION:
             q = np.asarray(msg["q"], dtype=float)
             lim.check_joints(q)
-            lim.check_ee_position(kin.fk(q)[:3, 3])
+            self._check_ee(kin.fk(q)[:3, 3])
             measured_q = lambda: np.asarray(self._measured()["q"], dtype=float)  # noqa: E731
             refused = self._joints.admit(q, measured_q, now, _joint_distance)
             if refused is not None:
@@ -246,10 +259,10 @@ class Envelope:
                                   f"joint speed cap {lim.joint_speed:g} rad/s")
             ahead = np.asarray(self._measured()["q"], dtype=float) + dq * proto.ARM_HOLD_AFTER_S
             lim.check_joints(ahead, "velocity would take it to")
-            lim.check_ee_position(kin.fk(ahead)[:3, 3], "velocity would take the end effector to")
+            self._check_ee(kin.fk(ahead)[:3, 3], "velocity would take the end effector to")
         elif kind == ArmMsg.CARTESIAN_POSE:
             pose = np.asarray(msg["pose"], dtype=float).reshape(4, 4).T     # column-major
-            lim.check_ee_position(pose[:3, 3])
+            self._check_ee(pose[:3, 3])
             measured = lambda: np.asarray(self._measured()["O_T_EE"], dtype=float).reshape(4, 4).T  # noqa: E731
             gates = ((self._translation, _translation, "m", lim.cartesian_speed),
                      (self._rotation, _rotation, "rad", lim.cartesian_angular_speed))
@@ -266,9 +279,9 @@ class Envelope:
             v, w = np.asarray(msg["twist"][:3], dtype=float), np.asarray(msg["twist"][3:], dtype=float)
             lim.check_cartesian_speed(float(np.linalg.norm(v)), float(np.linalg.norm(w)),
                                       proto.ARM_HOLD_AFTER_S)
-            ee = np.asarray(self._measured()["O_T_EE"], dtype=float).reshape(4, 4).T[:3, 3]
+            ee = self._ee_position()
             lim.check_ee_position(ee + v * proto.ARM_HOLD_AFTER_S,
-                                  "velocity would take the end effector to")
+                                  "velocity would take the end effector to", now=ee)
         elif kind == ArmMsg.SET_CONTROL_MODE and msg["control_mode"] == ControlMode.TORQUE:
             raise SafetyError("torque control bypasses every limit and is not available to "
                               "submitted code; use joint or cartesian moves")
