@@ -20,10 +20,12 @@ Box = tuple[tuple[float, float], ...]
 
 @dataclass(frozen=True)
 class SafetyLimits:
-    """The lab's envelope (well inside the hardware's)."""
+    """The lab's envelope (well inside the hardware's). A motion that starts outside the
+    end-effector box (an arm at rest a hair into the floor) may lead back in, on no axis
+    farther out than where it starts."""
 
-    joint_min: tuple[float, ...] = tuple(kin.Q_MIN)            # rad
-    joint_max: tuple[float, ...] = tuple(kin.Q_MAX)            # rad
+    joint_min: tuple[float, ...] = tuple(map(float, kin.Q_MIN))   # rad
+    joint_max: tuple[float, ...] = tuple(map(float, kin.Q_MAX))   # rad
     joint_speed: float = 1.0                                   # rad/s, every joint
     cartesian_speed: float = 0.25                              # m/s, end effector
     cartesian_angular_speed: float = 1.0                       # rad/s, end effector
