@@ -19,12 +19,13 @@
 from __future__ import annotations
 
 import hmac
+import itertools
 import math
 import secrets
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from tidybot_exec.execution.validation import duration_error
@@ -63,6 +64,7 @@ class _Lease:
     granted_at: float
     last_activity: float
     running: int = 0          # executions bound to this lease (they keep it alive)
+    serial: int = field(default_factory=itertools.count(1).__next__)   # names it, not secret
 
 
 Binding = _Lease     # what begin_execution hands out and end_execution takes back
@@ -80,9 +82,11 @@ class LeaseManager:
     def __init__(self, *, default_ttl_s: float, max_lease_s: float, max_wait_s: float,
                  on_end: Callable[[str, str], None] = lambda token, reason: None,
                  on_change: Callable[[], None] = lambda: None,
+                 on_grant: Callable[[int], None] = lambda serial: None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.default_ttl_s, self.max_lease_s, self.max_wait_s = default_ttl_s, max_lease_s, max_wait_s
         self._on_end, self._on_change, self._clock = on_end, on_change, clock
+        self._on_grant = on_grant     # called under the lock: it must take no lock of ours
         self._cond = threading.Condition()
         self._lease: _Lease | None = None
         self._draining: _Lease | None = None    # ended, but code bound to it still stopping
@@ -233,6 +237,7 @@ class LeaseManager:
         now = self._clock()
         # hex: a token never starts with '-', which a command line takes for an option
         self._lease = _Lease(secrets.token_hex(32), holder, ttl, now, now)
+        self._on_grant(self._lease.serial)
         self._cond.notify_all()
         return Grant(True, self._lease.token, f"granted to {holder!r} for {ttl:g}s (renew to "
                                                f"keep it)", ttl)

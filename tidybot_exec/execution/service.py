@@ -19,6 +19,7 @@ are refused until ``reset_estop``.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.execution.supervision import Execution, Feedback
 from tidybot_exec.execution.validation import duration_error, validate
 from tidybot_exec.execution.warm import WarmPool
+from tidybot_exec.guard import rewind
+from tidybot_exec.guard.recorder import Recorder, RecorderFeed
+from tidybot_sdk.config import SdkConfig
 
 Hold = Callable[[], list]          # commands stop-and-hold; returns the problems
 Log = Callable[[str], None]
@@ -49,12 +53,19 @@ class Snapshot:
     last: Result | None
     estopped: bool
     hold_problem: str          # the last stop-and-hold that failed ("" once one succeeds)
+    rewinding: bool = False
 
 
 @dataclass
 class _Running:
     execution: Execution
     binding: Binding | None
+    lease_token: str
+
+
+@dataclass
+class _Rewinding:
+    cancelled: threading.Event
     lease_token: str
 
 
@@ -72,11 +83,15 @@ class ExecutionService:
         self._estopped = False
         self._closing = False
         self._hold_problem = ""
+        self._rewinding: _Rewinding | None = None
+        self.robot = SdkConfig.from_dict(json.loads(settings.sdk_config_json))
+        self.recorder = Recorder()
+        self._feed = RecorderFeed(self.robot, self.recorder)
         self.pool = WarmPool(settings, log) if settings.bwrap and settings.warm_worker else None
         self.leases = LeaseManager(
             default_ttl_s=policy.default_ttl_s, max_lease_s=policy.max_lease_s,
             max_wait_s=policy.max_wait_s, on_end=self._lease_ended,
-            on_change=on_lease_change, clock=clock)
+            on_change=on_lease_change, on_grant=self.recorder.begin_lease, clock=clock)
 
     # ------------------------------------------------------------- admission
     def authorize(self, lease_id: str) -> tuple[str, str]:
@@ -108,9 +123,8 @@ class ExecutionService:
                 refusal = ESTOPPED_REFUSAL
             elif binding is None and self.policy.require_lease:
                 refusal = self.authorize(lease_id)[1]
-            elif self._running is not None:
-                refusal = (f"busy: execution {self._running.execution.id} is running; wait for "
-                           f"it or stop it first")
+            else:
+                refusal = self._busy()
             if refusal:               # a goal that never ran is answered, not kept in history
                 self._unbind(binding)
                 if spare is not None:
@@ -123,8 +137,18 @@ class ExecutionService:
                 self._log(f"could not start an execution: {exc!r}")
                 return unstarted(request, Status.ERROR, f"could not start the execution: {exc!r}")
             self._running = _Running(execution, binding, lease_id if binding else "")
+            self.recorder.begin_execution(execution.id, binding.serial if binding else None)
         self._on_change()
         return execution
+
+    def _busy(self) -> str:
+        """Why the robot has a writer already ("" when it has none); under the lock."""
+        if self._running is not None:
+            return (f"busy: execution {self._running.execution.id} is running; wait for it "
+                    f"or stop it first")
+        if self._rewinding is not None:
+            return "busy: a rewind is running; wait for it or cancel it first"
+        return ""
 
     def _execution(self, request: Request, feedback: Feedback, warnings: list[str],
                    spare: Launched | None) -> Execution:
@@ -160,6 +184,7 @@ class ExecutionService:
             if written:
                 result.error = "; ".join(filter(None, [result.error, *written]))
         finally:
+            self.recorder.end_execution(execution.id)
             with self._cond:
                 self._running, self._last = None, result
                 self._cond.notify_all()
@@ -199,6 +224,75 @@ class ExecutionService:
         if binding is not None:
             self.leases.end_execution(binding)
 
+    # --------------------------------------------------------------- rewind
+    def rewind(self, request: rewind.RewindRequest, lease_id: str,
+               progress: Callable[[float], None] = lambda fraction: None,
+               cancelled: threading.Event | None = None) -> rewind.Outcome:
+        """Rewind the robot along the lease's recorded trajectory (guard/rewind.py). One
+        writer at a time: refused while code runs, while estopped and without the lease;
+        bound to the lease like an execution (it keeps the lease alive and the next holder
+        waits for its end). Cancelled (``cancelled`` set, an estop, the lease's end or
+        shutdown) it stops at once and the robot holds; so does a rewind that fails."""
+        cancelled = cancelled or threading.Event()
+        with self._cond:
+            binding = self.leases.begin_execution(lease_id) if lease_id else None
+            if self._closing:
+                refusal = SHUTDOWN_REASON
+            elif self._estopped:
+                refusal = ESTOPPED_REFUSAL
+            elif binding is None and self.policy.require_lease:
+                refusal = self.authorize(lease_id)[1]
+            else:
+                refusal = self._busy()
+            if refusal:
+                self._unbind(binding)
+                return rewind.Outcome(False, refusal)
+            self._rewinding = _Rewinding(cancelled, lease_id if binding else "")
+        self._on_change()
+        lease = binding.serial if binding else None
+        try:
+            return self._rewind(request, lease, progress, cancelled)
+        finally:
+            with self._cond:
+                self._rewinding = None
+                self._cond.notify_all()
+            self._unbind(binding)
+            self._on_change()
+
+    def _rewind(self, request: rewind.RewindRequest, lease: int | None,
+                progress: Callable[[float], None], cancelled: threading.Event) -> rewind.Outcome:
+        planned = rewind.plan(self.recorder.trajectory(lease), self.recorder.current(), request,
+                              self.robot.limits)
+        if isinstance(planned, str):
+            return rewind.Outcome(False, planned)
+        if request.dry_run:
+            return rewind.Outcome(True, f"dry run: the path back to "
+                                        f"{rewind.describe_target(request)} passes "
+                                        f"{planned.waypoints} waypoint(s) in about "
+                                        f"{planned.duration_s:.1f}s; nothing moved",
+                                  planned.waypoints, planned.duration_s)
+        with self.recorder.paused():
+            try:
+                outcome = rewind.drive(self.robot, planned, cancelled, progress, self._log)
+            except Exception as exc:  # noqa: BLE001 - the robot must still hold
+                outcome = rewind.Outcome(False, f"the rewind failed: {exc!r}")
+            if not outcome.success:
+                problems = self.hold()
+                outcome.message = "; ".join([outcome.message, *problems])
+        self.recorder.truncate(lease, outcome.keep)
+        self._log(f"rewind to {rewind.describe_target(request)}: {outcome.message}")
+        return outcome
+
+    def _cancel_rewind(self, lease_token: str | None = None) -> bool:
+        """Cancel the running rewind (only if bound to ``lease_token`` when given)."""
+        with self._cond:
+            rewinding = self._rewinding
+            if rewinding is None or (lease_token is not None
+                                     and rewinding.lease_token != lease_token):
+                return False
+            rewinding.cancelled.set()
+            return True
+
     # ------------------------------------------------------------- stopping
     def _stop_current(self, status: Status, reason: str, hard: bool = False,
                       lease_token: str | None = None) -> str | None:
@@ -219,6 +313,8 @@ class ExecutionService:
             self.pool.discard()
         if self._stop_current(Status.CANCELED, reason, lease_token=token):
             self._log(f"lease ended ({reason}): stopping its code")
+        if self._cancel_rewind(token):
+            self._log(f"lease ended ({reason}): canceling its rewind")
 
     def cancel(self, execution: Execution, reason: str = "canceled by the client") -> None:
         execution.stop(Status.CANCELED, reason)
@@ -237,6 +333,7 @@ class ExecutionService:
         again once the code is dead. Returns (stopped id, hold problems)."""
         self._estopped = True      # one assignment: admission reads it under its lock
         problems = self.hold()
+        self._cancel_rewind()
         stopped = self._stop_current(Status.CANCELED, ESTOP_REASON, hard=True)
         self._on_change()
         return stopped, problems
@@ -257,7 +354,8 @@ class ExecutionService:
             current = running.execution if running else None
             return Snapshot(current=current, stopping=bool(current and current.stopping),
                             last=self._last, estopped=self._estopped,
-                            hold_problem=self._hold_problem)
+                            hold_problem=self._hold_problem,
+                            rewinding=self._rewinding is not None)
 
     def page(self, offset: int = 0, limit: int = 0, holder: str = "",
              statuses: Sequence[int] = (), include_code: bool = False) -> Page:
@@ -271,12 +369,14 @@ class ExecutionService:
         with self._cond:
             self._closing = True
         self._stop_current(Status.CANCELED, SHUTDOWN_REASON)
+        self._cancel_rewind()
         with self._cond:
-            ended = self._cond.wait_for(lambda: self._running is None,
+            ended = self._cond.wait_for(lambda: self._running is None and self._rewinding is None,
                                         self.settings.stop_grace_s + 15.0)
         if not ended:          # finish's thread is stuck: at least the robot must hold
             self._log("shutdown: the running execution did not end in time; holding the robot")
             self.hold()
         self.leases.close()
+        self._feed.close()
         if self.pool is not None:
             self.pool.close()

@@ -103,13 +103,9 @@ def _pose_fraction(caps: tuple[float, ...], dt: float, a: np.ndarray, b: np.ndar
     return f
 
 
-def _wrap(angle: float) -> float:
-    return (angle + math.pi) % (2 * math.pi) - math.pi
-
-
 def _base_fraction(caps: tuple[float, ...], dt: float, a: np.ndarray, b: np.ndarray) -> float:
     f = 1.0
-    for cap, step in zip(caps, (float(np.hypot(*(b[:2] - a[:2]))), abs(_wrap(b[2] - a[2])))):
+    for cap, step in zip(caps, (float(np.hypot(*(b[:2] - a[:2]))), abs(kin.wrap_angle(b[2] - a[2])))):
         if step > cap * dt:
             f = min(f, cap * dt / step)
     return f
@@ -117,7 +113,7 @@ def _base_fraction(caps: tuple[float, ...], dt: float, a: np.ndarray, b: np.ndar
 
 def _base_blend(a: np.ndarray, b: np.ndarray, f: float) -> np.ndarray:
     return np.array([a[0] + f * (b[0] - a[0]), a[1] + f * (b[1] - a[1]),
-                     _wrap(a[2] + f * _wrap(b[2] - a[2]))])
+                     kin.wrap_angle(a[2] + f * kin.wrap_angle(b[2] - a[2]))])
 
 
 def _pose_blend(a: np.ndarray, b: np.ndarray, f: float) -> np.ndarray:

@@ -43,6 +43,8 @@ def execution_status(snap: Snapshot, isolation: str, now: Time) -> ExecutionStat
         msg.execution_id, msg.holder = current.id, current.request.holder
         msg.label, msg.elapsed_s = current.request.label, current.elapsed
         msg.dry_run = current.request.dry_run is not None
+    elif snap.rewinding:
+        msg.state = ExecutionStatus.STATE_REWINDING
     else:
         msg.state = ExecutionStatus.STATE_ESTOPPED if snap.estopped else ExecutionStatus.STATE_IDLE
     if last is not None:

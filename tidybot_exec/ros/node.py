@@ -16,8 +16,9 @@ import os
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
@@ -30,7 +31,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from std_srvs.srv import Trigger
-from tidybot_interfaces.action import ExecuteCode
+from tidybot_interfaces.action import ExecuteCode, Rewind
 from tidybot_interfaces.msg import ExecutionStatus, LeaseStatus
 from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseLease,
                                     RenewLease, ResetEstop, StopExecution)
@@ -42,11 +43,12 @@ from tidybot_exec.execution.service import ExecutionService
 from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.execution.supervision import Execution
 from tidybot_exec.guard.hold import RobotHold
+from tidybot_exec.guard.rewind import Outcome, RewindRequest
 from tidybot_exec.ros import convert
 from tidybot_exec.ros.backend_monitor import Level
 from tidybot_exec.ros.params import PARAMS, robot_history_dir, validate
 from tidybot_exec.ros.qos import LATCHED, SERVICES
-from tidybot_exec.ros.state_topics import StateTopics, status
+from tidybot_exec.ros.state_topics import StateTopics, Throttle, status
 from tidybot_exec.sandbox import bwrap
 from tidybot_exec.sandbox.bwrap import Isolation
 from tidybot_sdk import protocol as proto
@@ -132,6 +134,13 @@ class TidybotExecNode(Node):
         self._action = ActionServer(
             self, ExecuteCode, "execute_code", execute_callback=self._execute,
             goal_callback=lambda goal: GoalResponse.ACCEPT, cancel_callback=self._cancel,
+            callback_group=actions, result_timeout=p["result_keep_s"],
+            goal_service_qos_profile=SERVICES, result_service_qos_profile=SERVICES,
+            cancel_service_qos_profile=SERVICES)
+        self._rewinds: dict[bytes, threading.Event] = {}    # goal uuid -> its cancel event
+        self._rewind_action = ActionServer(
+            self, Rewind, "rewind", execute_callback=self._rewind,
+            goal_callback=lambda goal: GoalResponse.ACCEPT, cancel_callback=self._cancel_rewind,
             callback_group=actions, result_timeout=p["result_keep_s"],
             goal_service_qos_profile=SERVICES, result_service_qos_profile=SERVICES,
             cancel_service_qos_profile=SERVICES)
@@ -232,6 +241,8 @@ class TidybotExecNode(Node):
             executor = status("executor", Level.ERROR, snap.hold_problem)
         elif snap.estopped:
             executor = status("executor", Level.WARN, "estopped: call estop/reset")
+        elif snap.rewinding:
+            executor = status("executor", Level.OK, "rewinding")
         elif current is not None:
             executor = status("executor", Level.OK, f"running {current.id}",
                               label=current.request.label, elapsed_s=f"{current.elapsed:.1f}")
@@ -256,33 +267,44 @@ class TidybotExecNode(Node):
             self.service.cancel(execution)
         return CancelResponse.ACCEPT
 
-    def _execute(self, goal_handle: ServerGoalHandle) -> ExecuteCode.Result:
-        """Runs one goal to its end and answers it whenever the ROS context still allows."""
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
+        """An execute callback runs: shutdown waits for it to return (rclpy sends its
+        result right after)."""
         with self._answered:
             self._answering += 1
         try:
-            return self._answer(goal_handle)
+            yield
         finally:
             with self._answered:
                 self._answering -= 1
                 self._answered.notify_all()
 
-    def _answer(self, goal_handle: ServerGoalHandle) -> ExecuteCode.Result:
+    def _end_goal(self, goal_handle: ServerGoalHandle, succeeded: bool, canceled: bool,
+                  name: str) -> None:
+        """The goal's terminal state: succeeded, canceled (only when the client asked for
+        it), else aborted; whenever the ROS context still allows."""
         try:
-            result = self._run_goal(goal_handle)
-        except Exception as exc:  # noqa: BLE001 - a bug here must still answer the client
-            self.get_logger().error(f"execute_code failed internally: {exc!r}")
-            result = Result(execution_id="", status=Status.ERROR, error=f"internal error: {exc}")
-        try:
-            if result.status == Status.SUCCEEDED:
+            if succeeded:
                 goal_handle.succeed()
-            elif result.status == Status.CANCELED and goal_handle.is_cancel_requested:
+            elif canceled and goal_handle.is_cancel_requested:
                 goal_handle.canceled()
             else:
                 goal_handle.abort()
         except Exception as exc:  # noqa: BLE001 - the context is gone: nobody to answer
-            self.get_logger().warning(f"goal {result.execution_id} not answered: {exc!r}")
-        return convert.result(result)
+            self.get_logger().warning(f"{name} not answered: {exc!r}")
+
+    def _execute(self, goal_handle: ServerGoalHandle) -> ExecuteCode.Result:
+        """Runs one goal to its end and answers it."""
+        with self._counted():
+            try:
+                result = self._run_goal(goal_handle)
+            except Exception as exc:  # noqa: BLE001 - a bug here must still answer the client
+                self.get_logger().error(f"execute_code failed internally: {exc!r}")
+                result = Result(execution_id="", status=Status.ERROR, error=f"internal error: {exc}")
+            self._end_goal(goal_handle, result.status == Status.SUCCEEDED,
+                           result.status == Status.CANCELED, f"goal {result.execution_id}")
+            return convert.result(result)
 
     def _run_goal(self, goal_handle: ServerGoalHandle) -> Result:
         goal = goal_handle.request
@@ -305,6 +327,41 @@ class TidybotExecNode(Node):
             return self.service.finish(started)
         finally:
             self._goals.pop(key, None)
+
+    # ------------------------------------------------------------------ rewind
+    def _cancel_rewind(self, goal_handle: ServerGoalHandle) -> CancelResponse:
+        cancelled = self._rewinds.get(bytes(goal_handle.goal_id.uuid))
+        if cancelled is not None:
+            cancelled.set()
+        return CancelResponse.ACCEPT
+
+    def _rewind(self, goal_handle: ServerGoalHandle) -> Rewind.Result:
+        """Runs one rewind goal to its end (service.rewind), answered as execute_code's."""
+        key = bytes(goal_handle.goal_id.uuid)
+        cancelled = self._rewinds[key] = threading.Event()
+        with self._counted():
+            try:
+                goal = goal_handle.request
+                request = RewindRequest.checked(goal.target, goal.amount, list(goal.parts),
+                                                goal.dry_run)
+                if isinstance(request, str):
+                    outcome = Outcome(False, request)
+                else:
+                    if goal_handle.is_cancel_requested:
+                        cancelled.set()
+                    throttle = Throttle(10.0)
+                    outcome = self.service.rewind(
+                        request, goal.lease_id, cancelled=cancelled,
+                        progress=lambda f: throttle.ready() and goal_handle.publish_feedback(
+                            Rewind.Feedback(fraction=f)))
+            except Exception as exc:  # noqa: BLE001 - a bug here must still answer the client
+                self.get_logger().error(f"rewind failed internally: {exc!r}")
+                outcome = Outcome(False, f"internal error: {exc}")
+            finally:
+                self._rewinds.pop(key, None)
+            self._end_goal(goal_handle, outcome.success, outcome.canceled, "rewind goal")
+            return Rewind.Result(success=outcome.success, message=outcome.message,
+                                 waypoints=outcome.waypoints, duration_s=outcome.duration_s)
 
     # ------------------------------------------------------------------ status
     def _publish_status(self) -> None:

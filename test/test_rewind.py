@@ -1,0 +1,279 @@
+"""Rewind: the recorder and the plan on their own (pure), and rewinds driven by the
+execution service on a real simulator through a real guard, after code moved the robot."""
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from service_harness import FakeClock, Harness
+from support import Wire, sdk_config_for, wait_until
+from tidybot_exec.execution.records import Request, Status
+from tidybot_exec.guard import rewind
+from tidybot_exec.guard.recorder import Recorder, Waypoint
+from tidybot_exec.guard.rewind import Plan, RewindRequest
+from tidybot_sdk import kinematics as kin
+from tidybot_sdk.limits import SafetyLimits
+
+HOME = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
+
+
+def arm(q) -> dict:
+    return {"q": list(q)}
+
+
+# ---------------------------------------------------------------- recorder
+def test_waypoints_come_at_most_every_period_and_only_after_motion():
+    clock = FakeClock()
+    rec = Recorder(clock=clock)
+    rec.begin_lease(1)                                   # the grant: always a waypoint
+    q = np.array(HOME)
+    rec.observe("arm", arm(q))                           # first seen: the grant's pose too
+    assert [w.q for w in rec.trajectory(1)] == [tuple(HOME)]
+    for _ in range(20):                                  # still: nothing more
+        clock.now += 0.2
+        rec.observe("arm", arm(q))
+    assert len(rec.trajectory(1)) == 1
+    for _ in range(30):                                  # 0.05 rad per 20 ms: one per 0.1 s
+        clock.now += 0.02
+        q[0] += 0.05
+        rec.observe("arm", arm(q))
+    kept = rec.trajectory(1)
+    assert 5 <= len(kept) - 1 <= 6
+    assert all(b.t - a.t >= 0.1 - 1e-9 for a, b in zip(kept[1:], kept[2:]))
+    rec.observe("arm", {"not": "a state"})               # ignored, not a crash
+    assert kept[0].mark == "lease" and kept[0].lease == 1
+
+
+def test_marks_are_kept_whatever_moved_and_the_count_is_bounded():
+    clock = FakeClock()
+    rec = Recorder(max_waypoints=10, clock=clock)
+    rec.observe("arm", arm(HOME))
+    rec.begin_lease(7)
+    rec.begin_execution("e1", 7)                         # no motion in between: still kept
+    q = np.array(HOME)
+    for _ in range(50):
+        clock.now += 0.2
+        q[1] += 0.02
+        rec.observe("arm", arm(q))
+    kept = rec.trajectory(7)
+    assert len(kept) == 10
+    assert [w.mark for w in kept[:2]] == ["lease", "execution"]
+    assert kept[1].execution == "e1" and kept[-1].execution == "e1"
+    assert kept[-1].q[1] == pytest.approx(q[1])
+    rec.begin_lease(8)                                   # the next lease forgets the last
+    assert rec.trajectory(7) == [] and len(rec.trajectory(8)) == 1
+
+
+def test_truncate_and_clear():
+    clock = FakeClock()
+    rec = Recorder(clock=clock)
+    rec.begin_lease(1)
+    q = np.array(HOME)
+    for _ in range(5):
+        clock.now += 0.2
+        q[0] += 0.1
+        rec.observe("arm", arm(q))
+    rec.truncate(1, 3)
+    assert len(rec.trajectory(1)) == 3
+    assert rec.clear(1) == 3
+    (start,) = rec.trajectory(1)                         # where it is now is the new start
+    assert start.mark == "lease" and start.q[0] == pytest.approx(q[0])
+    with rec.paused():
+        clock.now += 0.2
+        rec.observe("arm", arm(q + 1.0))
+    assert len(rec.trajectory(1)) == 1
+
+
+# -------------------------------------------------------------------- plan
+def waypoint(q0: float, x: float = 0.0, mark: str = "", gripper: int = 0) -> Waypoint:
+    q = list(HOME)
+    q[0] = q0
+    return Waypoint(0.0, tuple(q), (x, 0.0, 0.0), gripper, 1, "e", mark)
+
+
+TRAJECTORY = [waypoint(0.0, mark="lease"), waypoint(0.2), waypoint(0.4, mark="execution"),
+              waypoint(0.6), waypoint(0.8, x=0.3)]
+
+
+@pytest.mark.parametrize("target, amount, first", [
+    ("start", 0, 0), ("execution", 0, 2), ("steps", 1, 3), ("steps", 99, 0),
+    ("fraction", 0.5, 2), ("fraction", 1.0, 0)])
+def test_the_path_runs_from_where_the_robot_is_back_to_the_target(target, amount, first):
+    here = waypoint(0.85, x=0.3)
+    planned = rewind.plan(TRAJECTORY, here, RewindRequest(target, amount), SafetyLimits())
+    assert isinstance(planned, Plan), planned
+    assert planned.knots[0].q == here.q                          # never a jump
+    assert [w.q[0] for w in planned.knots[1:]] == [w.q[0] for w in reversed(TRAJECTORY[first:])]
+    assert planned.first_kept == first and planned.waypoints == len(TRAJECTORY) - first
+
+
+def test_the_path_is_timed_at_half_the_caps_with_ramps():
+    limits = SafetyLimits()
+    planned = rewind.plan(TRAJECTORY, waypoint(0.8, x=0.3), RewindRequest("start"), limits)
+    assert planned.duration_s == pytest.approx(planned.nominal_s + rewind.RAMP_S)
+    ts = np.linspace(0, planned.duration_s, 2000)
+    tau = np.array([planned.progress(t) for t in ts])
+    assert np.all(np.diff(tau) >= -1e-12) and tau[-1] == pytest.approx(planned.nominal_s)
+    path = [planned.at(x) for x in tau]
+    q = np.array([p[0] for p in path])
+    ee = np.array([kin.fk(x)[:3, 3] for x in q])
+    base = np.array([p[1] for p in path])
+    dt = np.diff(ts)[:, None]
+    peaks = (np.max(np.abs(np.diff(q, axis=0)) / dt) / limits.joint_speed,
+             np.max(np.linalg.norm(np.diff(ee, axis=0), axis=1) / dt[:, 0]) / limits.cartesian_speed,
+             np.max(np.linalg.norm(np.diff(base[:, :2], axis=0), axis=1) / dt[:, 0]) / limits.base_speed)
+    assert max(peaks) <= rewind.SPEED_FRACTION * 1.01, peaks      # half of every cap at most
+    assert max(peaks) >= rewind.SPEED_FRACTION * 0.9, peaks       # and not needlessly slower
+    assert q[-1][0] == pytest.approx(0.0) and base[-1][0] == pytest.approx(0.0)
+    short = rewind.plan([waypoint(0.0, mark="lease")], waypoint(0.01), RewindRequest(), limits)
+    assert short.duration_s < rewind.RAMP_S
+    assert short.progress(short.duration_s) == pytest.approx(short.nominal_s)
+
+
+def test_parts_safe_and_refusals():
+    limits = SafetyLimits()
+    here = waypoint(0.8, x=0.3)
+    arm_only = rewind.plan(TRAJECTORY, here, RewindRequest(parts=("arm",)), limits)
+    assert all(w.base is None for w in arm_only.knots) and arm_only.gripper is None
+    with_gripper = rewind.plan(TRAJECTORY, here, RewindRequest(parts=("arm", "gripper")), limits)
+    assert with_gripper.gripper == 0
+    out = list(TRAJECTORY)
+    out[4] = Waypoint(0.0, TRAJECTORY[4].q, (6.0, 0.0, 0.0), 0, 1, "e")     # base out of its box
+    safe = rewind.plan(out, here, RewindRequest("safe"), limits)
+    assert safe.first_kept == 3
+    assert "no execution" in rewind.plan(TRAJECTORY[:2], here, RewindRequest("execution"), limits)
+    assert "nothing recorded" in rewind.plan([], here, RewindRequest(), limits)
+    assert "unknown target" in RewindRequest.checked("home", 0, [], False)
+    assert "unknown parts" in RewindRequest.checked("start", 0, ["legs"], False)
+    assert "whole amount" in RewindRequest.checked("steps", 0.5, [], False)
+    assert "(0, 1]" in RewindRequest.checked("fraction", 1.5, [], False)
+    assert RewindRequest.checked("", 0, [], True) == RewindRequest("start", dry_run=True)
+
+
+# ------------------------------------------------- service on a real simulator
+@pytest.fixture
+def robot(tmp_path, sim_factory):
+    """A service (cold, unsandboxed: the sandbox is tested elsewhere) on a simulator."""
+    simulator, wire = sim_factory()
+    harness = Harness(tmp_path, "", settings={
+        "sdk_config_json": sdk_config_for(simulator.config).to_json(), "warm_worker": False})
+    yield harness, simulator, wire
+    harness.close()
+
+
+def q_of(wire: Wire) -> np.ndarray:
+    return np.array(wire.state("arm")["q"])
+
+
+def base_of(wire: Wire) -> np.ndarray:
+    return np.array(wire.state("base")["base_pose"])
+
+
+def recorded(harness: Harness) -> None:
+    """Wait until the recorder has seen the robot (its feed is a subscriber of its own)."""
+    wait_until(lambda: harness.service.recorder.current().q is not None
+               and harness.service.recorder.current().base is not None, 20, "recorded state")
+
+
+MOTION = ("from tidybot_sdk import arm, base\n"
+          "q = arm.get_state()['q']\nq[0] += 0.5\narm.move_joints(q)\n"
+          "base.move_delta(dx=-0.2)\n"
+          "q[3] += 0.3\narm.move_joints(q)\n")
+
+
+def test_rewind_to_start_undoes_arm_and_base_motion_within_tolerance(robot):
+    harness, _, wire = robot
+    recorded(harness)
+    token = harness.token("alice")
+    q0, b0 = q_of(wire), base_of(wire)
+    result = harness.service.run(Request(MOTION, timeout_s=60), token)
+    assert result.status == Status.SUCCEEDED, result.stderr
+    assert np.max(np.abs(q_of(wire) - q0)) > 0.4
+    dry = harness.service.rewind(RewindRequest("start", dry_run=True), token)
+    assert dry.success and dry.waypoints > 3 and "nothing moved" in dry.message
+    assert np.max(np.abs(q_of(wire) - q0)) > 0.4                    # the dry run moved nothing
+    fractions: list[float] = []
+    outcome = harness.service.rewind(RewindRequest("start"), token, fractions.append)
+    assert outcome.success, outcome.message
+    assert np.max(np.abs(q_of(wire) - q0)) <= 0.02
+    assert np.hypot(*(base_of(wire) - b0)[:2]) <= 0.02
+    assert fractions[-1] == pytest.approx(1.0) and fractions == sorted(fractions)
+    recorder = harness.service.recorder
+    assert len(recorder.trajectory(recorder.current().lease)) == 1      # all of it undone
+
+
+def test_rewind_to_the_last_execution_and_steps(robot):
+    harness, _, wire = robot
+    recorded(harness)
+    token = harness.token("alice")
+    assert harness.service.run(Request(
+        "from tidybot_sdk import arm\nq = arm.get_state()['q']\nq[0] += 0.3\narm.move_joints(q)\n"),
+        token).status == Status.SUCCEEDED
+    q1 = q_of(wire)
+    assert harness.service.run(Request(
+        "from tidybot_sdk import arm\nq = arm.get_state()['q']\nq[1] += 0.3\narm.move_joints(q)\n"),
+        token).status == Status.SUCCEEDED
+    outcome = harness.service.rewind(RewindRequest("execution"), token)
+    assert outcome.success, outcome.message
+    assert np.max(np.abs(q_of(wire) - q1)) <= 0.02               # the second run undone only
+    before = q_of(wire)
+    outcome = harness.service.rewind(RewindRequest("steps", 2), token)
+    assert outcome.success and outcome.waypoints == 3, outcome
+    assert 0.0 < before[0] - q_of(wire)[0] < 0.3                  # a little way back
+
+
+def test_refused_without_the_lease_while_code_runs_and_estopped(robot):
+    harness, _, _ = robot
+    recorded(harness)
+    assert "no lease" in harness.service.rewind(RewindRequest(), "").message
+    token = harness.token("alice")
+    run = harness.begin(lease_id=token)
+    assert "busy: execution" in harness.service.rewind(RewindRequest(), token).message
+    harness.service.estop()
+    run.result()
+    assert "estopped" in harness.service.rewind(RewindRequest(), token).message
+
+
+def test_cancel_holds_at_once_and_keeps_what_is_left_to_undo(robot):
+    harness, _, wire = robot
+    recorded(harness)
+    token = harness.token("alice")
+    assert harness.service.run(Request(
+        "from tidybot_sdk import arm\nq = arm.get_state()['q']\nq[0] += 0.8\narm.move_joints(q)\n"),
+        token).status == Status.SUCCEEDED
+    q_far = q_of(wire)
+    cancelled = threading.Event()
+    outcomes: list = []
+    thread = threading.Thread(target=lambda: outcomes.append(harness.service.rewind(
+        RewindRequest("start"), token, lambda f: f > 0.3 and cancelled.set(), cancelled)))
+    thread.start()
+    thread.join(30)
+    (outcome,) = outcomes
+    assert outcome.canceled and not outcome.success and "canceled" in outcome.message
+    assert "hold" in harness.events                               # the robot was told to hold
+    stopped = q_of(wire)[0]
+    assert q_far[0] - 0.8 < stopped < q_far[0] - 0.1
+    again = harness.service.rewind(RewindRequest("start"), token)
+    assert again.success, again.message
+    assert abs(q_of(wire)[0] - (q_far[0] - 0.8)) <= 0.02
+
+
+def test_a_path_the_guard_refuses_ends_the_rewind_there(robot):
+    harness, simulator, wire = robot
+    recorded(harness)
+    token = harness.token("alice")
+    assert harness.service.run(Request(
+        "from tidybot_sdk import arm\nq = arm.get_state()['q']\nq[0] += 0.4\narm.move_joints(q)\n"),
+        token).status == Status.SUCCEEDED
+    # the limits changed since (a tighter joint 1 range): the way back leaves them
+    limits = SafetyLimits()
+    tight = list(limits.joint_min)
+    tight[0] = float(q_of(wire)[0]) - 0.1
+    harness.service.robot = replace(harness.service.robot, limits=SafetyLimits(joint_min=tuple(tight)))
+    outcome = harness.service.rewind(RewindRequest("start"), token)
+    assert not outcome.success and "joint 1" in outcome.message, outcome.message
+    assert q_of(wire)[0] >= tight[0] - 0.02
+    assert "hold" in harness.events

@@ -1,0 +1,177 @@
+"""The trajectory recorder: where the robot has been, for rewind (trusted side, no rclpy).
+
+The node feeds it the backends' *measured* state (``RecorderFeed``); code cannot write to
+it. A waypoint (arm joints, base pose, gripper position) is kept at most every
+``PERIOD_S`` and only once some part moved past its threshold since the last one, as the
+predecessor did, tagged with the lease and the execution it happened under. Two waypoints
+are always kept whatever moved: one at the lease's grant and one at each execution's
+start, so a rewind to "start" or "execution" reaches those poses however small the motion.
+The count is bounded: past ``max_waypoints`` the oldest unmarked waypoint is dropped.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Hashable, Iterator
+
+from tidybot_sdk import kinematics as kin
+from tidybot_sdk.config import SdkConfig
+from tidybot_sdk.transport import StateSubscriber
+
+PERIOD_S = 0.1              # at most one waypoint per this
+JOINT_STEP_RAD = 0.01       # a waypoint once any joint moved this far from the last one
+BASE_STEP_M = 0.01
+BASE_TURN_RAD = 0.02
+GRIPPER_STEP = 5            # of 0..255
+MAX_WAYPOINTS = 20_000      # 2000 s of continuous motion at PERIOD_S; ~4 MB
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    """One measured pose of the robot; a part is None when its state was never seen."""
+
+    t: float                                   # monotonic time it was taken
+    q: tuple[float, ...] | None                # arm joints, rad
+    base: tuple[float, float, float] | None    # base x, y (m), theta (rad), odometry frame
+    gripper: int | None                        # 0 open .. 255 closed
+    lease: Hashable                            # the lease it was taken under (None: none)
+    execution: str                             # the execution that was running ("" none)
+    mark: str = ""                             # "lease": at the grant, "execution": at its start
+
+
+class Recorder:
+    """Waypoints of the robot's measured motion; thread-safe (fed from the state threads,
+    read by the rewind)."""
+
+    def __init__(self, max_waypoints: int = MAX_WAYPOINTS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_waypoints, self._clock = max_waypoints, clock
+        self._lock = threading.Lock()
+        self._waypoints: list[Waypoint] = []
+        self._latest: dict[str, Any] = {"q": None, "base": None, "gripper": None}
+        self._lease: Hashable = None
+        self._execution = ""
+        self._paused = 0
+
+    # ------------------------------------------------------------- feeding
+    def observe(self, backend: str, state: dict[str, Any]) -> None:
+        """A state message of ``backend`` ("arm", "base" or "gripper")."""
+        try:
+            if backend == "arm":
+                value: Any = tuple(float(v) for v in state["q"])
+            elif backend == "base":
+                value = tuple(float(v) for v in state["base_pose"])
+            else:
+                value = int(state["position"])
+        except (KeyError, TypeError, ValueError):
+            return                                   # not a state message: nothing to keep
+        key = {"arm": "q", "base": "base", "gripper": "gripper"}[backend]
+        with self._lock:
+            if self._latest[key] is None:      # first seen: it was there all along
+                self._waypoints = [w if getattr(w, key) is not None else replace(w, **{key: value})
+                                   for w in self._waypoints]
+            self._latest[key] = value
+            last = self._waypoints[-1] if self._waypoints else None
+            if self._paused or (last is not None and (
+                    self._clock() - last.t < PERIOD_S or not self._moved(last))):
+                return
+            self._append("")
+
+    def begin_lease(self, lease: Hashable) -> None:
+        """A lease was granted: the trajectories of earlier leases are forgotten, and a
+        waypoint is kept where this one begins."""
+        with self._lock:
+            self._lease, self._execution = lease, ""
+            self._waypoints = [w for w in self._waypoints if w.lease == lease]
+            self._append("lease")
+
+    def begin_execution(self, execution_id: str, lease: Hashable) -> None:
+        with self._lock:
+            self._lease, self._execution = lease, execution_id
+            self._append("execution")
+
+    def end_execution(self, execution_id: str) -> None:
+        with self._lock:
+            if self._execution == execution_id:
+                self._execution = ""
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Record nothing meanwhile (a rewind's own motion is not a step to undo)."""
+        with self._lock:
+            self._paused += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._paused -= 1
+
+    # ------------------------------------------------------------- reading
+    def trajectory(self, lease: Hashable) -> list[Waypoint]:
+        """The waypoints of ``lease``, oldest first."""
+        with self._lock:
+            return [w for w in self._waypoints if w.lease == lease]
+
+    def current(self) -> Waypoint:
+        """Where the robot is now, as far as the recorder has seen (not kept)."""
+        with self._lock:
+            return self._waypoint("")
+
+    def clear(self, lease: Hashable) -> int:
+        """Forget ``lease``'s trajectory but where the robot is now, which becomes its
+        start; returns how many waypoints were dropped (the SDK's clear_trajectory)."""
+        with self._lock:
+            before = len(self._waypoints)
+            self._waypoints = [w for w in self._waypoints if w.lease != lease]
+            dropped = before - len(self._waypoints)
+            if self._lease == lease:
+                self._append("lease")
+            return dropped
+
+    def truncate(self, lease: Hashable, keep: int) -> None:
+        """Keep only the first ``keep`` waypoints of ``lease`` (a rewind undid the rest)."""
+        with self._lock:
+            mine = [w for w in self._waypoints if w.lease == lease]
+            dropped = {id(w) for w in mine[max(1, keep):]}
+            self._waypoints = [w for w in self._waypoints if id(w) not in dropped]
+
+    # ----------------------------------------------------------- internals
+    def _waypoint(self, mark: str) -> Waypoint:
+        latest = self._latest
+        return Waypoint(self._clock(), latest["q"], latest["base"], latest["gripper"],
+                        self._lease, self._execution, mark)
+
+    def _append(self, mark: str) -> None:
+        self._waypoints.append(self._waypoint(mark))
+        if len(self._waypoints) > self.max_waypoints:
+            oldest = next((i for i, w in enumerate(self._waypoints) if not w.mark), 0)
+            del self._waypoints[oldest]
+
+    def _moved(self, last: Waypoint) -> bool:
+        q, base, gripper = self._latest["q"], self._latest["base"], self._latest["gripper"]
+        if q is not None and (last.q is None or max(
+                abs(a - b) for a, b in zip(q, last.q)) > JOINT_STEP_RAD):
+            return True
+        if base is not None and (last.base is None or math.hypot(
+                base[0] - last.base[0], base[1] - last.base[1]) > BASE_STEP_M
+                or abs(kin.wrap_angle(base[2] - last.base[2])) > BASE_TURN_RAD):
+            return True
+        return gripper is not None and (last.gripper is None
+                                        or abs(gripper - last.gripper) > GRIPPER_STEP)
+
+
+class RecorderFeed:
+    """Feeds ``recorder`` from the state streams of the backends in ``config`` (threads of
+    their own, so the recording never waits on anything the node does)."""
+
+    def __init__(self, config: SdkConfig, recorder: Recorder) -> None:
+        self._subs = [StateSubscriber(getattr(config, name)["state"], f"record-{name}",
+                                      lambda msg, name=name: recorder.observe(name, msg))
+                      for name in ("arm", "base", "gripper")]
+
+    def close(self) -> None:
+        for sub in self._subs:
+            sub.close()
