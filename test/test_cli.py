@@ -162,13 +162,13 @@ def test_client_recovers_lost_goal_result_and_cancel_replies(stack, ros):
     assert client.wait_for_server(30)
     client.acquire("lossy")
     try:
-        lose_replies(client._action, "send_goal_async", 1)
-        lose_replies(client._action, "_get_result_async", 1)
+        lose_replies(client._action.client, "send_goal_async", 1)
+        lose_replies(client._action.client, "_get_result_async", 1)
         run = client.execute("print('once')")
         assert run.result(60).stdout == "once\n"
         assert run.recovered == ["goal acceptance", "result"]
 
-        lose_replies(client._action, "_cancel_goal_async", 1)
+        lose_replies(client._action.client, "_cancel_goal_async", 1)
         long = client.execute("import time\nprint('x', flush=True)\ntime.sleep(60)")
         wait_until(lambda: long.feedback(), 30, "output")
         long.cancel(30)

@@ -31,7 +31,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import rclpy
 from action_msgs.msg import GoalStatus, GoalStatusArray
@@ -42,7 +42,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_action_status_default
 from rclpy.subscription import Subscription
 from unique_identifier_msgs.msg import UUID
-from tidybot_interfaces.action import ExecuteCode
+from tidybot_interfaces.action import ExecuteCode, Rewind
 from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
 from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseLease,
                                     RenewLease, StopExecution)
@@ -61,15 +61,52 @@ BETWEEN_WAITS_S = 1.0   # for a spinning executor to start a task (see _between_
 T = TypeVar("T")
 
 
-class ExecutionHandle:
-    """One goal: poll it, read its feedback, cancel it, get its result."""
+class _Action:
+    """One action of the node as this client sees it: its ActionClient and the goal states
+    its status topic last showed (how a goal whose replies were lost is still followed)."""
 
-    def __init__(self, client: "TidybotClient", goal_id: UUID,
-                 on_feedback: Callable[[ExecuteCode.Feedback], None] | None = None) -> None:
-        self._client = client
+    def __init__(self, client: "TidybotClient", action_type: type, name: str) -> None:
+        self.type, self.states = action_type, {}
+        self.client = client._between_waits(lambda: ActionClient(
+            client.node, action_type, name, goal_service_qos_profile=SERVICES,
+            result_service_qos_profile=SERVICES, cancel_service_qos_profile=SERVICES))
+        client._own(self.client)
+        client._own(client.node.create_subscription(
+            GoalStatusArray, f"{name}/_action/status", self._on_status,
+            qos_profile_action_status_default))
+        self._notify = client._notify
+
+    def _on_status(self, msg: GoalStatusArray) -> None:
+        self.states = {bytes(s.goal_info.goal_id.uuid): s.status for s in msg.status_list}
+        self._notify()
+
+    def status(self, goal_id: UUID) -> int:
+        return self.states.get(bytes(goal_id.uuid), GoalStatus.STATUS_UNKNOWN)
+
+    def adopt(self, goal_id: UUID) -> ClientGoalHandle:
+        """A handle for a goal the server accepted although its reply never came."""
+        response = self.type.Impl.SendGoalService.Response(accepted=True)
+        return ClientGoalHandle(self.client, goal_id, response)
+
+    def send(self, client: "TidybotClient", goal: Any, on_feedback: Callable | None
+             ) -> "ExecutionHandle":
+        handle = ExecutionHandle(client, self, UUID(uuid=list(os.urandom(16))), on_feedback)
+        handle._send_future = self.client.send_goal_async(
+            goal, feedback_callback=handle._on_feedback, goal_uuid=handle.goal_id)
+        handle._send_future.add_done_callback(handle._on_goal_response)
+        return handle
+
+
+class ExecutionHandle:
+    """One goal (execute_code, or rewind): poll it, read its feedback, cancel it, get its
+    result."""
+
+    def __init__(self, client: "TidybotClient", action: _Action, goal_id: UUID,
+                 on_feedback: Callable[[Any], None] | None = None) -> None:
+        self._client, self._action = client, action
         self.goal_id = goal_id
         self._on_feedback_callback = on_feedback
-        self._send_future = None        # set by TidybotClient.execute
+        self._send_future = None        # set by _Action.send
         self._goal_handle: ClientGoalHandle | None = None
         self._result_future = None
         self._result_asked = 0.0
@@ -83,8 +120,9 @@ class ExecutionHandle:
     def _on_feedback(self, msg) -> None:
         fb = msg.feedback
         with self._lock:
-            self.lost_feedback += max(0, fb.seq - self._next_seq)
-            self._next_seq = fb.seq + 1
+            if hasattr(fb, "seq"):
+                self.lost_feedback += max(0, fb.seq - self._next_seq)
+                self._next_seq = fb.seq + 1
             self._feedback.append(fb)
         self._client._notify()
         if self._on_feedback_callback is not None:
@@ -93,7 +131,7 @@ class ExecutionHandle:
     @property
     def _server_status(self) -> int:
         """The goal's state as the action's status topic last showed it."""
-        return self._client._goal_status(self.goal_id)
+        return self._action.status(self.goal_id)
 
     def accepted(self, timeout_s: float = 30.0) -> ClientGoalHandle:
         """Wait until the server accepted the goal (learned from the reply or, if that was
@@ -111,7 +149,7 @@ class ExecutionHandle:
                 if not handle.accepted:
                     raise TidybotClientError("the server rejected the goal")
             elif self._server_status in ACTIVE + DONE:
-                handle = self._client._adopt(self.goal_id)
+                handle = self._action.adopt(self.goal_id)
                 self.recovered.append("goal acceptance")
             else:
                 return False
@@ -181,8 +219,9 @@ class ExecutionHandle:
                                          f"cancel response")
             self.recovered.append("cancel response")
 
-    def result(self, timeout_s: float | None = None) -> ExecuteCode.Result:
-        """Wait for and return the result (ExecuteCode.Result; see its status field)."""
+    def result(self, timeout_s: float | None = None) -> Any:
+        """Wait for and return the result (ExecuteCode.Result: see its status field;
+        Rewind.Result: success and message)."""
         self._until(self._check_done, timeout_s, "the result")
         return self._result_future.result().result
 
@@ -203,10 +242,9 @@ class TidybotClient:
         self._activity = threading.Event()      # a reply, feedback or status arrived
         prefix = namespace.rstrip("/")
         name = lambda n: f"{prefix}/{n}" if prefix else n  # noqa: E731
-        self._action = self._between_waits(lambda: ActionClient(
-            node, ExecuteCode, name("execute_code"), goal_service_qos_profile=SERVICES,
-            result_service_qos_profile=SERVICES, cancel_service_qos_profile=SERVICES))
-        self._entities: list[Any] = [self._action]      # destroyed with the client
+        self._entities: list[Any] = []          # destroyed with the client
+        self._action = _Action(self, ExecuteCode, name("execute_code"))
+        self._rewind = _Action(self, Rewind, name("rewind"))
         service = lambda srv_type, n: self._own(node.create_client(  # noqa: E731
             srv_type, name(n), qos_profile=SERVICES))
         self._acquire = service(AcquireLease, "lease/acquire")
@@ -222,9 +260,6 @@ class TidybotClient:
                                            LATCHED))
         self._own(node.create_subscription(LeaseStatus, name("lease/status"),
                                            lambda m: self._latest.__setitem__("lease", m), LATCHED))
-        self._goal_states: dict[bytes, int] = {}
-        self._own(node.create_subscription(GoalStatusArray, name("execute_code/_action/status"),
-                                           self._on_goal_status, qos_profile_action_status_default))
         self.lease_id = ""
         self._renew_timer = None
 
@@ -276,18 +311,6 @@ class TidybotClient:
             self._pause()
         return True
 
-    def _on_goal_status(self, msg: GoalStatusArray) -> None:
-        self._goal_states = {bytes(s.goal_info.goal_id.uuid): s.status for s in msg.status_list}
-        self._notify()
-
-    def _goal_status(self, goal_id: UUID) -> int:
-        return self._goal_states.get(bytes(goal_id.uuid), GoalStatus.STATUS_UNKNOWN)
-
-    def _adopt(self, goal_id: UUID) -> ClientGoalHandle:
-        """A handle for a goal the server accepted although its reply never came."""
-        response = ExecuteCode.Impl.SendGoalService.Response(accepted=True)
-        return ClientGoalHandle(self._action, goal_id, response)
-
     def _call(self, client, request, timeout_s: float, what: str, resend: bool = True):
         """The reply to ``request``. With ``resend`` (requests that may be repeated: all but
         acquire) it is sent again every RETRY_S until one is answered."""
@@ -317,7 +340,7 @@ class TidybotClient:
         (nothing it sends this client is lost to discovery from then on). Call it again
         after the server restarted: the new one must discover this client anew."""
         deadline = time.monotonic() + timeout_s
-        if not self._action.wait_for_server(timeout_sec=timeout_s):
+        if not self._action.client.wait_for_server(timeout_sec=timeout_s):
             return False
         try:
             self._handshake(max(deadline - time.monotonic(), RETRY_S))
@@ -383,12 +406,19 @@ class TidybotClient:
         goal = ExecuteCode.Goal(code=code, timeout_s=float(timeout_s), label=label,
                                 dry_run=dry_run,
                                 lease_id=self.lease_id if lease_id is None else lease_id)
-        goal_id = UUID(uuid=list(os.urandom(16)))
-        handle = ExecutionHandle(self, goal_id, feedback_callback)
-        handle._send_future = self._action.send_goal_async(
-            goal, feedback_callback=handle._on_feedback, goal_uuid=goal_id)
-        handle._send_future.add_done_callback(handle._on_goal_response)
-        return handle
+        return self._action.send(self, goal, feedback_callback)
+
+    def rewind(self, target: str = "start", amount: float = 0.0, parts: Sequence[str] = (),
+               dry_run: bool = False, lease_id: str | None = None,
+               feedback_callback: Callable[[Rewind.Feedback], None] | None = None
+               ) -> ExecutionHandle:
+        """Drive the robot back along its recorded trajectory (action rewind; see
+        docs/rewind.md for the targets): returns at once with a handle whose result is a
+        Rewind.Result (success, message, waypoints, duration_s)."""
+        goal = Rewind.Goal(target=target, amount=float(amount), parts=list(parts),
+                           dry_run=dry_run,
+                           lease_id=self.lease_id if lease_id is None else lease_id)
+        return self._rewind.send(self, goal, feedback_callback)
 
     def stop(self) -> StopExecution.Response:
         """Stop whatever runs (execution/stop) with this client's lease."""

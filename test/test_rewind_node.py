@@ -1,0 +1,79 @@
+"""The rewind action on the real node and simulator processes, through TidybotClient."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from action_msgs.msg import GoalStatus
+
+from conftest import failing_the_test
+from support import Wire, wait_until
+
+MOVE = ("from tidybot_sdk import arm, base\n"
+        "q = arm.get_state()['q']\nq[0] += {dq}\narm.move_joints(q)\n"
+        "base.move_delta(dx={dx})\n")
+
+
+@pytest.fixture
+def robot(stack):
+    """(client, wire to the simulator, lease token): a lease for the test, released after."""
+    sim_stack, client = stack
+    wire = Wire(sim_stack.config)
+    token = client.client.acquire("rewinder")
+    yield client, wire, token
+    client.client.release()
+    wire.close()
+
+
+def rewound(client, timeout: float = 60.0, **goal):
+    """(action status, Rewind.Result, feedback fractions)."""
+    fractions: list[float] = []
+    run = client.client.rewind(feedback_callback=lambda fb: fractions.append(fb.fraction), **goal)
+    with failing_the_test():
+        result = run.result(timeout)
+    return run.action_status, result, fractions
+
+
+def state(wire: Wire) -> tuple[np.ndarray, np.ndarray]:
+    return np.array(wire.state("arm")["q"]), np.array(wire.state("base")["base_pose"])
+
+
+def test_rewind_to_the_lease_start_undoes_the_motion(robot):
+    client, wire, token = robot
+    q0, b0 = state(wire)
+    _, result = client.run(MOVE.format(dq=0.4, dx=0.15), lease_id=token)
+    assert result.status == 0, result.stderr
+    status, dry, _ = rewound(client, dry_run=True)
+    assert status == GoalStatus.STATUS_SUCCEEDED and dry.waypoints > 2, dry.message
+    assert np.abs(state(wire)[0] - q0).max() > 0.3                 # nothing moved
+    status, done, fractions = rewound(client)
+    assert status == GoalStatus.STATUS_SUCCEEDED, done.message
+    q, b = state(wire)
+    assert np.abs(q - q0).max() <= 0.02 and np.hypot(*(b - b0)[:2]) <= 0.02
+    assert done.waypoints == dry.waypoints and done.duration_s > 0.5
+    assert fractions and fractions == sorted(fractions)
+
+
+def test_refusals_are_aborted_with_the_reason(robot):
+    client, _, _ = robot
+    status, result, _ = rewound(client, lease_id="")
+    assert status == GoalStatus.STATUS_ABORTED and "no lease" in result.message
+    status, result, _ = rewound(client, target="home")
+    assert status == GoalStatus.STATUS_ABORTED and "unknown target" in result.message
+    status, result, _ = rewound(client, target="execution")
+    assert status == GoalStatus.STATUS_ABORTED and not result.success
+
+
+def test_cancel_holds_the_robot_where_it_is(robot):
+    client, wire, token = robot
+    _, result = client.run(MOVE.format(dq=0.8, dx=0.0), lease_id=token)
+    assert result.status == 0, result.stderr
+    far = state(wire)[0][0]
+    run = client.client.rewind()
+    run.accepted(30)
+    wait_until(lambda: abs(state(wire)[0][0] - far) > 0.1, 30, "the rewind to move the arm")
+    run.cancel(30)
+    with failing_the_test():
+        result = run.result(30)
+    assert run.action_status == GoalStatus.STATUS_CANCELED and "canceled" in result.message
+    wire.arm_holding()
+    assert abs(state(wire)[0][0] - (far - 0.8)) > 0.05                # stopped on the way
