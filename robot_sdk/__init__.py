@@ -1,8 +1,9 @@
 """Predecessor-compatible alias of tidybot_sdk: ``from robot_sdk import arm, base, ...``.
 
 Scripts written for the HTTP predecessor import from here unchanged, including
-``from robot_sdk.arm import ArmError``. The predecessor's ``rewind``, ``yolo`` and
-``display`` are not part of this package; using them raises TidybotError saying so.
+``from robot_sdk.arm import ArmError``, and ``rewind`` with the predecessor's methods. Its
+``yolo`` and ``display`` are not part of this package; using them raises TidybotError
+saying so.
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from . import arm as _arm_module  # noqa: F401
 from . import base as _base_module  # noqa: F401
 from . import gripper as _gripper_module  # noqa: F401
 from . import sensors as _sensors_module  # noqa: F401
-from tidybot_sdk import (ArmError, BackendUnavailable, BaseError, GripperError, SafetyError,
-                         SensorError, TidybotError, describe)
-from tidybot_sdk import arm, base, gripper, sensors  # noqa: E402  (instances win)
+from tidybot_sdk import (ArmError, BackendUnavailable, BaseError, GripperError, RewindError,
+                         RewindResult, SafetyError, SensorError, TidybotError, describe)
+from tidybot_sdk import arm, base, gripper, rewind, sensors  # noqa: E402  (instances win)
 
 
 class _Unavailable:
@@ -29,10 +30,9 @@ class _Unavailable:
                            f"and sensors")
 
 
-rewind = _Unavailable("rewind")
 yolo = _Unavailable("yolo")
 display = _Unavailable("display")
 
 __all__ = ["arm", "base", "gripper", "sensors", "rewind", "yolo", "display", "describe",
            "TidybotError", "ArmError", "BaseError", "GripperError", "SensorError",
-           "SafetyError", "BackendUnavailable"]
+           "SafetyError", "BackendUnavailable", "RewindError", "RewindResult"]

@@ -277,3 +277,82 @@ def test_a_path_the_guard_refuses_ends_the_rewind_there(robot):
     assert not outcome.success and "joint 1" in outcome.message, outcome.message
     assert q_of(wire)[0] >= tight[0] - 0.02
     assert "hold" in harness.events
+
+
+# ------------------------------------------------- the SDK's rewind, inside code
+PREDECESSOR_SCRIPT = """\
+import math
+from robot_sdk import arm, rewind
+q = arm.get_state()['q']
+q[0] += math.radians(30)
+arm.move_joints(q)
+print('recorded', rewind.get_status()['trajectory_length'] > 3)
+result = rewind.reset_to_home()
+print('rewound', result.success, result.steps_rewound > 3, result.components_rewound, result.error)
+print('left', rewind.get_status()['trajectory_length'], rewind.get_status()['is_rewinding'])
+"""
+
+
+def test_the_predecessors_rewind_script_runs_unchanged(robot):
+    harness, _, wire = robot
+    recorded(harness)
+    token = harness.token("alice")
+    q0 = q_of(wire)
+    result = harness.service.run(Request(PREDECESSOR_SCRIPT, timeout_s=60), token)
+    assert result.status == Status.SUCCEEDED, result.stderr
+    assert result.stdout.splitlines() == [
+        "recorded True", "rewound True True ['arm', 'base'] ", "left 1 False"]
+    assert np.max(np.abs(q_of(wire) - q0)) <= 0.02
+
+
+def test_base_then_arm_then_steps_info_and_clear(robot):
+    harness, _, wire = robot
+    recorded(harness)
+    token = harness.token("alice")
+    b0 = base_of(wire)
+    code = ("from tidybot_sdk import arm, base, rewind\n"
+            "base.move_delta(dx=-0.2)\n"
+            "q = arm.get_state()['q']\nq[0] += 0.3\narm.move_joints(q)\n"
+            "info = rewind.get_trajectory_info()\n"
+            "print(info['executions'], sorted(info['parts']), info['duration_s'] > 0.5)\n"
+            "plan = rewind.rewind_percentage(100, dry_run=True)\n"
+            "print(plan.success, 'nothing moved' in plan.message)\n"
+            "r = rewind.rewind_percentage(100, components=['arm', 'base'])\n"
+            "print(r.success, r.error)\n"
+            "print(rewind.clear_trajectory(), rewind.get_status()['trajectory_length'])\n"
+            "from tidybot_sdk import RewindError\ntry:\n    rewind.rewind_steps(0)\n"
+            "except RewindError as e:\n    print('refused:', e)\n")
+    result = harness.service.run(Request(code, timeout_s=60), token)
+    assert result.status == Status.SUCCEEDED, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "1 ['arm', 'base', 'gripper'] True"
+    assert lines[1:4] == ["True True", "True ", "True 1"]
+    assert lines[4].startswith("refused: steps needs a whole amount >= 1")
+    assert np.hypot(*(base_of(wire) - b0)[:2]) <= 0.02
+
+
+def test_a_dry_runs_rewind_moves_only_its_private_robot(robot):
+    harness, simulator, wire = robot
+    recorded(harness)
+    token = harness.token("alice")
+    q0 = q_of(wire)
+    before = dict(simulator.arm.received)
+    code = ("from tidybot_sdk import arm, rewind\n"
+            "q0 = arm.get_state()['q']\nq = list(q0)\nq[0] += 0.4\narm.move_joints(q)\n"
+            "r = rewind.rewind_to_execution_start()\n"
+            "print(r.success, max(abs(a - b) for a, b in zip(arm.get_state()['q'], q0)) < 0.02)\n")
+    from tidybot_exec.execution.dry_run import Seed
+    result = harness.service.run(Request(code, timeout_s=60, dry_run=Seed(q=q0.tolist())), token)
+    assert result.status == Status.SUCCEEDED, result.stderr
+    assert result.stdout.splitlines()[-1] == "True True"
+    assert np.array_equal(q_of(wire), q0)
+    moved = {k: n for k, n in simulator.arm.received.items() if k.startswith("stream_")}
+    assert moved == {k: n for k, n in before.items() if k.startswith("stream_")}
+
+
+def test_without_the_node_the_sdk_says_so():
+    from tidybot_sdk.errors import RewindError
+    from tidybot_sdk.rewind_api import RewindAPI
+
+    with pytest.raises(RewindError, match="performed by the tidybot_exec node"):
+        RewindAPI("").reset_to_home()

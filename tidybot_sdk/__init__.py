@@ -1,6 +1,6 @@
 """tidybot_sdk: the robot API that submitted code imports.
 
-    from tidybot_sdk import arm, base, gripper, sensors
+    from tidybot_sdk import arm, base, gripper, sensors, rewind
 
 The objects are ready at import and connect to the backends on first use, at the
 endpoints the executor passes in ``TIDYBOT_SDK_CONFIG`` (see config.py). Calls block until
@@ -15,13 +15,14 @@ from .config import SdkConfig
 from .describe import describe
 from .errors import (ArmError, ArmSafetyError, ArmUnavailable, BackendUnavailable, BaseError,
                      BaseSafetyError, BaseUnavailable, GripperError, GripperSafetyError,
-                     GripperUnavailable, SafetyError, SensorError, SensorUnavailable,
-                     TidybotError)
+                     GripperUnavailable, RewindError, SafetyError, SensorError,
+                     SensorUnavailable, TidybotError)
 from .gripper_api import GripperAPI
 from .limits import SafetyLimits
+from .rewind_api import RewindAPI, RewindResult
 from .sensors_api import SensorAPI
 
-__all__ = ["arm", "base", "gripper", "sensors", "describe", "config", "robot", "Robot", "SdkConfig", "TidybotError",
+__all__ = ["arm", "base", "gripper", "sensors", "rewind", "RewindResult", "RewindError", "describe", "config", "robot", "Robot", "SdkConfig", "TidybotError",
            "ArmError", "BaseError", "GripperError", "SensorError", "SafetyError",
            "BackendUnavailable", "SafetyLimits", "ArmSafetyError", "BaseSafetyError",
            "GripperSafetyError", "ArmUnavailable", "BaseUnavailable", "GripperUnavailable",
@@ -43,6 +44,7 @@ class Robot:
         self.base = BaseAPI(b["base"], config.limits)
         self.gripper = GripperAPI(b["gripper"], config.limits)
         self.sensors = SensorAPI(b["arm"], b["base"], b["gripper"])
+        self.rewind = RewindAPI(config.node)
 
     def backend(self, name: str) -> Backend:
         """The connection to backend ``name`` (arm, base, gripper) the API objects share."""
@@ -51,8 +53,10 @@ class Robot:
     def close(self) -> None:
         for backend in self._backends.values():
             backend.close()
+        self.rewind.close()
 
 
 robot = Robot(SdkConfig.from_env())
 config = robot.config
-arm, base, gripper, sensors = robot.arm, robot.base, robot.gripper, robot.sensors
+arm, base, gripper, sensors, rewind = (robot.arm, robot.base, robot.gripper, robot.sensors,
+                                       robot.rewind)

@@ -30,6 +30,7 @@ class SdkConfig:
     base: dict[str, str] = field(default_factory=lambda: proto.tcp_endpoints()["base"])
     limits: SafetyLimits = field(default_factory=SafetyLimits)
     request_timeout_s: float = 2.0
+    node: str = ""        # the node's own requests from inside code (rewind); "": none
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SdkConfig":
@@ -38,12 +39,13 @@ class SdkConfig:
                    gripper={**default.gripper, **data.get("gripper", {})},
                    base={**default.base, **data.get("base", {})},
                    limits=SafetyLimits.from_dict(data.get("limits", {})),
-                   request_timeout_s=float(data.get("timeouts", {}).get("request_s", 2.0)))
+                   request_timeout_s=float(data.get("timeouts", {}).get("request_s", 2.0)),
+                   node=str(data.get("node", "")))
 
     def to_json(self) -> str:
         return json.dumps({"arm": self.arm, "gripper": self.gripper, "base": self.base,
                            "limits": self.limits.to_dict(),
-                           "timeouts": {"request_s": self.request_timeout_s}})
+                           "timeouts": {"request_s": self.request_timeout_s}, "node": self.node})
 
     def with_endpoints(self, endpoints: proto.Endpoints) -> "SdkConfig":
         """The same limits and timeouts, talking to other backends (a dry run's)."""

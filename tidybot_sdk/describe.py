@@ -11,9 +11,11 @@ from .arm_api import ArmAPI
 from .base_api import BaseAPI
 from .gripper_api import GripperAPI
 from .limits import SafetyLimits
+from .rewind_api import RewindAPI
 from .sensors_api import SensorAPI
 
-_OBJECTS = (("arm", ArmAPI), ("base", BaseAPI), ("gripper", GripperAPI), ("sensors", SensorAPI))
+_OBJECTS = (("arm", ArmAPI), ("base", BaseAPI), ("gripper", GripperAPI), ("sensors", SensorAPI),
+            ("rewind", RewindAPI))
 
 
 PREDECESSOR_DIFFERENCES = """\
@@ -41,8 +43,11 @@ differences, each because the old behaviour moved the robot wrongly or hid a fai
   and `timeout=0` means no extra wait, not 30 s.
 - **Gripper.** `grasp()` returns False when nothing is held instead of raising; the
   default force is 100 (about 92 N), not 255, and forces above the lab's cap are refused.
-- **Not provided:** `rewind`, `yolo`, `display` (using them raises `TidybotError` saying
-  so); `base_backend.reset()` (it would move the odometry origin) raises
+- **Rewind** is performed by the node, never beside the code's own commands: the code's
+  motion waits while it runs, it starts from where the robot is (no jump to a waypoint),
+  and `rewind_to_waypoint`, `get_config` and the safety monitor's automatic rewind are not
+  provided.
+- **Not provided:** `yolo`, `display` (using them raises `TidybotError` saying so); `base_backend.reset()` (it would move the odometry origin) raises
   `BaseSafetyError`."""
 
 
@@ -53,7 +58,7 @@ def _doc(obj: object) -> str:
 def describe() -> str:
     """Markdown reference of ``arm``, ``base``, ``gripper``, ``sensors``, errors and limits."""
     out = ["# tidybot_sdk reference", "",
-           "```python", "from tidybot_sdk import arm, base, gripper, sensors", "```", "",
+           "```python", "from tidybot_sdk import arm, base, gripper, sensors, rewind", "```", "",
            "Scripts written for the predecessor also run: `from robot_sdk import arm, ...`.",
            "Every call blocks until done or raises a subclass of `TidybotError`.", ""]
     for name, cls in _OBJECTS:
@@ -66,7 +71,7 @@ def describe() -> str:
             out += [f"### `{name}.{attr}{signature}`", "", _doc(member), ""]
     out += ["## Errors", "", _doc(errors), ""]
     for cls in (errors.TidybotError, errors.ArmError, errors.BaseError, errors.GripperError,
-                errors.SensorError, errors.SafetyError, errors.BackendUnavailable,
+                errors.SensorError, errors.SafetyError, errors.BackendUnavailable, errors.RewindError,
                 *errors.SAFETY.values(), *errors.UNAVAILABLE.values(), errors.SensorUnavailable):
         bases = ", ".join(b.__name__ for b in cls.__bases__)
         out.append(f"- `{cls.__name__}` ({bases}): {_doc(cls)}")

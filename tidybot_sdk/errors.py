@@ -29,6 +29,11 @@ class SensorError(TidybotError):
     """A sensor reading cannot be given (e.g. gripper width before calibration)."""
 
 
+class RewindError(TidybotError):
+    """A rewind could not be asked for: invalid arguments, code not run through the node,
+    or no answer. (A rewind that was refused or stopped returns ``success=False``.)"""
+
+
 class SafetyError(TidybotError):
     """A command was refused before any motion because it breaks a safety limit."""
 

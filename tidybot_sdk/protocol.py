@@ -111,6 +111,19 @@ def ipc_endpoints(directory: str) -> Endpoints:
             for backend, roles in SOCKETS.items()}
 
 
+def node_endpoint(directory: str) -> str:
+    """Where code asks the node itself (rewind, in the guard's directory); requests are
+    ``{"msg_type": NodeMsg...}`` and answered like the backends' (``error`` when refused)."""
+    return f"ipc://{directory}/node-cmd"
+
+
+class NodeMsg(IntEnum):
+    REWIND = 60               # {target, amount, parts: [str], dry_run} -> RewindResult fields
+    REWIND_STATUS = 61        # -> {trajectory_length, is_rewinding}
+    TRAJECTORY_INFO = 62      # -> {length, duration_s, executions, parts}
+    CLEAR_TRAJECTORY = 63     # -> {success, cleared}
+
+
 # ------------------------------------------------------------------------------ encoding
 def encode(msg: Mapping[str, Any]) -> bytes:
     """msgpack-encode a message dict (binary type kept distinct from str)."""

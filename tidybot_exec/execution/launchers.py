@@ -31,7 +31,7 @@ from tidybot_sdk.config import SdkConfig
 from tidybot_exec.execution.records import Request, new_execution_id
 from tidybot_exec.execution.settings import ExecutorSettings
 from tidybot_exec.execution.steps import attempt
-from tidybot_exec.guard.relay import Guard
+from tidybot_exec.guard.relay import Guard, code_config
 from tidybot_exec.sandbox import bwrap, supervisor
 
 Log = Callable[[str], None]
@@ -180,7 +180,7 @@ def _spawn(s: ExecutorSettings, request: Request, execution_id: str, workdir: Pa
     inside = bwrap.INSIDE if s.bwrap else str(files)
     env = bwrap.environment(
         bwrap.WORKDIR if s.bwrap else str(work),
-        robot.with_endpoints(proto.ipc_endpoints(f"{inside}/guard")).to_json())
+        code_config(robot, f"{inside}/guard").to_json())
     env["TIDYBOT_EXECUTION_ID"] = execution_id
     report_r, report_w = os.pipe()
     os.set_blocking(report_r, False)

@@ -36,12 +36,14 @@ from tidybot_exec.execution.warm import WarmPool
 from tidybot_exec.guard import rewind
 from tidybot_exec.guard.recorder import Recorder, RecorderFeed
 from tidybot_sdk.config import SdkConfig
+from tidybot_sdk.protocol import NodeMsg
 
 Hold = Callable[[], list]          # commands stop-and-hold; returns the problems
 Log = Callable[[str], None]
 SHUTDOWN_REASON = "node shutting down"
 ESTOP_REASON = "emergency stop"
 ESTOPPED_REFUSAL = "estopped: call estop/reset"
+STOPPING_REWIND = "the execution is being stopped: no rewind"
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class _Running:
     execution: Execution
     binding: Binding | None
     lease_token: str
+    recorder: Recorder           # the node's, or a dry run's own (its private robot's motion)
+    feed: RecorderFeed | None    # a dry run's recorder's
+    lease: int | None = None     # the binding's serial: what the trajectory is tagged with
 
 
 @dataclass
@@ -136,10 +141,22 @@ class ExecutionService:
                 self._unbind(binding)
                 self._log(f"could not start an execution: {exc!r}")
                 return unstarted(request, Status.ERROR, f"could not start the execution: {exc!r}")
-            self._running = _Running(execution, binding, lease_id if binding else "")
-            self.recorder.begin_execution(execution.id, binding.serial if binding else None)
+            self._running = self._bound(execution, binding, lease_id)
         self._on_change()
         return execution
+
+    def _bound(self, execution: Execution, binding: Binding | None, lease_id: str) -> _Running:
+        """The running execution, its trajectory marked and its requests to the node served."""
+        lease = binding.serial if binding else None
+        recorder, feed = self.recorder, None
+        if execution.request.dry_run is not None:
+            recorder = Recorder()
+            feed = RecorderFeed(execution.guard.upstream, recorder)
+            recorder.begin_lease(lease)
+        recorder.begin_execution(execution.id, lease)
+        running = _Running(execution, binding, lease_id if binding else "", recorder, feed, lease)
+        execution.guard.node_handler = lambda msg: self._from_code(running, msg)
+        return running
 
     def _busy(self) -> str:
         """Why the robot has a writer already ("" when it has none); under the lock."""
@@ -184,7 +201,9 @@ class ExecutionService:
             if written:
                 result.error = "; ".join(filter(None, [result.error, *written]))
         finally:
-            self.recorder.end_execution(execution.id)
+            running.recorder.end_execution(execution.id)
+            if running.feed is not None:
+                running.feed.close()
             with self._cond:
                 self._running, self._last = None, result
                 self._cond.notify_all()
@@ -261,8 +280,19 @@ class ExecutionService:
 
     def _rewind(self, request: rewind.RewindRequest, lease: int | None,
                 progress: Callable[[float], None], cancelled: threading.Event) -> rewind.Outcome:
-        planned = rewind.plan(self.recorder.trajectory(lease), self.recorder.current(), request,
-                              self.robot.limits)
+        outcome = self._rewind_on(self.recorder, lease, request, self.robot, cancelled, progress)
+        if not outcome.success and outcome.duration_s > 0:      # it moved, then stopped
+            outcome.message = "; ".join([outcome.message, *self.hold()])
+        return outcome
+
+    def _rewind_on(self, recorder: Recorder, lease: int | None, request: rewind.RewindRequest,
+                   upstream: SdkConfig, cancelled: threading.Event,
+                   progress: Callable[[float], None] = lambda fraction: None) -> rewind.Outcome:
+        """Plan along ``recorder``'s trajectory of ``lease`` and, unless a dry run, drive it
+        on ``upstream`` (the real robot, or a dry run's private one); what was undone is
+        dropped from the trajectory."""
+        planned = rewind.plan(recorder.trajectory(lease), recorder.current(), request,
+                              upstream.limits)
         if isinstance(planned, str):
             return rewind.Outcome(False, planned)
         if request.dry_run:
@@ -271,17 +301,48 @@ class ExecutionService:
                                         f"{planned.waypoints} waypoint(s) in about "
                                         f"{planned.duration_s:.1f}s; nothing moved",
                                   planned.waypoints, planned.duration_s)
-        with self.recorder.paused():
+        started = time.monotonic()
+        with recorder.paused():
             try:
-                outcome = rewind.drive(self.robot, planned, cancelled, progress, self._log)
-            except Exception as exc:  # noqa: BLE001 - the robot must still hold
-                outcome = rewind.Outcome(False, f"the rewind failed: {exc!r}")
-            if not outcome.success:
-                problems = self.hold()
-                outcome.message = "; ".join([outcome.message, *problems])
-        self.recorder.truncate(lease, outcome.keep)
+                outcome = rewind.drive(upstream, planned, cancelled, progress, self._log)
+            except Exception as exc:  # noqa: BLE001 - reported; the caller holds the robot
+                outcome = rewind.Outcome(False, f"the rewind failed: {exc!r}",
+                                         duration_s=time.monotonic() - started)
+        recorder.truncate(lease, outcome.keep or len(recorder.trajectory(lease)))
         self._log(f"rewind to {rewind.describe_target(request)}: {outcome.message}")
         return outcome
+
+    def _from_code(self, running: _Running, msg: dict) -> dict:
+        """A request of the running code to the node (proto.NodeMsg), answered in its
+        guard's thread: a rewind is driven here, on the code's upstream (the private robot
+        of a dry run), while the code's own motion waits (Guard.code_paused)."""
+        kind, recorder, lease = msg.get("msg_type"), running.recorder, running.lease
+        guard = running.execution.guard
+        if kind == NodeMsg.REWIND_STATUS:
+            return {"trajectory_length": len(recorder.trajectory(lease)),
+                    "is_rewinding": guard.code_is_paused}
+        if kind == NodeMsg.TRAJECTORY_INFO:
+            return rewind.summary(recorder.trajectory(lease))
+        if kind == NodeMsg.CLEAR_TRAJECTORY:
+            return {"success": True, "cleared": recorder.clear(lease)}
+        if kind != NodeMsg.REWIND:
+            return {"error": f"unknown request {kind!r} (tidybot_sdk.protocol.NodeMsg)"}
+        try:
+            request = rewind.RewindRequest.checked(
+                str(msg.get("target", "start")), float(msg.get("amount", 0.0)),
+                [str(p) for p in msg.get("parts") or []], bool(msg.get("dry_run", False)))
+        except (TypeError, ValueError) as exc:
+            request = f"invalid rewind request: {exc}"
+        if isinstance(request, str):
+            return {"error": request}
+        if self._estopped or guard.stopping.is_set():
+            outcome = rewind.Outcome(False, ESTOPPED_REFUSAL if self._estopped else STOPPING_REWIND)
+        else:
+            with guard.code_paused():
+                outcome = self._rewind_on(recorder, lease, request, guard.upstream, guard.stopping)
+        return {"success": outcome.success, "message": outcome.message,
+                "steps_rewound": outcome.waypoints, "duration_s": outcome.duration_s,
+                "components_rewound": list(request.parts)}
 
     def _cancel_rewind(self, lease_token: str | None = None) -> bool:
         """Cancel the running rewind (only if bound to ``lease_token`` when given)."""

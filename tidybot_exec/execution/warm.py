@@ -31,12 +31,11 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from tidybot_sdk import protocol as proto
 from tidybot_sdk.config import SdkConfig
 
 from tidybot_exec.execution.launchers import KILL_WAIT_S, Launched, read_report
 from tidybot_exec.execution.settings import ExecutorSettings
-from tidybot_exec.guard.relay import Guard
+from tidybot_exec.guard.relay import Guard, code_config
 from tidybot_exec.sandbox import bwrap, cgroup, linux, warm_host
 from tidybot_exec.sandbox.zygote import GO, GUARD, READY
 
@@ -141,7 +140,7 @@ class WarmPool:
         files = self.dir / "files"
         (files / "guards").mkdir(parents=True)
         (files / "guard").mkdir()          # each execution's mount point for its own
-        inside = self._robot.with_endpoints(proto.ipc_endpoints(GUARD))
+        inside = code_config(self._robot, GUARD)
         (files / "zygote.json").write_text(json.dumps(
             {"limits": settings.child_limits(), "disk_bytes": settings.disk_bytes}))
         (self.dir / "spec.json").write_text(json.dumps({

@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 import threading
 import time
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -42,8 +44,22 @@ WHILE_STOPPING = {"arm": {ArmMsg.STOP, ArmMsg.GET_STATE}, "base": {BaseMsg.STOP,
 STOPPING_REFUSAL = "the execution is being stopped: no more motion is accepted"
 
 
+NodeHandler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 class GuardError(Exception):
     """The guard could not close cleanly (named in the execution's error)."""
+
+
+def code_config(robot: SdkConfig, directory: str) -> SdkConfig:
+    """What the code's SDK is given: ``robot``'s limits, with every backend and the node
+    reached through the guard whose sockets are in ``directory`` (as the code sees it)."""
+    return replace(robot.with_endpoints(proto.ipc_endpoints(directory)),
+                   node=proto.node_endpoint(directory))
+
+
+def _not_available(msg: dict[str, Any]) -> dict[str, Any]:
+    return {"error": "the node does not serve this execution's requests (yet)"}
 
 
 class Guard:
@@ -72,7 +88,10 @@ class Guard:
         self._stopping = threading.Event()
         self._closed = False
         self._polled_at = {name: -math.inf for name in ("arm", "base")}
-        self._ready = threading.Barrier(2 * len(proto.SOCKETS) + 2)
+        self._ready = threading.Barrier(2 * len(proto.SOCKETS) + 3)
+        self.node_handler: NodeHandler = _not_available     # set by the service
+        self._code_paused = threading.Condition()
+        self._pauses = 0
 
     def start(self) -> "Guard":
         """Bind every socket and start relaying; returns once all are bound."""
@@ -86,7 +105,7 @@ class Guard:
             self._views[name] = view
         targets = [(self._serve_commands, (name,)) for name in proto.SOCKETS]
         targets += [(self._relay_state, (name,)) for name in proto.SOCKETS]
-        targets.append((self._relay_stream, ()))
+        targets += [(self._relay_stream, ()), (self._serve_node, ())]
         for target, args in targets:
             thread = threading.Thread(target=target, args=args, daemon=True,
                                       name=f"guard-{target.__name__}{args}")
@@ -95,7 +114,7 @@ class Guard:
         self._ready.wait(10)
         # made now, so that close (on the execution's end path) only has to send
         self._controls = [self._socket(zmq.PAIR, connect=self._control(name)) for name in
-                          (*proto.SOCKETS, *(f"cmd-{n}" for n in proto.SOCKETS), "stream")]
+                          (*proto.SOCKETS, *(f"cmd-{n}" for n in proto.SOCKETS), "stream", "node")]
         return self
 
     def refuse_motion(self) -> None:
@@ -103,6 +122,30 @@ class Guard:
         pass; every motion command is answered with an error and every streamed target is
         dropped (code that ignores the stop's SIGINT cannot move the robot in the grace)."""
         self._stopping.set()
+        with self._code_paused:          # requests waiting for a rewind are refused now
+            self._code_paused.notify_all()
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once the execution is being stopped (a rewind the code asked for ends then)."""
+        return self._stopping
+
+    @property
+    def code_is_paused(self) -> bool:
+        return self._pauses > 0
+
+    @contextmanager
+    def code_paused(self) -> Iterator[None]:
+        """The node drives the robot for the code (its rewind): meanwhile the code's motion
+        requests wait and its streamed targets are dropped — one writer at a time."""
+        with self._code_paused:
+            self._pauses += 1
+        try:
+            yield
+        finally:
+            with self._code_paused:
+                self._pauses -= 1
+                self._code_paused.notify_all()
 
     def close(self) -> None:
         """Stop every thread at once and join them: no command of this execution reaches
@@ -206,8 +249,11 @@ class Guard:
             msg = proto.decode(frame)
         except ProtocolError as exc:
             return {"error": str(exc)}
-        if self._stopping.is_set() and msg.get("msg_type") not in WHILE_STOPPING[name]:
-            return {"error": STOPPING_REFUSAL}
+        if msg.get("msg_type") not in WHILE_STOPPING[name]:
+            with self._code_paused:
+                self._code_paused.wait_for(lambda: not self._pauses or self._stopping.is_set())
+            if self._stopping.is_set():
+                return {"error": STOPPING_REFUSAL}
         reason, forward = self.envelope.admit(name, msg)
         if reason is not None:
             self._refuse(name, reason)
@@ -216,6 +262,17 @@ class Guard:
             return self._clients[name].request(forward)
         except (BackendUnavailable, ProtocolError) as exc:
             return {"error": str(exc)}
+
+    def _serve_node(self) -> None:
+        """The code's requests to the node (proto.NodeMsg), answered by ``node_handler``
+        in this thread: the code's call waits for it (a rewind takes seconds)."""
+        sock = self._socket(zmq.REP, bind=proto.node_endpoint(str(self.directory)))
+        for _ in self._until_terminated("node", sock):
+            try:
+                reply = self.node_handler(proto.decode(sock.recv()))
+            except Exception as exc:  # noqa: BLE001 - the code gets an answer, the guard lives
+                reply = {"error": f"the node could not answer: {exc!r}"}
+            sock.send(proto.encode(reply))
 
     def _relay_stream(self) -> None:
         sub = self._socket(zmq.SUB)
@@ -226,7 +283,7 @@ class Guard:
         last, last_at = b"", -math.inf          # the last target forwarded, and when
         for _ in self._until_terminated("stream", sub, pub):
             frame = sub.recv()
-            if self._stopping.is_set():
+            if self._stopping.is_set() or self._pauses:
                 continue
             try:
                 msg = proto.decode(frame)

@@ -317,6 +317,15 @@ class Rewinder:
         return Outcome(success, message, passed, 0.0, canceled, keep)
 
 
+def summary(trajectory: Sequence[Waypoint]) -> dict:
+    """What the SDK's get_trajectory_info() returns."""
+    return {"length": len(trajectory),
+            "duration_s": trajectory[-1].t - trajectory[0].t if trajectory else 0.0,
+            "executions": sum(w.mark == "execution" for w in trajectory),
+            "parts": [p for p, attr in (("arm", "q"), ("base", "base"), ("gripper", "gripper"))
+                      if trajectory and getattr(trajectory[-1], attr) is not None]}
+
+
 def describe_target(request: RewindRequest) -> str:
     return {"start": "where the lease began", "execution": "where the last execution began",
             "steps": f"{int(request.amount)} step(s) back", "fraction":
