@@ -59,11 +59,11 @@ class Harness:
         assert grant.success, grant.message
         return grant.lease_id
 
-    def begin(self, code: str = STUBBORN, lease_id: str = "") -> "Run":
+    def begin(self, code: str = STUBBORN, lease_id: str = "", **fields) -> "Run":
         """Start ``code``, end it through ``finish`` in a thread (which also delivers the
         feedback), and return once it printed 'started'."""
         lines: list[str] = []
-        execution = self.service.start(Request(code), lease_id,
+        execution = self.service.start(Request(code, **fields), lease_id,
                                        lambda _id, stream, text, _t: lines.append(text))
         assert isinstance(execution, Execution), execution
         run = Run(self.service, execution)

@@ -356,3 +356,62 @@ def test_without_the_node_the_sdk_says_so():
 
     with pytest.raises(RewindError, match="performed by the tidybot_exec node"):
         RewindAPI("").reset_to_home()
+
+
+# ------------------------------------------------ on_failure and reset_on_release
+FAILING = ("from tidybot_sdk import arm\nq = arm.get_state()['q']\nq[0] += 0.4\n"
+           "arm.move_joints(q)\n")
+
+
+@pytest.mark.parametrize("ending, status", [
+    ("raise RuntimeError('oops')\n", Status.FAILED),
+    ("import time\ntime.sleep(60)\n", Status.TIMEOUT)], ids=["exception", "timeout"])
+def test_on_failure_rewind_undoes_the_executions_own_motion(robot, ending, status):
+    harness, _, wire = robot
+    recorded(harness)
+    token = harness.token("alice")
+    assert harness.service.run(Request(
+        "from tidybot_sdk import base\nbase.move_delta(dx=-0.1)\n"), token).status == Status.SUCCEEDED
+    q0, b0 = q_of(wire), base_of(wire)
+    result = harness.service.run(Request(FAILING + ending, timeout_s=8, on_failure="rewind"), token)
+    assert result.status == status, result.stderr
+    assert "on_failure: rewound" in result.error and "where the last execution began" in result.error
+    assert np.max(np.abs(q_of(wire) - q0)) <= 0.02
+    assert np.hypot(*(base_of(wire) - b0)[:2]) <= 0.02          # the earlier run's motion stays
+    assert harness.events.count("hold") >= 2                     # after the end, after the rewind
+
+
+def test_on_failure_is_checked_and_cancel_only_holds(robot):
+    harness, _, wire = robot
+    recorded(harness)
+    token = harness.token("alice")
+    bad = harness.service.run(Request("print(1)", on_failure="undo"), token)
+    assert bad.status == Status.REJECTED and "on_failure must be one of" in bad.error
+    run = harness.begin(FAILING + "print('started', flush=True)\nimport time\ntime.sleep(60)\n",
+                        lease_id=token, on_failure="rewind")
+    moved = q_of(wire)
+    harness.service.cancel(run.execution)
+    result = run.result()
+    assert result.status == Status.CANCELED and "on_failure" not in result.error
+    assert np.max(np.abs(q_of(wire) - moved)) <= 0.02             # held, not rewound
+
+
+def test_reset_on_release_rewinds_before_the_next_holder_is_granted(tmp_path, sim_factory):
+    simulator, wire = sim_factory()
+    harness = Harness(tmp_path, "", settings={
+        "sdk_config_json": sdk_config_for(simulator.config).to_json(), "warm_worker": False},
+        reset_on_release=True)
+    try:
+        recorded(harness)
+        token = harness.token("alice")
+        q0 = q_of(wire)
+        assert harness.service.run(Request(FAILING), token).status == Status.SUCCEEDED
+        granted_at: list[np.ndarray] = []
+        harness.leases.acquire("bob", 0.0, 60.0, lambda grant: granted_at.append(q_of(wire)))
+        assert harness.leases.release(token)[0]
+        assert harness.service.snapshot().resetting
+        wait_until(lambda: granted_at, 60, "bob's grant")
+        assert np.max(np.abs(granted_at[0] - q0)) <= 0.02, harness.events   # reset before the grant
+        assert not harness.service.snapshot().resetting
+    finally:
+        harness.close()

@@ -8,8 +8,8 @@
   answered once the ended lease's code has stopped, whatever ``max_wait_s`` is.
 * The lease lapses ``ttl_s`` after the last renew or activity — never while an execution
   runs under it — and in any case ``max_lease_s`` after it was granted.
-* A lapse, release or take-over calls ``on_end(token, reason)`` so the code running under
-  that lease is stopped. The next waiter is granted only once every execution bound to the
+* A lapse, release or take-over calls ``on_end(binding, reason)`` so the code running under
+  that lease is stopped (and, with ``retain``, the robot reset before the next grant). The next waiter is granted only once every execution bound to the
   ended lease has ended (``end_execution``): its code is dead and the robot was told to hold
   before anyone else may drive it. Meanwhile the lease is *draining*.
 * Tokens are 256-bit random, compared in constant time, and never part of any status.
@@ -80,7 +80,7 @@ class _Waiter:
 
 class LeaseManager:
     def __init__(self, *, default_ttl_s: float, max_lease_s: float, max_wait_s: float,
-                 on_end: Callable[[str, str], None] = lambda token, reason: None,
+                 on_end: Callable[["Binding", str], None] = lambda binding, reason: None,
                  on_change: Callable[[], None] = lambda: None,
                  on_grant: Callable[[int], None] = lambda serial: None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -256,8 +256,15 @@ class LeaseManager:
             if lease.running:
                 self._draining = lease
             self._cond.notify_all()
-        self._on_end(lease.token, reason)
+        self._on_end(lease, reason)
         self._grant_next()
+
+    def retain(self, binding: Binding) -> None:
+        """From ``on_end``: the ended lease keeps the robot until ``end_execution(binding)``
+        (a reset to where it began runs first); the next holder waits for that."""
+        with self._cond:
+            binding.running += 1
+            self._draining = binding
 
     def _grant_next(self) -> None:
         answers = []

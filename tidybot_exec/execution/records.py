@@ -23,6 +23,9 @@ class Status(IntEnum):
     ERROR = 5       # the server could not run it
 
 
+ON_FAILURE = ("", "hold", "rewind")
+
+
 @dataclass
 class Request:
     code: str
@@ -30,6 +33,7 @@ class Request:
     label: str = ""
     holder: str = ""
     dry_run: Seed | None = None     # set: run against a private simulator seeded with this
+    on_failure: str = ""            # "rewind": a failed or timed-out run's motion is undone
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 from tidybot_exec.execution.history import History, Page, Record
 from tidybot_exec.execution.launchers import Launched, launch_cold
 from tidybot_exec.execution.leases import Binding, LeaseManager
-from tidybot_exec.execution.records import Request, Result, Status, unstarted
+from tidybot_exec.execution.records import ON_FAILURE, Request, Result, Status, unstarted
 from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.execution.supervision import Execution, Feedback
 from tidybot_exec.execution.validation import duration_error, validate
@@ -56,6 +56,7 @@ class Snapshot:
     estopped: bool
     hold_problem: str          # the last stop-and-hold that failed ("" once one succeeds)
     rewinding: bool = False
+    resetting: bool = False
 
 
 @dataclass
@@ -82,6 +83,7 @@ class ExecutionService:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings, self.history, self.policy = settings, history, policy
         self._hold, self._log, self._on_change = hold, log, on_change
+        self._on_lease_change = on_lease_change
         self._cond = threading.Condition()
         self._running: _Running | None = None
         self._last: Result | None = None
@@ -89,6 +91,7 @@ class ExecutionService:
         self._closing = False
         self._hold_problem = ""
         self._rewinding: _Rewinding | None = None
+        self._resetting = False         # reset_on_release: a reset is pending or running
         self.robot = SdkConfig.from_dict(json.loads(settings.sdk_config_json))
         self.recorder = Recorder()
         self._feed = RecorderFeed(self.robot, self.recorder)
@@ -112,7 +115,10 @@ class ExecutionService:
         """Start ``request`` under ``lease_id`` or return the REJECTED/ERROR result saying
         why not. The estop latch, the lease binding and the one-at-a-time check are one step."""
         verdict = validate(request.code, self.settings.max_code_bytes)
-        refusal = verdict.error or duration_error("timeout_s", request.timeout_s)
+        refusal = (verdict.error or duration_error("timeout_s", request.timeout_s)
+                   or ("" if request.on_failure in ON_FAILURE else
+                       f"on_failure must be one of {', '.join(map(repr, ON_FAILURE))}, got "
+                       f"{request.on_failure!r}"))
         if refusal:
             return unstarted(request, Status.REJECTED, refusal)
         # Taken before the lock (it may wait for the spare being prepared), given back if
@@ -195,6 +201,9 @@ class ExecutionService:
         try:
             if result.status != Status.SUCCEEDED and execution.drives_robot:
                 problems += self.hold()
+            if result.status in (Status.FAILED, Status.TIMEOUT) and (
+                    execution.request.on_failure == "rewind"):
+                problems.append(self._undo(running))
             if problems:
                 result.error = "; ".join(filter(None, [result.error, *problems]))
             written = self._record(result)
@@ -344,6 +353,64 @@ class ExecutionService:
                 "steps_rewound": outcome.waypoints, "duration_s": outcome.duration_s,
                 "components_rewound": list(request.parts)}
 
+    def _undo(self, running: _Running) -> str:
+        """on_failure "rewind": the failed execution's own motion is rewound to where it
+        began, then the robot holds; returns what was done (for the result's error). Like
+        any rewind it is the one writer and is cancelled by estop, lease end and shutdown."""
+        if not running.execution.drives_robot:
+            return "on_failure: a dry run's private robot ended with it: nothing to rewind"
+        cancelled = threading.Event()
+        with self._cond:
+            refusal = SHUTDOWN_REASON if self._closing else ESTOPPED_REFUSAL if self._estopped else ""
+            if not refusal:
+                self._rewinding = _Rewinding(cancelled, running.lease_token)
+        if refusal:
+            return f"on_failure: not rewound ({refusal})"
+        self._on_change()
+        try:
+            outcome = self._rewind_on(running.recorder, running.lease,
+                                      rewind.RewindRequest("execution"), self.robot, cancelled)
+        finally:
+            with self._cond:
+                self._rewinding = None
+        done = (f"on_failure: {outcome.message}" if outcome.success else
+                f"on_failure: not rewound: {outcome.message}")
+        return "; ".join([done, *(self.hold() if outcome.duration_s > 0 else [])])
+
+    def _reset(self, binding: Binding) -> None:
+        """reset_on_release: once the ended lease's code has stopped, rewind to where the
+        lease began, then hand the lease on (the one writer meanwhile; an estop or shutdown
+        cancels it, and the robot holds)."""
+        cancelled = threading.Event()
+        try:
+            with self._cond:
+                self._cond.wait_for(lambda: self._running is None and self._rewinding is None
+                                    or self._closing, self.settings.stop_grace_s + 15.0)
+                refusal = (SHUTDOWN_REASON if self._closing else ESTOPPED_REFUSAL if self._estopped
+                           else self._busy())
+                if not refusal:      # not bound to the ended lease: its end must not cancel it
+                    self._rewinding = _Rewinding(cancelled, "")
+            self._on_lease_change()
+            if refusal:
+                self._log(f"reset on release of {binding.holder!r} skipped: {refusal}")
+                return
+            self._on_change()
+            outcome = self._rewind(rewind.RewindRequest("start"), binding.serial, lambda f: None,
+                                   cancelled)
+            self._log(f"reset on release of {binding.holder!r}: {outcome.message}")
+        except Exception as exc:  # noqa: BLE001 - the lease must still be handed on
+            self._log(f"reset on release failed: {exc!r}")
+            self.hold()
+        finally:
+            with self._cond:
+                if self._rewinding is not None and self._rewinding.cancelled is cancelled:
+                    self._rewinding = None
+                self._resetting = False
+                self._cond.notify_all()
+            self.leases.end_execution(binding)
+            self._on_change()
+            self._on_lease_change()
+
     def _cancel_rewind(self, lease_token: str | None = None) -> bool:
         """Cancel the running rewind (only if bound to ``lease_token`` when given)."""
         with self._cond:
@@ -367,9 +434,16 @@ class ExecutionService:
             self._on_change()
         return running.execution.id
 
-    def _lease_ended(self, token: str, reason: str) -> None:
+    def _lease_ended(self, binding: Binding, reason: str) -> None:
         """A lease lapsed, was released or taken over: stop the code bound to it; the next
-        holder's code gets a spare prepared after this."""
+        holder's code gets a spare prepared after this. With reset_on_release the lease keeps
+        the robot until it was rewound to where the lease began (``_reset``)."""
+        token = binding.token
+        if self.policy.reset_on_release and not self._closing:
+            self.leases.retain(binding)
+            self._resetting = True
+            threading.Thread(target=self._reset, args=(binding,), name="reset-on-release",
+                             daemon=True).start()
         if self.pool is not None:
             self.pool.discard()
         if self._stop_current(Status.CANCELED, reason, lease_token=token):
@@ -416,7 +490,7 @@ class ExecutionService:
             return Snapshot(current=current, stopping=bool(current and current.stopping),
                             last=self._last, estopped=self._estopped,
                             hold_problem=self._hold_problem,
-                            rewinding=self._rewinding is not None)
+                            rewinding=self._rewinding is not None, resetting=self._resetting)
 
     def page(self, offset: int = 0, limit: int = 0, holder: str = "",
              statuses: Sequence[int] = (), include_code: bool = False) -> Page:
@@ -429,6 +503,7 @@ class ExecutionService:
         Safe to call more than once."""
         with self._cond:
             self._closing = True
+            self._cond.notify_all()             # a reset waiting to start gives up
         self._stop_current(Status.CANCELED, SHUTDOWN_REASON)
         self._cancel_rewind()
         with self._cond:

@@ -37,3 +37,4 @@ class LeasePolicy:
     default_ttl_s: float = 120.0
     max_lease_s: float = 1800.0
     max_wait_s: float = 300.0
+    reset_on_release: bool = False      # rewind to the lease's start before the next grant

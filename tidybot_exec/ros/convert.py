@@ -43,9 +43,9 @@ def execution_status(snap: Snapshot, isolation: str, now: Time) -> ExecutionStat
         msg.execution_id, msg.holder = current.id, current.request.holder
         msg.label, msg.elapsed_s = current.request.label, current.elapsed
         msg.dry_run = current.request.dry_run is not None
-    elif snap.rewinding:
+    if snap.rewinding:            # an on_failure rewind runs while its execution is ending
         msg.state = ExecutionStatus.STATE_REWINDING
-    else:
+    elif current is None:
         msg.state = ExecutionStatus.STATE_ESTOPPED if snap.estopped else ExecutionStatus.STATE_IDLE
     if last is not None:
         msg.last_execution_id, msg.last_status = last.execution_id, int(last.status)
@@ -55,9 +55,10 @@ def execution_status(snap: Snapshot, isolation: str, now: Time) -> ExecutionStat
     return msg
 
 
-def lease_status(s: leases.LeaseStatus, now: Time) -> LeaseStatus:
+def lease_status(s: leases.LeaseStatus, resetting: bool, now: Time) -> LeaseStatus:
     return LeaseStatus(stamp=now, held=s.held, holder=s.holder,
-                       seconds_to_lapse=s.seconds_to_lapse, waiting_holders=s.waiting_holders)
+                       seconds_to_lapse=s.seconds_to_lapse, waiting_holders=s.waiting_holders,
+                       resetting=resetting)
 
 
 def fill_grant(response: AcquireLease.Response, grant: leases.Grant) -> AcquireLease.Response:

@@ -119,7 +119,8 @@ class TidybotExecNode(Node):
             hold=self.robot_hold, log=log.info,
             policy=LeasePolicy(require_lease=p["require_lease"],
                                default_ttl_s=p["lease_default_ttl_s"],
-                               max_lease_s=p["max_lease_s"], max_wait_s=p["lease_max_wait_s"]),
+                               max_lease_s=p["max_lease_s"], max_wait_s=p["lease_max_wait_s"],
+                               reset_on_release=p["reset_on_release"]),
             on_change=self._publish_status, on_lease_change=self._publish_lease_status)
         self.leases = self.service.leases
         self._goals: dict[bytes, Execution] = {}        # goal uuid -> its running execution
@@ -224,7 +225,8 @@ class TidybotExecNode(Node):
     def _publish_lease_status(self) -> None:
         with self._status_lock:         # snapshot and publish together: the newest goes last
             self._lease_pub.publish(convert.lease_status(
-                self.leases.status(), self.get_clock().now().to_msg()))
+                self.leases.status(), self.service.snapshot().resetting,
+                self.get_clock().now().to_msg()))
 
     def _tick(self) -> None:
         if self.service.snapshot().current is not None:
@@ -309,6 +311,7 @@ class TidybotExecNode(Node):
     def _run_goal(self, goal_handle: ServerGoalHandle) -> Result:
         goal = goal_handle.request
         request = Request(code=goal.code, timeout_s=goal.timeout_s, label=goal.label,
+                          on_failure=goal.on_failure,
                           dry_run=Seed.from_states(self.state_topics.fresh_states())
                           if goal.dry_run else None)
         seq = iter(range(2 ** 32))

@@ -99,6 +99,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               1.0, 86400.0),
     ParamSpec("max_lease_s", 1800.0, "a lease ends this long after it was granted, whatever, s",
               1.0, 604800.0),
+    ParamSpec("reset_on_release", False,
+              "when a lease ends, rewind the robot to where it began before the next holder "
+              "is granted (off by default: a robot that moves when nobody commanded it "
+              "surprises the people near it)"),
     ParamSpec("override_holders", "",
               "comma-separated holder names that may take the lease over with lease/take "
               "(trust-based: ROS does not authenticate callers); empty: nobody",
