@@ -1,12 +1,15 @@
 """The rewind action on the real node and simulator processes, through TidybotClient."""
 from __future__ import annotations
 
+import json
+import subprocess
+
 import numpy as np
 import pytest
 from action_msgs.msg import GoalStatus
 
 from conftest import failing_the_test
-from support import Wire, wait_until
+from support import ROOT, Wire, wait_until
 
 MOVE = ("from tidybot_sdk import arm, base\n"
         "q = arm.get_state()['q']\nq[0] += {dq}\narm.move_joints(q)\n"
@@ -77,3 +80,36 @@ def test_cancel_holds_the_robot_where_it_is(robot):
     assert run.action_status == GoalStatus.STATUS_CANCELED and "canceled" in result.message
     wire.arm_holding()
     assert abs(state(wire)[0][0] - (far - 0.8)) > 0.05                # stopped on the way
+
+
+def tidybot_run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["tidybot-run", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("rewind_joint.py", ["Trajectory length: True", "Rewind success: True ", "Back at start: True"]),
+    ("rewind_base_arm.py", ["Recorded: True", "Rewound: True True ['base', 'arm']",
+                            "Base back: True", "Arm back: True", "Cleared: 1"])])
+def test_the_predecessors_rewind_scripts_run_unchanged_through_tidybot_run(stack, script, expected):
+    done = tidybot_run(str(ROOT / "test" / "predecessor_scripts" / script))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == expected
+
+
+def test_tidybot_run_rewind_and_on_failure(robot):
+    client, wire, token = robot
+    q0 = state(wire)[0]
+    failing = tidybot_run("-c", MOVE.format(dq=0.3, dx=0.0) + "raise RuntimeError('dropped it')",
+                          "--lease-id", token, "--on-failure", "rewind")
+    assert failing.returncode == 1 and "on_failure: rewound" in failing.stderr, failing.stderr
+    assert np.abs(state(wire)[0] - q0).max() <= 0.02
+    _, result = client.run(MOVE.format(dq=0.3, dx=0.0), lease_id=token)
+    assert result.status == 0, result.stderr
+    plan = tidybot_run("--rewind", "steps", "3", "--dry-run", "--lease-id", token, "--json")
+    assert plan.returncode == 0 and json.loads(plan.stdout)["waypoints"] == 4, plan.stdout
+    done = tidybot_run("--rewind", "start", "--lease-id", token)
+    assert done.returncode == 0 and "rewound" in done.stdout, done.stderr
+    assert np.abs(state(wire)[0] - q0).max() <= 0.02
+    refused = tidybot_run("--rewind", "steps", "0.5", "--lease-id", token)
+    assert refused.returncode == 1 and "whole amount" in refused.stderr

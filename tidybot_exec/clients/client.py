@@ -397,14 +397,15 @@ class TidybotClient:
 
     # ------------------------------------------------------------ executing
     def execute(self, code: str, timeout_s: float = 0.0, label: str = "",
-                dry_run: bool = False, lease_id: str | None = None,
+                dry_run: bool = False, lease_id: str | None = None, on_failure: str = "",
                 feedback_callback: Callable[[ExecuteCode.Feedback], None] | None = None
                 ) -> ExecutionHandle:
         """Send code to run; returns at once with a handle (see ExecutionHandle).
         ``feedback_callback`` also gets each feedback message as it arrives (in the thread
-        that spins the node)."""
+        that spins the node). ``on_failure="rewind"``: a failed or timed-out run's own motion
+        is rewound to where it began."""
         goal = ExecuteCode.Goal(code=code, timeout_s=float(timeout_s), label=label,
-                                dry_run=dry_run,
+                                dry_run=dry_run, on_failure=on_failure,
                                 lease_id=self.lease_id if lease_id is None else lease_id)
         return self._action.send(self, goal, feedback_callback)
 

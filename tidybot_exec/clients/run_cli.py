@@ -4,6 +4,8 @@
     tidybot-run --history 5          # the last finished executions
     tidybot-run --status             # execution and lease status
     tidybot-run --describe           # the SDK manual and the limits the robot enforces
+    tidybot-run --rewind start       # drive back to where the lease began (also: execution,
+                                     # steps N, fraction F, safe; --dry-run plans only)
 
 Output arrives live: the code's stdout on this stdout, its stderr on this stderr. Ctrl-C
 cancels the run (the robot stops and holds); a second Ctrl-C leaves at once. Without
@@ -20,8 +22,10 @@ import socket
 import sys
 import threading
 import time
+from typing import Callable
 
 import rclpy
+from action_msgs.msg import GoalStatus
 from tidybot_interfaces.action import ExecuteCode
 
 from tidybot_exec.clients.client import ExecutionHandle, TidybotClient, TidybotClientError, spun_client
@@ -44,12 +48,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     src.add_argument("--history", type=int, nargs="?", const=10, metavar="N",
                      help="print the last N finished executions and exit")
     src.add_argument("--status", action="store_true", help="print execution and lease status")
+    src.add_argument("--rewind", nargs="+", metavar=("TARGET", "AMOUNT"),
+                     help="rewind the robot along its recorded trajectory: start, execution, "
+                          "steps N, fraction F (0..1) or safe (docs/rewind.md)")
     src.add_argument("--describe", action="store_true",
                      help="print the SDK manual and the limits the server enforces, and exit")
     p.add_argument("--timeout", type=float, default=0.0, metavar="S",
                    help="wall-clock limit in seconds (default: the server's)")
     p.add_argument("--label", default="", help="free text kept in history and status")
-    p.add_argument("--dry-run", action="store_true", help="run against a private simulation")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run against a private simulation (with --rewind: plan only)")
+    p.add_argument("--on-failure", choices=("hold", "rewind"), default="hold",
+                   help="when the code fails or times out: hold where it is (default) or "
+                        "rewind its own motion to where it began, then hold")
+    p.add_argument("--parts", default="", metavar="LIST",
+                   help="with --rewind: comma-separated subset of arm,base,gripper "
+                        "(default arm,base: the gripper only when named)")
     p.add_argument("--lease-id", default=None, help="use this lease instead of acquiring one")
     p.add_argument("--holder", default=f"tidybot-run@{socket.gethostname()}:{os.getpid()}",
                    help="lease holder name (default: tidybot-run@host:pid)")
@@ -135,31 +149,18 @@ def run(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> 
         progress.show("acquiring the lease...")
         client.acquire(args.holder, wait_s=args.wait_lease)
     progress.clear()
-    interrupts = []
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupts.append(time.monotonic()))
+    live = LiveOutput(args.json)
     try:
         handle = client.execute(code, timeout_s=args.timeout, label=args.label,
-                                dry_run=args.dry_run, lease_id=args.lease_id)
-        canceled = False
-        live = LiveOutput(args.json)
-        while not handle.is_done():
-            live.pump(handle)
-            if interrupts and not canceled:
-                canceled = True
-                sys.stderr.write("\ntidybot-run: canceling (Ctrl-C again to leave at once)\n")
-                threading.Thread(target=handle.cancel, daemon=True).start()
-            elif len(interrupts) > 1:
-                return EXIT_FORCED
-            time.sleep(0.02)
+                                dry_run=args.dry_run, lease_id=args.lease_id,
+                                on_failure="" if args.on_failure == "hold" else args.on_failure)
+        if not follow(handle, lambda: live.pump(handle)):
+            return EXIT_FORCED
         result = handle.result()
         live.finish(handle, result)
     finally:
-        signal.signal(signal.SIGINT, previous)
         if acquired:
-            try:
-                client.release()
-            except TidybotClientError as exc:
-                sys.stderr.write(f"tidybot-run: {exc}\n")
+            release(client)
     if handle.recovered:
         sys.stderr.write(f"tidybot-run: recovered from lost replies: {', '.join(handle.recovered)}\n")
     if args.json:
@@ -167,6 +168,72 @@ def run(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> 
     elif result.status != Status.SUCCEEDED:
         sys.stderr.write(f"tidybot-run: {Status(result.status).name.lower()}: {result.error}\n")
     return EXIT_CODES[Status(result.status)]
+
+
+def follow(handle: ExecutionHandle, pump: Callable[[], None]) -> bool:
+    """Until the goal is done: ``pump`` what arrived; the first Ctrl-C cancels the goal (the
+    robot holds), a second one leaves at once (returns False)."""
+    interrupts: list[float] = []
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupts.append(time.monotonic()))
+    try:
+        canceled = False
+        while not handle.is_done():
+            pump()
+            if interrupts and not canceled:
+                canceled = True
+                sys.stderr.write("\ntidybot-run: canceling (Ctrl-C again to leave at once)\n")
+                threading.Thread(target=handle.cancel, daemon=True).start()
+            elif len(interrupts) > 1:
+                return False
+            time.sleep(0.02)
+        return True
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def release(client: TidybotClient) -> None:
+    try:
+        client.release()
+    except TidybotClientError as exc:
+        sys.stderr.write(f"tidybot-run: {exc}\n")
+
+
+def rewind(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> int:
+    """``--rewind TARGET [AMOUNT]``: 0 when done, 4 canceled, 1 refused or failed."""
+    target, *rest = args.rewind
+    try:
+        amount = float(rest[0]) if rest else 0.0
+    except ValueError:
+        sys.stderr.write(f"tidybot-run: --rewind {target}: {rest[0]!r} is not a number\n")
+        return 2
+    acquired = args.lease_id is None
+    if acquired:
+        progress.show("acquiring the lease...")
+        client.acquire(args.holder, wait_s=args.wait_lease)
+    try:
+        handle = client.rewind(target, amount, [p for p in args.parts.split(",") if p.strip()],
+                               dry_run=args.dry_run, lease_id=args.lease_id)
+        shown = [0.0]
+
+        def pump() -> None:
+            for fb in handle.feedback():
+                shown[0] = fb.fraction
+            progress.show(f"rewinding: {shown[0]:.0%}")
+        if not follow(handle, pump):
+            return EXIT_FORCED
+        result = handle.result()
+        progress.clear()
+    finally:
+        if acquired:
+            release(client)
+    if args.json:
+        print(json.dumps({"success": result.success, "message": result.message,
+                          "waypoints": int(result.waypoints), "duration_s": result.duration_s}))
+    else:
+        (sys.stdout if result.success else sys.stderr).write(f"tidybot-run: {result.message}\n")
+    if result.success:
+        return 0
+    return EXIT_CODES[Status.CANCELED] if handle.action_status == GoalStatus.STATUS_CANCELED else 1
 
 
 def show_history(client: TidybotClient, count: int, as_json: bool) -> int:
@@ -229,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 return show_history(client, args.history, args.json)
             if args.describe:
                 return show_description(client)
-            code = run(client, args, progress)
+            code = rewind(client, args, progress) if args.rewind else run(client, args, progress)
             if code == EXIT_FORCED:         # leave at once: no rclpy teardown to wait for
                 sys.stdout.flush()
                 sys.stderr.flush()
