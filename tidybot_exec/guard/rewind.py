@@ -3,7 +3,7 @@
 ``plan`` (pure) picks the waypoints back to the target and times the path: it starts from
 where the robot *is* (never a jump to a waypoint), runs the recorded waypoints backwards,
 each segment at no more than ``SPEED_FRACTION`` of every speed cap (joints, end effector,
-base), with a ``RAMP_S`` ramp up and down. ``Rewinder`` drives a plan through a safety
+base; the measured motion keeps under half of each), with a ``RAMP_S`` ramp up and down. ``Rewinder`` drives a plan through a safety
 guard's code-facing sockets with the SDK's own clients — the arm streamed at 50 Hz, the
 base sent its pose at 10 Hz, the gripper moved once at the end when named — so every
 setpoint passes the same checks as the code's (a refusal ends the rewind there, saying
@@ -36,7 +36,8 @@ from tidybot_exec.guard.relay import Guard
 TARGETS = ("start", "execution", "steps", "fraction", "safe")
 PARTS = ("arm", "base", "gripper")
 DEFAULT_PARTS = ("arm", "base")        # never the gripper unless named: it would drop what it holds
-SPEED_FRACTION = 0.5                   # of each speed cap
+SPEED_FRACTION = 0.45                  # of each speed cap, planned: the measured motion keeps
+                                       # under half (tracking adds ~0.04; bench/rewind.py)
 RAMP_S = 0.3                           # speed ramps up and down over this
 STREAM_HZ = 50.0
 BASE_EVERY = 5                         # ticks between base pose targets (10 Hz)
@@ -44,6 +45,7 @@ ARRIVED_RAD = 0.01                     # arm: every joint this close to the targ
 ARRIVED_M = 0.01                       # base: this close in x, y
 ARRIVED_BASE_RAD = 0.02
 SETTLE_S = 5.0                         # after the path: how long the robot may take to arrive
+HAND_PIECES = 4                        # a segment's hand path is measured in this many pieces
 GRIPPER_FORCE = 100                    # as the SDK's default
 GRIPPER_TIMEOUT_S = 5.0
 
@@ -213,10 +215,12 @@ def _segment_s(a: Waypoint, b: Waypoint, limits: SafetyLimits) -> float:
     if a.q is not None:
         qa, qb = _arr(a.q), _arr(b.q)
         need.append(float(np.max(np.abs(qb - qa))) / (f * limits.joint_speed))
-        Ta, Tb = kin.fk(qa), kin.fk(qb)
-        need.append(float(np.linalg.norm(Tb[:3, 3] - Ta[:3, 3])) / (f * limits.cartesian_speed))
-        need.append(float(np.linalg.norm(kin.rotation_error(Tb[:3, :3], Ta[:3, :3])))
-                    / (f * limits.cartesian_angular_speed))
+        # the hand moves on a curve between two joint waypoints: measure it in pieces
+        poses = [kin.fk(qa + s * (qb - qa)) for s in np.linspace(0.0, 1.0, HAND_PIECES + 1)]
+        need.append(sum(float(np.linalg.norm(B[:3, 3] - A[:3, 3])) for A, B in zip(poses, poses[1:]))
+                    / (f * limits.cartesian_speed))
+        need.append(sum(float(np.linalg.norm(kin.rotation_error(B[:3, :3], A[:3, :3])))
+                        for A, B in zip(poses, poses[1:])) / (f * limits.cartesian_angular_speed))
     if a.base is not None:
         need.append(math.hypot(b.base[0] - a.base[0], b.base[1] - a.base[1]) / (f * limits.base_speed))
         need.append(abs(kin.wrap_angle(b.base[2] - a.base[2])) / (f * limits.base_angular_speed))
