@@ -178,6 +178,14 @@ def recorded(harness: Harness) -> None:
                and harness.service.recorder.current().base is not None, 20, "recorded state")
 
 
+def turn(harness: Harness, token: str, joint: int, by: float) -> None:
+    """Code under ``token`` turns ``joint`` by ``by`` rad with the SDK."""
+    result = harness.service.run(Request(
+        f"from tidybot_sdk import arm\nq = arm.get_state()['q']\nq[{joint}] += {by}\n"
+        f"arm.move_joints(q)\n"), token)
+    assert result.status == Status.SUCCEEDED, result.stderr
+
+
 MOTION = ("from tidybot_sdk import arm, base\n"
           "q = arm.get_state()['q']\nq[0] += 0.5\narm.move_joints(q)\n"
           "base.move_delta(dx=-0.2)\n"
@@ -209,13 +217,9 @@ def test_rewind_to_the_last_execution_and_steps(robot):
     harness, _, wire = robot
     recorded(harness)
     token = harness.token("alice")
-    assert harness.service.run(Request(
-        "from tidybot_sdk import arm\nq = arm.get_state()['q']\nq[0] += 0.3\narm.move_joints(q)\n"),
-        token).status == Status.SUCCEEDED
+    turn(harness, token, 0, 0.3)
     q1 = q_of(wire)
-    assert harness.service.run(Request(
-        "from tidybot_sdk import arm\nq = arm.get_state()['q']\nq[1] += 0.3\narm.move_joints(q)\n"),
-        token).status == Status.SUCCEEDED
+    turn(harness, token, 1, 0.3)
     outcome = harness.service.rewind(RewindRequest("execution"), token)
     assert outcome.success, outcome.message
     assert np.max(np.abs(q_of(wire) - q1)) <= 0.02               # the second run undone only
@@ -241,9 +245,7 @@ def test_cancel_holds_at_once_and_keeps_what_is_left_to_undo(robot):
     harness, _, wire = robot
     recorded(harness)
     token = harness.token("alice")
-    assert harness.service.run(Request(
-        "from tidybot_sdk import arm\nq = arm.get_state()['q']\nq[0] += 0.8\narm.move_joints(q)\n"),
-        token).status == Status.SUCCEEDED
+    turn(harness, token, 0, 0.8)
     q_far = q_of(wire)
     cancelled = threading.Event()
     outcomes: list = []
@@ -265,9 +267,7 @@ def test_a_path_the_guard_refuses_ends_the_rewind_there(robot):
     harness, simulator, wire = robot
     recorded(harness)
     token = harness.token("alice")
-    assert harness.service.run(Request(
-        "from tidybot_sdk import arm\nq = arm.get_state()['q']\nq[0] += 0.4\narm.move_joints(q)\n"),
-        token).status == Status.SUCCEEDED
+    turn(harness, token, 0, 0.4)
     # the limits changed since (a tighter joint 1 range): the way back leaves them
     limits = SafetyLimits()
     tight = list(limits.joint_min)

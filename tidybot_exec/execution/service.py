@@ -126,18 +126,9 @@ class ExecutionService:
         spare = (self.pool.take() if self.pool is not None and request.dry_run is None
                  and self._running is None else None)
         with self._cond:
-            binding = self.leases.begin_execution(lease_id) if lease_id else None
+            binding, refusal = self._admit(lease_id)
             request.holder = binding.holder if binding is not None else ""
-            if self._closing:
-                refusal = SHUTDOWN_REASON
-            elif self._estopped:
-                refusal = ESTOPPED_REFUSAL
-            elif binding is None and self.policy.require_lease:
-                refusal = self.authorize(lease_id)[1]
-            else:
-                refusal = self._busy()
             if refusal:               # a goal that never ran is answered, not kept in history
-                self._unbind(binding)
                 if spare is not None:
                     self.pool.give_back(spare)
                 return unstarted(request, Status.REJECTED, refusal)
@@ -163,6 +154,22 @@ class ExecutionService:
         running = _Running(execution, binding, lease_id if binding else "", recorder, feed, lease)
         execution.guard.node_handler = lambda msg: self._from_code(running, msg)
         return running
+
+    def _admit(self, lease_id: str) -> tuple[Binding | None, str]:
+        """Under the lock: a new writer of the robot (code or a rewind) bound to the lease
+        ``lease_id`` names, or why not (the binding is then given back already)."""
+        binding = self.leases.begin_execution(lease_id) if lease_id else None
+        if self._closing:
+            refusal = SHUTDOWN_REASON
+        elif self._estopped:
+            refusal = ESTOPPED_REFUSAL
+        elif binding is None and self.policy.require_lease:
+            refusal = self.authorize(lease_id)[1]
+        else:
+            refusal = self._busy()
+        if refusal:
+            self._unbind(binding)
+        return binding, refusal
 
     def _busy(self) -> str:
         """Why the robot has a writer already ("" when it has none); under the lock."""
@@ -263,17 +270,8 @@ class ExecutionService:
         shutdown) it stops at once and the robot holds; so does a rewind that fails."""
         cancelled = cancelled or threading.Event()
         with self._cond:
-            binding = self.leases.begin_execution(lease_id) if lease_id else None
-            if self._closing:
-                refusal = SHUTDOWN_REASON
-            elif self._estopped:
-                refusal = ESTOPPED_REFUSAL
-            elif binding is None and self.policy.require_lease:
-                refusal = self.authorize(lease_id)[1]
-            else:
-                refusal = self._busy()
+            binding, refusal = self._admit(lease_id)
             if refusal:
-                self._unbind(binding)
                 return rewind.Outcome(False, refusal)
             self._rewinding = _Rewinding(cancelled, lease_id if binding else "")
         self._on_change()

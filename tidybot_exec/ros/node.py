@@ -132,19 +132,16 @@ class TidybotExecNode(Node):
 
         actions = ReentrantCallbackGroup()
         services = ReentrantCallbackGroup()
-        self._action = ActionServer(
-            self, ExecuteCode, "execute_code", execute_callback=self._execute,
-            goal_callback=lambda goal: GoalResponse.ACCEPT, cancel_callback=self._cancel,
-            callback_group=actions, result_timeout=p["result_keep_s"],
-            goal_service_qos_profile=SERVICES, result_service_qos_profile=SERVICES,
-            cancel_service_qos_profile=SERVICES)
         self._rewinds: dict[bytes, threading.Event] = {}    # goal uuid -> its cancel event
-        self._rewind_action = ActionServer(
-            self, Rewind, "rewind", execute_callback=self._rewind,
-            goal_callback=lambda goal: GoalResponse.ACCEPT, cancel_callback=self._cancel_rewind,
+        # every goal is accepted, then answered (a refusal aborts it with the reason)
+        self._action, self._rewind_action = (ActionServer(
+            self, action_type, name, execute_callback=execute,
+            goal_callback=lambda goal: GoalResponse.ACCEPT, cancel_callback=cancel,
             callback_group=actions, result_timeout=p["result_keep_s"],
             goal_service_qos_profile=SERVICES, result_service_qos_profile=SERVICES,
-            cancel_service_qos_profile=SERVICES)
+            cancel_service_qos_profile=SERVICES) for action_type, name, execute, cancel in (
+                (ExecuteCode, "execute_code", self._execute, self._cancel),
+                (Rewind, "rewind", self._rewind, self._cancel_rewind)))
         for srv_type, name, callback in (
                 (StopExecution, "execution/stop", self._stop_service),
                 (Trigger, "estop", self._estop),
