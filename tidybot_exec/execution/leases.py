@@ -221,8 +221,9 @@ class LeaseManager:
 
     def _busy_message(self) -> str:
         if self._lease is None and self._draining is not None:
-            return (f"the lease of {self._draining.holder!r} ended and its code is still "
-                    f"stopping; pass wait_s > 0 to wait in line")
+            return (f"the lease of {self._draining.holder!r} ended and the robot is not handed "
+                    f"on yet (its code is stopping, or the robot is reset to where that lease "
+                    f"began); pass wait_s > 0 to wait in line")
         if self._lease is None:
             holder = self._waiters[0].holder if self._waiters else ""
             return f"the lease is promised to {holder!r}; pass wait_s > 0 to wait in line"
