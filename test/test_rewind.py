@@ -145,6 +145,10 @@ def test_parts_safe_and_refusals():
     safe = rewind.plan(out, here, RewindRequest("safe"), limits)
     assert safe.first_kept == 3
     assert "no execution" in rewind.plan(TRAJECTORY[:2], here, RewindRequest("execution"), limits)
+    assert rewind.plan(TRAJECTORY, here, RewindRequest("execution", execution_id="e"),
+                       limits).first_kept == 2
+    assert "no longer recorded" in rewind.plan(
+        TRAJECTORY, here, RewindRequest("execution", execution_id="other"), limits)
     assert "nothing recorded" in rewind.plan([], here, RewindRequest(), limits)
     assert "unknown target" in RewindRequest.checked("home", 0, [], False)
     assert "unknown parts" in RewindRequest.checked("start", 0, ["legs"], False)
@@ -394,6 +398,24 @@ def test_on_failure_is_checked_and_cancel_only_holds(robot):
     result = run.result()
     assert result.status == Status.CANCELED and "on_failure" not in result.error
     assert np.max(np.abs(q_of(wire) - moved)) <= 0.02             # held, not rewound
+
+
+def test_cancel_and_stop_end_an_on_failure_rewind_with_a_hold(robot):
+    harness, _, wire = robot
+    recorded(harness)
+    token = harness.token("alice")
+    turn(harness, token, 0, 0.2)
+    q_before = q_of(wire)
+    run = harness.begin(FAILING.replace("0.4", "0.8") + "print('started', flush=True)\n"
+                        "raise RuntimeError('dropped it')\n", lease_id=token, on_failure="rewind")
+    wait_until(lambda: harness.service.snapshot().rewinding, 30, "the on_failure rewind")
+    wait_until(lambda: abs(q_of(wire)[0] - q_before[0]) < 0.7, 30, "the rewind to move")
+    harness.service.cancel(run.execution)
+    result = run.result()
+    assert result.status == Status.FAILED
+    assert "on_failure: not rewound: canceled" in result.error, result.error
+    assert abs(q_of(wire)[0] - q_before[0]) > 0.05                # stopped on the way back
+    assert not harness.service.snapshot().rewinding
 
 
 def test_reset_on_release_rewinds_before_the_next_holder_is_granted(tmp_path, sim_factory):

@@ -28,7 +28,7 @@ class RewindResult:
     ``success`` False and the reason in ``error`` (as the predecessor's did: no raise)."""
 
     success: bool
-    steps_rewound: int = 0                  # waypoints the path went through
+    steps_rewound: int = 0                  # waypoints back from the last one recorded
     components_rewound: list[str] = field(default_factory=list)
     error: str = ""
     message: str = ""                       # what was done, or why not

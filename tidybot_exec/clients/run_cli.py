@@ -4,8 +4,8 @@
     tidybot-run --history 5          # the last finished executions
     tidybot-run --status             # execution and lease status
     tidybot-run --describe           # the SDK manual and the limits the robot enforces
-    tidybot-run --rewind start       # drive back to where the lease began (also: execution,
-                                     # steps N, fraction F, safe; --dry-run plans only)
+    tidybot-run --rewind start --lease-id TOKEN   # back to where that lease began (also:
+                                     # execution, steps N, fraction F, safe; --dry-run plans)
 
 Output arrives live: the code's stdout on this stdout, its stderr on this stderr. Ctrl-C
 cancels the run (the robot stops and holds); a second Ctrl-C leaves at once. Without
@@ -199,17 +199,18 @@ def release(client: TidybotClient) -> None:
 
 
 def rewind(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> int:
-    """``--rewind TARGET [AMOUNT]``: 0 when done, 4 canceled, 1 refused or failed."""
+    """``--rewind TARGET [AMOUNT] --lease-id TOKEN``: 0 when done, 4 canceled, 1 refused or
+    failed, 2 bad arguments."""
     target, *rest = args.rewind
     try:
         amount = float(rest[0]) if rest else 0.0
     except ValueError:
         sys.stderr.write(f"tidybot-run: --rewind {target}: {rest[0]!r} is not a number\n")
         return 2
-    acquired = args.lease_id is None
-    if acquired:
-        progress.show("acquiring the lease...")
-        client.acquire(args.holder, wait_s=args.wait_lease)
+    if args.lease_id is None:      # a lease acquired now has recorded nothing to undo
+        sys.stderr.write("tidybot-run: --rewind needs --lease-id: the lease whose recorded "
+                         "motion to undo\n")
+        return 2
     try:
         handle = client.rewind(target, amount, [p for p in args.parts.split(",") if p.strip()],
                                dry_run=args.dry_run, lease_id=args.lease_id)
@@ -222,10 +223,8 @@ def rewind(client: TidybotClient, args: argparse.Namespace, progress: Progress) 
         if not follow(handle, pump):
             return EXIT_FORCED
         result = handle.result()
-        progress.clear()
     finally:
-        if acquired:
-            release(client)
+        progress.clear()
     if args.json:
         print(json.dumps({"success": result.success, "message": result.message,
                           "waypoints": int(result.waypoints), "duration_s": result.duration_s}))

@@ -9,7 +9,8 @@
 * The lease lapses ``ttl_s`` after the last renew or activity — never while an execution
   runs under it — and in any case ``max_lease_s`` after it was granted.
 * A lapse, release or take-over calls ``on_end(binding, reason)`` so the code running under
-  that lease is stopped (and, with ``retain``, the robot reset before the next grant). The next waiter is granted only once every execution bound to the
+  that lease is stopped (and, with ``keep_after_end``, the robot reset before the next grant:
+  the lease stays draining until ``end_execution`` is called once more for it). The next waiter is granted only once every execution bound to the
   ended lease has ended (``end_execution``): its code is dead and the robot was told to hold
   before anyone else may drive it. Meanwhile the lease is *draining*.
 * Tokens are 256-bit random, compared in constant time, and never part of any status.
@@ -83,10 +84,14 @@ class LeaseManager:
                  on_end: Callable[["Binding", str], None] = lambda binding, reason: None,
                  on_change: Callable[[], None] = lambda: None,
                  on_grant: Callable[[int], None] = lambda serial: None,
+                 keep_after_end: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.default_ttl_s, self.max_lease_s, self.max_wait_s = default_ttl_s, max_lease_s, max_wait_s
         self._on_end, self._on_change, self._clock = on_end, on_change, clock
         self._on_grant = on_grant     # called under the lock: it must take no lock of ours
+        # an ended lease keeps the robot until end_execution is called once more for it (the
+        # service's reset on release), decided under the lock so no grant slips in between
+        self._keep_after_end = keep_after_end
         self._cond = threading.Condition()
         self._lease: _Lease | None = None
         self._draining: _Lease | None = None    # ended, but code bound to it still stopping
@@ -254,18 +259,12 @@ class LeaseManager:
             if self._lease is not lease:
                 return
             self._lease = None
+            lease.running += self._keep_after_end
             if lease.running:
                 self._draining = lease
             self._cond.notify_all()
         self._on_end(lease, reason)
         self._grant_next()
-
-    def retain(self, binding: Binding) -> None:
-        """From ``on_end``: the ended lease keeps the robot until ``end_execution(binding)``
-        (a reset to where it began runs first); the next holder waits for that."""
-        with self._cond:
-            binding.running += 1
-            self._draining = binding
 
     def _grant_next(self) -> None:
         answers = []

@@ -34,6 +34,7 @@ from tidybot_exec.execution.supervision import Execution, Feedback
 from tidybot_exec.execution.validation import duration_error, validate
 from tidybot_exec.execution.warm import WarmPool
 from tidybot_exec.guard import rewind
+from tidybot_exec.guard.hold import RobotHold
 from tidybot_exec.guard.recorder import Recorder, RecorderFeed
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.protocol import NodeMsg
@@ -73,6 +74,7 @@ class _Running:
 class _Rewinding:
     cancelled: threading.Event
     lease_token: str
+    execution_id: str = ""      # an on_failure rewind: its execution's cancel and stop end it
 
 
 class ExecutionService:
@@ -99,7 +101,8 @@ class ExecutionService:
         self.leases = LeaseManager(
             default_ttl_s=policy.default_ttl_s, max_lease_s=policy.max_lease_s,
             max_wait_s=policy.max_wait_s, on_end=self._lease_ended,
-            on_change=on_lease_change, on_grant=self.recorder.begin_lease, clock=clock)
+            on_change=on_lease_change, on_grant=self.recorder.begin_lease,
+            keep_after_end=policy.reset_on_release, clock=clock)
 
     # ------------------------------------------------------------- admission
     def authorize(self, lease_id: str) -> tuple[str, str]:
@@ -152,7 +155,7 @@ class ExecutionService:
             recorder.begin_lease(lease)
         recorder.begin_execution(execution.id, lease)
         running = _Running(execution, binding, lease_id if binding else "", recorder, feed, lease)
-        execution.guard.node_handler = lambda msg: self._from_code(running, msg)
+        execution.guard.serve_node(lambda msg: self._from_code(running, msg))
         return running
 
     def _admit(self, lease_id: str) -> tuple[Binding | None, str]:
@@ -178,6 +181,8 @@ class ExecutionService:
                     f"or stop it first")
         if self._rewinding is not None:
             return "busy: a rewind is running; wait for it or cancel it first"
+        if self._resetting:
+            return "busy: the robot is being reset to where the last lease began (reset_on_release)"
         return ""
 
     def _execution(self, request: Request, feedback: Feedback, warnings: list[str],
@@ -287,17 +292,16 @@ class ExecutionService:
 
     def _rewind(self, request: rewind.RewindRequest, lease: int | None,
                 progress: Callable[[float], None], cancelled: threading.Event) -> rewind.Outcome:
-        outcome = self._rewind_on(self.recorder, lease, request, self.robot, cancelled, progress)
-        if not outcome.success and outcome.duration_s > 0:      # it moved, then stopped
-            outcome.message = "; ".join([outcome.message, *self.hold()])
-        return outcome
+        return self._rewind_on(self.recorder, lease, request, self.robot, cancelled, self.hold,
+                               progress)
 
     def _rewind_on(self, recorder: Recorder, lease: int | None, request: rewind.RewindRequest,
-                   upstream: SdkConfig, cancelled: threading.Event,
+                   upstream: SdkConfig, cancelled: threading.Event, hold: Hold,
                    progress: Callable[[float], None] = lambda fraction: None) -> rewind.Outcome:
         """Plan along ``recorder``'s trajectory of ``lease`` and, unless a dry run, drive it
         on ``upstream`` (the real robot, or a dry run's private one); what was undone is
-        dropped from the trajectory."""
+        dropped from the trajectory. A rewind that moved and did not finish ends with
+        ``hold`` (of that robot), its problems named in the message."""
         planned = rewind.plan(recorder.trajectory(lease), recorder.current(), request,
                               upstream.limits)
         if isinstance(planned, str):
@@ -316,8 +320,20 @@ class ExecutionService:
                 outcome = rewind.Outcome(False, f"the rewind failed: {exc!r}",
                                          duration_s=time.monotonic() - started)
         recorder.truncate(lease, outcome.keep or len(recorder.trajectory(lease)))
+        if not outcome.success:
+            outcome.message = "; ".join([outcome.message, *hold()])
         self._log(f"rewind to {rewind.describe_target(request)}: {outcome.message}")
         return outcome
+
+    def _hold_on(self, upstream: SdkConfig) -> Hold:
+        """A hold of the robot at ``upstream`` (a dry run's private one too)."""
+        def hold() -> list[str]:
+            robot_hold = RobotHold(upstream, self._log)
+            try:
+                return [f"hold failed: {p}" for p in robot_hold()]
+            finally:
+                robot_hold.close()
+        return hold
 
     def _from_code(self, running: _Running, msg: dict) -> dict:
         """A request of the running code to the node (proto.NodeMsg), answered in its
@@ -346,9 +362,11 @@ class ExecutionService:
             outcome = rewind.Outcome(False, ESTOPPED_REFUSAL if self._estopped else STOPPING_REWIND)
         else:
             with guard.code_paused():
-                outcome = self._rewind_on(recorder, lease, request, guard.upstream, guard.stopping)
+                outcome = self._rewind_on(recorder, lease, request, guard.upstream, guard.stopping,
+                                          self._hold_on(guard.upstream))
         return {"success": outcome.success, "message": outcome.message,
-                "steps_rewound": outcome.waypoints, "duration_s": outcome.duration_s,
+                # steps back: the first waypoint passed is where the robot last was recorded
+                "steps_rewound": max(0, outcome.waypoints - 1), "duration_s": outcome.duration_s,
                 "components_rewound": list(request.parts)}
 
     def _undo(self, running: _Running) -> str:
@@ -358,22 +376,26 @@ class ExecutionService:
         if not running.execution.drives_robot:
             return "on_failure: a dry run's private robot ended with it: nothing to rewind"
         cancelled = threading.Event()
+        execution = running.execution
         with self._cond:
-            refusal = SHUTDOWN_REASON if self._closing else ESTOPPED_REFUSAL if self._estopped else ""
+            refusal = (SHUTDOWN_REASON if self._closing else ESTOPPED_REFUSAL if self._estopped
+                       else "its lease ended" if running.lease_token and
+                       self.leases.holder_of(running.lease_token) is None else "")
             if not refusal:
-                self._rewinding = _Rewinding(cancelled, running.lease_token)
+                self._rewinding = _Rewinding(cancelled, running.lease_token, execution.id)
         if refusal:
             return f"on_failure: not rewound ({refusal})"
         self._on_change()
         try:
             outcome = self._rewind_on(running.recorder, running.lease,
-                                      rewind.RewindRequest("execution"), self.robot, cancelled)
+                                      rewind.RewindRequest("execution", execution_id=execution.id),
+                                      self.robot, cancelled, self.hold)
         finally:
             with self._cond:
                 self._rewinding = None
-        done = (f"on_failure: {outcome.message}" if outcome.success else
-                f"on_failure: not rewound: {outcome.message}")
-        return "; ".join([done, *(self.hold() if outcome.duration_s > 0 else [])])
+        if not outcome.success:
+            return f"on_failure: not rewound: {outcome.message}"
+        return "; ".join([f"on_failure: {outcome.message}", *self.hold()])
 
     def _reset(self, binding: Binding) -> None:
         """reset_on_release: once the ended lease's code has stopped, rewind to where the
@@ -385,7 +407,8 @@ class ExecutionService:
                 self._cond.wait_for(lambda: self._running is None and self._rewinding is None
                                     or self._closing, self.settings.stop_grace_s + 15.0)
                 refusal = (SHUTDOWN_REASON if self._closing else ESTOPPED_REFUSAL if self._estopped
-                           else self._busy())
+                           else "" if self._running is None and self._rewinding is None
+                           else "the ended lease's code did not stop in time")
                 if not refusal:      # not bound to the ended lease: its end must not cancel it
                     self._rewinding = _Rewinding(cancelled, "")
             self._on_lease_change()
@@ -409,15 +432,15 @@ class ExecutionService:
             self._on_change()
             self._on_lease_change()
 
-    def _cancel_rewind(self, lease_token: str | None = None) -> bool:
-        """Cancel the running rewind (only if bound to ``lease_token`` when given)."""
-        with self._cond:
-            rewinding = self._rewinding
-            if rewinding is None or (lease_token is not None
-                                     and rewinding.lease_token != lease_token):
-                return False
-            rewinding.cancelled.set()
-            return True
+    def _cancel_rewind(self, lease_token: str | None = None, execution_id: str | None = None) -> bool:
+        """Cancel the running rewind (only if bound to ``lease_token``, or run for
+        ``execution_id``, when given). Takes no lock: an estop calls it first."""
+        rewinding = self._rewinding          # one read: the rewind's owner replaces it whole
+        if rewinding is None or (lease_token is not None and rewinding.lease_token != lease_token) \
+                or (execution_id is not None and rewinding.execution_id != execution_id):
+            return False
+        rewinding.cancelled.set()
+        return True
 
     # ------------------------------------------------------------- stopping
     def _stop_current(self, status: Status, reason: str, hard: bool = False,
@@ -428,6 +451,7 @@ class ExecutionService:
             if running is None or (lease_token is not None and running.lease_token != lease_token):
                 return None
             stopped = running.execution.stop(status, reason, hard)
+        stopped = self._cancel_rewind(execution_id=running.execution.id) or stopped
         if stopped:
             self._on_change()
         return running.execution.id
@@ -437,8 +461,7 @@ class ExecutionService:
         holder's code gets a spare prepared after this. With reset_on_release the lease keeps
         the robot until it was rewound to where the lease began (``_reset``)."""
         token = binding.token
-        if self.policy.reset_on_release and not self._closing:
-            self.leases.retain(binding)
+        if self.policy.reset_on_release:      # the lease manager kept the robot for it
             self._resetting = True
             threading.Thread(target=self._reset, args=(binding,), name="reset-on-release",
                              daemon=True).start()
@@ -450,7 +473,9 @@ class ExecutionService:
             self._log(f"lease ended ({reason}): canceling its rewind")
 
     def cancel(self, execution: Execution, reason: str = "canceled by the client") -> None:
+        """Stop ``execution``, or the on_failure rewind that follows its end."""
         execution.stop(Status.CANCELED, reason)
+        self._cancel_rewind(execution_id=execution.id)
 
     def stop(self, lease_id: str) -> tuple[str | None, str]:
         """execution/stop: (stopped execution id, refusal reason)."""
@@ -465,8 +490,8 @@ class ExecutionService:
         grace (also during a dry run: an estop is about the real robot); the end path holds
         again once the code is dead. Returns (stopped id, hold problems)."""
         self._estopped = True      # one assignment: admission reads it under its lock
+        self._cancel_rewind()      # first: a rewind streams until it sees this
         problems = self.hold()
-        self._cancel_rewind()
         stopped = self._stop_current(Status.CANCELED, ESTOP_REASON, hard=True)
         self._on_change()
         return stopped, problems

@@ -58,8 +58,7 @@ def code_config(robot: SdkConfig, directory: str) -> SdkConfig:
                    node=proto.node_endpoint(directory))
 
 
-def _not_available(msg: dict[str, Any]) -> dict[str, Any]:
-    return {"error": "the node does not serve this execution's requests (yet)"}
+NODE_WAIT_S = 5.0           # a request of code that starts at once waits this for its handler
 
 
 class Guard:
@@ -89,7 +88,8 @@ class Guard:
         self._closed = False
         self._polled_at = {name: -math.inf for name in ("arm", "base")}
         self._ready = threading.Barrier(2 * len(proto.SOCKETS) + 3)
-        self.node_handler: NodeHandler = _not_available     # set by the service
+        self._node_handler: NodeHandler | None = None       # serve_node
+        self._node_served = threading.Event()
         self._code_paused = threading.Condition()
         self._pauses = 0
 
@@ -124,6 +124,12 @@ class Guard:
         self._stopping.set()
         with self._code_paused:          # requests waiting for a rewind are refused now
             self._code_paused.notify_all()
+
+    def serve_node(self, handler: NodeHandler) -> None:
+        """Answer the code's requests to the node (proto.NodeMsg) with ``handler``; one that
+        came before (code that asks at once) waits for it."""
+        self._node_handler = handler
+        self._node_served.set()
 
     @property
     def stopping(self) -> threading.Event:
@@ -264,14 +270,22 @@ class Guard:
             return {"error": str(exc)}
 
     def _serve_node(self) -> None:
-        """The code's requests to the node (proto.NodeMsg), answered by ``node_handler``
-        in this thread: the code's call waits for it (a rewind takes seconds)."""
+        """The code's requests to the node (proto.NodeMsg), answered in this thread by the
+        handler given to ``serve_node``: the code's call waits for it (a rewind takes seconds)."""
         sock = self._socket(zmq.REP, bind=proto.node_endpoint(str(self.directory)))
         for _ in self._until_terminated("node", sock):
-            try:
-                reply = self.node_handler(proto.decode(sock.recv()))
-            except Exception as exc:  # noqa: BLE001 - the code gets an answer, the guard lives
-                reply = {"error": f"the node could not answer: {exc!r}"}
+            frame = sock.recv()
+            deadline = time.monotonic() + NODE_WAIT_S     # (close sets stopping: no wait then)
+            while not self._node_served.wait(0.05) and not self._stopping.is_set() and (
+                    time.monotonic() < deadline):
+                pass
+            if self._node_handler is None or self._stopping.is_set():
+                reply = {"error": "the node does not serve this execution's requests"}
+            else:
+                try:
+                    reply = self._node_handler(proto.decode(frame))
+                except Exception as exc:  # noqa: BLE001 - the code gets an answer, the guard lives
+                    reply = {"error": f"the node could not answer: {exc!r}"}
             sock.send(proto.encode(reply))
 
     def _relay_stream(self) -> None:

@@ -56,6 +56,7 @@ class RewindRequest:
     amount: float = 0.0
     parts: tuple[str, ...] = DEFAULT_PARTS
     dry_run: bool = False
+    execution_id: str = ""          # target "execution": this one's start (on_failure), not the last
 
     @classmethod
     def checked(cls, target: str, amount: float, parts: Sequence[str], dry_run: bool
@@ -182,9 +183,12 @@ def plan(trajectory: Sequence[Waypoint], here: Waypoint, request: RewindRequest,
     if request.target == "start":
         first = 0
     elif request.target == "execution":
-        starts = [i for i, w in enumerate(trajectory) if w.mark == "execution"]
+        starts = [i for i, w in enumerate(trajectory) if w.mark == "execution" and (
+            not request.execution_id or w.execution == request.execution_id)]
         if not starts:
-            return "no execution has run under this lease yet"
+            return (f"the start of execution {request.execution_id} is no longer recorded "
+                    f"(rewound past it)" if request.execution_id
+                    else "no execution has run under this lease yet")
         first = starts[-1]
     elif request.target == "steps":
         first = max(0, n - 1 - int(request.amount))
@@ -248,6 +252,8 @@ class Rewinder:
         refused_before = self._refusals()
         passed = 0
         try:
+            if cancelled.is_set():
+                return self._ended(plan, False, "canceled before it moved", passed, canceled=True)
             if last.q is not None:
                 reply = arm.request(ArmMsg.SET_CONTROL_MODE, control_mode=int(ControlMode.JOINT_POSITION))
                 if not reply.get("success"):
