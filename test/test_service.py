@@ -32,7 +32,8 @@ def test_release_while_running_hands_the_lease_on_only_after_the_hold(harness):
     waiting = h.acquire("second", wait_s=30.0)
     assert waiting == []                                  # in line behind "first"
     assert h.leases.release(token) == (True, "released")
-    assert h.acquire("third")[0].message.startswith("the lease of 'first' ended and the robot is not handed on yet")
+    assert h.acquire("third")[0].message.startswith(
+        "the lease of 'first' ended and the robot is not handed on yet")
     result = run.result()
     assert result.status == Status.CANCELED and result.error == "lease released"
     assert waiting[0].success
