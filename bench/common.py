@@ -22,6 +22,19 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def in_process_simulator():
+    """(started Simulator, SdkConfig pointing at it) on free ports, in this process."""
+    from tidybot_exec.sim import SimConfig, Simulator
+    from tidybot_sdk.config import SdkConfig
+
+    ports = free_ports(7)
+    config = SimConfig(arm_ports=tuple(ports[0:3]), gripper_ports=tuple(ports[3:5]),
+                       base_ports=tuple(ports[5:7]))
+    simulator = Simulator(config)
+    simulator.start()
+    return simulator, SdkConfig().with_endpoints(config.addresses())
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()

@@ -23,12 +23,10 @@ from tidybot_exec.execution.service import ExecutionService
 from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.guard.relay import Guard
 from tidybot_exec.sandbox import bwrap
-from tidybot_exec.sim import SimConfig, Simulator
-from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.protocol import ArmMsg
 from tidybot_sdk.transport import RequestClient
 
-from common import free_ports
+from common import in_process_simulator
 
 
 def percentiles(samples: list[float]) -> str:
@@ -47,12 +45,7 @@ def round_trips(address: str, n: int) -> list[float]:
 
 
 def guard_cost(n: int) -> None:
-    ports = free_ports(7)
-    config = SimConfig(arm_ports=tuple(ports[0:3]), gripper_ports=tuple(ports[3:5]),
-                       base_ports=tuple(ports[5:7]))
-    simulator = Simulator(config)
-    simulator.start()
-    upstream = SdkConfig().with_endpoints(config.addresses())
+    simulator, upstream = in_process_simulator()
     with tempfile.TemporaryDirectory() as directory:
         guard = Guard(upstream, directory).start()
         try:

@@ -26,12 +26,11 @@ from tidybot_exec.execution.service import ExecutionService
 from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.guard.recorder import Recorder
 from tidybot_exec.guard.rewind import RewindRequest
-from tidybot_exec.sim import SimConfig, Simulator
 from tidybot_sdk import kinematics as kin
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.transport import StateSubscriber
 
-from common import free_ports
+from common import in_process_simulator
 
 MOTIONS = {
     "arm joints": "from tidybot_sdk import arm\nq = arm.get_state()['q']\n"
@@ -53,11 +52,15 @@ class Sampler:
         self.arm: list[tuple[float, list]] = []
         self.base: list[tuple[float, list]] = []
         self.on = threading.Event()
-        self._subs = [
+        self._subs = {name: sub for name, sub in zip(("arm", "base"), [
             StateSubscriber(config.arm["state"], "arm", lambda m: self.on.is_set() and self.arm.append(
                 (time.monotonic(), m["q"]))),
             StateSubscriber(config.base["state"], "base", lambda m: self.on.is_set() and self.base.append(
-                (time.monotonic(), m["base_pose"])))]
+                (time.monotonic(), m["base_pose"])))])}
+
+    def state(self, name: str) -> dict:
+        """The next state of ``name`` ("arm" or "base")."""
+        return self._subs[name].wait_next(5.0)
 
     def peaks(self) -> tuple[float, float, float]:
         """(joint rad/s, end effector m/s, base m/s) over 50 ms windows (noise-free speeds)."""
@@ -74,7 +77,7 @@ class Sampler:
                 peak(self.base, lambda a, b: float(np.hypot(*(b[:2] - a[:2])))))
 
     def close(self) -> None:
-        for sub in self._subs:
+        for sub in self._subs.values():
             sub.close()
 
 
@@ -100,12 +103,7 @@ def recorder_cost(n: int = 20000) -> tuple[float, float]:
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
-    ports = free_ports(7)
-    config = SimConfig(arm_ports=tuple(ports[0:3]), gripper_ports=tuple(ports[3:5]),
-                       base_ports=tuple(ports[5:7]))
-    simulator = Simulator(config)
-    simulator.start()
-    robot = SdkConfig().with_endpoints(config.addresses())
+    simulator, robot = in_process_simulator()
     sampler = Sampler(robot)
     limits = robot.limits
     with tempfile.TemporaryDirectory() as history:
@@ -120,8 +118,8 @@ def main() -> None:
             granted: list = []
             service.leases.acquire("bench", 0.0, 0.0, granted.append)
             token = granted[0].lease_id
-            q0 = np.asarray(sampler_state(robot, "arm")["q"])
-            b0 = np.asarray(sampler_state(robot, "base")["base_pose"])
+            q0 = np.asarray(sampler.state("arm")["q"])
+            b0 = np.asarray(sampler.state("base")["base_pose"])
             start = time.monotonic()
             result = service.run(Request(code, timeout_s=60), token)
             forward = time.monotonic() - start
@@ -134,8 +132,8 @@ def main() -> None:
             sampler.on.clear()
             if not outcome.success:
                 raise SystemExit(f"{name}: rewind failed: {outcome.message}")
-            q = np.asarray(sampler_state(robot, "arm")["q"])
-            b = np.asarray(sampler_state(robot, "base")["base_pose"])
+            q = np.asarray(sampler.state("arm")["q"])
+            b = np.asarray(sampler.state("base")["base_pose"])
             joint, hand, base = sampler.peaks()
             print(f"{name:15s} {np.max(np.abs(q - q0)):10.4f} {np.hypot(*(b - b0)[:2]):9.4f} "
                   f"{forward:7.2f}s {outcome.duration_s:6.2f}s {joint / limits.joint_speed:6.2f} "
@@ -147,14 +145,6 @@ def main() -> None:
     still, kept = recorder_cost()
     print(f"recorder: {still:.1f} µs per state message (robot still), {kept:.1f} µs per kept "
           f"waypoint")
-
-
-def sampler_state(robot: SdkConfig, name: str) -> dict:
-    sub = StateSubscriber(getattr(robot, name)["state"], name)
-    try:
-        return sub.wait_next(5.0)
-    finally:
-        sub.close()
 
 
 if __name__ == "__main__":

@@ -162,17 +162,15 @@ class ExecutionService:
         """Under the lock: a new writer of the robot (code or a rewind) bound to the lease
         ``lease_id`` names, or why not (the binding is then given back already)."""
         binding = self.leases.begin_execution(lease_id) if lease_id else None
-        if self._closing:
-            refusal = SHUTDOWN_REASON
-        elif self._estopped:
-            refusal = ESTOPPED_REFUSAL
-        elif binding is None and self.policy.require_lease:
-            refusal = self.authorize(lease_id)[1]
-        else:
-            refusal = self._busy()
+        refusal = self._halted() or (self.authorize(lease_id)[1] if binding is None
+                                     and self.policy.require_lease else self._busy())
         if refusal:
             self._unbind(binding)
         return binding, refusal
+
+    def _halted(self) -> str:
+        """Why nothing may drive the robot now: shutting down or estopped ("" when neither)."""
+        return SHUTDOWN_REASON if self._closing else ESTOPPED_REFUSAL if self._estopped else ""
 
     def _busy(self) -> str:
         """Why the robot has a writer already ("" when it has none); under the lock."""
@@ -358,8 +356,8 @@ class ExecutionService:
             request = f"invalid rewind request: {exc}"
         if isinstance(request, str):
             return {"error": request}
-        if self._estopped or guard.stopping.is_set():
-            outcome = rewind.Outcome(False, ESTOPPED_REFUSAL if self._estopped else STOPPING_REWIND)
+        if self._halted() or guard.stopping.is_set():
+            outcome = rewind.Outcome(False, self._halted() or STOPPING_REWIND)
         else:
             with guard.code_paused():
                 outcome = self._rewind_on(recorder, lease, request, guard.upstream, guard.stopping,
@@ -378,9 +376,8 @@ class ExecutionService:
         cancelled = threading.Event()
         execution = running.execution
         with self._cond:
-            refusal = (SHUTDOWN_REASON if self._closing else ESTOPPED_REFUSAL if self._estopped
-                       else "its lease ended" if running.lease_token and
-                       self.leases.holder_of(running.lease_token) is None else "")
+            refusal = self._halted() or ("its lease ended" if running.lease_token and
+                                         self.leases.holder_of(running.lease_token) is None else "")
             if not refusal:
                 self._rewinding = _Rewinding(cancelled, running.lease_token, execution.id)
         if refusal:
@@ -406,9 +403,9 @@ class ExecutionService:
             with self._cond:
                 self._cond.wait_for(lambda: self._running is None and self._rewinding is None
                                     or self._closing, self.settings.stop_grace_s + 15.0)
-                refusal = (SHUTDOWN_REASON if self._closing else ESTOPPED_REFUSAL if self._estopped
-                           else "" if self._running is None and self._rewinding is None
-                           else "the ended lease's code did not stop in time")
+                refusal = self._halted() or (
+                    "" if self._running is None and self._rewinding is None
+                    else "the ended lease's code did not stop in time")
                 if not refusal:      # not bound to the ended lease: its end must not cancel it
                     self._rewinding = _Rewinding(cancelled, "")
             self._on_lease_change()
