@@ -42,11 +42,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_sim(ports: list[int], *extra: str) -> subprocess.Popen:
-    """tidybot-sim on ports[0:7] (arm 3, gripper 2, base 2); returns once it listens."""
+    """tidybot-sim on ports[0:7] (arm 3, gripper 2, base 2), cameras on ports[7] when
+    given (else none); returns once it listens."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tidybot_exec.sim.cli",
          "--arm-ports", ",".join(map(str, ports[0:3])), "--gripper-ports",
-         ",".join(map(str, ports[3:5])), "--base-ports", ",".join(map(str, ports[5:7])), *extra],
+         ",".join(map(str, ports[3:5])), "--base-ports", ",".join(map(str, ports[5:7])),
+         "--camera-port", str(ports[7] if len(ports) > 7 else 0), *extra],
         stdout=subprocess.PIPE, text=True)
     proc.stdout.readline()
     return proc
@@ -57,18 +59,21 @@ PORT_PARAMS = ("arm_cmd_port", "arm_state_port", "arm_stream_port", "gripper_cmd
 
 
 def start_stack(domain_id: int, arm_cmd: Callable[[int], int] | None = None,
+                cameras: tuple[str, ...] | None = None,
                 **params: object) -> tuple[subprocess.Popen, subprocess.Popen]:
     """tidybot-sim and tidybot-exec as processes on free ports, in ROS domain ``domain_id``
     (unless ROS_DOMAIN_ID is set), discovery on this host; ``params`` are node parameters;
-    ``arm_cmd`` maps the simulator's arm command port to the one the node is given (a tap).
+    ``arm_cmd`` maps the simulator's arm command port to the one the node is given (a tap);
+    ``cameras``: the simulator serves cameras, started with these extra arguments.
     Returns (simulator, node); stop them with ``stop``."""
     os.environ.setdefault("ROS_DOMAIN_ID", str(domain_id))
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    ports = free_ports(len(PORT_PARAMS))
-    sim = start_sim(ports)
+    ports = free_ports(len(PORT_PARAMS) + 1)
+    sim = start_sim(ports if cameras is not None else ports[:7], *(cameras or ()))
     if arm_cmd is not None:
         ports[0] = arm_cmd(ports[0])
-    params = {"history_dir": tempfile.mkdtemp(), **dict(zip(PORT_PARAMS, ports)), **params}
+    params = {"history_dir": tempfile.mkdtemp(), **dict(zip(PORT_PARAMS, ports)),
+              "cameras": f"ws://127.0.0.1:{ports[7]}" if cameras is not None else "''", **params}
     args = ["tidybot-exec", "--ros-args"]
     for name, value in params.items():
         args += ["-p", f"{name}:={value}"]

@@ -322,7 +322,8 @@ def stack(ros, tmp_path_factory, request):
     from support import Stack
 
     log_dir = tmp_path_factory.mktemp("stack")
-    s = Stack(log_dir, log_dir / "history", params=getattr(request.module, "STACK_PARAMS", None))
+    s = Stack(log_dir, log_dir / "history", params=getattr(request.module, "STACK_PARAMS", None),
+              cameras=getattr(request.module, "STACK_CAMERAS", False))
     client = ExecClient(ros)
     try:
         client.wait_ready()

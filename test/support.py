@@ -207,9 +207,11 @@ class Stack:
 
     def __init__(self, log_dir: Path, history_dir: Path, name: str = "stack",
                  params: dict | None = None, node_name: str = "tidybot_exec",
-                 namespace: str = "") -> None:
+                 namespace: str = "", cameras: bool = False) -> None:
         self.config = sim_config()
         self.control_port = free_port()
+        # cameras only where a test looks at them (each stack its own port; no rendering else)
+        self.camera_port = free_port() if cameras else 0
         c = self.config
         self.log_dir, self.name, self.node_name = log_dir, name, node_name
         self.namespace = namespace
@@ -217,13 +219,15 @@ class Stack:
         self.sim = Proc(python_cmd("tidybot_exec.sim.cli", "--arm-ports", ports(c.arm_ports),
                                    "--gripper-ports", ports(c.gripper_ports),
                                    "--base-ports", ports(c.base_ports),
-                                   "--control-port", str(self.control_port)),
+                                   "--control-port", str(self.control_port),
+                                   "--camera-port", str(self.camera_port)),
                         log_dir, f"{name}-sim")
         self.params = {
             "arm_cmd_port": c.arm_ports[0], "arm_state_port": c.arm_ports[1],
             "arm_stream_port": c.arm_ports[2], "gripper_cmd_port": c.gripper_ports[0],
             "gripper_state_port": c.gripper_ports[1], "base_cmd_port": c.base_ports[0],
             "base_state_port": c.base_ports[1], "history_dir": str(history_dir),
+            "cameras": f"ws://127.0.0.1:{self.camera_port}" if cameras else "''",
             **(params or {})}
         self.node: Proc | None = None
         self.start_node()

@@ -356,10 +356,11 @@ def test_a_dry_runs_rewind_moves_only_its_private_robot(robot):
 
 def test_without_the_node_the_sdk_says_so():
     from tidybot_sdk.errors import RewindError
+    from tidybot_sdk.node_channel import NodeChannel
     from tidybot_sdk.rewind_api import RewindAPI
 
-    with pytest.raises(RewindError, match="performed by the tidybot_exec node"):
-        RewindAPI("").reset_to_home()
+    with pytest.raises(RewindError, match="served by the tidybot_exec node"):
+        RewindAPI(NodeChannel("")).reset_to_home()
 
 
 # ------------------------------------------------ on_failure and reset_on_release

@@ -110,7 +110,8 @@ def start_sim_process(procs, tmp_path, config, *extra: str) -> Proc:
     ports = lambda ps: ",".join(map(str, ps))  # noqa: E731
     proc = Proc(python_cmd("tidybot_exec.sim.cli", "--arm-ports", ports(config.arm_ports),
                            "--gripper-ports", ports(config.gripper_ports),
-                           "--base-ports", ports(config.base_ports), *extra),
+                           "--base-ports", ports(config.base_ports), "--camera-port", "0",
+                           *extra),
                 tmp_path, "tidybot_sim")
     procs.append(proc)
     proc.wait_for_output("listening", 20)
@@ -159,12 +160,13 @@ def test_sim_process_prints_endpoints_and_exits_cleanly(procs, tmp_path, sig):
 def test_sim_process_refuses_a_port_in_use_and_a_bad_seed(procs, tmp_path):
     config = sim_config()
     first = start_sim_process(procs, tmp_path, config)
-    second = Proc(python_cmd("tidybot_exec.sim.cli", "--arm-ports",
+    second = Proc(python_cmd("tidybot_exec.sim.cli", "--camera-port", "0", "--arm-ports",
                              ",".join(map(str, config.arm_ports))), tmp_path, "second")
     procs.append(second)
     assert second.wait(20) == 2
     assert "Address already in use" in second.stderr and "Traceback" not in second.stderr
-    bad = Proc(python_cmd("tidybot_exec.sim.cli", "--initial-q", "0,0,0,0,0,0,0"), tmp_path, "bad")
+    bad = Proc(python_cmd("tidybot_exec.sim.cli", "--camera-port", "0", "--initial-q",
+                          "0,0,0,0,0,0,0"), tmp_path, "bad")
     procs.append(bad)
     assert bad.wait(20) == 2
     assert "within the Panda limits" in bad.stderr

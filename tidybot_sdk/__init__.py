@@ -19,6 +19,7 @@ from .errors import (ArmError, ArmSafetyError, ArmUnavailable, BackendUnavailabl
                      SensorUnavailable, TidybotError)
 from .gripper_api import GripperAPI
 from .limits import SafetyLimits
+from .node_channel import NodeChannel
 from .rewind_api import RewindAPI, RewindResult
 from .sensors_api import SensorAPI
 
@@ -43,8 +44,9 @@ class Robot:
         self.arm = ArmAPI(b["arm"], config.limits)
         self.base = BaseAPI(b["base"], config.limits)
         self.gripper = GripperAPI(b["gripper"], config.limits)
-        self.sensors = SensorAPI(b["arm"], b["base"], b["gripper"])
-        self.rewind = RewindAPI(config.node)
+        self._node = NodeChannel(config.node)
+        self.sensors = SensorAPI(b["arm"], b["base"], b["gripper"], self._node)
+        self.rewind = RewindAPI(self._node)
 
     def backend(self, name: str) -> Backend:
         """The connection to backend ``name`` (arm, base, gripper) the API objects share."""
@@ -53,7 +55,7 @@ class Robot:
     def close(self) -> None:
         for backend in self._backends.values():
             backend.close()
-        self.rewind.close()
+        self._node.close()
 
 
 robot = Robot(SdkConfig.from_env())

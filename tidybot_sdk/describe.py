@@ -47,6 +47,9 @@ differences, each because the old behaviour moved the robot wrongly or hid a fai
   motion waits while it runs, it starts from where the robot is (no jump to a waypoint),
   and `rewind_to_waypoint`, `get_config` and the safety monitor's automatic rewind are not
   provided.
+- **Cameras.** The predecessor's docs promised a `sensors.get_camera_frame()` that never
+  existed: here `sensors.list_cameras()`, `get_image`, `get_depth` and `get_camera_info`
+  read frames the node passes through the guard (the sandbox has no network).
 - **Not provided:** `yolo`, `display` (using them raises `TidybotError` saying so); `base_backend.reset()` (it would move the odometry origin) raises
   `BaseSafetyError`."""
 

@@ -67,7 +67,8 @@ class GripperUnavailable(GripperError, BackendUnavailable):
 
 
 class SensorUnavailable(SensorError, BackendUnavailable):
-    """A ``sensors`` reading whose backend does not answer, or whose state is stale."""
+    """A ``sensors`` reading whose backend does not answer, or whose state is stale; a
+    camera without a fresh frame (never a stale image)."""
 
 
 SAFETY = {"arm": ArmSafetyError, "base": BaseSafetyError, "gripper": GripperSafetyError}

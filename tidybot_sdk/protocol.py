@@ -122,6 +122,9 @@ class NodeMsg(IntEnum):
     REWIND_STATUS = 61        # -> {trajectory_length, is_rewinding}
     TRAJECTORY_INFO = 62      # -> {length, duration_s, executions, parts}
     CLEAR_TRAJECTORY = 63     # -> {success, cleared}
+    CAMERAS = 70              # -> {cameras: [str]}
+    CAMERA_FRAME = 71         # {camera, stream: color|depth|info} -> {width, height, encoding,
+                              #  data, stamp, frame_id, intrinsics, T_base_camera: 16 | None}
 
 
 # ------------------------------------------------------------------------------ encoding

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .errors import RewindError, TidybotError
-from .protocol import NodeMsg, ProtocolError
-from .transport import RequestClient
+from .errors import RewindError
+from .node_channel import NodeChannel
+from .protocol import NodeMsg
 
 REWIND_TIMEOUT_S = 600.0        # a rewind takes as long as the path back
 QUERY_TIMEOUT_S = 5.0
@@ -36,9 +36,8 @@ class RewindResult:
 
 
 class RewindAPI:
-    def __init__(self, endpoint: str) -> None:
-        self._endpoint = endpoint
-        self._client: RequestClient | None = None
+    def __init__(self, node: NodeChannel) -> None:
+        self._node = node
 
     # ---------------------------------------------------------------- moves
     def reset_to_home(self, components: Sequence[str] | None = None,
@@ -97,22 +96,7 @@ class RewindAPI:
                             str(reply.get("message", "")), float(reply.get("duration_s", 0.0)))
 
     def _ask(self, msg: dict[str, Any], timeout_s: float, refused_ok: bool = False) -> dict[str, Any]:
-        if not self._endpoint:
-            raise RewindError("rewind is performed by the tidybot_exec node: run this code "
-                              "through it (execute_code, tidybot-run)")
-        if self._client is None:
-            self._client = RequestClient(self._endpoint, "node", timeout_s)
-        try:
-            reply = self._client.request(msg, timeout_s)
-        except ProtocolError as exc:
-            raise RewindError(f"the node sent an invalid reply: {exc}") from None
-        except TidybotError as exc:
-            raise RewindError(f"the node did not answer: {exc}") from None
+        reply = self._node.request(msg, timeout_s, RewindError, "rewind")
         if "error" in reply and not (refused_ok and "success" in reply):
             raise RewindError(reply["error"])
         return reply
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None

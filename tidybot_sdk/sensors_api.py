@@ -1,8 +1,10 @@
-"""``sensors``: read-only views of the arm, base and gripper state.
+"""``sensors``: read-only views of the arm, base and gripper state, and the cameras.
 
 Every getter reads the newest state message; when a backend is down or its state is stale
 it raises SensorUnavailable (a SensorError and a BackendUnavailable) — a reading is never
-made up (no zeros for missing data).
+made up (no zeros for missing data). Camera frames come from the node through the code's
+guard (the sandbox has no network), never older than the node's staleness limit, within
+a per-execution byte budget.
 """
 from __future__ import annotations
 
@@ -13,13 +15,19 @@ import numpy as np
 from . import kinematics as kin
 from .backend import Backend
 from .errors import BackendUnavailable, SensorError, SensorUnavailable
+from .node_channel import NodeChannel
+from .protocol import NodeMsg
+
+CAMERA_TIMEOUT_S = 10.0          # the node waits a few seconds for a fresh frame itself
 
 
 class SensorAPI:
     """Sensors, as submitted code sees them (``from tidybot_sdk import sensors``)."""
 
-    def __init__(self, arm: Backend, base: Backend, gripper: Backend) -> None:
+    def __init__(self, arm: Backend, base: Backend, gripper: Backend,
+                 node: NodeChannel | None = None) -> None:
         self._arm, self._base, self._gripper = arm, base, gripper
+        self._node = node or NodeChannel("")
 
     @staticmethod
     def _read(backend: Backend) -> dict[str, Any]:
@@ -97,3 +105,49 @@ class SensorAPI:
         """``{"arm": ..., "base": ..., "gripper": ...}``: each part's newest state message."""
         return {"arm": dict(self._read(self._arm)), "base": dict(self._read(self._base)),
                 "gripper": dict(self._read(self._gripper))}
+
+    # ------------------------------------------------------------ cameras
+    def list_cameras(self) -> list[str]:
+        """The names of the robot's cameras (e.g. ``["wrist", "base"]``)."""
+        return list(self._camera({"msg_type": int(NodeMsg.CAMERAS)})["cameras"])
+
+    def get_image(self, camera: str) -> np.ndarray:
+        """The newest colour image of ``camera``: numpy uint8 (H, W, 3), RGB."""
+        reply = self._frame(camera, "color")
+        return np.frombuffer(reply["data"], np.uint8).reshape(reply["height"], reply["width"], 3)
+
+    def get_depth(self, camera: str) -> np.ndarray:
+        """The newest depth image of ``camera``, aligned to its colour image: numpy float32
+        (H, W) in metres, nan where there is no reading."""
+        reply = self._frame(camera, "depth")
+        mm = np.frombuffer(reply["data"], np.uint16).reshape(reply["height"], reply["width"])
+        depth = mm.astype(np.float32) / 1000.0
+        depth[mm == 0] = np.nan
+        return depth
+
+    def get_camera_info(self, camera: str) -> dict[str, Any]:
+        """Pinhole intrinsics of ``camera``'s colour image and where it was: ``fx, fy, cx, cy``
+        (pixels), ``width, height``, ``frame_id`` and ``T_base_camera`` (4x4 numpy: the
+        optical frame — z forward, x right, y down — in the arm's base frame when the
+        newest frame was taken; None for a camera whose mount the node does not know)."""
+        reply = self._frame(camera, "info")
+        k = reply.get("intrinsics") or {}
+        T = reply.get("T_base_camera")
+        return {"fx": float(k.get("fx", 0.0)), "fy": float(k.get("fy", 0.0)),
+                "cx": float(k.get("cx", 0.0)), "cy": float(k.get("cy", 0.0)),
+                "width": int(reply["width"]), "height": int(reply["height"]),
+                "frame_id": str(reply["frame_id"]),
+                "T_base_camera": None if T is None else np.array(T, dtype=float).reshape(4, 4)}
+
+    def _frame(self, camera: str, stream: str) -> dict[str, Any]:
+        if not isinstance(camera, str) or not camera:
+            raise SensorError(f"camera must be a camera's name (sensors.list_cameras()), "
+                              f"got {camera!r}")
+        return self._camera({"msg_type": int(NodeMsg.CAMERA_FRAME), "camera": camera,
+                             "stream": stream})
+
+    def _camera(self, msg: dict[str, Any]) -> dict[str, Any]:
+        reply = self._node.request(msg, CAMERA_TIMEOUT_S, SensorUnavailable, "the cameras")
+        if "error" in reply:
+            raise (SensorUnavailable if reply.get("unavailable") else SensorError)(reply["error"])
+        return reply

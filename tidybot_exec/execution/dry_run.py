@@ -1,6 +1,7 @@
 """Dry runs: the code drives a private simulated robot that starts where the real one is.
 
-The node takes the newest fresh state of each backend (``Seed.from_states``); the
+The node takes the newest fresh state of each backend and the simulated world's objects
+when its camera source is a simulator (``Seed.from_states``); the
 execution's supervisor starts a simulator seeded with it (sim/private.py,
 ``SimConfig.seeded``), on unix sockets in the
 execution's private directory, and the code's SDK is pointed there. The simulator lives in
@@ -28,10 +29,13 @@ class Seed:
     q: list[float] | None = None
     base_pose: list[float] | None = None
     gripper: GripperSeed | None = None
+    world: dict[str, Any] | None = None      # sim.world.Scene.from_dict form
 
     @classmethod
-    def from_states(cls, states: Mapping[str, Mapping[str, Any] | None]) -> "Seed":
-        """From backend state messages (None for a backend that is down or stale)."""
+    def from_states(cls, states: Mapping[str, Mapping[str, Any] | None],
+                    world: dict[str, Any] | None = None) -> "Seed":
+        """From backend state messages (None for a backend that is down or stale) and the
+        live world's snapshot (None: the simulator's default scene)."""
         arm, base, gripper = states.get("arm"), states.get("base"), states.get("gripper")
         return cls(
             # a real reading may sit a hair outside the nominal limits the simulator enforces
@@ -39,7 +43,7 @@ class Seed:
             if arm else None,
             base_pose=[float(v) for v in base["base_pose"]] if base else None,
             gripper=GripperSeed(**{k: gripper[k] for k in _GRIPPER_FIELDS if k in gripper})
-            if gripper else None)
+            if gripper else None, world=world)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Seed":

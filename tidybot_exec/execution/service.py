@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from tidybot_exec.cameras.for_code import CAMERA_MSGS, CameraSettings, CodeCameras, Source
+from tidybot_exec.cameras.source import CameraServerSource
 from tidybot_exec.execution.history import History, Page, Record
 from tidybot_exec.execution.launchers import Launched, launch_cold
 from tidybot_exec.execution.leases import Binding, LeaseManager
@@ -36,6 +38,8 @@ from tidybot_exec.execution.warm import WarmPool
 from tidybot_exec.guard import rewind
 from tidybot_exec.guard.hold import RobotHold
 from tidybot_exec.guard.recorder import Recorder, RecorderFeed
+from tidybot_exec.guard.relay import Guard
+from tidybot_exec.sim import CAMERA_SOCKET
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.protocol import NodeMsg
 
@@ -67,6 +71,7 @@ class _Running:
     lease_token: str
     recorder: Recorder           # the node's, or a dry run's own (its private robot's motion)
     feed: RecorderFeed | None    # a dry run's recorder's
+    cameras: CodeCameras         # the code's camera requests (a dry run: its private ones)
     lease: int | None = None     # the binding's serial: what the trajectory is tagged with
 
 
@@ -82,7 +87,8 @@ class ExecutionService:
                  policy: LeasePolicy = LeasePolicy(), log: Log = lambda line: None,
                  on_change: Callable[[], None] = lambda: None,
                  on_lease_change: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, cameras: Source | None = None,
+                 camera_settings: CameraSettings = CameraSettings()) -> None:
         self.settings, self.history, self.policy = settings, history, policy
         self._hold, self._log, self._on_change = hold, log, on_change
         self._on_lease_change = on_lease_change
@@ -95,6 +101,7 @@ class ExecutionService:
         self._rewinding: _Rewinding | None = None
         self._resetting = False         # reset_on_release: a reset is pending or running
         self.robot = SdkConfig.from_dict(json.loads(settings.sdk_config_json))
+        self.cameras, self.camera_settings = cameras, camera_settings
         self.recorder = Recorder()
         self._feed = RecorderFeed(self.robot, self.recorder)
         self.pool = WarmPool(settings, log) if settings.bwrap and settings.warm_worker else None
@@ -149,14 +156,26 @@ class ExecutionService:
         """The running execution, its trajectory marked and its requests to the node served."""
         lease = binding.serial if binding else None
         recorder, feed = self.recorder, None
+        cameras = CodeCameras(lambda: self.cameras, self.camera_settings, owned=False)
         if execution.request.dry_run is not None:
             recorder = Recorder()
             feed = RecorderFeed(execution.guard.upstream, recorder)
             recorder.begin_lease(lease)
+            cameras = CodeCameras(lambda: self._private_cameras(execution),
+                                  self.camera_settings, owned=True)
         recorder.begin_execution(execution.id, lease)
-        running = _Running(execution, binding, lease_id if binding else "", recorder, feed, lease)
+        running = _Running(execution, binding, lease_id if binding else "", recorder, feed,
+                           cameras, lease)
         execution.guard.serve_node(lambda msg: self._from_code(running, msg))
         return running
+
+    def _private_cameras(self, execution: Execution) -> Source:
+        """A dry run's cameras: its private simulator's camera server, its arm for the mounts."""
+        guard: Guard = execution.guard
+        return CameraServerSource(f"ws+unix://{execution.workdir / CAMERA_SOCKET}",
+                                  self.camera_settings.rate_hz,
+                                  lambda: (guard.state("arm") or {}).get("q"),
+                                  log=lambda line: self._log(f"dry run {execution.id}: {line}"))
 
     def _admit(self, lease_id: str) -> tuple[Binding | None, str]:
         """Under the lock: a new writer of the robot (code or a rewind) bound to the lease
@@ -221,6 +240,7 @@ class ExecutionService:
                 result.error = "; ".join(filter(None, [result.error, *written]))
         finally:
             running.recorder.end_execution(execution.id)
+            running.cameras.close()
             if running.feed is not None:
                 running.feed.close()
             with self._cond:
@@ -346,6 +366,8 @@ class ExecutionService:
             return rewind.summary(recorder.trajectory(lease))
         if kind == NodeMsg.CLEAR_TRAJECTORY:
             return {"success": True, "cleared": recorder.clear(lease)}
+        if kind in CAMERA_MSGS:
+            return running.cameras.answer(msg)
         if kind != NodeMsg.REWIND:
             return {"error": f"unknown request {kind!r} (tidybot_sdk.protocol.NodeMsg)"}
         try:

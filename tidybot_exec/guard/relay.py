@@ -78,8 +78,8 @@ class Guard:
         self._views: dict[str, zmq.Socket] = {}
         self._seen: dict[str, tuple[bytes, float]] = {}
         self._view_lock = threading.Lock()
-        self.envelope = Envelope(upstream.limits, lambda: self._state("arm"),
-                                 lambda: self._state("base"))
+        self.envelope = Envelope(upstream.limits, lambda: self.state("arm"),
+                                 lambda: self.state("base"))
         self._clients = {name: RequestClient(getattr(upstream, name)["cmd"], name, UPSTREAM_TIMEOUT_S)
                          for name in proto.SOCKETS}
         self._threads: list[threading.Thread] = []
@@ -181,7 +181,7 @@ class Guard:
             raise GuardError(f"guard threads did not end in {CLOSE_TIMEOUT_S:g}s: {stuck}")
 
     # -------------------------------------------------------------- state
-    def _state(self, name: str) -> dict[str, Any] | None:
+    def state(self, name: str) -> dict[str, Any] | None:
         """The newest state of ``name`` (None when none came within STATE_MAX_AGE_S).
 
         The view conflates, so a message's arrival time is not known; it is bounded: a

@@ -36,6 +36,8 @@ from tidybot_interfaces.msg import ExecutionStatus, LeaseStatus
 from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseLease,
                                     RenewLease, ResetEstop, StopExecution)
 
+from tidybot_exec.cameras.for_code import CameraSettings
+from tidybot_exec.cameras.source import CameraServerSource
 from tidybot_exec.execution.dry_run import Seed
 from tidybot_exec.execution.history import History
 from tidybot_exec.execution.records import Request, Result, Status
@@ -46,6 +48,7 @@ from tidybot_exec.guard.hold import RobotHold
 from tidybot_exec.guard.rewind import Outcome, RewindRequest
 from tidybot_exec.ros import convert
 from tidybot_exec.ros.backend_monitor import Level
+from tidybot_exec.ros.camera_topics import CameraTopics
 from tidybot_exec.ros.params import PARAMS, robot_history_dir, validate
 from tidybot_exec.ros.qos import LATCHED, SERVICES
 from tidybot_exec.ros.state_topics import StateTopics, Throttle, status
@@ -56,6 +59,7 @@ from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.limits import SafetyLimits
 
 NODE_NAME = "tidybot_exec"
+WORLD_TIMEOUT_S = 0.5       # a dry run waits at most this for the simulated world's snapshot
 
 _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
           float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
@@ -113,6 +117,7 @@ class TidybotExecNode(Node):
             log.warning(f"running submitted code UNSANDBOXED: {self.isolation.detail}")
         self.robot_hold = RobotHold(config, log.warning)
         self._description = convert.description(config.limits)     # parameters are fixed
+        self.camera_topics = CameraTopics(self, p, self._arm_joints)
         self.service = ExecutionService(
             executor_settings(p, config, self.isolation),
             History(robot_history_dir(p["history_dir"], self.get_namespace()), p["history_max_records"]),
@@ -121,7 +126,10 @@ class TidybotExecNode(Node):
                                default_ttl_s=p["lease_default_ttl_s"],
                                max_lease_s=p["max_lease_s"], max_wait_s=p["lease_max_wait_s"],
                                reset_on_release=p["reset_on_release"]),
-            on_change=self._publish_status, on_lease_change=self._publish_lease_status)
+            on_change=self._publish_status, on_lease_change=self._publish_lease_status,
+            cameras=self.camera_topics.source, camera_settings=CameraSettings(
+                max_age_s=p["camera_max_age_s"], budget_bytes=p["camera_budget_mb"] * 2 ** 20,
+                rate_hz=p["camera_rate_hz"], frame_prefix=self.camera_topics.prefix))
         self.leases = self.service.leases
         self._goals: dict[bytes, Execution] = {}        # goal uuid -> its running execution
         self._answering = 0                 # execute callbacks that have not returned yet
@@ -232,6 +240,18 @@ class TidybotExecNode(Node):
             self._publish_lease_status()
         self.state_topics.publish_diagnostics()
 
+    def _arm_joints(self) -> list[float] | None:
+        """The arm's joints now (None while its state is stale): where the wrist camera is."""
+        topics = getattr(self, "state_topics", None)       # (frames may come before it exists)
+        arm = topics.fresh_states()["arm"] if topics is not None else None
+        return arm["q"] if arm else None
+
+    def _world(self) -> dict | None:
+        """The simulated world's objects, for a dry run's private simulator (a real camera
+        server has none: the dry run then shows the default scene)."""
+        source = self.camera_topics.source
+        return source.world(WORLD_TIMEOUT_S) if isinstance(source, CameraServerSource) else None
+
     def _diagnostics(self) -> list:
         """Executor and lease entries of /diagnostics."""
         snap = self.service.snapshot()
@@ -255,7 +275,7 @@ class TidybotExecNode(Node):
         warm = [] if pool is None else [
             status("warm_worker", Level.WARN, pool.problem) if pool.problem else
             status("warm_worker", Level.OK, "spare ready" if pool.ready else "preparing a spare")]
-        return [executor, isolation, *warm, status("lease", Level.OK, f"held by {lease.holder}" if lease.held else "free",
+        return [executor, isolation, *warm, *self.camera_topics.diagnostics(), status("lease", Level.OK, f"held by {lease.holder}" if lease.held else "free",
                                  seconds_to_lapse=f"{lease.seconds_to_lapse:.1f}",
                                  waiting=len(lease.waiting_holders))]
 
@@ -309,8 +329,8 @@ class TidybotExecNode(Node):
         goal = goal_handle.request
         request = Request(code=goal.code, timeout_s=goal.timeout_s, label=goal.label,
                           on_failure=goal.on_failure,
-                          dry_run=Seed.from_states(self.state_topics.fresh_states())
-                          if goal.dry_run else None)
+                          dry_run=Seed.from_states(self.state_topics.fresh_states(),
+                                                   self._world()) if goal.dry_run else None)
         seq = iter(range(2 ** 32))
         started = self.service.start(
             request, goal.lease_id, lambda execution_id, stream, text, elapsed:
@@ -415,6 +435,7 @@ class TidybotExecNode(Node):
         with self._answered:       # rclpy sends the result right after the callback returns
             self._answered.wait_for(lambda: self._answering == 0, timeout=10.0)
         self.state_topics.close()
+        self.camera_topics.close()
         self.robot_hold.close()
         self.service.history.close()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 Value = bool | int | float | str | list[float]
+CAMERA_SCHEMES = ("ws://", "ws+unix://")
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,16 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("base_frame", "base_link", "child frame of base/odom (and of /tf when tf2_msgs is "
               "installed)"),
     ParamSpec("publish_tf", True, "publish odom -> base_link on /tf (needs tf2_msgs)"),
+    # cameras (docs/cameras.md)
+    ParamSpec("cameras", "ws://127.0.0.1:5580",
+              "where camera frames come from: a TidyBot camera server's ws://HOST:PORT (the "
+              "simulator serves one on 5580), or '' for no cameras", allow_empty=True),
+    ParamSpec("camera_rate_hz", 5.0, "frames per second asked of the camera source while a "
+              "camera topic has a subscriber or code reads that camera", 0.1, 30.0),
+    ParamSpec("camera_max_age_s", 1.0, "code never gets a frame older than this: "
+              "SensorUnavailable instead, s", 0.05, 10.0),
+    ParamSpec("camera_budget_mb", 256, "camera bytes one execution's code may read, MiB", 1,
+              65536),
     ParamSpec("frame_prefix", "auto", "put before every frame id (base/odom, arm/ee_pose, "
               "arm/wrench, /tf): 'auto' is '<namespace>/' for a node in a namespace and nothing "
               "otherwise; '' is nothing", allow_empty=True),
@@ -174,6 +185,10 @@ def validate(values: Mapping[str, Any]) -> list[str]:
         if low in values and high in values and not all(
                 a < b for a, b in zip(values[low], values[high])):
             problems.append(f"{low} must be below {high} on every axis")
+    cameras = str(values.get("cameras", "")).strip()
+    if cameras and not cameras.startswith(CAMERA_SCHEMES):
+        problems.append(f"cameras must be '' or a camera server's address ws://HOST:PORT, "
+                        f"got {cameras!r}")
     if values.get("default_timeout_s", 0) > values.get("max_timeout_s", float("inf")):
         problems.append("default_timeout_s must not exceed max_timeout_s")
     seen: dict[tuple[str, int], str] = {}

@@ -1,11 +1,15 @@
 """Simulated TidyBot backends (arm, gripper, base) on the real wire protocols.
 
 ``Simulator`` runs all three in-process (tests); ``tidybot-sim`` runs them as a command.
+They share a world (world.py: a table and objects the gripper can grasp) that an optional
+camera server (camera_server.py) renders for the node, as the real TidyBot's does.
 An optional control socket lets tests in another process inject faults and read what the
 servers received (docs/protocols.md, "Simulator control").
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,10 +20,19 @@ import zmq
 from tidybot_sdk import kinematics as kin
 from tidybot_sdk import protocol as proto
 
+from tidybot_exec.cameras.robot_model import ARM_BASE_LINK, robot_model, transform
+
 from .arm import SimArm
 from .base import SimBase
+from .camera_server import CameraServer
 from .gripper import GripperSeed, SimGripper
+from .render import Pose
 from .server import BackendServer
+from .world import Scene, World
+
+
+CAMERA_SOCKET = "cameras.sock"       # a private simulator's camera server, in its ipc_dir
+_LINK0 = robot_model().link_poses({})[ARM_BASE_LINK]      # the arm's base on the base
 
 
 @dataclass
@@ -40,12 +53,16 @@ class SimConfig:
     object_width_mm: float | None = None
     control_port: int | None = None
     ipc_dir: str | None = None        # bind unix sockets here instead of host/ports
+    scene: dict | None = None         # Scene.from_dict form; None: Scene.default()
+    camera_port: int | None = None    # serve the cameras here (ipc_dir: on its cameras.sock)
+    camera_size: tuple[int, int] = (320, 240)
 
     @classmethod
     def seeded(cls, seed: dict, ipc_dir: str) -> "SimConfig":
         """A dry run's private robot on unix sockets in ``ipc_dir``, starting where the real
         one is (``seed``: dry_run.Seed.to_dict; None fields keep the defaults)."""
-        config = cls(ipc_dir=ipc_dir, initial_gripper=seed.get("gripper"))
+        config = cls(ipc_dir=ipc_dir, initial_gripper=seed.get("gripper"),
+                     scene=seed.get("world"), camera_port=0)
         if seed.get("q") is not None:
             config.initial_q = list(seed["q"])
         if seed.get("base_pose") is not None:
@@ -76,6 +93,13 @@ class Simulator:
                                   object_width_mm=c.object_width_mm, seed=c.initial_gripper)
         self.base = SimBase(*at["base"].values(), state_rate_hz=c.base_state_rate_hz,
                             pose0=c.initial_base_pose)
+        self.world = World(Scene.from_dict(c.scene) if c.scene else Scene.default(),
+                           self.hand_pose)
+        self.gripper.world = self.world
+        self.cameras = None if c.camera_port is None else CameraServer(
+            self.world, self.robot_pose, width=c.camera_size[0], height=c.camera_size[1],
+            host=c.host, port=c.camera_port,
+            path=os.path.join(c.ipc_dir, CAMERA_SOCKET) if c.ipc_dir else None)
         self.servers: dict[str, BackendServer] = {
             "arm": self.arm, "gripper": self.gripper, "base": self.base}
         self._control_stop = threading.Event()
@@ -88,6 +112,17 @@ class Simulator:
         except Exception:
             self.stop()          # a port in use: release the ones already bound
             raise
+        if self.cameras is not None and self.cameras.path:
+            # a dry run's: started beside its first commands (importing websockets takes
+            # ~80 ms that the code's start should not wait for; the node retries meanwhile)
+            threading.Thread(target=self._start_private_cameras, daemon=True,
+                             name="sim-cameras").start()
+        elif self.cameras is not None:
+            try:
+                self.cameras.start()
+            except OSError:
+                self.stop()
+                raise
         if self.config.control_port is not None:
             sock = zmq.Context.instance().socket(zmq.REP)
             sock.setsockopt(zmq.LINGER, 0)
@@ -96,12 +131,38 @@ class Simulator:
                 target=self._control_loop, args=(sock,), name="sim-control", daemon=True)
             self._control_thread.start()
 
+    def _start_private_cameras(self) -> None:
+        try:
+            self.cameras.start()
+        except OSError as exc:
+            print(f"tidybot-sim: cameras not served: {exc}", file=sys.stderr, flush=True)
+
     def stop(self) -> None:
         self._control_stop.set()
         if self._control_thread is not None:
             self._control_thread.join(timeout=5)
+        if self.cameras is not None:
+            self.cameras.stop()
         for server in self.servers.values():
             server.stop()
+
+    def robot_pose(self) -> Pose:
+        """Joints, base pose and gripper position now (each read under its own lock)."""
+        with self.arm.lock:
+            q = self.arm.q.copy()
+        with self.base.lock:
+            base = self.base.pose.copy()
+        with self.gripper.lock:
+            gripper = self.gripper.position
+        return Pose(q, base, gripper)
+
+    def hand_pose(self) -> np.ndarray:
+        """The gripper's TCP frame in the world (odometry) frame."""
+        with self.arm.lock:
+            q = self.arm.q.copy()
+        with self.base.lock:
+            x, y, theta = self.base.pose
+        return transform((x, y, 0.0), (0.0, 0.0, theta)) @ _LINK0 @ kin.fk(q)
 
     def __enter__(self) -> "Simulator":
         self.start()
@@ -116,6 +177,8 @@ class Simulator:
         lines = [f"{backend:8} " + "  ".join(f"{'commands' if role == 'cmd' else role} {addr}"
                                               for role, addr in roles.items())
                  for backend, roles in c.addresses().items()]
+        if self.cameras is not None:
+            lines.append(f"cameras  {self.cameras.address}")
         if c.control_port is not None:
             lines.append(f"control  tcp://{c.host}:{c.control_port}")
         return lines
@@ -126,7 +189,15 @@ class Simulator:
         cmd = request.get("cmd")
         if cmd == "stats":
             return {"ok": True, "received": {n: dict(s.received) for n, s in self.servers.items()},
-                    "running": {n: s.running for n, s in self.servers.items()}}
+                    "running": {n: s.running for n, s in self.servers.items()},
+                    "camera_frames": self.cameras.frames_rendered if self.cameras else 0,
+                    "held": self.world.held}
+        if request.get("server") == "cameras" and self.cameras is not None and cmd in (
+                "kill", "restart"):
+            self.cameras.stop()
+            if cmd == "restart":
+                self.cameras.start()
+            return {"ok": True}
         server = self.servers.get(request.get("server", ""))
         if server is None:
             return {"ok": False, "error": f"server must be one of {', '.join(self.servers)}"}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -10,7 +11,10 @@ import zmq
 
 from tidybot_sdk import protocol as proto
 
+from tidybot_exec.cameras.protocol import DEFAULT_PORT as CAMERA_PORT
+
 from . import SimConfig, Simulator
+from .world import Scene
 
 
 def _floats(n: int):
@@ -51,14 +55,28 @@ def parse_args(argv: list[str] | None) -> SimConfig:
                    help="port of the fault-injection/inspection socket (default: off)")
     p.add_argument("--ipc-dir", default=None, metavar="DIR",
                    help="bind unix sockets in DIR instead of TCP ports (e.g. ipc://DIR/arm-cmd)")
+    p.add_argument("--camera-port", type=int, default=CAMERA_PORT, metavar="PORT",
+                   help=f"serve the cameras (TidyBot camera-server protocol) on this port; "
+                        f"0: no cameras (default {CAMERA_PORT})")
+    p.add_argument("--camera-size", default="320x240", metavar="WxH",
+                   help="camera image size in pixels (default 320x240)")
+    p.add_argument("--scene", default=None, metavar="FILE",
+                   help="the world's table and objects, JSON (docs/cameras.md; default: a "
+                        "table with a red cube and a green block)")
     a = p.parse_args(argv)
+    try:
+        width, height = (int(v) for v in a.camera_size.lower().split("x"))
+        scene = Scene.load(a.scene).to_dict() if a.scene else None
+    except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:
+        p.error(f"--camera-size WxH / --scene FILE: {exc}")
     config = SimConfig(host=a.host, arm_ports=a.arm_ports, gripper_ports=a.gripper_ports,
                        base_ports=a.base_ports, arm_state_rate_hz=a.arm_state_rate,
                        gripper_state_rate_hz=a.gripper_state_rate,
                        base_state_rate_hz=a.base_state_rate,
                        initial_base_pose=tuple(a.initial_base_pose),
                        object_width_mm=a.object_width_mm, control_port=a.control_port,
-                       ipc_dir=a.ipc_dir)
+                       ipc_dir=a.ipc_dir, scene=scene, camera_size=(width, height),
+                       camera_port=a.camera_port or None)
     if a.initial_q is not None:
         config.initial_q = a.initial_q
     return config
@@ -76,7 +94,7 @@ def serve(config: SimConfig) -> int:
     try:
         sim = Simulator(config)
         sim.start()
-    except (ValueError, zmq.ZMQError) as exc:   # a bad seed, a port in use
+    except (ValueError, zmq.ZMQError, OSError) as exc:   # a bad seed, a port in use
         print(f"tidybot-sim: {exc}", file=sys.stderr)
         return 2
     print("tidybot-sim: listening", *sim.endpoints(), sep="\n  ", flush=True)

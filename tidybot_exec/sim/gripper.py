@@ -1,14 +1,16 @@
 """Simulated Robotiq 2F-85 behind the gripper_server protocol (docs/protocols.md, "Gripper").
 
 Position 0 (open, 85 mm) .. 255 (closed); fingers move at 20..150 mm/s with the speed byte;
-closing onto the simulated object stops the fingers there and reports object_detected.
+closing onto an object stops the fingers there and reports object_detected: the object the
+world finds between the fingers when the close starts (world.py), or one of a configured
+width anywhere (``object_width_mm``, for tests).
 As on the real server, move/open/close replies come when the motion is done and the REP
 loop is single-threaded, so a STOP sent during a move is answered after it.
 """
 from __future__ import annotations
 
 import time
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 from tidybot_sdk.protocol import GRIPPER_TYPE_2F85, GripperMsg, check_byte
 
@@ -37,16 +39,26 @@ class GripperSeed(TypedDict, total=False):
     object_detected: bool    # an object is held: it stays between the fingers
 
 
+class Fingers(Protocol):
+    """What the gripper asks the world (world.World)."""
+
+    def between_fingers(self) -> float | None: ...
+    def grasped(self) -> None: ...
+    def released(self) -> None: ...
+
+
 class SimGripper(BackendServer):
     name = "gripper"
     msg_types = GripperMsg
 
     def __init__(self, cmd_addr: str, state_addr: str, *,
                  state_rate_hz: float = 10.0, object_width_mm: float | None = None,
-                 seed: GripperSeed | None = None) -> None:
+                 seed: GripperSeed | None = None, world: Fingers | None = None) -> None:
         super().__init__(cmd_addr, state_addr, state_rate_hz=state_rate_hz, tick_hz=100.0)
         seed = seed or {}
-        self.object_width_mm = object_width_mm   # what is between the fingers (None: nothing)
+        self.object_width_mm = object_width_mm   # an object of this width is always there
+        self.world = world
+        self._between_mm: float | None = None      # the world's object this close stops on
         self.position = float(check_byte("position", int(seed.get("position", 0))))
         self.target = self.position
         self.speed = 255
@@ -56,7 +68,7 @@ class SimGripper(BackendServer):
         self.moving = False
         self.object_detected = bool(seed.get("object_detected", False))
         if self.object_detected:                  # what it holds stays between the fingers
-            self.object_width_mm = stroke_mm(self.position)
+            self._between_mm = stroke_mm(self.position)
         self.calibrated = bool(seed.get("is_calibrated", False))
         self.open_mm = float(seed.get("open_mm", STROKE_MM))
         self.close_mm = float(seed.get("close_mm", 0.0))
@@ -104,9 +116,13 @@ class SimGripper(BackendServer):
                 position = check_byte("position", fields["position"])
             self.speed = check_byte("speed", fields.get("speed", 255))
             self.force = check_byte("force", fields.get("force", 255))
+            if self.object_detected and self.world is not None:
+                self.world.released()
             self.target = float(position)
             self.moving = self.target != self.position
             self.object_detected = False
+            self._between_mm = (self.world.between_fingers() if self.world is not None and
+                                self.target > self.position else None)
         done = self._wait(lambda: not self.moving, MOVE_TIMEOUT_S)
         with self.lock:
             return self._reply(done, "done" if done else "motion timed out", self._data())
@@ -133,10 +149,12 @@ class SimGripper(BackendServer):
         delta = self.target - self.position
         self.position += max(-rate * dt, min(rate * dt, delta))
         closing = delta > 0
-        if (closing and self.object_width_mm is not None
-                and stroke_mm(self.position) <= self.object_width_mm):
-            self.position = 255.0 * (1.0 - self.object_width_mm / STROKE_MM)
+        width = self.object_width_mm if self.object_width_mm is not None else self._between_mm
+        if closing and width is not None and stroke_mm(self.position) <= width:
+            self.position = 255.0 * (1.0 - width / STROKE_MM)
             self.object_detected, self.moving = True, False
+            if self.world is not None and self.object_width_mm is None:
+                self.world.grasped()
         elif self.position == self.target:
             self.moving = False
 

@@ -1,0 +1,309 @@
+"""The node's side of a camera server: one WebSocket client that keeps the newest frame of
+each camera and stream, subscribed only to what someone wants now (cameras/protocol.py).
+
+Demand is a deadline per camera and stream (``want``): the node's topic publishers renew
+it while a topic has subscribers, the code's SDK calls with each request; when it lapses
+the stream is unsubscribed, so an idle node makes the server render nothing. The client
+reconnects by itself (a server that restarts comes back within RECONNECT_S) and never
+serves a frame older than the caller's limit: a lost server is CameraUnavailable with the
+reason, never a stale image. A frame's ``T_base_camera`` is computed on arrival, from the
+camera's mount and the arm joints then (robot_model.MOUNTS).
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import protocol as cp
+from .robot_model import MOUNTS
+
+RECONNECT_S = 0.5           # between connection attempts
+CONNECT_TIMEOUT_S = 2.0
+CALL_TIMEOUT_S = 2.0
+RATE_WINDOW = 20            # frames the measured rate is averaged over
+LINGER_S = 2.0              # a stream the code read stays subscribed this long after
+
+ArmJoints = Callable[[], Sequence[float] | None]
+
+
+class CameraUnavailable(Exception):
+    """No fresh frame of that camera, and why (the SDK raises SensorUnavailable with it)."""
+
+
+@dataclass
+class Frame:
+    """One encoded frame as it arrived, decoded on first use."""
+
+    camera: str
+    stream: str
+    header: dict[str, Any]
+    data: bytes
+    received: float                      # time.monotonic() at arrival
+    T_base_camera: np.ndarray | None     # optical frame in the arm's base frame, at arrival
+
+    @property
+    def stamp(self) -> float:
+        """When the server took it (its clock, epoch seconds)."""
+        return float(self.header.get("timestamp") or time.time())
+
+    @property
+    def width(self) -> int:
+        return int(self.header["width"])
+
+    @property
+    def height(self) -> int:
+        return int(self.header["height"])
+
+    @cached_property
+    def image(self) -> np.ndarray:
+        """Colour (H, W, 3) uint8 RGB, or depth (H, W) uint16 millimetres."""
+        decode = cp.decode_depth if self.stream == "depth" else cp.decode_color
+        image = decode(self.data)
+        if image.shape[:2] != (self.height, self.width):
+            raise cp.FrameError(f"{self.camera} {self.stream}: image is {image.shape[1]}x"
+                                f"{image.shape[0]}, its header says {self.width}x{self.height}")
+        return image
+
+
+@dataclass
+class _Stream:
+    latest: Frame | None = None
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
+    wanted_until: float = 0.0
+
+
+class CameraServerSource:
+    """A camera server at ``address`` (``ws://host:port`` or ``ws+unix:///path``) streamed at
+    ``rate_hz`` while wanted; ``arm_joints`` gives the arm's joints now (None: unknown)."""
+
+    kind = "camera server"
+
+    def __init__(self, address: str, rate_hz: float, arm_joints: ArmJoints = lambda: None,
+                 on_frame: Callable[[Frame], None] = lambda frame: None,
+                 log: Callable[[str], None] = lambda line: None) -> None:
+        self.address, self.rate_hz = address, rate_hz
+        self._arm_joints, self._on_frame, self._log = arm_joints, on_frame, log
+        self._lock = threading.Condition()
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._cameras: list[str] = []
+        self._intrinsics: dict[str, dict[str, Any]] = {}
+        self._names: dict[str, str] = {}             # device_id -> camera name
+        self._connected = False
+        self._error = "not connected yet"
+        self._calls: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cameras", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- the node's side
+    @property
+    def cameras(self) -> list[str]:
+        with self._lock:
+            return list(self._cameras)
+
+    def wait_cameras(self, wait_s: float) -> list[str]:
+        """The camera names, waiting up to ``wait_s`` for the first connection."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._cameras or self._stop.is_set(), wait_s)
+            return list(self._cameras)
+
+    @property
+    def error(self) -> str:
+        """Why frames cannot come now ("" while connected and rendering)."""
+        return self._error
+
+    def want(self, camera: str, stream: str, for_s: float) -> None:
+        """Keep ``camera``'s ``stream`` coming for ``for_s`` seconds more."""
+        with self._lock:
+            s = self._streams.setdefault((camera, stream), _Stream())
+            s.wanted_until = max(s.wanted_until, time.monotonic() + for_s)
+
+    def frame(self, camera: str, stream: str, max_age_s: float, wait_s: float) -> Frame:
+        """The newest frame no older than ``max_age_s``, waiting up to ``wait_s`` for one
+        (and wanting the stream meanwhile); CameraUnavailable when none comes, ValueError
+        for a camera the server does not have."""
+        deadline = time.monotonic() + wait_s
+        self.wait_cameras(wait_s)
+        with self._lock:
+            if camera not in self._cameras:
+                raise (ValueError if self._cameras else CameraUnavailable)(
+                    f"unknown camera {camera!r}: this robot's cameras are "
+                    f"{', '.join(self._cameras)}" if self._cameras else
+                    f"camera {camera!r}: no camera list from {self.address}: {self._error}")
+        self.want(camera, stream, wait_s + LINGER_S)
+        with self._lock:
+            while True:
+                s = self._streams[(camera, stream)]
+                now = time.monotonic()
+                if s.latest is not None and now - s.latest.received <= max_age_s:
+                    return s.latest
+                if now >= deadline or self._stop.is_set():
+                    break
+                self._lock.wait(deadline - now)
+        age = (f"the newest is {time.monotonic() - s.latest.received:.2f}s old (limit "
+               f"{max_age_s:g}s)" if s.latest is not None else "none has come")
+        raise CameraUnavailable(f"camera {camera!r}: no fresh {stream} frame within "
+                                f"{wait_s:g}s: {age}" + (f"; {self._error}" if self._error else ""))
+
+    def intrinsics(self, camera: str) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._intrinsics.get(camera, {}))
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per camera: measured colour rate, age of the newest frame, whether it is wanted,
+        the source and its error — for /diagnostics."""
+        now = time.monotonic()
+        out = {}
+        with self._lock:
+            for camera in self._cameras:
+                s = self._streams.get((camera, "color"), _Stream())
+                times = list(s.arrivals)
+                rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and (
+                    now - times[-1] < 2.0) and times[-1] > times[0] else 0.0
+                out[camera] = {"rate_hz": rate, "age_s": now - s.latest.received if s.latest
+                               else float("inf"),
+                               "wanted": any(st.wanted_until > now for (c, _), st in
+                                             self._streams.items() if c == camera),
+                               "source": f"{self.kind} {self.address}", "error": self._error}
+        return out
+
+    def world(self, timeout_s: float = CALL_TIMEOUT_S) -> dict[str, Any] | None:
+        """A simulator's world snapshot (``get_world``); None from a real server or on error."""
+        reply = self._call({"action": "get_world"}, timeout_s)
+        return reply.get("data") if isinstance(reply, dict) and "data" in reply else None
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._thread.join(timeout=CONNECT_TIMEOUT_S + 2)
+
+    # ---------------------------------------------------------------- the client thread
+    def _call(self, msg: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+        """A request answered in the client thread (which owns the connection)."""
+        if not self._thread.is_alive():
+            return None
+        box: queue.Queue = queue.Queue(maxsize=1)
+        self._calls.put((msg, box))
+        try:
+            return box.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def _connect(self):
+        from websockets.sync.client import connect, unix_connect   # noqa: PLC0415 - on demand
+        options = dict(open_timeout=CONNECT_TIMEOUT_S, compression=None,
+                       max_size=cp.MAX_FRAME_BYTES, ping_interval=None, proxy=None)
+        if self.address.startswith("ws+unix://"):
+            options.pop("proxy")
+            return unix_connect(self.address[len("ws+unix://"):], "ws://localhost/", **options)
+        return connect(self.address, **options)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._connected = False
+            try:
+                with self._connect() as conn:
+                    self._connected = True
+                    self._serve(conn)
+            except Exception as exc:  # noqa: BLE001 - unreachable or broken: say why, retry
+                self._set_error(f"camera server at {self.address}: connection lost: {exc}"
+                                if self._connected else
+                                f"camera server at {self.address} is not reachable: {exc}")
+            self._stop.wait(RECONNECT_S)
+
+    def _set_error(self, text: str) -> None:
+        if text != self._error:
+            self._log(text or f"camera server at {self.address}: connected")
+        self._error = text
+        with self._lock:
+            self._lock.notify_all()
+
+    def _request(self, conn, msg: dict[str, Any]) -> dict[str, Any]:
+        """Send and wait for the answer to ``msg`` (frames arriving meanwhile are kept)."""
+        conn.send(json.dumps(msg))
+        deadline = time.monotonic() + CALL_TIMEOUT_S
+        while True:
+            reply = self._receive(conn, max(0.0, deadline - time.monotonic()))
+            if reply is None:
+                raise TimeoutError(f"no answer to {msg['action']} within {CALL_TIMEOUT_S:g}s")
+            if reply.get("action") == msg["action"]:
+                return reply
+
+    def _receive(self, conn, timeout_s: float) -> dict[str, Any] | None:
+        """Handle what arrives within ``timeout_s``: frames are kept, a text message is returned."""
+        try:
+            message = conn.recv(timeout=timeout_s)
+        except TimeoutError:
+            return None
+        if isinstance(message, bytes):
+            self._keep(message)
+            return {}
+        reply = json.loads(message)
+        if reply.get("error") and reply.get("action") == "subscribe":
+            self._set_error(f"camera server at {self.address}: {reply['error']}")
+        return reply
+
+    def _serve(self, conn) -> None:
+        state = self._request(conn, {"action": "get_state"})["data"]
+        cameras = [str(c.get("name") or c["device_id"]) for c in state["cameras"]]
+        ids = {str(c.get("name") or c["device_id"]): str(c["device_id"]) for c in state["cameras"]}
+        intrinsics = {name: self._request(conn, {"action": "get_intrinsics", "stream": "color",
+                                                 "device_id": ids[name]}).get("data", {})
+                      for name in cameras}
+        with self._lock:
+            self._cameras, self._intrinsics = cameras, intrinsics
+            self._names = {v: k for k, v in ids.items()}
+            self._lock.notify_all()
+        self._set_error(str(state.get("error", "")))
+        subscribed: dict[str, frozenset[str]] = {}
+        while not self._stop.is_set():
+            now = time.monotonic()
+            with self._lock:
+                wanted = {c: frozenset(st for (cam, st), s in self._streams.items()
+                                       if cam == c and s.wanted_until > now) for c in cameras}
+            for camera in cameras:
+                if wanted[camera] != subscribed.get(camera, frozenset()):
+                    if subscribed.get(camera):
+                        conn.send(cp.request("unsubscribe", device_id=ids[camera],
+                                             streams=sorted(subscribed[camera])))
+                    if wanted[camera]:
+                        conn.send(cp.request("subscribe", device_id=ids[camera],
+                                             streams=sorted(wanted[camera]), fps=self.rate_hz,
+                                             quality=85))
+                    subscribed[camera] = wanted[camera]
+            while not self._calls.empty():
+                msg, box = self._calls.get_nowait()
+                try:
+                    box.put(self._request(conn, msg))
+                except TimeoutError:
+                    box.put(None)
+            self._receive(conn, 0.1)
+
+    def _keep(self, message: bytes) -> None:
+        try:
+            header, data = cp.unpack_frame(message)
+        except cp.FrameError as exc:
+            self._log(f"camera server at {self.address}: dropped a frame: {exc}")
+            return
+        camera = self._names.get(str(header["camera_id"]), str(header["camera_id"]))
+        mount, q = MOUNTS.get(camera), self._arm_joints()
+        frame = Frame(camera, header["stream"], header, data, time.monotonic(),
+                      mount.optical_in_arm_base(q) if mount is not None and q is not None
+                      else None)
+        with self._lock:
+            s = self._streams.setdefault((camera, frame.stream), _Stream())
+            s.latest = frame
+            s.arrivals.append(frame.received)
+            self._lock.notify_all()
+        if self._error.startswith(f"camera server at {self.address}"):
+            self._set_error("")
+        self._on_frame(frame)

@@ -1,0 +1,215 @@
+"""The simulator's camera server: the TidyBot camera-server protocol over a WebSocket,
+rendering the world (render.py) — so the node speaks to the simulator exactly as to the
+real server (cameras/protocol.py; docs/cameras.md).
+
+Nothing is rendered while nobody is subscribed; with subscribers, one thread renders each
+camera and stream that is due (at the rate each subscriber asked, at most MAX_FPS) once
+and sends the encoded frame to every subscriber due. If offscreen GL is unavailable the
+server says so once (log, ``get_state``'s ``error``, each subscribe's reply) and the
+rest of the simulator keeps working. One simulator extension: ``get_world`` answers the
+world's snapshot (a dry run's private simulator starts from it).
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from tidybot_exec.cameras import protocol as cp
+from tidybot_exec.cameras.robot_model import MOUNTS, intrinsics
+
+from .render import Pose, Renderer, describe_gl_failure
+from .world import World
+
+MAX_FPS = 30.0
+DEFAULT_FPS = 15.0
+
+
+@dataclass
+class _Subscription:
+    """One connection's subscription: which streams of which cameras, how often."""
+
+    streams: dict[str, set[str]] = field(default_factory=dict)      # camera -> streams
+    period: float = 1.0 / DEFAULT_FPS
+    quality: int = 85
+    due: float = 0.0
+
+
+class CameraServer:
+    """Serves ``world`` seen from MOUNTS' cameras at ``width`` × ``height`` on ``port``
+    of ``host``, or on the unix socket ``path`` (a dry run's private simulator)."""
+
+    def __init__(self, world: World, robot_pose: Callable[[], Pose], *, width: int = 320,
+                 height: int = 240, host: str = "127.0.0.1", port: int | None = None,
+                 path: str | None = None, log: Callable[[str], None] = print) -> None:
+        self.world, self._robot_pose, self._log = world, robot_pose, log
+        self.width, self.height = width, height
+        self.host, self.port, self.path = host, port, path
+        self.error = ""                      # why rendering is unavailable ("" until known)
+        self.frames_rendered = 0             # renders since start (tests: none when idle)
+        self._subs: dict[Any, _Subscription] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._server = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def address(self) -> str:
+        return f"ws+unix://{self.path}" if self.path else f"ws://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        from websockets.sync.server import serve, unix_serve   # noqa: PLC0415 - on demand
+        self._stop.clear()
+        options = dict(compression=None, max_size=2 ** 16, ping_interval=None)
+        self._server = (unix_serve(self._handle, self.path, **options) if self.path else
+                        serve(self._handle, self.host, self.port, **options))
+        self._threads = [threading.Thread(target=self._server.serve_forever, daemon=True,
+                                          name="camera-ws"),
+                         threading.Thread(target=self._render_loop, daemon=True,
+                                          name="camera-render")]
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads = []
+        with self._cond:
+            self._subs.clear()
+
+    # ------------------------------------------------------------------ requests
+    def _handle(self, conn) -> None:
+        from websockets.exceptions import ConnectionClosed   # noqa: PLC0415
+        try:
+            for message in conn:
+                if isinstance(message, bytes):
+                    continue
+                try:
+                    msg = json.loads(message)
+                    action = msg["action"]
+                    reply = {"action": action, "data": self._answer(conn, action, msg)}
+                except (ValueError, KeyError, TypeError) as exc:
+                    reply = {"action": locals().get("action"), "error": str(exc)}
+                conn.send(json.dumps(reply))
+        except ConnectionClosed:
+            pass                            # a client that went away without a goodbye
+        finally:
+            with self._cond:
+                self._subs.pop(conn, None)
+
+    def _answer(self, conn, action: str, msg: dict[str, Any]) -> Any:
+        if action == "get_state":
+            with self._cond:
+                streaming = bool(self._subs)
+            data = {"cameras": [{"device_id": name, "name": name, "serial": f"sim-{name}",
+                                 "is_streaming": streaming, "supported_streams": list(cp.STREAMS)}
+                                for name in MOUNTS], "is_streaming": streaming}
+            if self.error:
+                data["error"] = self.error
+            return data
+        if action == "get_intrinsics":
+            return self._intrinsics(self._cameras(msg.get("device_id", "all")).pop())
+        if action == "get_world":
+            return self.world.snapshot()
+        if action in ("subscribe", "unsubscribe"):
+            cameras = self._cameras(msg.get("device_id", "all"))
+            streams = set(msg.get("streams", cp.STREAMS))
+            if not streams <= set(cp.STREAMS):
+                raise ValueError(f"streams must be among {cp.STREAMS}")
+            with self._cond:
+                sub = self._subs.setdefault(conn, _Subscription())
+                for camera in cameras:
+                    now = sub.streams.setdefault(camera, set())
+                    now.difference_update(streams) if action == "unsubscribe" else now.update(streams)
+                    if not now:
+                        del sub.streams[camera]
+                if action == "subscribe":
+                    sub.period = 1.0 / min(MAX_FPS, max(0.1, float(msg.get("fps", DEFAULT_FPS))))
+                    sub.quality = int(msg.get("quality", sub.quality))
+                subscribed = {c: sorted(v) for c, v in sub.streams.items()}
+                if not sub.streams:
+                    del self._subs[conn]
+                self._cond.notify_all()
+            if self.error and action == "subscribe":
+                raise ValueError(self.error)
+            return {"subscribed": subscribed}
+        raise ValueError(f"unknown action {action!r}")
+
+    @staticmethod
+    def _cameras(device_id: str) -> set[str]:
+        if device_id == "all":
+            return set(MOUNTS)
+        if device_id not in MOUNTS:
+            raise ValueError(f"unknown device_id {device_id!r}: {', '.join(MOUNTS)}")
+        return {device_id}
+
+    def _intrinsics(self, name: str) -> dict[str, Any]:
+        return {**intrinsics(self.width, self.height, MOUNTS[name].fovy_deg),
+                "model": "pinhole", "coeffs": [0.0] * 5, "depth_scale": 0.001}
+
+    # ------------------------------------------------------------------ rendering
+    def _render_loop(self) -> None:
+        renderer: Renderer | None = None
+        try:
+            while not self._stop.is_set():
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stop.is_set() or self._subs)
+                    now = time.monotonic()
+                    due = [(c, s) for c, s in self._subs.items() if s.due <= now]
+                    wake = min((s.due for s in self._subs.values()), default=now + 1.0)
+                if self._stop.is_set():
+                    break
+                if not due:
+                    self._stop.wait(max(0.0, wake - time.monotonic()))
+                    continue
+                if renderer is None and not self.error:
+                    try:
+                        renderer = Renderer(self.world.bodies(), self.width, self.height)
+                    except Exception as exc:  # noqa: BLE001 - no GL: say why, once
+                        self.error = describe_gl_failure(exc)
+                        self._log(f"tidybot-sim: cameras: {self.error}")
+                if renderer is None:
+                    with self._cond:               # nothing to send: drop them until asked again
+                        for conn, _ in due:
+                            self._subs.pop(conn, None)
+                    continue
+                self._send_due(renderer, due, now)
+        finally:
+            if renderer is not None:
+                renderer.close()
+
+    def _send_due(self, renderer: Renderer, due: list, now: float) -> None:
+        bodies = self.world.bodies()
+        renderer.place(self._robot_pose(), bodies)
+        stamp = time.time()
+        encoded: dict[tuple[str, str, int], bytes] = {}
+        for conn, sub in due:
+            sub.due = max(sub.due + sub.period, now)
+            for camera, streams in sorted(sub.streams.items()):
+                for stream in sorted(streams):
+                    key = (camera, stream, sub.quality if stream == "color" else 0)
+                    if key not in encoded:
+                        image = renderer.render(camera, depth=stream == "depth")
+                        self.frames_rendered += 1
+                        header = {"camera_id": camera, "device_id": camera, "stream": stream,
+                                  "timestamp": stamp, "width": self.width,
+                                  "height": self.height,
+                                  "format": "png" if stream == "depth" else "jpeg",
+                                  "intrinsics": self._intrinsics(camera)}
+                        body = (cp.encode_depth_png(image) if stream == "depth"
+                                else cp.encode_jpeg(image, sub.quality))
+                        encoded[key] = cp.pack_frame(header, body)
+                    try:
+                        conn.send(encoded[key])
+                    except Exception:  # noqa: BLE001 - a subscriber gone: its handler ends it
+                        with self._cond:
+                            self._subs.pop(conn, None)
+                        break
