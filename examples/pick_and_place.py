@@ -1,11 +1,15 @@
-"""Pick and place: grasp in front of the robot, carry it 30 cm to the left, put it down."""
+"""Pick and place: pick the cube off the table in front of the robot, carry it 30 cm to
+the left, put it down. (examples/look_and_pick.py finds it with a camera instead.)"""
 from tidybot_sdk import arm, base, gripper, sensors
+
+CUBE = (0.5, 0.0, 0.075)          # where the simulator's cube is, arm base frame (m)
 
 gripper.activate()
 gripper.open()
 arm.go_home()
-print("approaching the object")
-arm.move_delta(dx=0.10, dz=-0.15)
+print("approaching the cube")
+arm.move_to_pose(x=CUBE[0], y=CUBE[1], z=CUBE[2] + 0.12)
+arm.move_delta(dz=-0.12)
 if gripper.grasp(force=80):
     print("grasped: the fingers stopped on something")
 else:

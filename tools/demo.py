@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from tidybot_exec.clients.client import TidybotClientError, spun_client
@@ -27,13 +26,11 @@ def say(text: str) -> None:
 
 
 def main() -> int:
-    example = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "examples" / "pick_and_place.py")
+    example = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "examples" / "look_and_pick.py")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     bin_dir = Path(sys.executable).parent
     processes = []
     for p in plan({"use_sim": "true"}, ROOT, rsp_available=False):
-        if p.name == "tidybot_sim":     # something 40 mm wide between the fingers to pick up
-            p = replace(p, arguments=("--object-width-mm", "40"))
         say(f"starting {p.name}")
         processes.append((p.name, subprocess.Popen(command_line(p, bin_dir))))
     code = 1

@@ -97,6 +97,7 @@ class CameraServerSource:
         self._intrinsics: dict[str, dict[str, Any]] = {}
         self._names: dict[str, str] = {}             # device_id -> camera name
         self._connected = False
+        self._refused = False           # the server refused to stream (e.g. no GL)
         self._error = "not connected yet"
         self._calls: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -145,7 +146,7 @@ class CameraServerSource:
                 now = time.monotonic()
                 if s.latest is not None and now - s.latest.received <= max_age_s:
                     return s.latest
-                if now >= deadline or self._stop.is_set():
+                if now >= deadline or self._stop.is_set() or self._refused:
                     break
                 self._lock.wait(deadline - now)
         age = (f"the newest is {time.monotonic() - s.latest.received:.2f}s old (limit "
@@ -209,7 +210,7 @@ class CameraServerSource:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._connected = False
+            self._connected = self._refused = False
             try:
                 with self._connect() as conn:
                     self._connected = True
@@ -249,6 +250,7 @@ class CameraServerSource:
             return {}
         reply = json.loads(message)
         if reply.get("error") and reply.get("action") == "subscribe":
+            self._refused = True           # no frames will come: nobody waits for them
             self._set_error(f"camera server at {self.address}: {reply['error']}")
         return reply
 

@@ -64,8 +64,15 @@ class CameraTopics:
         self.node = node
         self.prefix = frame_prefix(p["frame_prefix"], node.get_namespace())
         self._pubs: dict[str, _Publishers] = {}
+        logger = node.get_logger()
+
+        def log(line: str) -> None:       # (rclpy wants one severity per call site)
+            if line.endswith(": connected"):
+                logger.info(line)
+            else:
+                logger.warning(line)
         self.source = make_source(p["cameras"], p["camera_rate_hz"], arm_joints,
-                                  self._on_frame, lambda line: node.get_logger().warning(line))
+                                  self._on_frame, log)
         if self.source is None:
             return
         node.create_timer(DEMAND_PERIOD_S, self._renew_demand)

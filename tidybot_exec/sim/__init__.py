@@ -99,7 +99,8 @@ class Simulator:
         self.cameras = None if c.camera_port is None else CameraServer(
             self.world, self.robot_pose, width=c.camera_size[0], height=c.camera_size[1],
             host=c.host, port=c.camera_port,
-            path=os.path.join(c.ipc_dir, CAMERA_SOCKET) if c.ipc_dir else None)
+            path=os.path.join(c.ipc_dir, CAMERA_SOCKET) if c.ipc_dir else None,
+            log=lambda line: print(line, file=sys.stderr, flush=True))
         self.servers: dict[str, BackendServer] = {
             "arm": self.arm, "gripper": self.gripper, "base": self.base}
         self._control_stop = threading.Event()

@@ -43,7 +43,7 @@ class CameraServer:
 
     def __init__(self, world: World, robot_pose: Callable[[], Pose], *, width: int = 320,
                  height: int = 240, host: str = "127.0.0.1", port: int | None = None,
-                 path: str | None = None, log: Callable[[str], None] = print) -> None:
+                 path: str | None = None, log: Callable[[str], None] = lambda line: None) -> None:
         self.world, self._robot_pose, self._log = world, robot_pose, log
         self.width, self.height = width, height
         self.host, self.port, self.path = host, port, path
@@ -176,10 +176,14 @@ class CameraServer:
                     except Exception as exc:  # noqa: BLE001 - no GL: say why, once
                         self.error = describe_gl_failure(exc)
                         self._log(f"tidybot-sim: cameras: {self.error}")
-                if renderer is None:
-                    with self._cond:               # nothing to send: drop them until asked again
-                        for conn, _ in due:
+                if renderer is None:               # tell them why, drop them until asked again
+                    for conn, _ in due:
+                        with self._cond:
                             self._subs.pop(conn, None)
+                        try:
+                            conn.send(json.dumps({"action": "subscribe", "error": self.error}))
+                        except Exception:  # noqa: BLE001 - gone already
+                            pass
                     continue
                 self._send_due(renderer, due, now)
         finally:

@@ -56,7 +56,8 @@ class Scene:
     @classmethod
     def default(cls) -> "Scene":
         """A 0.45 m high table 0.45..1.05 m in front of the base, a red 5 cm cube and a
-        green block on it, within the arm's reach from the base at the origin."""
+        green block on it, within the arm's reach from the base at the origin (the cube at
+        (0.5, 0, 0.075) in the arm's base frame)."""
         return cls.from_dict({
             "table": {"center": [0.75, 0.0], "size": [0.6, 0.8], "height": 0.45,
                       "rgba": [0.55, 0.4, 0.25, 1.0]},
@@ -64,7 +65,7 @@ class Scene:
                 {"name": "cube", "size": [0.05, 0.05, 0.05], "rgba": [0.85, 0.1, 0.1, 1.0],
                  "position": [0.6, 0.0]},
                 {"name": "block", "size": [0.04, 0.12, 0.06], "rgba": [0.1, 0.6, 0.2, 1.0],
-                 "position": [0.62, 0.25], "yaw": 0.3},
+                 "position": [0.62, -0.25], "yaw": 0.3},
             ]})
 
     @classmethod

@@ -1,0 +1,149 @@
+"""The simulator's world: grasping, carrying and setting down objects, the scene file, a
+snapshot for a dry run, and rendered images that agree with the cameras' geometry."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tidybot_exec.cameras.robot_model import MOUNTS, intrinsics
+from tidybot_exec.sim.world import Scene, World
+
+CUBE = (0.5, 0.0, 0.075)            # the default cube's centre, arm base frame
+
+
+def cube(simulator) -> np.ndarray:
+    return next(b.pose for b in simulator.world.bodies() if b.name == "cube")
+
+
+@pytest.fixture
+def robot_at_cube(robot):
+    simulator, _, r = robot
+    r.gripper.activate()
+    r.gripper.open()
+    r.arm.move_to_pose(x=CUBE[0], y=CUBE[1], z=CUBE[2] + 0.1)
+    r.arm.move_to_pose(x=CUBE[0], y=CUBE[1], z=CUBE[2])
+    return simulator, r
+
+
+def test_a_grasp_closes_on_the_cube_which_moves_with_the_hand_and_stays_where_released(
+        robot_at_cube):
+    simulator, r = robot_at_cube
+    start = cube(simulator).copy()
+    assert r.gripper.grasp(force=80)
+    state = r.gripper.get_state()
+    assert state["object_detected"] and abs(state["position_mm"] - 50.0) < 1.0   # 5 cm cube
+    assert simulator.world.held == "cube"
+    r.arm.move_delta(dz=0.15)
+    r.base.strafe(0.2)
+    lifted = cube(simulator)
+    assert np.allclose(lifted[:3, 3] - start[:3, 3], (0.0, 0.2, 0.15), atol=0.01)
+    r.gripper.open()
+    placed = cube(simulator)
+    assert simulator.world.held == ""
+    # set down upright on the table (top 0.45 m), where it was let go
+    assert np.allclose(placed[:3, 3], start[:3, 3] + (0.0, 0.2, 0.0), atol=0.01)
+    assert np.allclose(placed[:3, 2], (0, 0, 1), atol=1e-6)
+    r.arm.move_delta(dz=-0.15)            # it dropped onto the table: down to it again
+    assert np.allclose(cube(simulator), placed)
+    # picked again and let go beside the table (its edge at y = 0.4): it lands on the floor
+    assert r.gripper.grasp(force=80)
+    r.arm.move_delta(dz=0.1)
+    r.base.strafe(0.4)
+    r.gripper.open()
+    assert cube(simulator)[2, 3] == pytest.approx(0.025)
+
+
+def test_closing_on_nothing_detects_nothing(robot):
+    simulator, _, r = robot
+    r.gripper.activate()
+    assert not r.gripper.grasp(force=80)      # at home, far above the table
+    assert simulator.world.held == "" and r.gripper.get_state()["position"] == 255
+
+
+def test_a_snapshot_restores_the_objects_and_what_is_held(robot_at_cube):
+    simulator, r = robot_at_cube
+    assert r.gripper.grasp(force=80)
+    r.arm.move_delta(dz=0.1)
+    snapshot = json.loads(json.dumps(simulator.world.snapshot()))     # as spec.json carries it
+    hand = simulator.hand_pose()
+    copy = World(Scene.from_dict(snapshot), lambda: hand)
+    assert copy.held == "cube"
+    assert np.allclose(next(b.pose for b in copy.bodies() if b.name == "cube"), cube(simulator))
+    copy.released()
+    assert next(b.pose for b in copy.bodies() if b.name == "cube")[2, 3] == pytest.approx(0.475)
+    assert simulator.world.held == "cube"       # the copy is its own world
+
+
+def test_scene_files_say_what_stands_where(tmp_path):
+    scene = Scene.from_dict({"table": {"center": [1, 0], "size": [0.5, 0.5], "height": 0.3},
+                             "objects": [{"name": "can", "size": [0.06, 0.06, 0.1],
+                                          "position": [1.1, 0.1], "yaw": 0.5}]})
+    (can,) = scene.objects
+    assert np.allclose(can.pose[:3, 3], (1.1, 0.1, 0.35))
+    path = tmp_path / "scene.json"
+    path.write_text(json.dumps(scene.to_dict()))
+    assert np.allclose(Scene.load(path).objects[0].pose, can.pose)
+    for bad in ({"name": "x", "size": [0.1, 0.1], "position": [0, 0]},
+                {"name": "table", "size": [0.1, 0.1, 0.1], "position": [0, 0]}):
+        with pytest.raises(ValueError):
+            Scene.from_dict({"table": {"center": [0, 0], "size": [1, 1], "height": 0.4},
+                             "objects": [bad]})
+
+
+def test_rendered_frames_agree_with_the_intrinsics_and_the_camera_pose(sim_factory):
+    """The red cube's centre, projected with the camera's intrinsics and T_base_camera (what
+    the SDK gives code), lands on red pixels whose depth is the distance to its near face."""
+    from tidybot_exec.sim.render import Renderer
+    from tidybot_sdk import kinematics as kin
+
+    simulator, _ = sim_factory()
+    bodies = simulator.world.bodies()
+    renderer = Renderer(bodies, 320, 240)
+    try:
+        renderer.place(simulator.robot_pose(), bodies)
+        rgb, depth = renderer.render("base", False), renderer.render("base", True)
+        k = intrinsics(320, 240, MOUNTS["base"].fovy_deg)
+        T = MOUNTS["base"].optical_in_arm_base(kin.HOME_Q)
+        x, y, z = (np.linalg.inv(T) @ np.array([*CUBE, 1.0]))[:3]
+        u, v = int(k["fx"] * x / z + k["cx"]), int(k["fy"] * y / z + k["cy"])
+        r, g, b = rgb[v, u].astype(int)
+        assert r > 150 and g < 80 and b < 80, rgb[v, u]
+        assert z - 0.05 < depth[v, u] < z, (depth[v, u], z)
+        assert rgb.std() > 20 and np.all(depth > 0)       # a scene, and the floor everywhere
+        wrist_home = renderer.render("wrist", False)
+        q = kin.HOME_Q.copy()
+        q[0] += 0.5
+        renderer.place(type(simulator.robot_pose())(q, np.zeros(3), 0.0), bodies)
+        assert np.abs(renderer.render("wrist", False).astype(int) - wrist_home).mean() > 10
+    finally:
+        renderer.close()
+
+
+def test_without_offscreen_gl_the_cameras_say_why_and_the_robot_keeps_working(procs, tmp_path):
+    """A machine without EGL: the camera server says so once, a client gets the reason, and
+    the arm, gripper and base are served as ever."""
+    from support import Proc, free_port, python_cmd, sim_config
+    from tidybot_exec.cameras.source import CameraServerSource, CameraUnavailable
+    from tidybot_sdk.transport import StateSubscriber
+
+    config, port = sim_config(), free_port()
+    ports = lambda ps: ",".join(map(str, ps))  # noqa: E731
+    sim = Proc(python_cmd("tidybot_exec.sim.cli", "--arm-ports", ports(config.arm_ports),
+                          "--gripper-ports", ports(config.gripper_ports),
+                          "--base-ports", ports(config.base_ports), "--camera-port", str(port)),
+               tmp_path, "sim", env={"MUJOCO_GL": "no-such-backend"})
+    procs.append(sim)
+    sim.wait_for_output("listening", 20)
+    source = CameraServerSource(f"ws://127.0.0.1:{port}", 5.0)
+    arm = StateSubscriber(config.addresses()["arm"]["state"], "arm")
+    try:
+        with pytest.raises(CameraUnavailable, match="offscreen rendering is unavailable"):
+            source.frame("base", "color", 1.0, 5.0)
+        assert "MUJOCO_GL=no-such-backend" in source.error
+        arm.wait_next(5)
+    finally:
+        source.close()
+        arm.close()
+    assert sim.stderr.count("offscreen rendering is unavailable") == 1
