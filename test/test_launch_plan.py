@@ -80,11 +80,12 @@ def test_a_fleet_gives_each_robot_a_namespace_a_simulator_and_its_own_ports():
     assert [s.name for s in sims] == ["tidybot_sim_robot1", "tidybot_sim_robot2",
                                       "tidybot_sim_robot3"]
     assert sims[1].arguments == ("--arm-ports", "5655,5656,5657", "--gripper-ports",
-                                 "5670,5671", "--base-ports", "5690,5691")
+                                 "5670,5671", "--base-ports", "5690,5691",
+                                 "--camera-port", "5680")
     assert nodes[1].parameters == {
         "arm_cmd_port": 5655, "arm_state_port": 5656, "arm_stream_port": 5657,
         "gripper_cmd_port": 5670, "gripper_state_port": 5671, "base_cmd_port": 5690,
-        "base_state_port": 5691}
+        "base_state_port": 5691, "cameras": "ws://127.0.0.1:5680"}
     ports = [v for n in nodes for v in n.parameters.values()]
     assert len(ports) == len(set(ports))                 # no two robots share a port
     hardware = fleet_plan({"robots": "2", "use_sim": "false", "namespace_prefix": "arm"}, ROOT)
@@ -93,7 +94,7 @@ def test_a_fleet_gives_each_robot_a_namespace_a_simulator_and_its_own_ports():
 
 @pytest.mark.parametrize("args,error", [
     ({"robots": "0"}, "robots must be at least 1"), ({"robots": "two"}, "whole number"),
-    ({"port_step": "5"}, "port_step must be at least 10"), ({"robot": "2"}, "unknown launch"),
+    ({"port_step": "10"}, "port_step must be at least 40"), ({"robot": "2"}, "unknown launch"),
     ({"namespace_prefix": "/"}, "namespace_prefix must not be empty")])
 def test_bad_fleet_arguments_are_refused(args, error):
     with pytest.raises(ValueError, match=error):

@@ -18,17 +18,17 @@ def test_import_contracts_are_kept():
 
 def test_every_module_of_the_node_lives_in_a_checked_package():
     """A module added at the top of tidybot_exec would escape the package contracts: every
-    module lives in execution/, sandbox/, guard/, ros/, clients/ or sim/ (the top holds only
+    module lives in execution/, sandbox/, guard/, cameras/, ros/, clients/ or sim/ (the top holds only
     the package marker and the documented ``tidybot_exec.client`` re-export)."""
     import configparser
 
     top = sorted(p.name for p in (ROOT / "tidybot_exec").iterdir()
                  if p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists()))
-    assert top == ["__init__.py", "client.py", "clients", "execution", "guard", "ros",
-                   "sandbox", "sim"], top
+    assert top == ["__init__.py", "cameras", "client.py", "clients", "execution", "guard",
+                   "ros", "sandbox", "sim"], top
     config = configparser.ConfigParser()
     config.read(ROOT / ".importlinter")
     named = " ".join(config[s].get("layers", "") + config[s].get("source_modules", "")
                      for s in config.sections())
-    for package in ("clients", "execution", "guard", "ros", "sandbox", "sim"):
+    for package in ("cameras", "clients", "execution", "guard", "ros", "sandbox", "sim"):
         assert f"tidybot_exec.{package}" in named, package

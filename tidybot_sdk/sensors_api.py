@@ -127,16 +127,17 @@ class SensorAPI:
 
     def get_camera_info(self, camera: str) -> dict[str, Any]:
         """Pinhole intrinsics of ``camera``'s colour image and where it was: ``fx, fy, cx, cy``
-        (pixels), ``width, height``, ``frame_id`` and ``T_base_camera`` (4x4 numpy: the
+        (pixels), ``width, height``, ``frame_id``, ``T_base_camera`` (4x4 numpy: the
         optical frame — z forward, x right, y down — in the arm's base frame when the
-        newest frame was taken; None for a camera whose mount the node does not know)."""
+        newest frame was taken; None for a camera whose mount the node does not know) and
+        ``stamp`` (when that frame was taken, epoch seconds)."""
         reply = self._frame(camera, "info")
         k = reply.get("intrinsics") or {}
         T = reply.get("T_base_camera")
         return {"fx": float(k.get("fx", 0.0)), "fy": float(k.get("fy", 0.0)),
                 "cx": float(k.get("cx", 0.0)), "cy": float(k.get("cy", 0.0)),
                 "width": int(reply["width"]), "height": int(reply["height"]),
-                "frame_id": str(reply["frame_id"]),
+                "frame_id": str(reply["frame_id"]), "stamp": float(reply["stamp"]),
                 "T_base_camera": None if T is None else np.array(T, dtype=float).reshape(4, 4)}
 
     def _frame(self, camera: str, stream: str) -> dict[str, Any]:

@@ -73,7 +73,11 @@ class CodeCameras:
             return {"error": "this robot has no cameras configured (node parameter cameras)",
                     "unavailable": True}
         if msg.get("msg_type") == NodeMsg.CAMERAS:
-            return {"cameras": source.wait_cameras(self.limits.wait_s), "problem": source.error}
+            cameras = source.wait_cameras(self.limits.wait_s)
+            if not cameras:
+                return {"error": f"no camera list from the camera source: {source.error}",
+                        "unavailable": True}
+            return {"cameras": cameras}
         camera, kind = str(msg.get("camera", "")), str(msg.get("stream", "color"))
         if kind not in KINDS:
             return {"error": f"stream must be one of {', '.join(KINDS)}, got {kind!r}"}

@@ -1,13 +1,14 @@
-"""The node's side of a camera server: one WebSocket client that keeps the newest frame of
-each camera and stream, subscribed only to what someone wants now (cameras/protocol.py).
+"""Camera sources on the node's side: the newest frame of each camera and stream, subscribed
+at the source only while someone wants it (cameras/protocol.py for the camera server's).
 
 Demand is a deadline per camera and stream (``want``): the node's topic publishers renew
 it while a topic has subscribers, the code's SDK calls with each request; when it lapses
-the stream is unsubscribed, so an idle node makes the server render nothing. The client
-reconnects by itself (a server that restarts comes back within RECONNECT_S) and never
+the stream is unsubscribed, so an idle node makes the server render nothing. A source never
 serves a frame older than the caller's limit: a lost server is CameraUnavailable with the
 reason, never a stale image. A frame's ``T_base_camera`` is computed on arrival, from the
-camera's mount and the arm joints then (robot_model.MOUNTS).
+camera's mount and the arm joints then (robot_model.MOUNTS). ``FrameStore`` is what every
+source shares; ``CameraServerSource`` is the TidyBot camera server's client (the driver
+topics' source is in ros/driver_cameras.py: it needs rclpy).
 """
 from __future__ import annotations
 
@@ -17,13 +18,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from . import protocol as cp
-from .robot_model import MOUNTS
+from .robot_model import ARM_BASE_LINK, MOUNTS, ROOT_LINK
 
 RECONNECT_S = 0.5           # between connection attempts
 CONNECT_TIMEOUT_S = 2.0
@@ -40,7 +40,7 @@ class CameraUnavailable(Exception):
 
 @dataclass
 class Frame:
-    """One encoded frame as it arrived, decoded on first use."""
+    """One frame as it arrived: encoded (``data``, decoded on first use) or ``decoded``."""
 
     camera: str
     stream: str
@@ -48,10 +48,11 @@ class Frame:
     data: bytes
     received: float                      # time.monotonic() at arrival
     T_base_camera: np.ndarray | None     # optical frame in the arm's base frame, at arrival
+    decoded: np.ndarray | None = None
 
     @property
     def stamp(self) -> float:
-        """When the server took it (its clock, epoch seconds)."""
+        """When it was taken (the source's clock, epoch seconds)."""
         return float(self.header.get("timestamp") or time.time())
 
     @property
@@ -62,15 +63,17 @@ class Frame:
     def height(self) -> int:
         return int(self.header["height"])
 
-    @cached_property
+    @property
     def image(self) -> np.ndarray:
         """Colour (H, W, 3) uint8 RGB, or depth (H, W) uint16 millimetres."""
-        decode = cp.decode_depth if self.stream == "depth" else cp.decode_color
-        image = decode(self.data)
-        if image.shape[:2] != (self.height, self.width):
-            raise cp.FrameError(f"{self.camera} {self.stream}: image is {image.shape[1]}x"
-                                f"{image.shape[0]}, its header says {self.width}x{self.height}")
-        return image
+        if self.decoded is None:
+            decode = cp.decode_depth if self.stream == "depth" else cp.decode_color
+            image = decode(self.data)
+            if image.shape[:2] != (self.height, self.width):
+                raise cp.FrameError(f"{self.camera} {self.stream}: image is {image.shape[1]}x"
+                                    f"{image.shape[0]}, its header says {self.width}x{self.height}")
+            self.decoded = image
+        return self.decoded
 
 
 @dataclass
@@ -80,46 +83,40 @@ class _Stream:
     wanted_until: float = 0.0
 
 
-class CameraServerSource:
-    """A camera server at ``address`` (``ws://host:port`` or ``ws+unix:///path``) streamed at
-    ``rate_hz`` while wanted; ``arm_joints`` gives the arm's joints now (None: unknown)."""
+class FrameStore:
+    """The newest frames of a source's cameras, what is wanted of them, and waiting for
+    a fresh one. ``arm_joints`` gives the arm's joints now (None: unknown)."""
 
-    kind = "camera server"
+    kind = "camera source"
 
-    def __init__(self, address: str, rate_hz: float, arm_joints: ArmJoints = lambda: None,
+    def __init__(self, address: str, arm_joints: ArmJoints = lambda: None,
                  on_frame: Callable[[Frame], None] = lambda frame: None,
                  log: Callable[[str], None] = lambda line: None) -> None:
-        self.address, self.rate_hz = address, rate_hz
+        self.address = address
         self._arm_joints, self._on_frame, self._log = arm_joints, on_frame, log
         self._lock = threading.Condition()
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._cameras: list[str] = []
         self._intrinsics: dict[str, dict[str, Any]] = {}
-        self._names: dict[str, str] = {}             # device_id -> camera name
-        self._connected = False
-        self._refused = False           # the server refused to stream (e.g. no GL)
         self._error = "not connected yet"
-        self._calls: queue.Queue = queue.Queue()
+        self._refused = False           # the source refused to stream (e.g. no GL)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cameras", daemon=True)
-        self._thread.start()
 
-    # ---------------------------------------------------------------- the node's side
     @property
     def cameras(self) -> list[str]:
         with self._lock:
             return list(self._cameras)
 
+    @property
+    def error(self) -> str:
+        """Why frames cannot come now ("" while they can)."""
+        return self._error
+
     def wait_cameras(self, wait_s: float) -> list[str]:
-        """The camera names, waiting up to ``wait_s`` for the first connection."""
+        """The camera names, waiting up to ``wait_s`` for the source to name them."""
         with self._lock:
             self._lock.wait_for(lambda: self._cameras or self._stop.is_set(), wait_s)
             return list(self._cameras)
-
-    @property
-    def error(self) -> str:
-        """Why frames cannot come now ("" while connected and rendering)."""
-        return self._error
 
     def want(self, camera: str, stream: str, for_s: float) -> None:
         """Keep ``camera``'s ``stream`` coming for ``for_s`` seconds more."""
@@ -127,10 +124,16 @@ class CameraServerSource:
             s = self._streams.setdefault((camera, stream), _Stream())
             s.wanted_until = max(s.wanted_until, time.monotonic() + for_s)
 
+    def wanted(self, camera: str) -> set[str]:
+        """The streams of ``camera`` wanted now."""
+        now = time.monotonic()
+        with self._lock:
+            return {st for (c, st), s in self._streams.items() if c == camera and s.wanted_until > now}
+
     def frame(self, camera: str, stream: str, max_age_s: float, wait_s: float) -> Frame:
         """The newest frame no older than ``max_age_s``, waiting up to ``wait_s`` for one
         (and wanting the stream meanwhile); CameraUnavailable when none comes, ValueError
-        for a camera the server does not have."""
+        for a camera the source does not have."""
         deadline = time.monotonic() + wait_s
         self.wait_cameras(wait_s)
         with self._lock:
@@ -167,27 +170,81 @@ class CameraServerSource:
             for camera in self._cameras:
                 s = self._streams.get((camera, "color"), _Stream())
                 times = list(s.arrivals)
-                rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and (
-                    now - times[-1] < 2.0) and times[-1] > times[0] else 0.0
-                out[camera] = {"rate_hz": rate, "age_s": now - s.latest.received if s.latest
-                               else float("inf"),
+                fresh = len(times) > 1 and now - times[-1] < 2.0 and times[-1] > times[0]
+                out[camera] = {"rate_hz": (len(times) - 1) / (times[-1] - times[0]) if fresh else 0.0,
+                               "age_s": now - s.latest.received if s.latest else float("inf"),
                                "wanted": any(st.wanted_until > now for (c, _), st in
                                              self._streams.items() if c == camera),
                                "source": f"{self.kind} {self.address}", "error": self._error}
         return out
 
     def world(self, timeout_s: float = CALL_TIMEOUT_S) -> dict[str, Any] | None:
-        """A simulator's world snapshot (``get_world``); None from a real server or on error."""
-        reply = self._call({"action": "get_world"}, timeout_s)
-        return reply.get("data") if isinstance(reply, dict) and "data" in reply else None
+        """A simulator's world snapshot; None where the source has no world."""
+        return None
 
     def close(self) -> None:
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
+
+    # ------------------------------------------------------------ for the sources
+    def _set_cameras(self, names: list[str], intrinsics: dict[str, dict[str, Any]]) -> None:
+        with self._lock:
+            self._cameras, self._intrinsics = list(names), dict(intrinsics)
+            self._lock.notify_all()
+
+    def _set_error(self, text: str) -> None:
+        if text != self._error:
+            self._log(text or f"{self.kind} {self.address}: connected")
+        self._error = text
+        with self._lock:
+            self._lock.notify_all()
+
+    def _pose_of(self, camera: str) -> np.ndarray | None:
+        """T_base_camera now: the mount of a camera with a known name at the arm's joints."""
+        mount = MOUNTS.get(camera)
+        if mount is None:
+            return None
+        # a camera on the base does not move with the arm: known without the joints
+        q = [0.0] * 7 if mount.link in (ROOT_LINK, ARM_BASE_LINK) else self._arm_joints()
+        return mount.optical_in_arm_base(q) if q is not None else None
+
+    def _keep(self, frame: Frame) -> None:
+        with self._lock:
+            s = self._streams.setdefault((frame.camera, frame.stream), _Stream())
+            s.latest = frame
+            s.arrivals.append(frame.received)
+            self._lock.notify_all()
+        self._on_frame(frame)
+
+
+class CameraServerSource(FrameStore):
+    """A camera server at ``address`` (``ws://host:port`` or ``ws+unix:///path``), streamed
+    at ``rate_hz`` while wanted, by one client thread that reconnects every RECONNECT_S
+    while the server is away."""
+
+    kind = "camera server"
+
+    def __init__(self, address: str, rate_hz: float, arm_joints: ArmJoints = lambda: None,
+                 on_frame: Callable[[Frame], None] = lambda frame: None,
+                 log: Callable[[str], None] = lambda line: None) -> None:
+        super().__init__(address, arm_joints, on_frame, log)
+        self.rate_hz = rate_hz
+        self._names: dict[str, str] = {}             # device_id -> camera name
+        self._connected = False
+        self._calls: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="cameras", daemon=True)
+        self._thread.start()
+
+    def world(self, timeout_s: float = CALL_TIMEOUT_S) -> dict[str, Any] | None:
+        """The simulator's world snapshot (``get_world``); None from a real server or on error."""
+        reply = self._call({"action": "get_world"}, timeout_s)
+        return reply.get("data") if isinstance(reply, dict) and "data" in reply else None
+
+    def close(self) -> None:
+        super().close()
         self._thread.join(timeout=CONNECT_TIMEOUT_S + 2)
 
-    # ---------------------------------------------------------------- the client thread
     def _call(self, msg: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
         """A request answered in the client thread (which owns the connection)."""
         if not self._thread.is_alive():
@@ -202,11 +259,10 @@ class CameraServerSource:
     def _connect(self):
         from websockets.sync.client import connect, unix_connect   # noqa: PLC0415 - on demand
         options = dict(open_timeout=CONNECT_TIMEOUT_S, compression=None,
-                       max_size=cp.MAX_FRAME_BYTES, ping_interval=None, proxy=None)
+                       max_size=cp.MAX_FRAME_BYTES, ping_interval=None)
         if self.address.startswith("ws+unix://"):
-            options.pop("proxy")
             return unix_connect(self.address[len("ws+unix://"):], "ws://localhost/", **options)
-        return connect(self.address, **options)
+        return connect(self.address, proxy=None, **options)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -220,13 +276,6 @@ class CameraServerSource:
                                 if self._connected else
                                 f"camera server at {self.address} is not reachable: {exc}")
             self._stop.wait(RECONNECT_S)
-
-    def _set_error(self, text: str) -> None:
-        if text != self._error:
-            self._log(text or f"camera server at {self.address}: connected")
-        self._error = text
-        with self._lock:
-            self._lock.notify_all()
 
     def _request(self, conn, msg: dict[str, Any]) -> dict[str, Any]:
         """Send and wait for the answer to ``msg`` (frames arriving meanwhile are kept)."""
@@ -246,7 +295,7 @@ class CameraServerSource:
         except TimeoutError:
             return None
         if isinstance(message, bytes):
-            self._keep(message)
+            self._frame_message(message)
             return {}
         reply = json.loads(message)
         if reply.get("error") and reply.get("action") == "subscribe":
@@ -256,32 +305,25 @@ class CameraServerSource:
 
     def _serve(self, conn) -> None:
         state = self._request(conn, {"action": "get_state"})["data"]
-        cameras = [str(c.get("name") or c["device_id"]) for c in state["cameras"]]
         ids = {str(c.get("name") or c["device_id"]): str(c["device_id"]) for c in state["cameras"]}
         intrinsics = {name: self._request(conn, {"action": "get_intrinsics", "stream": "color",
                                                  "device_id": ids[name]}).get("data", {})
-                      for name in cameras}
-        with self._lock:
-            self._cameras, self._intrinsics = cameras, intrinsics
-            self._names = {v: k for k, v in ids.items()}
-            self._lock.notify_all()
+                      for name in ids}
+        self._names = {v: k for k, v in ids.items()}
+        self._set_cameras(list(ids), intrinsics)
         self._set_error(str(state.get("error", "")))
         subscribed: dict[str, frozenset[str]] = {}
         while not self._stop.is_set():
-            now = time.monotonic()
-            with self._lock:
-                wanted = {c: frozenset(st for (cam, st), s in self._streams.items()
-                                       if cam == c and s.wanted_until > now) for c in cameras}
-            for camera in cameras:
-                if wanted[camera] != subscribed.get(camera, frozenset()):
+            for camera, device in ids.items():
+                wanted = frozenset(self.wanted(camera))
+                if wanted != subscribed.get(camera, frozenset()):
                     if subscribed.get(camera):
-                        conn.send(cp.request("unsubscribe", device_id=ids[camera],
+                        conn.send(cp.request("unsubscribe", device_id=device,
                                              streams=sorted(subscribed[camera])))
-                    if wanted[camera]:
-                        conn.send(cp.request("subscribe", device_id=ids[camera],
-                                             streams=sorted(wanted[camera]), fps=self.rate_hz,
-                                             quality=85))
-                    subscribed[camera] = wanted[camera]
+                    if wanted:
+                        conn.send(cp.request("subscribe", device_id=device, streams=sorted(wanted),
+                                             fps=self.rate_hz, quality=85))
+                    subscribed[camera] = wanted
             while not self._calls.empty():
                 msg, box = self._calls.get_nowait()
                 try:
@@ -290,22 +332,16 @@ class CameraServerSource:
                     box.put(None)
             self._receive(conn, 0.1)
 
-    def _keep(self, message: bytes) -> None:
+    def _frame_message(self, message: bytes) -> None:
         try:
             header, data = cp.unpack_frame(message)
         except cp.FrameError as exc:
             self._log(f"camera server at {self.address}: dropped a frame: {exc}")
             return
         camera = self._names.get(str(header["camera_id"]), str(header["camera_id"]))
-        mount, q = MOUNTS.get(camera), self._arm_joints()
-        frame = Frame(camera, header["stream"], header, data, time.monotonic(),
-                      mount.optical_in_arm_base(q) if mount is not None and q is not None
-                      else None)
-        with self._lock:
-            s = self._streams.setdefault((camera, frame.stream), _Stream())
-            s.latest = frame
-            s.arrivals.append(frame.received)
-            self._lock.notify_all()
+        if not header.get("intrinsics"):       # optional in frame headers: the colour
+            header["intrinsics"] = self.intrinsics(camera)   # stream's (depth is aligned)
+        self._keep(Frame(camera, header["stream"], header, data, time.monotonic(),
+                         self._pose_of(camera)))
         if self._error.startswith(f"camera server at {self.address}"):
             self._set_error("")
-        self._on_frame(frame)

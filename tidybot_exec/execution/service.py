@@ -161,8 +161,9 @@ class ExecutionService:
             recorder = Recorder()
             feed = RecorderFeed(execution.guard.upstream, recorder)
             recorder.begin_lease(lease)
-            cameras = CodeCameras(lambda: self._private_cameras(execution),
-                                  self.camera_settings, owned=True)
+            if self.cameras is not None:    # a robot without cameras has none in a dry run
+                cameras = CodeCameras(lambda: self._private_cameras(execution),
+                                      self.camera_settings, owned=True)
         recorder.begin_execution(execution.id, lease)
         running = _Running(execution, binding, lease_id if binding else "", recorder, feed,
                            cameras, lease)

@@ -6,7 +6,7 @@ server's own bytes, not re-encoded), ``cameras/NAME/depth/image_raw`` (16UC1 mm,
 reading, aligned to colour) and ``cameras/NAME/camera_info`` (of the colour image). A
 stream is subscribed at the source only while one of its topics has a subscriber (checked
 every DEMAND_PERIOD_S), so an idle node makes the camera server render nothing. Frames are
-published from the source's thread, stamped with the node's clock at arrival; frame ids are
+published from the source's thread, stamped with when the frame was taken; frame ids are
 ``<prefix>NAME_color_optical_frame``, tied to the robot on /tf_static (the mounts of
 robot_model.MOUNTS) where tf2_msgs exists.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import TransformStamped
 from rclpy.node import Node
@@ -26,7 +27,8 @@ from tidybot_exec.cameras.for_code import Source, frame_id
 from tidybot_exec.cameras.robot_model import MOUNTS
 from tidybot_exec.cameras.source import CameraServerSource, Frame
 from tidybot_exec.ros.backend_monitor import Level
-from tidybot_exec.ros.params import frame_prefix
+from tidybot_exec.ros.driver_cameras import DriverCameras
+from tidybot_exec.ros.params import DRIVER_SCHEME, driver_topics, frame_prefix
 from tidybot_exec.ros.state_topics import STATE_QOS, TFMessage, quaternion, status
 
 DEMAND_PERIOD_S = 0.5
@@ -34,10 +36,14 @@ STATIC_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                         reliability=ReliabilityPolicy.RELIABLE)
 
 
-def make_source(spec: str, rate_hz: float, arm_joints: Callable[[], Sequence[float] | None],
+def make_source(node: Node, spec: str, rate_hz: float,
+                arm_joints: Callable[[], Sequence[float] | None],
                 on_frame: Callable[[Frame], None], log: Callable[[str], None]) -> Source | None:
-    """The ``cameras`` parameter's source: a camera server's ws:// address, or none ("")."""
-    spec = spec.strip()        # (params.validate refused anything else)
+    """The ``cameras`` parameter's source: a camera server's ws:// address, a driver's
+    topics (ros:NAME=NAMESPACE,...) or none (""); params.validate refused anything else."""
+    spec = spec.strip()
+    if spec.startswith(DRIVER_SCHEME):
+        return DriverCameras(node, driver_topics(spec), arm_joints, on_frame, log)
     return CameraServerSource(spec, rate_hz, arm_joints, on_frame, log) if spec else None
 
 
@@ -71,8 +77,9 @@ class CameraTopics:
                 logger.info(line)
             else:
                 logger.warning(line)
-        self.source = make_source(p["cameras"], p["camera_rate_hz"], arm_joints,
+        self.source = make_source(node, p["cameras"], p["camera_rate_hz"], arm_joints,
                                   self._on_frame, log)
+        self._max_age_s = p["camera_max_age_s"]
         if self.source is None:
             return
         node.create_timer(DEMAND_PERIOD_S, self._renew_demand)
@@ -102,7 +109,8 @@ class CameraTopics:
         pubs = self._pubs.get(frame.camera)
         if pubs is None or not self.node.context.ok():
             return
-        header = Header(stamp=self.node.get_clock().now().to_msg(),
+        seconds = frame.stamp              # when it was taken (ROS: the acquisition time)
+        header = Header(stamp=Time(sec=int(seconds), nanosec=int(seconds % 1.0 * 1e9)),
                         frame_id=frame_id(self.prefix, frame.camera))
         try:
             if frame.stream == "depth":
@@ -135,8 +143,10 @@ class CameraTopics:
             return [status("cameras", Level.ERROR, self.source.error or "no cameras yet")]
         out = []
         for name, s in cameras.items():
-            level = Level.ERROR if s["error"] else Level.OK
-            message = s["error"] or ("streaming" if s["wanted"] else "idle (no subscriber)")
+            late = s["wanted"] and s["age_s"] > max(2.0, self._max_age_s)
+            level = Level.ERROR if s["error"] else Level.WARN if late else Level.OK
+            message = s["error"] or (f"no frame for {s['age_s']:.1f}s" if late else
+                                     "streaming" if s["wanted"] else "idle (no subscriber)")
             out.append(status(f"camera {name}", level, message, source=s["source"],
                               rate_hz=f"{s['rate_hz']:.1f}", age_s=f"{s['age_s']:.2f}"))
         return out

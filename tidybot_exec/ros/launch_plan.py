@@ -8,7 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tidybot_exec.cameras.protocol import DEFAULT_PORT as CAMERA_PORT
 from tidybot_sdk import protocol as proto
+
+# the default ports span 5555..5591 (the camera server's 5580 among them): a robot's block
+# of ports must not reach into the next one's
+MIN_PORT_STEP = 40
 
 ARGUMENTS = {
     "use_sim": ("true", "start the simulated arm, gripper and base (tidybot-sim)"),
@@ -77,9 +82,12 @@ def plan(args: dict[str, str], share_dir: Path, rsp_available: bool) -> list[Pro
                              namespace=namespace, params_files=(params_file,)))
     if truthy(values["rsp"]) and rsp_available:
         urdf = (share_dir / "urdf" / "tidybot.urdf").read_text()
+        # in a namespace its links carry the same prefix as the node's frames (frame_prefix)
         processes.append(Process("robot_state_publisher", "robot_state_publisher",
                                  "robot_state_publisher", is_ros_node=True, namespace=namespace,
-                                 parameters={"robot_description": urdf}))
+                                 parameters={"robot_description": urdf,
+                                             **({"frame_prefix": f"{namespace}/"}
+                                                if namespace else {})}))
     return processes
 
 
@@ -87,7 +95,7 @@ def fleet_plan(args: dict[str, str], share_dir: Path) -> list[Process]:
     """The processes of ``robots`` robots: each robot's plan (plan()) in its own namespace,
     its simulator and its node on the default ports shifted by ``port_step`` per robot."""
     values = _values(args, FLEET_ARGUMENTS)
-    robots, step = _count(values, "robots", 1), _count(values, "port_step", 10)
+    robots, step = _count(values, "robots", 1), _count(values, "port_step", MIN_PORT_STEP)
     prefix = values["namespace_prefix"].strip("/")
     if not prefix:
         raise ValueError("namespace_prefix must not be empty")
@@ -98,8 +106,11 @@ def fleet_plan(args: dict[str, str], share_dir: Path) -> list[Process]:
                  for backend, default in proto.DEFAULT_PORTS.items()}
         parameters = {f"{backend}_{role}_port": port for backend, roles in proto.SOCKETS.items()
                       for role, port in zip(roles, ports[backend])}
+        camera_port = CAMERA_PORT + (i - 1) * step
+        parameters["cameras"] = f"ws://127.0.0.1:{camera_port}"
         sim_arguments = tuple(a for backend in ("arm", "gripper", "base") for a in (
-            f"--{backend}-ports", ",".join(map(str, ports[backend]))))
+            f"--{backend}-ports", ",".join(map(str, ports[backend])))) + (
+            "--camera-port", str(camera_port))
         for p in plan({"use_sim": values["use_sim"], "namespace": namespace,
                        "params_file": values["params_file"]}, share_dir, rsp_available=False):
             processes.append(

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 Value = bool | int | float | str | list[float]
 CAMERA_SCHEMES = ("ws://", "ws+unix://")
+DRIVER_SCHEME = "ros:"
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     # cameras (docs/cameras.md)
     ParamSpec("cameras", "ws://127.0.0.1:5580",
               "where camera frames come from: a TidyBot camera server's ws://HOST:PORT (the "
-              "simulator serves one on 5580), or '' for no cameras", allow_empty=True),
+              "simulator serves one on 5580); a ROS camera driver's topics, "
+              "ros:NAME=NAMESPACE[,NAME=NAMESPACE...] (realsense2_camera: NAMESPACE/color/"
+              "image_raw, NAMESPACE/aligned_depth_to_color/image_raw, NAMESPACE/color/"
+              "camera_info); or '' for no cameras", allow_empty=True),
     ParamSpec("camera_rate_hz", 5.0, "frames per second asked of the camera source while a "
               "camera topic has a subscriber or code reads that camera", 0.1, 30.0),
     ParamSpec("camera_max_age_s", 1.0, "code never gets a frame older than this: "
@@ -166,6 +170,18 @@ BY_NAME: Mapping[str, ParamSpec] = {p.name: p for p in PARAMS}
 def robot_history_dir(history_dir: str, namespace: str) -> Path:
     """Where a node in ``namespace`` keeps its history: each robot of a fleet its own."""
     return Path(history_dir).expanduser() / namespace.strip("/")
+
+
+def driver_topics(spec: str) -> dict[str, str]:
+    """``ros:NAME=NAMESPACE,...`` (the ``cameras`` parameter) as {NAME: /NAMESPACE}."""
+    out = {}
+    for pair in (p.strip() for p in spec[len(DRIVER_SCHEME):].split(",")):
+        name, sep, namespace = pair.partition("=")
+        if not sep or not name.strip().isidentifier() or not namespace.strip(" /"):
+            raise ValueError(f"cameras: {pair!r} is not NAME=NAMESPACE (e.g. "
+                             f"ros:wrist=/wrist_camera/camera)")
+        out[name.strip()] = "/" + namespace.strip(" /")
+    return out
 
 
 def frame_prefix(value: str, namespace: str) -> str:
@@ -186,9 +202,14 @@ def validate(values: Mapping[str, Any]) -> list[str]:
                 a < b for a, b in zip(values[low], values[high])):
             problems.append(f"{low} must be below {high} on every axis")
     cameras = str(values.get("cameras", "")).strip()
-    if cameras and not cameras.startswith(CAMERA_SCHEMES):
-        problems.append(f"cameras must be '' or a camera server's address ws://HOST:PORT, "
-                        f"got {cameras!r}")
+    if cameras.startswith(DRIVER_SCHEME):
+        try:
+            driver_topics(cameras)
+        except ValueError as exc:
+            problems.append(str(exc))
+    elif cameras and not cameras.startswith(CAMERA_SCHEMES):
+        problems.append(f"cameras must be '', a camera server's address ws://HOST:PORT or "
+                        f"ros:NAME=NAMESPACE,..., got {cameras!r}")
     if values.get("default_timeout_s", 0) > values.get("max_timeout_s", float("inf")):
         problems.append("default_timeout_s must not exceed max_timeout_s")
     seen: dict[tuple[str, int], str] = {}
