@@ -153,3 +153,28 @@ def test_a_dead_camera_server_is_unavailable_in_code_and_diagnostics_then_recove
     assert sim_stack.control(cmd="restart", server="cameras")["ok"]
     wait_until(lambda: camera_level(OK), 15, "the camera back to OK in /diagnostics")
     run_ok(client, look)
+
+
+def test_the_static_transforms_are_the_mounts_the_simulator_renders_from():
+    """What /tf_static carries (where tf2_msgs exists) is each camera's mount."""
+    from builtin_interfaces.msg import Time
+
+    from tidybot_exec.cameras.robot_model import MOUNTS
+    from tidybot_exec.ros.camera_topics import mount_tf
+    from tidybot_sdk import kinematics as kin
+
+    for name, mount in MOUNTS.items():
+        tf = mount_tf("robot2/", name, Time())
+        assert tf.header.frame_id == f"robot2/{mount.link}"
+        assert tf.child_frame_id == f"robot2/{name}_color_optical_frame"
+        t, r = tf.transform.translation, tf.transform.rotation
+        assert np.allclose([t.x, t.y, t.z], mount.optical[:3, 3])
+        w, x, y, z = r.w, r.x, r.y, r.z
+        R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+        assert np.allclose(R, mount.optical[:3, :3], atol=1e-9)
+    # the base camera's optical z axis looks down at the table, the wrist's along the hand
+    base = MOUNTS["base"].optical_in_arm_base(kin.HOME_Q)
+    assert base[2, 2] < -0.5
+    assert MOUNTS["wrist"].optical[2, 2] > 0.99

@@ -85,18 +85,8 @@ class CameraTopics:
         node.create_timer(DEMAND_PERIOD_S, self._renew_demand)
         if TFMessage is not None and p["publish_tf"]:
             node.create_publisher(TFMessage, "/tf_static", STATIC_QOS).publish(
-                TFMessage(transforms=[self._mount_tf(name) for name in MOUNTS]))
-
-    def _mount_tf(self, name: str) -> TransformStamped:
-        mount = MOUNTS[name]
-        tf = TransformStamped(header=Header(stamp=self.node.get_clock().now().to_msg(),
-                                            frame_id=self.prefix + mount.link),
-                              child_frame_id=frame_id(self.prefix, name))
-        t = mount.optical[:3, 3]
-        tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z = (
-            float(v) for v in t)
-        tf.transform.rotation = quaternion(mount.optical[:3, :3])
-        return tf
+                TFMessage(transforms=[mount_tf(self.prefix, name, node.get_clock().now().to_msg())
+                                      for name in MOUNTS]))
 
     def _renew_demand(self) -> None:
         for name in self.source.cameras:
@@ -154,6 +144,17 @@ class CameraTopics:
     def close(self) -> None:
         if self.source is not None:
             self.source.close()
+
+
+def mount_tf(prefix: str, name: str, stamp) -> TransformStamped:
+    """Camera ``name``'s optical frame on the link it is mounted on (/tf_static)."""
+    mount = MOUNTS[name]
+    tf = TransformStamped(header=Header(stamp=stamp, frame_id=prefix + mount.link),
+                          child_frame_id=frame_id(prefix, name))
+    t = tf.transform.translation
+    t.x, t.y, t.z = (float(v) for v in mount.optical[:3, 3])
+    tf.transform.rotation = quaternion(mount.optical[:3, :3])
+    return tf
 
 
 def camera_info(header: Header, frame: Frame) -> CameraInfo:
