@@ -178,3 +178,26 @@ def test_the_static_transforms_are_the_mounts_the_simulator_renders_from():
     base = MOUNTS["base"].optical_in_arm_base(kin.HOME_Q)
     assert base[2, 2] < -0.5
     assert MOUNTS["wrist"].optical[2, 2] > 0.99
+
+
+def test_frames_and_parameters_that_lie_are_refused_before_any_decoding():
+    import pytest
+
+    from tidybot_exec.cameras import protocol as cp
+    from tidybot_exec.ros.params import validate
+
+    image = cp.encode_jpeg(np.zeros((24, 32, 3), np.uint8))
+    header = {"camera_id": "base", "stream": "color", "width": 32, "height": 24,
+              "timestamp": 1.0, "format": "jpeg"}
+    got, data = cp.unpack_frame(cp.pack_frame(header, image))
+    assert cp.decode_color(data, (32, 24)).shape == (24, 32, 3)
+    with pytest.raises(cp.FrameError, match="header says 640x480"):
+        cp.decode_color(data, (640, 480))             # a small file claiming a big image
+    for bad in ({"width": None}, {"width": 10 ** 6}, {"timestamp": "soon"}, {"stream": "ir"}):
+        with pytest.raises(cp.FrameError):
+            cp.unpack_frame(cp.pack_frame({**header, **bad}, image))
+    with pytest.raises(cp.FrameError):
+        cp.unpack_frame(b"\x00\x00\x10\x00{}")         # a header longer than the message
+    for spec in ("ros:wrist=/cam era", "ros:1st=/cam", "ros:wrist=/a,wrist=/b", "ros:", "http://x"):
+        assert any("cameras" in p for p in validate({"cameras": spec})), spec
+    assert validate({"cameras": "ros:wrist=/wrist/camera,base=base_cam"}) == []

@@ -37,7 +37,9 @@ def test_a_grasp_closes_on_the_cube_which_moves_with_the_hand_and_stays_where_re
     assert simulator.world.held == "cube"
     r.arm.move_delta(dz=0.15)
     r.base.strafe(0.2)
+    assert r.gripper.grasp(force=80)            # closing again on what it holds keeps it
     lifted = cube(simulator)
+    assert simulator.world.held == "cube"
     assert np.allclose(lifted[:3, 3] - start[:3, 3], (0.0, 0.2, 0.15), atol=0.01)
     r.gripper.open()
     placed = cube(simulator)

@@ -114,7 +114,8 @@ class SensorAPI:
     def get_image(self, camera: str) -> np.ndarray:
         """The newest colour image of ``camera``: numpy uint8 (H, W, 3), RGB."""
         reply = self._frame(camera, "color")
-        return np.frombuffer(reply["data"], np.uint8).reshape(reply["height"], reply["width"], 3)
+        return np.frombuffer(reply["data"], np.uint8).reshape(
+            reply["height"], reply["width"], 3).copy()          # the code's own, writable
 
     def get_depth(self, camera: str) -> np.ndarray:
         """The newest depth image of ``camera``, aligned to its colour image: numpy float32
@@ -128,14 +129,20 @@ class SensorAPI:
     def get_camera_info(self, camera: str) -> dict[str, Any]:
         """Pinhole intrinsics of ``camera``'s colour image and where it was: ``fx, fy, cx, cy``
         (pixels), ``width, height``, ``frame_id``, ``T_base_camera`` (4x4 numpy: the
-        optical frame — z forward, x right, y down — in the arm's base frame when the
-        newest frame was taken; None for a camera whose mount the node does not know) and
-        ``stamp`` (when that frame was taken, epoch seconds)."""
+        optical frame — z forward, x right, y down — in the arm's base frame, where the
+        camera was when the newest frame reached the node, tens of ms after it was taken:
+        keep the arm still while looking; None for a camera whose mount the node does not
+        know) and ``stamp`` (when that frame was taken, epoch seconds). Raises
+        SensorUnavailable when the camera's source gives no intrinsics."""
         reply = self._frame(camera, "info")
         k = reply.get("intrinsics") or {}
+        missing = [name for name in ("fx", "fy", "cx", "cy") if not k.get(name)]
+        if missing:               # never made-up zeros
+            raise SensorUnavailable(f"camera {camera!r}: its source gave no intrinsics "
+                                    f"({', '.join(missing)} missing)")
         T = reply.get("T_base_camera")
-        return {"fx": float(k.get("fx", 0.0)), "fy": float(k.get("fy", 0.0)),
-                "cx": float(k.get("cx", 0.0)), "cy": float(k.get("cy", 0.0)),
+        return {"fx": float(k["fx"]), "fy": float(k["fy"]),
+                "cx": float(k["cx"]), "cy": float(k["cy"]),
                 "width": int(reply["width"]), "height": int(reply["height"]),
                 "frame_id": str(reply["frame_id"]), "stamp": float(reply["stamp"]),
                 "T_base_camera": None if T is None else np.array(T, dtype=float).reshape(4, 4)}

@@ -28,6 +28,7 @@ class Source(Protocol):
     @property
     def error(self) -> str: ...
     def wait_cameras(self, wait_s: float) -> list[str]: ...
+    def world(self, timeout_s: float) -> dict[str, Any] | None: ...
     def frame(self, camera: str, stream: str, max_age_s: float, wait_s: float) -> Frame: ...
     def close(self) -> None: ...
 
@@ -91,16 +92,16 @@ class CodeCameras:
                      else frame.T_base_camera.flatten().tolist()}
             if kind == "info":
                 return reply
+            if self.bytes_sent + frame.nbytes > self.limits.budget_bytes:   # before any copy
+                return {"error": f"this execution's camera budget of "
+                                 f"{self.limits.budget_bytes / 2 ** 20:g} MiB is used up "
+                                 f"({self.bytes_sent / 2 ** 20:.1f} MiB read; node parameter "
+                                 f"camera_budget_mb)"}
             data = frame.image.tobytes()
         except CameraUnavailable as exc:
             return {"error": str(exc), "unavailable": True}
         except (ValueError, OSError) as exc:   # an unknown camera, a frame that does not decode
             return {"error": str(exc)}
-        if self.bytes_sent + len(data) > self.limits.budget_bytes:
-            return {"error": f"this execution's camera budget of "
-                             f"{self.limits.budget_bytes / 2 ** 20:g} MiB is used up "
-                             f"({self.bytes_sent / 2 ** 20:.1f} MiB read; node parameter "
-                             f"camera_budget_mb)"}
         self.bytes_sent += len(data)
         return {**reply, "stream": kind, "encoding": "16UC1" if kind == "depth" else "rgb8",
                 "data": data}

@@ -18,6 +18,7 @@ import numpy as np
 DEFAULT_PORT = 5580
 STREAMS = ("color", "depth")
 MAX_FRAME_BYTES = 16 * 1024 * 1024      # a 1280×720 16-bit PNG is ~2 MB: room, not a flood
+MAX_SIDE = 4096                         # pixels: what a frame header may claim
 
 
 class FrameError(ValueError):
@@ -47,6 +48,12 @@ def unpack_frame(data: bytes) -> tuple[dict[str, Any], bytes]:
     header.setdefault("stream", header.get("stream_type"))
     if header["camera_id"] is None or header["stream"] not in STREAMS:
         raise FrameError(f"frame header lacks camera_id or a stream of {STREAMS}: {header}")
+    width, height, stamp = header.get("width"), header.get("height"), header.get("timestamp")
+    if not all(isinstance(v, int) and 0 < v <= MAX_SIDE for v in (width, height)):
+        raise FrameError(f"frame header's width and height must be whole numbers 1..{MAX_SIDE}, "
+                         f"got {width!r}, {height!r}")
+    if stamp is not None and not isinstance(stamp, (int, float)):
+        raise FrameError(f"frame header's timestamp must be a number, got {stamp!r}")
     return header, data[4 + n:]
 
 
@@ -71,17 +78,27 @@ def encode_depth_png(depth_m: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def decode_color(data: bytes) -> np.ndarray:
-    """A JPEG or PNG colour image as (H, W, 3) uint8 RGB."""
-    from PIL import Image                                   # noqa: PLC0415
-    with Image.open(io.BytesIO(data)) as im:
+def _opened(data: bytes, size: tuple[int, int]):
+    """The image in ``data``, its size checked against the header's before any decoding
+    (a small file can claim a huge image)."""
+    from PIL import Image                                   # noqa: PLC0415 - on demand
+    im = Image.open(io.BytesIO(data))
+    if im.size != size:
+        im.close()
+        raise FrameError(f"image is {im.size[0]}x{im.size[1]}, its header says "
+                         f"{size[0]}x{size[1]}")
+    return im
+
+
+def decode_color(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """A JPEG or PNG colour image of ``size`` (width, height) as (H, W, 3) uint8 RGB."""
+    with _opened(data, size) as im:
         return np.asarray(im.convert("RGB"))
 
 
-def decode_depth(data: bytes) -> np.ndarray:
-    """A 16-bit PNG depth image as (H, W) uint16 millimetres."""
-    from PIL import Image                                   # noqa: PLC0415
-    with Image.open(io.BytesIO(data)) as im:
+def decode_depth(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """A 16-bit PNG depth image of ``size`` (width, height) as (H, W) uint16 millimetres."""
+    with _opened(data, size) as im:
         depth = np.asarray(im)
     if depth.ndim != 2:
         raise FrameError(f"depth image has {depth.ndim} dimensions, not 2")

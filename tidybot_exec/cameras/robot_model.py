@@ -127,13 +127,22 @@ def _rotation(axis: tuple[float, ...], angle: float) -> np.ndarray:
 
 
 def urdf_path() -> Path:
-    """urdf/tidybot.urdf of this checkout, else of the install prefix (colcon, pip)."""
-    for candidate in (Path(__file__).resolve().parents[2] / "urdf" / "tidybot.urdf",
-                      Path(sys.prefix) / "share" / "tidybot_exec" / "urdf" / "tidybot.urdf"):
+    """urdf/tidybot.urdf of this checkout, else of the install prefix: a venv's, a colcon
+    install's (…/lib/pythonX.Y/site-packages/tidybot_exec/cameras: five levels up), or
+    wherever the ament index says the package is."""
+    here = Path(__file__).resolve()
+    share = Path("share") / "tidybot_exec" / "urdf" / "tidybot.urdf"
+    candidates = [here.parents[2] / "urdf" / "tidybot.urdf", Path(sys.prefix) / share,
+                  here.parents[min(5, len(here.parents) - 1)] / share]
+    try:
+        from ament_index_python.packages import get_package_share_directory  # noqa: PLC0415
+        candidates.append(Path(get_package_share_directory("tidybot_exec")) / "urdf" / "tidybot.urdf")
+    except Exception:  # noqa: BLE001 - not a ROS install, or the package is not indexed
+        pass
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError("urdf/tidybot.urdf is neither in the checkout nor installed under "
-                            f"{sys.prefix}/share/tidybot_exec")
+    raise FileNotFoundError(f"urdf/tidybot.urdf not found (looked in {', '.join(map(str, candidates))})")
 
 
 @lru_cache(maxsize=1)

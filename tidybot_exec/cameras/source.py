@@ -26,6 +26,8 @@ from . import protocol as cp
 from .robot_model import ARM_BASE_LINK, MOUNTS, ROOT_LINK
 
 RECONNECT_S = 0.5           # between connection attempts
+KEEPALIVE_S = 5.0           # ping this often; a server silent for as long again is gone
+REFUSED_S = 2.0             # a refused subscription is asked again after this
 CONNECT_TIMEOUT_S = 2.0
 CALL_TIMEOUT_S = 2.0
 RATE_WINDOW = 20            # frames the measured rate is averaged over
@@ -68,12 +70,13 @@ class Frame:
         """Colour (H, W, 3) uint8 RGB, or depth (H, W) uint16 millimetres."""
         if self.decoded is None:
             decode = cp.decode_depth if self.stream == "depth" else cp.decode_color
-            image = decode(self.data)
-            if image.shape[:2] != (self.height, self.width):
-                raise cp.FrameError(f"{self.camera} {self.stream}: image is {image.shape[1]}x"
-                                    f"{image.shape[0]}, its header says {self.width}x{self.height}")
-            self.decoded = image
+            self.decoded = decode(self.data, (self.width, self.height))
         return self.decoded
+
+    @property
+    def nbytes(self) -> int:
+        """The decoded image's size (known before decoding it)."""
+        return self.width * self.height * (2 if self.stream == "depth" else 3)
 
 
 @dataclass
@@ -99,7 +102,7 @@ class FrameStore:
         self._cameras: list[str] = []
         self._intrinsics: dict[str, dict[str, Any]] = {}
         self._error = "not connected yet"
-        self._refused = False           # the source refused to stream (e.g. no GL)
+        self._refused = 0.0             # when the source last refused to stream (e.g. no GL)
         self._stop = threading.Event()
 
     @property
@@ -149,7 +152,7 @@ class FrameStore:
                 now = time.monotonic()
                 if s.latest is not None and now - s.latest.received <= max_age_s:
                     return s.latest
-                if now >= deadline or self._stop.is_set() or self._refused:
+                if now >= deadline or self._stop.is_set() or now - self._refused < REFUSED_S:
                     break
                 self._lock.wait(deadline - now)
         age = (f"the newest is {time.monotonic() - s.latest.received:.2f}s old (limit "
@@ -162,13 +165,14 @@ class FrameStore:
             return dict(self._intrinsics.get(camera, {}))
 
     def status(self) -> dict[str, dict[str, Any]]:
-        """Per camera: measured colour rate, age of the newest frame, whether it is wanted,
-        the source and its error — for /diagnostics."""
+        """Per camera: the rate and the newest frame's age of its freshest stream, whether
+        it is wanted, the source and its error — for /diagnostics."""
         now = time.monotonic()
         out = {}
         with self._lock:
             for camera in self._cameras:
-                s = self._streams.get((camera, "color"), _Stream())
+                s = max((st for (c, _), st in self._streams.items() if c == camera and st.latest),
+                        key=lambda st: st.latest.received, default=_Stream())
                 times = list(s.arrivals)
                 fresh = len(times) > 1 and now - times[-1] < 2.0 and times[-1] > times[0]
                 out[camera] = {"rate_hz": (len(times) - 1) / (times[-1] - times[0]) if fresh else 0.0,
@@ -218,6 +222,15 @@ class FrameStore:
         self._on_frame(frame)
 
 
+def normalized(intrinsics: dict[str, Any]) -> dict[str, Any]:
+    """Intrinsics with the names the SDK uses (RealSense's ppx/ppy are cx/cy)."""
+    out = dict(intrinsics)
+    for theirs, ours in (("ppx", "cx"), ("ppy", "cy")):
+        if theirs in out:
+            out.setdefault(ours, out[theirs])
+    return out
+
+
 class CameraServerSource(FrameStore):
     """A camera server at ``address`` (``ws://host:port`` or ``ws+unix:///path``), streamed
     at ``rate_hz`` while wanted, by one client thread that reconnects every RECONNECT_S
@@ -232,12 +245,16 @@ class CameraServerSource(FrameStore):
         self.rate_hz = rate_hz
         self._names: dict[str, str] = {}             # device_id -> camera name
         self._connected = False
+        self.simulated = False          # the server is tidybot-sim's (it has a world)
         self._calls: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="cameras", daemon=True)
         self._thread.start()
 
     def world(self, timeout_s: float = CALL_TIMEOUT_S) -> dict[str, Any] | None:
-        """The simulator's world snapshot (``get_world``); None from a real server or on error."""
+        """The simulator's world snapshot (``get_world``); None from a real server (not
+        asked) or on error."""
+        if not self.simulated:
+            return None
         reply = self._call({"action": "get_world"}, timeout_s)
         return reply.get("data") if isinstance(reply, dict) and "data" in reply else None
 
@@ -250,7 +267,7 @@ class CameraServerSource(FrameStore):
         if not self._thread.is_alive():
             return None
         box: queue.Queue = queue.Queue(maxsize=1)
-        self._calls.put((msg, box))
+        self._calls.put((msg, box, time.monotonic() + timeout_s))
         try:
             return box.get(timeout=timeout_s)
         except queue.Empty:
@@ -258,15 +275,18 @@ class CameraServerSource(FrameStore):
 
     def _connect(self):
         from websockets.sync.client import connect, unix_connect   # noqa: PLC0415 - on demand
+        # pings: a server that vanished without closing (power, Wi-Fi) is found out in
+        # ~2 KEEPALIVE_S, not after TCP's retransmissions (~15 min)
         options = dict(open_timeout=CONNECT_TIMEOUT_S, compression=None,
-                       max_size=cp.MAX_FRAME_BYTES, ping_interval=None)
+                       max_size=cp.MAX_FRAME_BYTES, ping_interval=KEEPALIVE_S,
+                       ping_timeout=KEEPALIVE_S)
         if self.address.startswith("ws+unix://"):
             return unix_connect(self.address[len("ws+unix://"):], "ws://localhost/", **options)
         return connect(self.address, proxy=None, **options)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._connected = self._refused = False
+            self._connected, self._refused = False, 0.0
             try:
                 with self._connect() as conn:
                     self._connected = True
@@ -285,7 +305,8 @@ class CameraServerSource(FrameStore):
             reply = self._receive(conn, max(0.0, deadline - time.monotonic()))
             if reply is None:
                 raise TimeoutError(f"no answer to {msg['action']} within {CALL_TIMEOUT_S:g}s")
-            if reply.get("action") == msg["action"]:
+            # the simulator echoes the action; the TidyBot server answers {"data": ...}
+            if reply and reply.get("action", msg["action"]) == msg["action"]:
                 return reply
 
     def _receive(self, conn, timeout_s: float) -> dict[str, Any] | None:
@@ -299,21 +320,28 @@ class CameraServerSource(FrameStore):
             return {}
         reply = json.loads(message)
         if reply.get("error") and reply.get("action") == "subscribe":
-            self._refused = True           # no frames will come: nobody waits for them
-            self._set_error(f"camera server at {self.address}: {reply['error']}")
+            self._refused = time.monotonic()   # no frames come: nobody waits for them now,
+            self._set_error(f"camera server at {self.address}: {reply['error']}")  # asked again
         return reply
 
     def _serve(self, conn) -> None:
         state = self._request(conn, {"action": "get_state"})["data"]
-        ids = {str(c.get("name") or c["device_id"]): str(c["device_id"]) for c in state["cameras"]}
-        intrinsics = {name: self._request(conn, {"action": "get_intrinsics", "stream": "color",
-                                                 "device_id": ids[name]}).get("data", {})
-                      for name in ids}
+        ids = {}
+        for c in state["cameras"]:
+            ids.setdefault(str(c.get("name") or c["device_id"]), str(c["device_id"]))
+        self.simulated = bool(state.get("simulator"))
+        intrinsics = {}
+        for name, device in ids.items():
+            reply = self._request(conn, {"action": "get_intrinsics", "stream": "color",
+                                         "device_id": device})
+            intrinsics[name] = normalized(reply.get("data") or reply.get("intrinsics") or {})
         self._names = {v: k for k, v in ids.items()}
         self._set_cameras(list(ids), intrinsics)
         self._set_error(str(state.get("error", "")))
         subscribed: dict[str, frozenset[str]] = {}
         while not self._stop.is_set():
+            if self._refused and time.monotonic() - self._refused > REFUSED_S:
+                self._refused, subscribed = 0.0, {}      # ask again (the server may recover)
             for camera, device in ids.items():
                 wanted = frozenset(self.wanted(camera))
                 if wanted != subscribed.get(camera, frozenset()):
@@ -325,7 +353,9 @@ class CameraServerSource(FrameStore):
                                              fps=self.rate_hz, quality=85))
                     subscribed[camera] = wanted
             while not self._calls.empty():
-                msg, box = self._calls.get_nowait()
+                msg, box, deadline = self._calls.get_nowait()
+                if time.monotonic() > deadline:
+                    continue                    # its caller gave up
                 try:
                     box.put(self._request(conn, msg))
                 except TimeoutError:
@@ -339,9 +369,10 @@ class CameraServerSource(FrameStore):
             self._log(f"camera server at {self.address}: dropped a frame: {exc}")
             return
         camera = self._names.get(str(header["camera_id"]), str(header["camera_id"]))
-        if not header.get("intrinsics"):       # optional in frame headers: the colour
-            header["intrinsics"] = self.intrinsics(camera)   # stream's (depth is aligned)
+        # optional in frame headers: else the colour stream's (depth is aligned to it)
+        header["intrinsics"] = normalized(header.get("intrinsics") or self.intrinsics(camera))
         self._keep(Frame(camera, header["stream"], header, data, time.monotonic(),
                          self._pose_of(camera)))
+        self._refused = 0.0
         if self._error.startswith(f"camera server at {self.address}"):
             self._set_error("")

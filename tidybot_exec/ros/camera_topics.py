@@ -28,7 +28,7 @@ from tidybot_exec.cameras.robot_model import MOUNTS
 from tidybot_exec.cameras.source import CameraServerSource, Frame
 from tidybot_exec.ros.backend_monitor import Level
 from tidybot_exec.ros.driver_cameras import DriverCameras
-from tidybot_exec.ros.params import DRIVER_SCHEME, driver_topics, frame_prefix
+from tidybot_exec.ros.params import CAMERA_NAME, DRIVER_SCHEME, driver_topics, frame_prefix
 from tidybot_exec.ros.state_topics import STATE_QOS, TFMessage, quaternion, status
 
 DEMAND_PERIOD_S = 0.5
@@ -70,6 +70,7 @@ class CameraTopics:
         self.node = node
         self.prefix = frame_prefix(p["frame_prefix"], node.get_namespace())
         self._pubs: dict[str, _Publishers] = {}
+        self._skipped: set[str] = set()
         logger = node.get_logger()
 
         def log(line: str) -> None:       # (rclpy wants one severity per call site)
@@ -90,6 +91,13 @@ class CameraTopics:
 
     def _renew_demand(self) -> None:
         for name in self.source.cameras:
+            if not CAMERA_NAME.fullmatch(name):
+                if name not in self._skipped:        # a serial number, a name with spaces
+                    self._skipped.add(name)
+                    self.node.get_logger().warning(
+                        f"camera {name!r}: not a ROS name, so it has no topics (code can "
+                        f"still read it)")
+                continue
             pubs = self._pubs.get(name) or self._pubs.setdefault(name, _Publishers(self.node, name))
             for stream in pubs.wanted():
                 self.source.want(name, stream, 3 * DEMAND_PERIOD_S)
@@ -117,8 +125,8 @@ class CameraTopics:
                 jpeg = frame.data if frame.header.get("format") == "jpeg" else cp.encode_jpeg(
                     frame.image)
                 pubs.compressed.publish(CompressedImage(header=header, format="jpeg", data=jpeg))
-            if pubs.info.get_subscription_count():
-                pubs.info.publish(camera_info(header, frame))
+            if pubs.info.get_subscription_count() and (frame.header.get("intrinsics") or {}).get("fx"):
+                pubs.info.publish(camera_info(header, frame))     # (none without intrinsics)
         except Exception as exc:  # noqa: BLE001 - a bad frame or a shutdown: the next one comes
             if self.node.context.ok():
                 self.node.get_logger().warning(f"camera {frame.camera}: frame not published: {exc!r}")

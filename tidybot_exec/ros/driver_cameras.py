@@ -26,6 +26,7 @@ TOPICS = {"color": "color/image_raw", "depth": "aligned_depth_to_color/image_raw
           "info": "color/camera_info"}
 _CHANNELS = {"rgb8": (3, None), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1, 2]),
              "bgra8": (4, [2, 1, 0]), "mono8": (1, [0, 0, 0])}
+ENCODINGS = {"color": set(_CHANNELS), "depth": {"16UC1", "mono16", "32FC1"}}
 
 
 def image_array(msg: Image) -> np.ndarray:
@@ -88,6 +89,9 @@ class DriverCameras(FrameStore):
             self._set_error(f"{name}: no camera_info yet on {self._specs[name]}/{TOPICS['info']}")
             return
         try:
+            if msg.encoding not in ENCODINGS[stream]:
+                raise ValueError(f"encoding {msg.encoding!r} is not a {stream} encoding "
+                                 f"({', '.join(sorted(ENCODINGS[stream]))})")
             image = image_array(msg)
         except ValueError as exc:
             self._set_error(f"{name} {stream}: {exc}")

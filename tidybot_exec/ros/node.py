@@ -37,7 +37,6 @@ from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseL
                                     RenewLease, ResetEstop, StopExecution)
 
 from tidybot_exec.cameras.for_code import CameraSettings
-from tidybot_exec.cameras.source import CameraServerSource
 from tidybot_exec.execution.dry_run import Seed
 from tidybot_exec.execution.history import History
 from tidybot_exec.execution.records import Request, Result, Status
@@ -250,7 +249,7 @@ class TidybotExecNode(Node):
         """The simulated world's objects, for a dry run's private simulator (a real camera
         server has none: the dry run then shows the default scene)."""
         source = self.camera_topics.source
-        return source.world(WORLD_TIMEOUT_S) if isinstance(source, CameraServerSource) else None
+        return source.world(WORLD_TIMEOUT_S) if source is not None else None
 
     def _diagnostics(self) -> list:
         """Executor and lease entries of /diagnostics."""

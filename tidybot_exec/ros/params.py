@@ -6,6 +6,7 @@ not change under a running execution.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -13,6 +14,8 @@ from typing import Any, Mapping
 Value = bool | int | float | str | list[float]
 CAMERA_SCHEMES = ("ws://", "ws+unix://")
 DRIVER_SCHEME = "ros:"
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")            # a name a topic can carry
+ROS_NAMESPACE = re.compile(r"/?[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*/?")
 
 
 @dataclass(frozen=True)
@@ -176,11 +179,13 @@ def driver_topics(spec: str) -> dict[str, str]:
     """``ros:NAME=NAMESPACE,...`` (the ``cameras`` parameter) as {NAME: /NAMESPACE}."""
     out = {}
     for pair in (p.strip() for p in spec[len(DRIVER_SCHEME):].split(",")):
-        name, sep, namespace = pair.partition("=")
-        if not sep or not name.strip().isidentifier() or not namespace.strip(" /"):
-            raise ValueError(f"cameras: {pair!r} is not NAME=NAMESPACE (e.g. "
+        name, sep, namespace = (part.strip() for part in pair.partition("="))
+        if not sep or not CAMERA_NAME.fullmatch(name) or not ROS_NAMESPACE.fullmatch(namespace):
+            raise ValueError(f"cameras: {pair!r} is not NAME=NAMESPACE with ROS names (e.g. "
                              f"ros:wrist=/wrist_camera/camera)")
-        out[name.strip()] = "/" + namespace.strip(" /")
+        if name in out:
+            raise ValueError(f"cameras: camera {name!r} is named twice")
+        out[name] = "/" + namespace.strip("/")
     return out
 
 

@@ -32,7 +32,6 @@ from .world import Scene, World
 
 
 CAMERA_SOCKET = "cameras.sock"       # a private simulator's camera server, in its ipc_dir
-_LINK0 = robot_model().link_poses({})[ARM_BASE_LINK]      # the arm's base on the base
 
 
 @dataclass
@@ -121,6 +120,9 @@ class Simulator:
         elif self.cameras is not None:
             try:
                 self.cameras.start()
+            except ImportError as exc:        # websockets missing or older than 14
+                print(f"tidybot-sim: cameras not served: {exc} (pip install 'websockets>=14')",
+                      file=sys.stderr, flush=True)
             except OSError:
                 self.stop()
                 raise
@@ -135,7 +137,7 @@ class Simulator:
     def _start_private_cameras(self) -> None:
         try:
             self.cameras.start()
-        except OSError as exc:
+        except (OSError, ImportError) as exc:
             print(f"tidybot-sim: cameras not served: {exc}", file=sys.stderr, flush=True)
 
     def stop(self) -> None:
@@ -163,7 +165,8 @@ class Simulator:
             q = self.arm.q.copy()
         with self.base.lock:
             x, y, theta = self.base.pose
-        return transform((x, y, 0.0), (0.0, 0.0, theta)) @ _LINK0 @ kin.fk(q)
+        link0 = robot_model().link_poses({})[ARM_BASE_LINK]     # the arm's base on the base
+        return transform((x, y, 0.0), (0.0, 0.0, theta)) @ link0 @ kin.fk(q)
 
     def __enter__(self) -> "Simulator":
         self.start()

@@ -111,7 +111,8 @@ class CameraServer:
                 streaming = bool(self._subs)
             data = {"cameras": [{"device_id": name, "name": name, "serial": f"sim-{name}",
                                  "is_streaming": streaming, "supported_streams": list(cp.STREAMS)}
-                                for name in MOUNTS], "is_streaming": streaming}
+                                for name in MOUNTS], "is_streaming": streaming,
+                    "simulator": True}       # (an extension: it has a world, get_world)
             if self.error:
                 data["error"] = self.error
             return data
@@ -185,7 +186,11 @@ class CameraServer:
                         except Exception:  # noqa: BLE001 - gone already
                             pass
                     continue
-                self._send_due(renderer, due, now)
+                try:
+                    self._send_due(renderer, due, now)
+                except Exception as exc:  # noqa: BLE001 - a GL error mid-run: say so, go on
+                    self._log(f"tidybot-sim: cameras: rendering failed: {exc!r}")
+                    self._stop.wait(1.0)
         finally:
             if renderer is not None:
                 renderer.close()

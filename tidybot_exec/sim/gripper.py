@@ -42,7 +42,7 @@ class GripperSeed(TypedDict, total=False):
 class Fingers(Protocol):
     """What the gripper asks the world (world.World)."""
 
-    def between_fingers(self) -> float | None: ...
+    def between_fingers(self, opening_mm: float) -> float | None: ...
     def grasped(self) -> None: ...
     def released(self) -> None: ...
 
@@ -116,13 +116,18 @@ class SimGripper(BackendServer):
                 position = check_byte("position", fields["position"])
             self.speed = check_byte("speed", fields.get("speed", 255))
             self.force = check_byte("force", fields.get("force", 255))
+            if self.object_detected and position >= self.position:
+                # closing further on what it holds: the fingers stay stalled on it
+                self.target, self.moving = self.position, False
+                return self._reply(True, "done", self._data())
             if self.object_detected and self.world is not None:
                 self.world.released()
             self.target = float(position)
             self.moving = self.target != self.position
             self.object_detected = False
-            self._between_mm = (self.world.between_fingers() if self.world is not None and
-                                self.target > self.position else None)
+            self._between_mm = (self.world.between_fingers(stroke_mm(self.position))
+                                if self.world is not None and self.target > self.position
+                                else None)
         done = self._wait(lambda: not self.moving, MOVE_TIMEOUT_S)
         with self.lock:
             return self._reply(done, "done" if done else "motion timed out", self._data())

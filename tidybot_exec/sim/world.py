@@ -124,9 +124,9 @@ class World:
             self._held, self._in_hand = scene.held, np.array(scene.held_in_hand).reshape(4, 4)
 
     # ------------------------------------------------------------ the gripper's hooks
-    def between_fingers(self) -> float | None:
-        """Width in mm (along the closing axis) of the object between the fingers, which a
-        closing grasp will stop on; None when there is none that fits."""
+    def between_fingers(self, opening_mm: float = FINGER_REACH_MM) -> float | None:
+        """Width in mm (along the closing axis) of the object between the fingers, open by
+        ``opening_mm``, which a closing grasp will stop on; None when none fits in there."""
         hand = self._hand_pose()
         inv = np.linalg.inv(hand)
         best: tuple[float, str, float] | None = None
@@ -140,8 +140,8 @@ class World:
                 half = 0.5 * np.abs(local[:3, :3]) @ np.asarray(o.size)
                 width_mm = float(2000.0 * half[1])
                 if (abs(x) <= PAD_HALF_DEPTH + half[0] and abs(z) <= PAD_HALF_LENGTH + half[2]
-                        and abs(y) + half[1] <= FINGER_REACH_MM / 2000.0
-                        and width_mm < FINGER_REACH_MM):
+                        and abs(y) + half[1] <= opening_mm / 2000.0
+                        and width_mm < opening_mm):
                     d = math.hypot(x, z)
                     if best is None or d < best[0]:
                         best = (d, o.name, width_mm)
@@ -185,15 +185,19 @@ class World:
         """The table and every object where it is now (a held one where the hand is)."""
         hand = self._hand_pose()
         with self._lock:
-            out = [self.table]
-            for o in self._objects.values():
-                pose = hand @ self._in_hand if o.name == self._held else o.pose
-                out.append(Body(o.name, o.size, o.rgba, pose.copy()))
+            return self._bodies(hand)
+
+    def _bodies(self, hand: np.ndarray) -> list[Body]:
+        out = [self.table]
+        for o in self._objects.values():
+            pose = hand @ self._in_hand if o.name == self._held else o.pose
+            out.append(Body(o.name, o.size, o.rgba, pose.copy()))
         return out
 
     def snapshot(self) -> dict[str, Any]:
-        """This world as a scene (Scene.from_dict): a dry run's private world starts here."""
-        bodies = self.bodies()
+        """This world as a scene (Scene.from_dict), read at one instant: a dry run's
+        private world starts here."""
+        hand = self._hand_pose()
         with self._lock:
-            held, in_hand = self._held, self._in_hand.tolist()
+            bodies, held, in_hand = self._bodies(hand), self._held, self._in_hand.tolist()
         return Scene(bodies[0], bodies[1:], held, in_hand if held else None).to_dict()
