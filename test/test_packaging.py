@@ -42,6 +42,14 @@ def test_colcon_builds_both_packages_against_the_venv_underlay(tmp_path):
     assert (share / "tidybot_exec" / "config" / "tidybot_exec.yaml").is_file()
     assert list((install / "tidybot_interfaces").glob("lib/python3*/site-packages/"
                                                       "tidybot_interfaces/action/__init__.py"))
+    # the installed package finds its own URDF (the simulator and the cameras are built on it)
+    (site,) = (install / "tidybot_exec").glob("lib/python3*/site-packages")
+    found = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(site)!r}); "
+                            "from tidybot_exec.cameras import robot_model as m; "
+                            "print(m.__file__); print(m.urdf_path())"],
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    module, urdf = found.stdout.split()
+    assert module.startswith(str(site)) and urdf == str(share / "tidybot_exec" / "urdf" / "tidybot.urdf")
 
 
 def test_the_venv_is_a_complete_ament_prefix_for_the_package():

@@ -127,18 +127,19 @@ def _rotation(axis: tuple[float, ...], angle: float) -> np.ndarray:
 
 
 def urdf_path() -> Path:
-    """urdf/tidybot.urdf of this checkout, else of the install prefix: a venv's, a colcon
-    install's (…/lib/pythonX.Y/site-packages/tidybot_exec/cameras: five levels up), or
-    wherever the ament index says the package is."""
+    """urdf/tidybot.urdf of this checkout, else of this module's install prefix (a colcon
+    install's: …/lib/pythonX.Y/site-packages/tidybot_exec/cameras is five levels below it),
+    else wherever the ament index says the package is, else the venv's."""
     here = Path(__file__).resolve()
     share = Path("share") / "tidybot_exec" / "urdf" / "tidybot.urdf"
-    candidates = [here.parents[2] / "urdf" / "tidybot.urdf", Path(sys.prefix) / share,
+    candidates = [here.parents[2] / "urdf" / "tidybot.urdf",
                   here.parents[min(5, len(here.parents) - 1)] / share]
     try:
         from ament_index_python.packages import get_package_share_directory  # noqa: PLC0415
         candidates.append(Path(get_package_share_directory("tidybot_exec")) / "urdf" / "tidybot.urdf")
     except Exception:  # noqa: BLE001 - not a ROS install, or the package is not indexed
         pass
+    candidates.append(Path(sys.prefix) / share)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
