@@ -201,3 +201,20 @@ def test_frames_and_parameters_that_lie_are_refused_before_any_decoding():
     for spec in ("ros:wrist=/cam era", "ros:1st=/cam", "ros:wrist=/a,wrist=/b", "ros:", "http://x"):
         assert any("cameras" in p for p in validate({"cameras": spec})), spec
     assert validate({"cameras": "ros:wrist=/wrist/camera,base=base_cam"}) == []
+
+
+def test_a_frames_pose_is_where_the_arm_was_when_the_frame_was_taken():
+    """The wrist camera's T_base_camera comes from the arm's state nearest the frame's
+    timestamp, not the newest one (the arm moves while the frame travels)."""
+    from tidybot_exec.cameras.source import ArmTrack
+
+    track = ArmTrack()
+    assert track.at(1000.0) is None
+    for i in range(300):                         # 3 s of states at 100 Hz
+        track.observe({"timestamp": 1000.0 + 0.01 * i, "q": [float(i)] * 7})
+    assert track.at(1002.5)[0] == 250.0
+    assert track.at(1002.504)[0] == 250.0 and track.at(1002.506)[0] == 251.0
+    assert track.at(1000.5)[0] == 299.0          # older than kept (2 s): the newest, fresh
+    assert track.at(5.0)[0] == 299.0             # clocks that disagree: the newest, fresh
+    track.observe({"timestamp": 10.0, "q": [7.0] * 7})        # a restarted arm server
+    assert track.at(10.0)[0] == 7.0

@@ -130,9 +130,8 @@ class SensorAPI:
         """Pinhole intrinsics of ``camera``'s colour image and where it was: ``fx, fy, cx, cy``
         (pixels), ``width, height``, ``frame_id``, ``T_base_camera`` (4x4 numpy: the
         optical frame — z forward, x right, y down — in the arm's base frame, where the
-        camera was when the newest frame reached the node, tens of ms after it was taken:
-        keep the arm still while looking; None for a camera whose mount the node does not
-        know) and ``stamp`` (when that frame was taken, epoch seconds). Raises
+        camera was when the newest frame was taken; None for a camera whose mount the node
+        does not know) and ``stamp`` (when that frame was taken, epoch seconds). Raises
         SensorUnavailable when the camera's source gives no intrinsics."""
         reply = self._frame(camera, "info")
         k = reply.get("intrinsics") or {}

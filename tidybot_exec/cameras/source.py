@@ -5,13 +5,15 @@ Demand is a deadline per camera and stream (``want``): the node's topic publishe
 it while a topic has subscribers, the code's SDK calls with each request; when it lapses
 the stream is unsubscribed, so an idle node makes the server render nothing. A source never
 serves a frame older than the caller's limit: a lost server is CameraUnavailable with the
-reason, never a stale image. A frame's ``T_base_camera`` is computed on arrival, from the
-camera's mount and the arm joints then (robot_model.MOUNTS). ``FrameStore`` is what every
+reason, never a stale image. A frame's ``T_base_camera`` comes from the camera's mount
+(robot_model.MOUNTS) and the arm's joints when the frame was taken (``ArmTrack``: the arm's
+recent states by their timestamps). ``FrameStore`` is what every
 source shares; ``CameraServerSource`` is the TidyBot camera server's client (the driver
 topics' source is in ros/driver_cameras.py: it needs rclpy).
 """
 from __future__ import annotations
 
+import bisect
 import json
 import queue
 import threading
@@ -21,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from tidybot_sdk.transport import StateSubscriber
 
 from . import protocol as cp
 from .robot_model import ARM_BASE_LINK, MOUNTS, ROOT_LINK
@@ -33,7 +37,52 @@ CALL_TIMEOUT_S = 2.0
 RATE_WINDOW = 20            # frames the measured rate is averaged over
 LINGER_S = 2.0              # a stream the code read stays subscribed this long after
 
-ArmJoints = Callable[[], Sequence[float] | None]
+TRACK_S = 2.0               # the arm's states kept, by their timestamps
+MATCH_S = 0.05              # a state this close to a frame's timestamp is where it was taken
+FRESH_S = 0.5               # else (clocks that disagree) the newest state, if this fresh
+
+
+class ArmTrack:
+    """The arm's recent joints by the arm server's timestamps, so that a frame's pose is
+    where the camera was when the frame was taken, not when it reached the node. Fed with
+    arm state messages (``observe``), by the node's own state stream or, for a dry run, by
+    a subscriber of its own (``address``)."""
+
+    def __init__(self, address: str | None = None) -> None:
+        self._stamps: list[float] = []
+        self._samples: list[tuple[float, Sequence[float]]] = []      # (arrival, q)
+        self._lock = threading.Lock()
+        self._sub = StateSubscriber(address, "camera-arm", self.observe) if address else None
+
+    def observe(self, msg: dict[str, Any]) -> None:
+        stamp, q = msg.get("timestamp"), msg.get("q")
+        if not isinstance(stamp, (int, float)) or q is None:
+            return
+        with self._lock:
+            if self._stamps and stamp < self._stamps[-1]:      # a restarted server
+                self._stamps, self._samples = [], []
+            self._stamps.append(float(stamp))
+            self._samples.append((time.monotonic(), q))
+            if self._stamps[0] < stamp - TRACK_S:
+                cut = bisect.bisect_left(self._stamps, stamp - TRACK_S)
+                del self._stamps[:cut], self._samples[:cut]
+
+    def at(self, stamp: float) -> Sequence[float] | None:
+        """The joints nearest ``stamp`` (within MATCH_S); else the newest, if fresh; else None."""
+        with self._lock:
+            if not self._stamps:
+                return None
+            i = bisect.bisect_left(self._stamps, stamp)
+            near = min((j for j in (i - 1, i) if 0 <= j < len(self._stamps)),
+                       key=lambda j: abs(self._stamps[j] - stamp))
+            if abs(self._stamps[near] - stamp) <= MATCH_S:
+                return self._samples[near][1]
+            arrived, q = self._samples[-1]
+            return q if time.monotonic() - arrived <= FRESH_S else None
+
+    def close(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
 
 
 class CameraUnavailable(Exception):
@@ -88,15 +137,16 @@ class _Stream:
 
 class FrameStore:
     """The newest frames of a source's cameras, what is wanted of them, and waiting for
-    a fresh one. ``arm_joints`` gives the arm's joints now (None: unknown)."""
+    a fresh one. ``arm`` tracks the arm's joints (None: no pose for arm-mounted cameras);
+    it is closed with this store when ``owns_arm``."""
 
     kind = "camera source"
 
-    def __init__(self, address: str, arm_joints: ArmJoints = lambda: None,
+    def __init__(self, address: str, arm: ArmTrack | None = None,
                  on_frame: Callable[[Frame], None] = lambda frame: None,
-                 log: Callable[[str], None] = lambda line: None) -> None:
+                 log: Callable[[str], None] = lambda line: None, owns_arm: bool = False) -> None:
         self.address = address
-        self._arm_joints, self._on_frame, self._log = arm_joints, on_frame, log
+        self._arm, self._owns_arm, self._on_frame, self._log = arm, owns_arm, on_frame, log
         self._lock = threading.Condition()
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._cameras: list[str] = []
@@ -190,6 +240,8 @@ class FrameStore:
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
+        if self._arm is not None and self._owns_arm:
+            self._arm.close()
 
     # ------------------------------------------------------------ for the sources
     def _set_cameras(self, names: list[str], intrinsics: dict[str, dict[str, Any]]) -> None:
@@ -204,13 +256,15 @@ class FrameStore:
         with self._lock:
             self._lock.notify_all()
 
-    def _pose_of(self, camera: str) -> np.ndarray | None:
-        """T_base_camera now: the mount of a camera with a known name at the arm's joints."""
+    def _pose_of(self, camera: str, stamp: float) -> np.ndarray | None:
+        """T_base_camera when the frame was taken (``stamp``): the mount of a camera with a
+        known name at the arm's joints then."""
         mount = MOUNTS.get(camera)
         if mount is None:
             return None
         # a camera on the base does not move with the arm: known without the joints
-        q = [0.0] * 7 if mount.link in (ROOT_LINK, ARM_BASE_LINK) else self._arm_joints()
+        q = ([0.0] * 7 if mount.link in (ROOT_LINK, ARM_BASE_LINK) else
+             self._arm.at(stamp) if self._arm is not None else None)
         return mount.optical_in_arm_base(q) if q is not None else None
 
     def _keep(self, frame: Frame) -> None:
@@ -238,10 +292,10 @@ class CameraServerSource(FrameStore):
 
     kind = "camera server"
 
-    def __init__(self, address: str, rate_hz: float, arm_joints: ArmJoints = lambda: None,
+    def __init__(self, address: str, rate_hz: float, arm: ArmTrack | None = None,
                  on_frame: Callable[[Frame], None] = lambda frame: None,
-                 log: Callable[[str], None] = lambda line: None) -> None:
-        super().__init__(address, arm_joints, on_frame, log)
+                 log: Callable[[str], None] = lambda line: None, owns_arm: bool = False) -> None:
+        super().__init__(address, arm, on_frame, log, owns_arm)
         self.rate_hz = rate_hz
         self._names: dict[str, str] = {}             # device_id -> camera name
         self._connected = False
@@ -371,8 +425,9 @@ class CameraServerSource(FrameStore):
         camera = self._names.get(str(header["camera_id"]), str(header["camera_id"]))
         # optional in frame headers: else the colour stream's (depth is aligned to it)
         header["intrinsics"] = normalized(header.get("intrinsics") or self.intrinsics(camera))
+        stamp = float(header.get("timestamp") or time.time())
         self._keep(Frame(camera, header["stream"], header, data, time.monotonic(),
-                         self._pose_of(camera)))
+                         self._pose_of(camera, stamp)))
         self._refused = 0.0
         if self._error.startswith(f"camera server at {self.address}"):
             self._set_error("")

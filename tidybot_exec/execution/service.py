@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from tidybot_exec.cameras.for_code import CAMERA_MSGS, CameraSettings, CodeCameras, Source
-from tidybot_exec.cameras.source import CameraServerSource
+from tidybot_exec.cameras.source import ArmTrack, CameraServerSource
 from tidybot_exec.execution.history import History, Page, Record
 from tidybot_exec.execution.launchers import Launched, launch_cold
 from tidybot_exec.execution.leases import Binding, LeaseManager
@@ -38,7 +38,6 @@ from tidybot_exec.execution.warm import WarmPool
 from tidybot_exec.guard import rewind
 from tidybot_exec.guard.hold import RobotHold
 from tidybot_exec.guard.recorder import Recorder, RecorderFeed
-from tidybot_exec.guard.relay import Guard
 from tidybot_exec.sim import CAMERA_SOCKET
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.protocol import NodeMsg
@@ -172,11 +171,11 @@ class ExecutionService:
 
     def _private_cameras(self, execution: Execution) -> Source:
         """A dry run's cameras: its private simulator's camera server, its arm for the mounts."""
-        guard: Guard = execution.guard
         return CameraServerSource(f"ws+unix://{execution.workdir / CAMERA_SOCKET}",
                                   self.camera_settings.rate_hz,
-                                  lambda: (guard.state("arm") or {}).get("q"),
-                                  log=lambda line: self._log(f"dry run {execution.id}: {line}"))
+                                  ArmTrack(execution.guard.upstream.arm["state"]),
+                                  log=lambda line: self._log(f"dry run {execution.id}: {line}"),
+                                  owns_arm=True)
 
     def _admit(self, lease_id: str) -> tuple[Binding | None, str]:
         """Under the lock: a new writer of the robot (code or a rewind) bound to the lease

@@ -12,7 +12,7 @@ robot_model.MOUNTS) where tf2_msgs exists.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -25,7 +25,7 @@ from std_msgs.msg import Header
 from tidybot_exec.cameras import protocol as cp
 from tidybot_exec.cameras.for_code import Source, frame_id
 from tidybot_exec.cameras.robot_model import MOUNTS
-from tidybot_exec.cameras.source import CameraServerSource, Frame
+from tidybot_exec.cameras.source import ArmTrack, CameraServerSource, Frame
 from tidybot_exec.ros.backend_monitor import Level
 from tidybot_exec.ros.driver_cameras import DriverCameras
 from tidybot_exec.ros.params import CAMERA_NAME, DRIVER_SCHEME, driver_topics, frame_prefix
@@ -36,15 +36,14 @@ STATIC_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                         reliability=ReliabilityPolicy.RELIABLE)
 
 
-def make_source(node: Node, spec: str, rate_hz: float,
-                arm_joints: Callable[[], Sequence[float] | None],
+def make_source(node: Node, spec: str, rate_hz: float, arm: ArmTrack,
                 on_frame: Callable[[Frame], None], log: Callable[[str], None]) -> Source | None:
     """The ``cameras`` parameter's source: a camera server's ws:// address, a driver's
     topics (ros:NAME=NAMESPACE,...) or none (""); params.validate refused anything else."""
     spec = spec.strip()
     if spec.startswith(DRIVER_SCHEME):
-        return DriverCameras(node, driver_topics(spec), arm_joints, on_frame, log)
-    return CameraServerSource(spec, rate_hz, arm_joints, on_frame, log) if spec else None
+        return DriverCameras(node, driver_topics(spec), arm, on_frame, log)
+    return CameraServerSource(spec, rate_hz, arm, on_frame, log) if spec else None
 
 
 class _Publishers:
@@ -65,8 +64,7 @@ class CameraTopics:
     """Owns the node's camera source (``source``, shared with the executions' code), the
     camera publishers and the cameras' /diagnostics entries."""
 
-    def __init__(self, node: Node, p: dict[str, Any],
-                 arm_joints: Callable[[], Sequence[float] | None]) -> None:
+    def __init__(self, node: Node, p: dict[str, Any]) -> None:
         self.node = node
         self.prefix = frame_prefix(p["frame_prefix"], node.get_namespace())
         self._pubs: dict[str, _Publishers] = {}
@@ -78,7 +76,8 @@ class CameraTopics:
                 logger.info(line)
             else:
                 logger.warning(line)
-        self.source = make_source(node, p["cameras"], p["camera_rate_hz"], arm_joints,
+        self.arm = ArmTrack()        # fed with the arm's states by the node (StateTopics)
+        self.source = make_source(node, p["cameras"], p["camera_rate_hz"], self.arm,
                                   self._on_frame, log)
         self._max_age_s = p["camera_max_age_s"]
         if self.source is None:

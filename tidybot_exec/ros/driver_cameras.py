@@ -12,14 +12,14 @@ camera named like one of robot_model.MOUNTS (wrist, base), else it is unknown (N
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
-from tidybot_exec.cameras.source import Frame, FrameStore
+from tidybot_exec.cameras.source import ArmTrack, Frame, FrameStore
 
 DEMAND_PERIOD_S = 0.5
 TOPICS = {"color": "color/image_raw", "depth": "aligned_depth_to_color/image_raw",
@@ -52,10 +52,9 @@ class DriverCameras(FrameStore):
 
     kind = "ROS topics"
 
-    def __init__(self, node: Node, specs: dict[str, str], arm_joints: Callable[[], Sequence[float] | None],
+    def __init__(self, node: Node, specs: dict[str, str], arm: ArmTrack | None,
                  on_frame: Callable[[Frame], None], log: Callable[[str], None]) -> None:
-        super().__init__(", ".join(f"{n}={ns}" for n, ns in specs.items()), arm_joints,
-                         on_frame, log)
+        super().__init__(", ".join(f"{n}={ns}" for n, ns in specs.items()), arm, on_frame, log)
         self._node, self._specs = node, specs
         self._error = ""               # nothing to connect to: a frame that does not come is
                                        # seen by its age (diagnostics WARN)
@@ -99,10 +98,10 @@ class DriverCameras(FrameStore):
         intrinsics = {} if info is None else {
             "fx": info.k[0], "fy": info.k[4], "cx": info.k[2], "cy": info.k[5],
             "width": info.width, "height": info.height, "coeffs": list(info.d)}
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9 or time.time()
         header = {"camera_id": name, "stream": stream, "width": msg.width, "height": msg.height,
-                  "format": "raw", "intrinsics": intrinsics,
-                  "timestamp": msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9}
-        self._keep(Frame(name, stream, header, b"", time.monotonic(), self._pose_of(name),
+                  "format": "raw", "intrinsics": intrinsics, "timestamp": stamp}
+        self._keep(Frame(name, stream, header, b"", time.monotonic(), self._pose_of(name, stamp),
                          decoded=image))
         if self.error:
             self._set_error("")

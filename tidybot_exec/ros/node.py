@@ -116,7 +116,7 @@ class TidybotExecNode(Node):
             log.warning(f"running submitted code UNSANDBOXED: {self.isolation.detail}")
         self.robot_hold = RobotHold(config, log.warning)
         self._description = convert.description(config.limits)     # parameters are fixed
-        self.camera_topics = CameraTopics(self, p, self._arm_joints)
+        self.camera_topics = CameraTopics(self, p)
         self.service = ExecutionService(
             executor_settings(p, config, self.isolation),
             History(robot_history_dir(p["history_dir"], self.get_namespace()), p["history_max_records"]),
@@ -161,7 +161,8 @@ class TidybotExecNode(Node):
                 (AcquireLease, "lease/take", self._take)):
             self.create_service(srv_type, name, callback, qos_profile=SERVICES,
                                 callback_group=services)
-        self.state_topics = StateTopics(self, config, p, self._diagnostics)
+        self.state_topics = StateTopics(self, config, p, self._diagnostics,
+                                        on_arm=self.camera_topics.arm.observe)
         self.create_timer(1.0, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_status()
         self._publish_lease_status()
@@ -238,12 +239,6 @@ class TidybotExecNode(Node):
         if self.leases.status().held:
             self._publish_lease_status()
         self.state_topics.publish_diagnostics()
-
-    def _arm_joints(self) -> list[float] | None:
-        """The arm's joints now (None while its state is stale): where the wrist camera is."""
-        topics = getattr(self, "state_topics", None)       # (frames may come before it exists)
-        arm = topics.fresh_states()["arm"] if topics is not None else None
-        return arm["q"] if arm else None
 
     def _world(self) -> dict | None:
         """The simulated world's objects, for a dry run's private simulator (a real camera

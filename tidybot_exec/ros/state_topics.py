@@ -77,8 +77,10 @@ class StateTopics:
     """Owns the state subscribers, the state publishers and /diagnostics."""
 
     def __init__(self, node: Node, config: SdkConfig, p: dict[str, Any],
-                 extra_status: Callable[[], list[DiagnosticStatus]]) -> None:
+                 extra_status: Callable[[], list[DiagnosticStatus]],
+                 on_arm: Callable[[dict[str, Any]], None] = lambda msg: None) -> None:
         self.node, self.p = node, p
+        self._arm_listener = on_arm  # every arm state message, first (the cameras' ArmTrack)
         # a fleet's robots share /tf and /diagnostics: their frames and entries carry the
         # robot's namespace (docs/fleet.md)
         prefix = frame_prefix(p["frame_prefix"], node.get_namespace())
@@ -134,6 +136,8 @@ class StateTopics:
         def guarded(msg: dict[str, Any]) -> None:
             self._latest[name] = msg
             try:
+                if name == "arm":
+                    self._arm_listener(msg)
                 handler(msg)
             except Exception as exc:
                 if self.node.context.ok():
