@@ -103,8 +103,7 @@ class CodeCameras:
         except (ValueError, OSError) as exc:   # an unknown camera, a frame that does not decode
             return {"error": str(exc)}
         self.bytes_sent += len(data)
-        return {**reply, "stream": kind, "encoding": "16UC1" if kind == "depth" else "rgb8",
-                "data": data}
+        return {**reply, "stream": kind, "encoding": frame.encoding, "data": data}
 
     def close(self) -> None:
         with self._lock:

@@ -123,9 +123,19 @@ class Frame:
         return self.decoded
 
     @property
+    def encoding(self) -> str:
+        """The decoded image's ROS encoding: rgb8 colour, 16UC1 depth (mm)."""
+        return "16UC1" if self.stream == "depth" else "rgb8"
+
+    @property
+    def step(self) -> int:
+        """Bytes per row of the decoded image (unpadded)."""
+        return self.width * (2 if self.stream == "depth" else 3)
+
+    @property
     def nbytes(self) -> int:
         """The decoded image's size (known before decoding it)."""
-        return self.width * self.height * (2 if self.stream == "depth" else 3)
+        return self.step * self.height
 
 
 @dataclass

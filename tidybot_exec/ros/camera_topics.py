@@ -110,16 +110,13 @@ class CameraTopics:
         header = Header(stamp=Time(sec=int(seconds), nanosec=int(seconds % 1.0 * 1e9)),
                         frame_id=frame_id(self.prefix, frame.camera))
         try:
+            raw = pubs.depth if frame.stream == "depth" else pubs.color
+            if raw.get_subscription_count():
+                raw.publish(Image(header=header, height=frame.height, width=frame.width,
+                                  encoding=frame.encoding, step=frame.step,
+                                  data=frame.image.tobytes()))
             if frame.stream == "depth":
-                if pubs.depth.get_subscription_count():
-                    pubs.depth.publish(Image(header=header, height=frame.height, width=frame.width,
-                                             encoding="16UC1", step=2 * frame.width,
-                                             data=frame.image.tobytes()))
                 return
-            if pubs.color.get_subscription_count():
-                pubs.color.publish(Image(header=header, height=frame.height, width=frame.width,
-                                         encoding="rgb8", step=3 * frame.width,
-                                         data=frame.image.tobytes()))
             if pubs.compressed.get_subscription_count():
                 jpeg = frame.data if frame.header.get("format") == "jpeg" else cp.encode_jpeg(
                     frame.image)

@@ -80,7 +80,6 @@ class StateTopics:
                  extra_status: Callable[[], list[DiagnosticStatus]],
                  on_arm: Callable[[dict[str, Any]], None] = lambda msg: None) -> None:
         self.node, self.p = node, p
-        self._arm_listener = on_arm  # every arm state message, first (the cameras' ArmTrack)
         # a fleet's robots share /tf and /diagnostics: their frames and entries carry the
         # robot's namespace (docs/fleet.md)
         prefix = frame_prefix(p["frame_prefix"], node.get_namespace())
@@ -112,7 +111,9 @@ class StateTopics:
         self._gripper_throttle = Throttle(p["state_rate_hz"])
         self._latest: dict[str, dict[str, Any]] = {}     # backend -> its newest state message
         self._subs = {
-            "arm": StateSubscriber(config.arm["state"], "arm", self._guarded("arm", self._on_arm)),
+            # on_arm first: every arm state message (the cameras' ArmTrack), then republished
+            "arm": StateSubscriber(config.arm["state"], "arm",
+                                   self._guarded("arm", on_arm, self._on_arm)),
             "gripper": StateSubscriber(config.gripper["state"], "gripper",
                                        self._guarded("gripper", self._on_gripper)),
             "base": StateSubscriber(config.base["state"], "base",
@@ -127,7 +128,7 @@ class StateTopics:
         return {name: self._latest.get(name) if monitor.fresh() else None
                 for name, monitor in self.monitors.items()}
 
-    def _guarded(self, name: str, handler: Callable[[dict[str, Any]], None]
+    def _guarded(self, name: str, *handlers: Callable[[dict[str, Any]], None]
                  ) -> Callable[[dict[str, Any]], None]:
         """Record ``name``'s newest state, then republish it, keeping the subscriber thread
         alive whatever one message does. Once the context is shut down (SIGINT reaches rclpy
@@ -136,9 +137,8 @@ class StateTopics:
         def guarded(msg: dict[str, Any]) -> None:
             self._latest[name] = msg
             try:
-                if name == "arm":
-                    self._arm_listener(msg)
-                handler(msg)
+                for handler in handlers:
+                    handler(msg)
             except Exception as exc:
                 if self.node.context.ok():
                     self.node.get_logger().error(f"state message not republished: {exc!r}",

@@ -8,6 +8,7 @@ servers received (docs/protocols.md, "Simulator control").
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -32,6 +33,12 @@ from .world import Scene, World
 
 
 CAMERA_SOCKET = "cameras.sock"       # a private simulator's camera server, in its ipc_dir
+
+
+@functools.cache
+def _arm_base() -> np.ndarray:
+    """The arm's base (panda_link0) on the mobile base, from the URDF."""
+    return robot_model().link_poses({})[ARM_BASE_LINK]
 
 
 @dataclass
@@ -165,8 +172,7 @@ class Simulator:
             q = self.arm.q.copy()
         with self.base.lock:
             x, y, theta = self.base.pose
-        link0 = robot_model().link_poses({})[ARM_BASE_LINK]     # the arm's base on the base
-        return transform((x, y, 0.0), (0.0, 0.0, theta)) @ link0 @ kin.fk(q)
+        return transform((x, y, 0.0), (0.0, 0.0, theta)) @ _arm_base() @ kin.fk(q)
 
     def __enter__(self) -> "Simulator":
         self.start()

@@ -21,17 +21,10 @@ MAX_RANGE_M = 10.0          # depth beyond this (the background) is "no reading"
 _OPTICAL_TO_GL = np.diag([1.0, -1.0, -1.0])      # optical (z forward, y down) -> GL camera
 
 
-def _quat(R: np.ndarray) -> str:
-    """A rotation matrix as MuJoCo's w x y z quaternion."""
-    w = np.sqrt(max(0.0, 1.0 + R[0, 0] + R[1, 1] + R[2, 2])) / 2.0
-    x = np.copysign(np.sqrt(max(0.0, 1.0 + R[0, 0] - R[1, 1] - R[2, 2])) / 2.0, R[2, 1] - R[1, 2])
-    y = np.copysign(np.sqrt(max(0.0, 1.0 - R[0, 0] + R[1, 1] - R[2, 2])) / 2.0, R[0, 2] - R[2, 0])
-    z = np.copysign(np.sqrt(max(0.0, 1.0 - R[0, 0] - R[1, 1] + R[2, 2])) / 2.0, R[1, 0] - R[0, 1])
-    return f"{w:.9g} {x:.9g} {y:.9g} {z:.9g}"
-
-
 def _frame(T: np.ndarray) -> str:
-    return f'pos="{" ".join(f"{v:.9g}" for v in T[:3, 3])}" quat="{_quat(T[:3, :3])}"'
+    """A pose as MJCF attributes (the rotation by its x and y axes)."""
+    numbers = lambda values: " ".join(f"{v:.9g}" for v in values)  # noqa: E731
+    return f'pos="{numbers(T[:3, 3])}" xyaxes="{numbers(T[:3, 0])} {numbers(T[:3, 1])}"'
 
 
 def _rgba(rgba) -> str:
