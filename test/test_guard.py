@@ -11,7 +11,7 @@ from support import sdk_config_for, wait_until
 from tidybot_exec.guard.envelope import Envelope, _joint_distance
 from tidybot_exec.guard.relay import Guard
 from tidybot_sdk import Robot, kinematics as kin
-from tidybot_sdk.errors import SafetyError
+from tidybot_sdk.errors import ArmError, SafetyError
 from tidybot_sdk.limits import SafetyLimits
 from tidybot_sdk.protocol import ArmMsg, BaseMsg, ControlMode, GripperMsg
 
@@ -129,6 +129,40 @@ def test_the_sdk_through_the_guard_moves_and_gets_the_guards_refusal(sim, tmp_pa
         assert guard.refusals == ["gripper: gripper force 200 is above the cap 150 (0..255 "
                                   "scale); pass force <= 150"]
         wait_until(lambda: wire.state("gripper")["is_activated"], 10, "activation")
+    finally:
+        robot.close()
+        guard.close()
+
+
+def test_a_stream_that_stalls_goes_on_from_where_it_was_and_arrives(sim, tmp_path):
+    """A busy machine stops the code for 0.3 s mid-motion: the SDK's path resumes from its
+    last target instead of jumping 0.3 s ahead (a step the speed gate refuses, and every
+    later target would be as far from the last one admitted: the move never arrived)."""
+    simulator, wire = sim
+    upstream = sdk_config_for(simulator.config)
+    guard = Guard(upstream, tmp_path / "guard").start()
+    robot = Robot(upstream.with_endpoints(guard.endpoints))
+    stream = robot.arm._backend.stream()
+    send, sent = stream.send, [0]
+
+    def stalling_send(msg) -> None:
+        sent[0] += 1
+        if sent[0] == 30:                     # mid-motion, near the peak speed
+            time.sleep(0.3)                   # the stall under test, not a wait
+        send(msg)
+
+    stream.send = stalling_send
+    try:
+        robot.arm.go_home()
+        target = HOME.copy()
+        target[0] += 0.6
+        sent[0] = 0
+        try:
+            robot.arm.move_joints(target.tolist())
+        except ArmError as exc:
+            pytest.fail(f"{exc}; the guard refused: {guard.refusals[:3]}")
+        assert np.allclose(wire.state("arm")["q"], target, atol=6e-3)
+        assert guard.refusals == []
     finally:
         robot.close()
         guard.close()

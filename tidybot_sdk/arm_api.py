@@ -16,7 +16,7 @@ from . import kinematics as kin
 from .backend import Backend, stop_on_interrupt
 from .errors import ArmError, ArmSafetyError
 from .limits import SafetyLimits, finite
-from .protocol import ArmMsg, ControlMode, RobotMode
+from .protocol import ARM_HOLD_AFTER_S, ArmMsg, ControlMode, RobotMode
 from .streaming import QUINTIC_PEAK, Pacer, quintic
 
 STREAM_HZ = 50.0
@@ -199,13 +199,15 @@ class ArmAPI:
 
     def _stream(self, setpoint, arrived, duration: float, timeout: float | None,
                 what: str) -> None:
-        """Stream setpoint(s) at 50 Hz for ``duration``, then hold the final one until the
-        arm has arrived and settled, or ``timeout`` more seconds have passed."""
+        """Stream setpoint(s) at 50 Hz for ``duration`` of motion time (a stall slows the
+        path, see streaming), then hold the final one until the arm has arrived and
+        settled, or ``timeout`` more seconds have passed."""
         settle_for = 10.0 if timeout is None else float(timeout)
         stream = self._backend.stream()
-        pacer = Pacer(STREAM_HZ)
+        pacer = Pacer(STREAM_HZ, restart_after=ARM_HOLD_AFTER_S)
         with stop_on_interrupt(self.stop):
-            for t in pacer.ticks():
+            for _ in pacer.ticks():
+                t = pacer.motion
                 stream.send(setpoint(quintic(t / duration)))
                 if t < duration:
                     continue

@@ -16,7 +16,7 @@ from .backend import Backend, stop_on_interrupt
 from .errors import BaseError
 from .kinematics import wrap_angle
 from .limits import SafetyLimits, finite
-from .protocol import BaseMsg
+from .protocol import BASE_WATCHDOG_S, BaseMsg
 from .streaming import QUINTIC_PEAK, Pacer, quintic
 
 RESEND_HZ = 10.0
@@ -129,7 +129,9 @@ class BaseAPI:
                        QUINTIC_PEAK * turn / (0.8 * self._limits.base_angular_speed))
         settle_for = 10.0 if timeout is None else float(timeout)
         with stop_on_interrupt(self.stop):
-            for t in Pacer(RESEND_HZ).ticks():
+            pacer = Pacer(RESEND_HZ, restart_after=BASE_WATCHDOG_S)
+            for _ in pacer.ticks():
+                t = pacer.motion                # a stall slows the path (see streaming)
                 pose = start + quintic(t / duration) * delta
                 self._command(BaseMsg.EXECUTE_ACTION, base_pose=[pose[0], pose[1],
                                                                  wrap_angle(pose[2])])

@@ -45,7 +45,9 @@ class SpeedGate:
     passes. The largest single jump is (CREDIT_S + BURST_S) of motion at the cap. The
     stream relay conflates (as the backend does), so ticks bunched by a busy machine are
     judged as one step over their real time. A stream that pauses longer than the
-    backend's hold-off starts again from the measured state."""
+    backend's hold-off starts again from the measured state, with a late tick's credit:
+    code that was not scheduled for a while sends the target it computed before, then the
+    next at once (the Shaper still moves the arm from rest at most FIRST_STEP_S)."""
 
     def __init__(self, cap: float) -> None:
         self.cap = cap
@@ -63,7 +65,7 @@ class SpeedGate:
         """None when admitted (remembered only with ``commit``), else (the step, the most
         the cap allows now)."""
         if self._ref is None or now - self._last > proto.ARM_HOLD_AFTER_S:
-            self._ref, self._tat = measured(), now
+            self._ref, self._tat = measured(), now - CREDIT_S
         step = distance(target, self._ref)
         start = max(self._tat, now - CREDIT_S)
         if start + step / self.cap > now + BURST_S:
