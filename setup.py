@@ -9,7 +9,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=[PACKAGE, *(f"{PACKAGE}.{sub}" for sub in (
-        "execution", "sandbox", "guard", "cameras", "ros", "clients", "sim")), "tidybot_sdk", "robot_sdk"],
+        "execution", "sandbox", "guard", "cameras", "ros", "clients", "sim")),
+        "tidybot_sdk", "tidybot_skills", "robot_sdk"],
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -243,13 +243,15 @@ class GoalRun:
 def node_services() -> dict:
     """Every service of the node, by name."""
     from std_srvs.srv import Trigger
-    from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseLease,
-                                        RenewLease, ResetEstop, StopExecution)
+    from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, GetSkill,
+                                        ListSkills, ReleaseLease, RenewLease, ResetEstop,
+                                        SaveSkill, StopExecution)
 
     return {"execution/stop": StopExecution, "estop": Trigger, "estop/reset": ResetEstop,
             "execution/history": GetHistory, "sdk/describe": Describe,
             "lease/acquire": AcquireLease, "lease/renew": RenewLease,
-            "lease/release": ReleaseLease, "lease/take": AcquireLease}
+            "lease/release": ReleaseLease, "lease/take": AcquireLease,
+            "skills/save": SaveSkill, "skills/list": ListSkills, "skills/get": GetSkill}
 
 
 class ExecClient:

@@ -92,6 +92,24 @@ def test_history_migrates_an_old_jsonl_file_once(tmp_path):
     assert len(History(tmp_path, max_records=10).newest()) == 3          # not imported twice
 
 
+def test_a_history_written_by_an_older_version_gains_the_new_fields(tmp_path):
+    """Round 3 added replay_of and skills: a database without them is opened, its records
+    read with the defaults, and new records keep theirs."""
+    import sqlite3
+
+    old_fields = [f for f in vars(record(0)) if f not in ("replay_of", "skills")]
+    with sqlite3.connect(tmp_path / "history.sqlite3") as db:
+        db.execute(f"CREATE TABLE executions (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                   f"{', '.join(old_fields)})")
+        db.execute(f"INSERT INTO executions ({', '.join(old_fields)}) VALUES "
+                   f"({', '.join('?' * len(old_fields))})", [vars(record(1))[f] for f in old_fields])
+    history = History(tmp_path, max_records=10)
+    assert history.get("id1") == record(1)
+    replay = Record(**{**vars(record(2)), "replay_of": "id1", "skills": "pick@2 place@1"})
+    history.append(replay)
+    assert history.get("id2") == replay and history.get("nothing") is None
+
+
 def test_a_returned_append_survives_a_crash(tmp_path):
     """SIGKILL right after append() returned: the record is in the database."""
     code = ("import os, signal, sys; sys.path[:0] = sys.argv[2:]\n"

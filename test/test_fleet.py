@@ -82,3 +82,22 @@ def test_two_robots_two_leases_two_goals_at_once_nothing_crosses(fleet, ros, rec
     finally:
         for client in clients.values():
             client.destroy()
+
+
+def test_each_robot_keeps_its_own_skill_store(fleet, ros):
+    """Beside each robot's history: a skill saved on robot1 is neither listed nor importable
+    on robot2, though both share history_dir."""
+    clients = {name: TidybotClient(ros.node, namespace=name) for name in ROBOTS}
+    try:
+        for name, client in clients.items():
+            assert client.wait_for_server(30), f"{name} is not up"
+            client.acquire(f"skills-{name}")
+        saved = clients["robot1"].save_skill("only_here", "def only_here():\n    return 1\n")
+        assert saved.success, saved.message
+        assert [s.name for s in clients["robot1"].list_skills("only_here")] == ["only_here"]
+        assert clients["robot2"].list_skills("only_here") == []
+        result = clients["robot2"].execute("from tidybot_skills import only_here\n").result(60)
+        assert "no skill named 'only_here'" in result.error, result.error
+    finally:
+        for client in clients.values():
+            client.destroy()

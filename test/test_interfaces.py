@@ -4,9 +4,11 @@ from __future__ import annotations
 import pytest
 
 from tidybot_interfaces.action import ExecuteCode
-from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, GripperState, LeaseStatus
-from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseLease,
-                                    RenewLease, ResetEstop, StopExecution)
+from tidybot_interfaces.msg import (ExecutionRecord, ExecutionStatus, GripperState, LeaseStatus,
+                                    SkillInfo)
+from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, GetSkill, ListSkills,
+                                    ReleaseLease, RenewLease, ResetEstop, SaveSkill,
+                                    StopExecution)
 
 
 def fields(msg_type) -> dict[str, str]:
@@ -84,7 +86,7 @@ def test_stop_and_history():
         "success": "boolean", "message": "string", "execution_id": "string"})
     assert fields(GetHistory.Request) == {
         "max_count": "uint32", "offset": "uint32", "holder": "string",
-        "statuses": "sequence<uint8>", "include_code": "boolean"}
+        "execution_id": "string", "statuses": "sequence<uint8>", "include_code": "boolean"}
     assert fields(GetHistory.Response) == {
         "records": "sequence<tidybot_interfaces/ExecutionRecord>", "total": "uint32"}
     record = fields(ExecutionRecord)
@@ -116,4 +118,27 @@ def test_messages_round_trip_through_serialization():
 def test_describe():
     assert fields(Describe.Request) == {}
     assert fields(Describe.Response) == {"markdown": "string", "sdk_version": "string",
-                                         "limits_yaml": "string"}
+                                         "limits_yaml": "string", "skills_markdown": "string"}
+
+
+def test_skills_and_replay_contract():
+    """DESIGN.md section 11.3."""
+    assert_contract(SaveSkill.Request, {
+        "lease_id": "string", "name": "string", "description": "string", "code": "string",
+        "from_execution_id": "string", "dry_runs": "uint32"})
+    assert_contract(SaveSkill.Response, {
+        "success": "boolean", "message": "string", "version": "uint32",
+        "dry_runs_passed": "uint32"})
+    assert_contract(ListSkills.Request, {"query": "string"})
+    assert_contract(ListSkills.Response, {"skills": "sequence<tidybot_interfaces/SkillInfo>"})
+    assert_contract(GetSkill.Request, {"name": "string", "version": "uint32"})
+    assert_contract(GetSkill.Response, {
+        "success": "boolean", "message": "string", "skill": "tidybot_interfaces/SkillInfo",
+        "code": "string"})
+    assert_contract(SkillInfo, {
+        "name": "string", "version": "uint32", "description": "string", "signature": "string",
+        "code_sha256": "string", "from_execution_id": "string",
+        "saved": "builtin_interfaces/Time", "runs": "uint32", "successes": "uint32"})
+    assert fields(ExecuteCode.Goal)["replay_of"] == "string"
+    record = fields(ExecutionRecord)
+    assert (record["replay_of"], record["skills"]) == ("string", "sequence<string>")

@@ -48,6 +48,11 @@ class Robot:
         self.sensors = SensorAPI(b["arm"], b["base"], b["gripper"], self._node)
         self.rewind = RewindAPI(self._node)
 
+    @property
+    def node_channel(self) -> NodeChannel:
+        """The channel to the node (rewinds, camera frames, skills) the APIs share."""
+        return self._node
+
     def backend(self, name: str) -> Backend:
         """The connection to backend ``name`` (arm, base, gripper) the API objects share."""
         return self._backends[name]

@@ -125,6 +125,8 @@ class NodeMsg(IntEnum):
     CAMERAS = 70              # -> {cameras: [str]}
     CAMERA_FRAME = 71         # {camera, stream: color|depth|info} -> {width, height, encoding,
                               #  data, stamp, frame_id, intrinsics, T_base_camera: 16 | None}
+    SKILL = 80                # {name, version: 0 latest as of the goal's start} -> {name,
+                              #  version, code} | {error}; the node records what was imported
 
 
 # ------------------------------------------------------------------------------ encoding

@@ -44,8 +44,9 @@ from rclpy.subscription import Subscription
 from unique_identifier_msgs.msg import UUID
 from tidybot_interfaces.action import ExecuteCode, Rewind
 from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
-from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseLease,
-                                    RenewLease, StopExecution)
+from tidybot_interfaces.msg import SkillInfo
+from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, GetSkill, ListSkills,
+                                    ReleaseLease, RenewLease, SaveSkill, StopExecution)
 
 from tidybot_exec.ros.qos import LATCHED, SERVICES
 
@@ -252,6 +253,9 @@ class TidybotClient:
         self._stop = service(StopExecution, "execution/stop")
         self._history = service(GetHistory, "execution/history")
         self._describe = service(Describe, "sdk/describe")
+        self._save_skill = service(SaveSkill, "skills/save")
+        self._list_skills = service(ListSkills, "skills/list")
+        self._get_skill = service(GetSkill, "skills/get")
         self._renew = service(RenewLease, "lease/renew")     # last: the handshake's (see there)
         self._met = False               # the server has answered this client
         self._latest: dict[str, Any] = {}
@@ -398,14 +402,15 @@ class TidybotClient:
     # ------------------------------------------------------------ executing
     def execute(self, code: str, timeout_s: float = 0.0, label: str = "",
                 dry_run: bool = False, lease_id: str | None = None, on_failure: str = "",
-                feedback_callback: Callable[[ExecuteCode.Feedback], None] | None = None
-                ) -> ExecutionHandle:
+                feedback_callback: Callable[[ExecuteCode.Feedback], None] | None = None,
+                replay_of: str = "") -> ExecutionHandle:
         """Send code to run; returns at once with a handle (see ExecutionHandle).
         ``feedback_callback`` also gets each feedback message as it arrives (in the thread
         that spins the node). ``on_failure="rewind"``: a failed or timed-out run's own motion
-        is rewound to where it began."""
+        is rewound to where it began. ``replay_of``: run that finished execution's code
+        again, with the skill versions it imported (``code`` empty)."""
         goal = ExecuteCode.Goal(code=code, timeout_s=float(timeout_s), label=label,
-                                dry_run=dry_run, on_failure=on_failure,
+                                dry_run=dry_run, on_failure=on_failure, replay_of=replay_of,
                                 lease_id=self.lease_id if lease_id is None else lease_id)
         return self._action.send(self, goal, feedback_callback)
 
@@ -429,10 +434,39 @@ class TidybotClient:
         """The SDK manual, the server's version and the limits it enforces (sdk/describe)."""
         return self._call(self._describe, Describe.Request(), 10.0, "the SDK description")
 
+    def save_skill(self, name: str, code: str = "", description: str = "",
+                   from_execution_id: str = "", dry_runs: int = 0, origin: str = "",
+                   timeout_s: float = 600.0) -> SaveSkill.Response:
+        """Save a new version of skill ``name`` (skills/save): ``code``, or the code of the
+        SUCCEEDED execution ``from_execution_id``; ``dry_runs`` N proves it first on N dry
+        runs; ``origin`` says where imported code came from. Not sent again on a lost reply
+        (a save is not idempotent): the wait is long enough for the dry runs."""
+        request = SaveSkill.Request(lease_id=self.lease_id, name=name, description=description,
+                                    code=code, from_execution_id=from_execution_id,
+                                    dry_runs=int(dry_runs), origin=origin)
+        return self._call(self._save_skill, request, timeout_s, "the skill save", resend=False)
+
+    def list_skills(self, query: str = "", all_versions: bool = False) -> list[SkillInfo]:
+        """The skills in the store (newest version of each name unless ``all_versions``)
+        whose name, description or docstring contains ``query``."""
+        request = ListSkills.Request(query=query, all_versions=all_versions)
+        return list(self._call(self._list_skills, request, 10.0, "the skill list").skills)
+
+    def get_skill(self, name: str, version: int = 0) -> GetSkill.Response:
+        """One version of a skill (0: the latest) with its code."""
+        return self._call(self._get_skill, GetSkill.Request(name=name, version=int(version)),
+                          10.0, "the skill")
+
     def history(self, count: int = 10) -> list[ExecutionRecord]:
         """The newest finished executions, newest first."""
         return list(self._call(self._history, GetHistory.Request(max_count=count), 10.0,
                                "history").records)
+
+    def record(self, execution_id: str) -> ExecutionRecord | None:
+        """The history record of ``execution_id``, with its code (None when not kept)."""
+        records = self._call(self._history, GetHistory.Request(
+            max_count=1, execution_id=execution_id, include_code=True), 10.0, "history").records
+        return records[0] if records else None
 
     def status(self, timeout_s: float = 5.0) -> tuple[ExecutionStatus | None, LeaseStatus | None]:
         """The latest execution/status and lease/status (both latched)."""

@@ -6,6 +6,11 @@
     tidybot-run --describe           # the SDK manual and the limits the robot enforces
     tidybot-run --rewind start --lease-id TOKEN   # back to where that lease began (also:
                                      # execution, steps N, fraction F, safe; --dry-run plans)
+    tidybot-run --replay ID [--dry-run]   # run a past execution again; diff of its stdout
+    tidybot-run --skills [QUERY]     # the saved skills (docs/skills.md)
+    tidybot-run --save-skill NAME FILE [--dry-runs N]   # or: --save-skill NAME --from ID
+    tidybot-run --export-skill NAME[@VERSION] DIR       # DIR/NAME: README.md, main.py, skill.json
+    tidybot-run --import-skill DIR/NAME [--dry-runs N]
 
 Output arrives live: the code's stdout on this stdout, its stderr on this stderr. Ctrl-C
 cancels the run (the robot stops and holds); a second Ctrl-C leaves at once. Without
@@ -22,12 +27,14 @@ import socket
 import sys
 import threading
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import rclpy
 from action_msgs.msg import GoalStatus
 from tidybot_interfaces.action import ExecuteCode
 
+from tidybot_exec.clients import skill_cli
 from tidybot_exec.clients.client import ExecutionHandle, TidybotClient, TidybotClientError, spun_client
 from tidybot_exec.execution.records import Status
 
@@ -53,6 +60,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                           "steps N, fraction F (0..1) or safe (docs/rewind.md)")
     src.add_argument("--describe", action="store_true",
                      help="print the SDK manual and the limits the server enforces, and exit")
+    src.add_argument("--replay", metavar="ID",
+                     help="run that finished execution's code again with the skill versions "
+                          "it used, and show a diff of its stdout against the original's")
+    src.add_argument("--skills", nargs="?", const="", metavar="QUERY",
+                     help="list the saved skills (whose name, description or docstring "
+                          "contains QUERY)")
+    src.add_argument("--save-skill", nargs="+", metavar=("NAME", "FILE"),
+                     help="save FILE (or, with --from, an execution's code) as a new version "
+                          "of skill NAME")
+    src.add_argument("--export-skill", nargs=2, metavar=("NAME[@VERSION]", "DIR"),
+                     help="write the skill into DIR/NAME (README.md, main.py, skill.json)")
+    src.add_argument("--import-skill", metavar="DIR",
+                     help="save the skill folder DIR as a new version here")
+    p.add_argument("--from", dest="from_execution", default="", metavar="ID",
+                   help="with --save-skill: save the code of that succeeded execution")
+    p.add_argument("--dry-runs", type=int, default=0, metavar="N",
+                   help="with --save-skill/--import-skill: prove it on N dry runs first")
+    p.add_argument("--description", default="",
+                   help="with --save-skill: what it does (default: its docstring)")
     p.add_argument("--timeout", type=float, default=0.0, metavar="S",
                    help="wall-clock limit in seconds (default: the server's)")
     p.add_argument("--label", default="", help="free text kept in history and status")
@@ -142,25 +168,37 @@ class LiveOutput:
                 self.write(stream, full[self._shown[stream]:])
 
 
-def run(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> int:
-    code = read_code(args)
+@contextmanager
+def leased(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> Iterator[None]:
+    """The lease --lease-id names, or one acquired (and renewed) now and released after."""
     acquired = args.lease_id is None
     if acquired:
         progress.show("acquiring the lease...")
         client.acquire(args.holder, wait_s=args.wait_lease)
+    else:
+        client.lease_id = args.lease_id
     progress.clear()
-    live = LiveOutput(args.json)
     try:
+        yield
+    finally:
+        if acquired:
+            release(client)
+
+
+def run(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> int:
+    code = "" if args.replay else read_code(args)
+    original = client.record(args.replay) if args.replay else None
+    live = LiveOutput(args.json)
+    with leased(client, args, progress):
         handle = client.execute(code, timeout_s=args.timeout, label=args.label,
-                                dry_run=args.dry_run, lease_id=args.lease_id,
+                                dry_run=args.dry_run, replay_of=args.replay or "",
                                 on_failure="" if args.on_failure == "hold" else args.on_failure)
         if not follow(handle, lambda: live.pump(handle)):
             return EXIT_FORCED
         result = handle.result()
         live.finish(handle, result)
-    finally:
-        if acquired:
-            release(client)
+    if original is not None and result.status != Status.REJECTED:
+        sys.stderr.write(skill_cli.replay_diff(original, client.record(result.execution_id)))
     if handle.recovered:
         sys.stderr.write(f"tidybot-run: recovered from lost replies: {', '.join(handle.recovered)}\n")
     if args.json:
@@ -235,6 +273,25 @@ def rewind(client: TidybotClient, args: argparse.Namespace, progress: Progress) 
     return EXIT_CODES[Status.CANCELED] if handle.action_status == GoalStatus.STATUS_CANCELED else 1
 
 
+def save_skill(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> int:
+    """--save-skill NAME (FILE | --from ID) and --import-skill DIR, under the lease."""
+    if args.import_skill:
+        with leased(client, args, progress):
+            return skill_cli.import_skill(client, args.import_skill, args.dry_runs)
+    name, *files = args.save_skill
+    if len(files) > 1 or bool(files) == bool(args.from_execution):
+        sys.stderr.write("tidybot-run: --save-skill NAME takes one FILE or --from ID\n")
+        return 2
+    try:
+        code = open(files[0], encoding="utf-8").read() if files else ""
+    except OSError as exc:
+        sys.stderr.write(f"tidybot-run: {exc}\n")
+        return 2
+    with leased(client, args, progress):
+        return skill_cli.save_skill(client, name, code, args.description, args.from_execution,
+                                    args.dry_runs)
+
+
 def show_history(client: TidybotClient, count: int, as_json: bool) -> int:
     records = client.history(count)
     if as_json:
@@ -295,6 +352,13 @@ def main(argv: list[str] | None = None) -> int:
                 return show_history(client, args.history, args.json)
             if args.describe:
                 return show_description(client)
+            if args.skills is not None:
+                return skill_cli.list_skills(client, args.skills, args.json)
+            if args.export_skill:
+                return skill_cli.export_skill(client, *args.export_skill,
+                                              robot=f"{socket.gethostname()}:{args.namespace or '/'}")
+            if args.save_skill or args.import_skill:
+                return save_skill(client, args, progress)
             code = rewind(client, args, progress) if args.rewind else run(client, args, progress)
             if code == EXIT_FORCED:         # leave at once: no rclpy teardown to wait for
                 sys.stdout.flush()

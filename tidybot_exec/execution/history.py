@@ -39,6 +39,8 @@ class Record:
     stderr_tail: str
     truncated: bool
     dry_run: bool = False
+    replay_of: str = ""
+    skills: str = ""             # NAME@VERSION of each skill imported, space-separated
 
     @classmethod
     def from_result(cls, r: Result) -> "Record":
@@ -47,7 +49,8 @@ class Record:
                    started=r.started, finished=r.finished, duration_s=r.duration_s,
                    code_sha256=hashlib.sha256(r.code.encode("utf-8", "surrogatepass")).hexdigest(),
                    code=r.code, stdout_tail=r.stdout_tail, stderr_tail=r.stderr_tail,
-                   truncated=r.truncated, dry_run=r.dry_run)
+                   truncated=r.truncated, dry_run=r.dry_run, replay_of=r.replay_of,
+                   skills=" ".join(r.skills))
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,9 @@ CREATE TABLE IF NOT EXISTS executions (
 );
 CREATE INDEX IF NOT EXISTS executions_holder ON executions (holder, seq);
 CREATE INDEX IF NOT EXISTS executions_status ON executions (status, seq);
+CREATE INDEX IF NOT EXISTS executions_id ON executions (execution_id);
 """
+_DEFAULTS = {"str": "''", "int": "0", "bool": "0", "float": "0.0"}
 
 
 class History:
@@ -81,8 +86,20 @@ class History:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._add_new_columns()
         self._db.executescript(_SCHEMA)
         self._migrate(directory / "history.jsonl")
+
+    def _add_new_columns(self) -> None:
+        """A database written by an older version lacks the newer fields: add them, with
+        their defaults (the old records keep every value they had)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(executions)")}
+        if not have:
+            return
+        for f in fields(Record):
+            if f.name not in have:
+                self._db.execute(f"ALTER TABLE executions ADD COLUMN {f.name} "
+                                 f"{_SQL_TYPES[f.type]} NOT NULL DEFAULT {_DEFAULTS[f.type]}")
 
     def _migrate(self, old: Path) -> None:
         """Import an old JSON-lines history once (a torn last line is skipped)."""
@@ -115,12 +132,14 @@ class History:
         self._insert([record])
 
     def page(self, offset: int = 0, limit: int = 0, holder: str = "",
-             statuses: Sequence[int] = (), include_code: bool = False) -> Page:
+             statuses: Sequence[int] = (), include_code: bool = False,
+             execution_id: str = "") -> Page:
         """Newest first, ``limit`` 0 meaning all; code bodies only with ``include_code``."""
         where, args = [], []
-        if holder:
-            where.append("holder = ?")
-            args.append(holder)
+        for column, value in (("holder", holder), ("execution_id", execution_id)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
         if statuses:
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             args.extend(int(s) for s in statuses)
@@ -132,6 +151,11 @@ class History:
                 f"SELECT {', '.join(columns)} FROM executions{clause} ORDER BY seq DESC "
                 f"LIMIT ? OFFSET ?", [*args, limit if limit > 0 else -1, max(0, offset)]).fetchall()
         return Page([Record(*_typed(row)) for row in rows], total)
+
+    def get(self, execution_id: str) -> Record | None:
+        """The record of ``execution_id``, with its code (None when not kept)."""
+        found = self.page(limit=1, include_code=True, execution_id=execution_id).records
+        return found[0] if found else None
 
     def newest(self, count: int = 0, include_code: bool = True) -> list[Record]:
         """Newest first; ``count`` 0 means all that are kept."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,8 @@ class Request:
     holder: str = ""
     dry_run: Seed | None = None     # set: run against a private simulator seeded with this
     on_failure: str = ""            # "rewind": a failed or timed-out run's motion is undone
+    replay_of: str = ""             # the finished execution whose code this runs again
+    skill_pins: dict[str, int] = field(default_factory=dict)  # a replay's skill versions
 
 
 @dataclass
@@ -54,6 +56,8 @@ class Result:
     holder: str = ""
     code: str = ""
     dry_run: bool = False
+    replay_of: str = ""
+    skills: list[str] = field(default_factory=list)     # NAME@VERSION imported, in order
 
 
 def new_execution_id() -> str:
@@ -65,7 +69,8 @@ def unstarted(request: Request, status: Status, reason: str) -> Result:
     now = time.time()
     return Result(execution_id=new_execution_id(), status=status, error=reason,
                   started=now, finished=now, label=request.label, holder=request.holder,
-                  code=request.code, dry_run=request.dry_run is not None)
+                  code=request.code, dry_run=request.dry_run is not None,
+                  replay_of=request.replay_of)
 
 
 def exit_description(code: int) -> str:

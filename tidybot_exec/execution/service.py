@@ -22,16 +22,18 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from tidybot_exec.cameras.for_code import CAMERA_MSGS, CameraSettings, CodeCameras, Source
 from tidybot_exec.cameras.source import ArmTrack, CameraServerSource
+from tidybot_exec.execution.dry_run import Seed
 from tidybot_exec.execution.history import History, Page, Record
 from tidybot_exec.execution.launchers import Launched, launch_cold
 from tidybot_exec.execution.leases import Binding, LeaseManager
 from tidybot_exec.execution.records import ON_FAILURE, Request, Result, Status, unstarted
 from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
+from tidybot_exec.execution.skills import MAX_DRY_RUNS, Saved, SkillStore, check, split_ref
 from tidybot_exec.execution.supervision import Execution, Feedback
 from tidybot_exec.execution.validation import duration_error, validate
 from tidybot_exec.execution.warm import WarmPool
@@ -72,6 +74,8 @@ class _Running:
     feed: RecorderFeed | None    # a dry run's recorder's
     cameras: CodeCameras         # the code's camera requests (a dry run: its private ones)
     lease: int | None = None     # the binding's serial: what the trajectory is tagged with
+    skills_as_of: int = 0        # the skill store's newest row when the goal started
+    imported: list[str] = field(default_factory=list)   # NAME@VERSION, in import order
 
 
 @dataclass
@@ -87,8 +91,10 @@ class ExecutionService:
                  on_change: Callable[[], None] = lambda: None,
                  on_lease_change: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.monotonic, cameras: Source | None = None,
-                 camera_settings: CameraSettings = CameraSettings()) -> None:
+                 camera_settings: CameraSettings = CameraSettings(),
+                 skills: SkillStore | None = None) -> None:
         self.settings, self.history, self.policy = settings, history, policy
+        self.skills = skills if skills is not None else SkillStore(history.path.parent)
         self._hold, self._log, self._on_change = hold, log, on_change
         self._on_lease_change = on_lease_change
         self._cond = threading.Condition()
@@ -123,8 +129,9 @@ class ExecutionService:
     def start(self, request: Request, lease_id: str, feedback: Feedback) -> Execution | Result:
         """Start ``request`` under ``lease_id`` or return the REJECTED/ERROR result saying
         why not. The estop latch, the lease binding and the one-at-a-time check are one step."""
+        refusal = self._replayed(request)
         verdict = validate(request.code, self.settings.max_code_bytes)
-        refusal = (verdict.error or duration_error("timeout_s", request.timeout_s)
+        refusal = (refusal or verdict.error or duration_error("timeout_s", request.timeout_s)
                    or ("" if request.on_failure in ON_FAILURE else
                        f"on_failure must be one of {', '.join(map(repr, ON_FAILURE))}, got "
                        f"{request.on_failure!r}"))
@@ -151,6 +158,21 @@ class ExecutionService:
         self._on_change()
         return execution
 
+    def _replayed(self, request: Request) -> str:
+        """A replay takes the code and the skill versions of the execution it replays;
+        why it cannot ("" when it can, or is no replay)."""
+        if not request.replay_of:
+            return ""
+        if request.code:
+            return "replay_of runs that execution's code again: leave code empty"
+        record = self.history.get(request.replay_of)
+        if record is None:
+            return (f"replay_of: no finished execution {request.replay_of!r} in the history "
+                    f"(it keeps the newest {self.history.max_records})")
+        request.code = record.code
+        request.skill_pins = dict(split_ref(ref) for ref in record.skills.split())
+        return ""
+
     def _bound(self, execution: Execution, binding: Binding | None, lease_id: str) -> _Running:
         """The running execution, its trajectory marked and its requests to the node served."""
         lease = binding.serial if binding else None
@@ -165,7 +187,7 @@ class ExecutionService:
                                       self.camera_settings, owned=True)
         recorder.begin_execution(execution.id, lease)
         running = _Running(execution, binding, lease_id if binding else "", recorder, feed,
-                           cameras, lease)
+                           cameras, lease, self.skills.latest_seq())
         execution.guard.serve_node(lambda msg: self._from_code(running, msg))
         return running
 
@@ -235,6 +257,8 @@ class ExecutionService:
                 problems.append(self._undo(running))
             if problems:
                 result.error = "; ".join(filter(None, [result.error, *problems]))
+            result.replay_of = execution.request.replay_of
+            result.skills = list(running.imported)
             written = self._record(result)
             if written:
                 result.error = "; ".join(filter(None, [result.error, *written]))
@@ -270,17 +294,65 @@ class ExecutionService:
         return problems
 
     def _record(self, result: Result) -> list[str]:
-        try:
-            self.history.append(Record.from_result(result))
-            return []
-        except Exception as exc:  # noqa: BLE001 - the result is still returned
-            problem = f"history not written: {exc}"
-            self._log(problem)
-            return [problem]
+        problems: list[str] = []
+        for what, write in (
+                ("history", lambda: self.history.append(Record.from_result(result))),
+                ("skill statistics", lambda: self.skills.record_uses(
+                    result.execution_id, result.skills, result.status == Status.SUCCEEDED))):
+            try:
+                write()
+            except Exception as exc:  # noqa: BLE001 - the result is still returned
+                problems.append(f"{what} not written: {exc}")
+                self._log(problems[-1])
+        return problems
 
     def _unbind(self, binding: Binding | None) -> None:
         if binding is not None:
             self.leases.end_execution(binding)
+
+    # --------------------------------------------------------------- skills
+    def save_skill(self, lease_id: str, name: str, code: str = "", description: str = "",
+                   from_execution_id: str = "", dry_runs: int = 0,
+                   seed: Callable[[], Seed] = Seed, origin: str = "") -> Saved:
+        """skills/save: a new version of ``name``, from ``code`` or the code of the
+        SUCCEEDED execution ``from_execution_id``, saved only after ``dry_runs`` dry runs of
+        the module as ``__main__`` (each from ``seed()``, the live state) all succeeded —
+        a run with a guard refusal does not succeed. Needs the lease: writing the store is
+        the holder's, and the dry runs take the robot's one slot like any goal."""
+        holder, refusal = self.authorize(lease_id)
+        if refusal:
+            return Saved(False, refusal)
+        if from_execution_id:
+            record = self.history.get(from_execution_id)
+            if record is None:
+                return Saved(False, f"no finished execution {from_execution_id!r} in the history")
+            if record.status != Status.SUCCEEDED:
+                return Saved(False, f"execution {from_execution_id} ended "
+                                    f"{Status(record.status).name}: only code that succeeded is saved")
+            if code and code != record.code:
+                return Saved(False, "give code or from_execution_id, not both: they differ")
+            code = record.code
+        if not 0 <= dry_runs <= MAX_DRY_RUNS:
+            return Saved(False, f"dry_runs must be 0..{MAX_DRY_RUNS}, got {dry_runs}")
+        parsed = check(name, code, description, self.settings.max_code_bytes)
+        if isinstance(parsed, str):
+            return Saved(False, parsed)
+        proofs = []
+        for k in range(1, dry_runs + 1):
+            result = self.run(Request(code, label=f"skill {name}: dry run {k}/{dry_runs}",
+                                      dry_run=seed()), lease_id)
+            if result.status != Status.SUCCEEDED:
+                return Saved(False, f"not saved: dry run {k} of {dry_runs} (execution "
+                                    f"{result.execution_id}) {result.status.name}: "
+                                    f"{result.error or 'no error given'}", dry_runs_passed=k - 1)
+            proofs.append(result.execution_id)
+        skill = self.skills.save(name, code, parsed, description, from_execution_id, dry_runs,
+                                 holder, origin)
+        self._log(f"skill {skill.ref} saved by {holder or 'anyone'}"
+                  + (f" after dry runs {', '.join(proofs)}" if proofs else ""))
+        return Saved(True, f"saved {skill.ref}" + (f" after {dry_runs} dry run(s): "
+                                                   f"{', '.join(proofs)}" if proofs else ""),
+                     skill.version, dry_runs)
 
     # --------------------------------------------------------------- rewind
     def rewind(self, request: rewind.RewindRequest, lease_id: str,
@@ -368,6 +440,8 @@ class ExecutionService:
             return {"success": True, "cleared": recorder.clear(lease)}
         if kind in CAMERA_MSGS:
             return running.cameras.answer(msg)
+        if kind == NodeMsg.SKILL:
+            return self._skill_for(running, msg)
         if kind != NodeMsg.REWIND:
             return {"error": f"unknown request {kind!r} (tidybot_sdk.protocol.NodeMsg)"}
         try:
@@ -388,6 +462,20 @@ class ExecutionService:
                 # steps back: the first waypoint passed is where the robot last was recorded
                 "steps_rewound": max(0, outcome.waypoints - 1), "duration_s": outcome.duration_s,
                 "components_rewound": list(request.parts)}
+
+    def _skill_for(self, running: _Running, msg: dict) -> dict:
+        """A skill the code imports: the version asked for, else the one its replay used,
+        else the latest as of the goal's start; remembered for the record."""
+        name, version = msg.get("name"), msg.get("version", 0)
+        if not isinstance(name, str) or not isinstance(version, int) or version < 0:
+            return {"error": "a skill request needs a name and a version (0: the latest)"}
+        version = version or running.execution.request.skill_pins.get(name, 0)
+        skill = self.skills.get(name, version, as_of=running.skills_as_of)
+        if skill is None:
+            return {"error": self.skills.missing(name, version)}
+        if skill.ref not in running.imported:
+            running.imported.append(skill.ref)
+        return {"name": skill.name, "version": skill.version, "code": skill.code}
 
     def _undo(self, running: _Running) -> str:
         """on_failure "rewind": the failed execution's own motion is rewound to where it
@@ -535,8 +623,9 @@ class ExecutionService:
                             rewinding=self._rewinding is not None, resetting=self._resetting)
 
     def page(self, offset: int = 0, limit: int = 0, holder: str = "",
-             statuses: Sequence[int] = (), include_code: bool = False) -> Page:
-        return self.history.page(offset, limit, holder, statuses, include_code)
+             statuses: Sequence[int] = (), include_code: bool = False,
+             execution_id: str = "") -> Page:
+        return self.history.page(offset, limit, holder, statuses, include_code, execution_id)
 
     # ------------------------------------------------------------- shutdown
     def shutdown(self) -> None:
@@ -556,5 +645,6 @@ class ExecutionService:
             self.hold()
         self.leases.close()
         self._feed.close()
+        self.skills.close()
         if self.pool is not None:
             self.pool.close()

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from builtin_interfaces.msg import Time
 from tidybot_interfaces.action import ExecuteCode
-from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
+from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus, SkillInfo
 from tidybot_interfaces.srv import AcquireLease, Describe
 
 from tidybot_exec.execution import leases
 from tidybot_exec.execution.history import Record
 from tidybot_exec.execution.records import Result
 from tidybot_exec.execution.service import Snapshot
+from tidybot_exec.execution.skills import Skill
 from tidybot_sdk import SafetyLimits, describe
 
 
@@ -30,7 +31,15 @@ def record(r: Record) -> ExecutionRecord:
         exit_code=r.exit_code, error=r.error, started=stamp(r.started),
         finished=stamp(r.finished), duration_s=r.duration_s, code_sha256=r.code_sha256,
         stdout_tail=r.stdout_tail, stderr_tail=r.stderr_tail, truncated=r.truncated,
-        code=r.code, dry_run=r.dry_run)
+        code=r.code, dry_run=r.dry_run, replay_of=r.replay_of, skills=r.skills.split())
+
+
+def skill_info(s: Skill) -> SkillInfo:
+    return SkillInfo(
+        name=s.name, version=s.version, description=s.description, signature=s.signature,
+        docstring=s.docstring, code_sha256=s.code_sha256, from_execution_id=s.from_execution_id,
+        dry_runs_passed=s.dry_runs_passed, saved=stamp(s.saved), saved_by=s.saved_by,
+        origin=s.origin, runs=s.runs, successes=s.successes)
 
 
 def execution_status(snap: Snapshot, isolation: str, now: Time) -> ExecutionStatus:

@@ -33,11 +33,13 @@ from rclpy.task import Future
 from std_srvs.srv import Trigger
 from tidybot_interfaces.action import ExecuteCode, Rewind
 from tidybot_interfaces.msg import ExecutionStatus, LeaseStatus
-from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, ReleaseLease,
-                                    RenewLease, ResetEstop, StopExecution)
+from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, GetSkill, ListSkills,
+                                    ReleaseLease, RenewLease, ResetEstop, SaveSkill,
+                                    StopExecution)
 
 from tidybot_exec.cameras.for_code import CameraSettings
 from tidybot_exec.execution.dry_run import Seed
+from tidybot_exec.execution import skills
 from tidybot_exec.execution.history import History
 from tidybot_exec.execution.records import Request, Result, Status
 from tidybot_exec.execution.service import ExecutionService
@@ -155,6 +157,9 @@ class TidybotExecNode(Node):
                 (ResetEstop, "estop/reset", self._reset_estop),
                 (GetHistory, "execution/history", self._history_service),
                 (Describe, "sdk/describe", self._describe),
+                (SaveSkill, "skills/save", self._save_skill),
+                (ListSkills, "skills/list", self._list_skills),
+                (GetSkill, "skills/get", self._get_skill),
                 (AcquireLease, "lease/acquire", self._acquire),
                 (RenewLease, "lease/renew", self._renew),
                 (ReleaseLease, "lease/release", self._release),
@@ -240,6 +245,10 @@ class TidybotExecNode(Node):
             self._publish_lease_status()
         self.state_topics.publish_diagnostics()
 
+    def _seed(self) -> Seed:
+        """Where a dry run's private robot starts: the live state and world."""
+        return Seed.from_states(self.state_topics.fresh_states(), self._world())
+
     def _world(self) -> dict | None:
         """The simulated world's objects, for a dry run's private simulator (a real camera
         server has none: the dry run then shows the default scene)."""
@@ -322,9 +331,8 @@ class TidybotExecNode(Node):
     def _run_goal(self, goal_handle: ServerGoalHandle) -> Result:
         goal = goal_handle.request
         request = Request(code=goal.code, timeout_s=goal.timeout_s, label=goal.label,
-                          on_failure=goal.on_failure,
-                          dry_run=Seed.from_states(self.state_topics.fresh_states(),
-                                                   self._world()) if goal.dry_run else None)
+                          on_failure=goal.on_failure, replay_of=goal.replay_of,
+                          dry_run=self._seed() if goal.dry_run else None)
         seq = iter(range(2 ** 32))
         started = self.service.start(
             request, goal.lease_id, lambda execution_id, stream, text, elapsed:
@@ -393,7 +401,35 @@ class TidybotExecNode(Node):
         return response
 
     def _describe(self, request: Describe.Request, response: Describe.Response) -> Describe.Response:
-        return self._description
+        d = self._description
+        return Describe.Response(markdown=d.markdown, sdk_version=d.sdk_version,
+                                 limits_yaml=d.limits_yaml,
+                                 skills_markdown=skills.markdown(self.service.skills.list()))
+
+    def _save_skill(self, request: SaveSkill.Request,
+                    response: SaveSkill.Response) -> SaveSkill.Response:
+        saved = self.service.save_skill(
+            request.lease_id, request.name, request.code, request.description,
+            request.from_execution_id, request.dry_runs, self._seed, request.origin)
+        response.success, response.message = saved.success, saved.message
+        response.version, response.dry_runs_passed = saved.version, saved.dry_runs_passed
+        return response
+
+    def _list_skills(self, request: ListSkills.Request,
+                     response: ListSkills.Response) -> ListSkills.Response:
+        response.skills = [convert.skill_info(s) for s in
+                           self.service.skills.list(request.query, request.all_versions)]
+        return response
+
+    def _get_skill(self, request: GetSkill.Request, response: GetSkill.Response) -> GetSkill.Response:
+        skill = self.service.skills.get(request.name, request.version)
+        response.success = skill is not None
+        if skill is None:
+            response.message = self.service.skills.missing(request.name, request.version)
+        else:
+            response.skill, response.code = convert.skill_info(skill), skill.code
+            response.message = skill.ref
+        return response
 
     def _estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         stopped, problems = self.service.estop()
@@ -416,7 +452,8 @@ class TidybotExecNode(Node):
                          response: GetHistory.Response) -> GetHistory.Response:
         page = self.service.page(offset=request.offset, limit=request.max_count,
                                  holder=request.holder, statuses=list(request.statuses),
-                                 include_code=request.include_code)
+                                 include_code=request.include_code,
+                                 execution_id=request.execution_id)
         response.records = [convert.record(r) for r in page.records]
         response.total = page.total
         return response
