@@ -308,3 +308,19 @@ def test_tidybot_run_replay_shows_the_diff_of_stdout(stack, lease):
     assert f"stdout is the same as {same_id}'s (succeeded then, succeeded now)" in again.stderr
     unknown = tidybot_run("--replay", "ffffffffffff", "--lease-id", lease)
     assert unknown.returncode == 5 and "no finished execution" in unknown.stderr
+
+
+def test_the_documented_example_skill_proves_itself_on_a_dry_run(stack, lease):
+    """examples/skills/pick_cube.py (docs/skills.md) picks the default world's cube."""
+    code = (ROOT / "examples" / "skills" / "pick_cube.py").read_text()
+    reply = save(stack, lease, "pick_cube", code, dry_runs=1)
+    assert reply.success, reply.message
+    info = listed(stack, "pick_cube")[f"pick_cube@{reply.version}"]
+    assert info.signature == "pick_cube(x: float=0.5, y: float=0.0, top: float=0.1) -> bool"
+
+
+def test_the_names_a_skill_may_not_take_are_tidybot_skills_own():
+    import tidybot_skills
+    from tidybot_exec.execution.skills import RESERVED
+
+    assert RESERVED == set(tidybot_skills.__all__)

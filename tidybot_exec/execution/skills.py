@@ -30,7 +30,7 @@ from tidybot_exec.execution.validation import validate
 MAX_NAME = 64
 MAX_DESCRIPTION = 4096
 MAX_DRY_RUNS = 20
-RESERVED = frozenset({"load", "available"})     # tidybot_skills' own attributes
+RESERVED = frozenset({"load", "module", "SkillNotFound"})   # tidybot_skills.__all__
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS skills (
@@ -217,9 +217,16 @@ class SkillStore:
         rows = [(execution_id, *split_ref(ref), int(succeeded)) for ref in refs]
         if not rows:
             return
-        with self._lock, self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO skill_uses VALUES (?, ?, ?, ?)", rows)
+        with self._lock:
+            # not synced to disk before the goal is answered (WAL keeps it consistent): a
+            # power loss may cost the newest uses, never a skill or the history's record
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with self._db:
+                    self._db.execute("BEGIN")
+                    self._db.executemany("INSERT OR IGNORE INTO skill_uses VALUES (?, ?, ?, ?)", rows)
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
 
     def close(self) -> None:
         with self._lock:
