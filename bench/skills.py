@@ -4,8 +4,9 @@
     ./tidybot run python bench/skills.py [--goals 40] [--dry-runs 3] [--skills 1000]
 
 Starts the simulator and the node (warm worker on, leases required) as processes, then:
-  * saves a skill that moves the arm (its __main__ block) with ``dry_runs`` N, several times
-    (wall time of the skills/save call: N dry runs on private simulators + the save);
+  * saves examples/skills/pick_cube.py (its __main__ block picks the simulated world's
+    cube) with ``dry_runs`` N, several times (wall time of the skills/save call: N dry runs
+    on private simulators seeded from the live state, + the save);
   * a trivial goal against the same goal importing a skill (``from tidybot_skills import
     NAME``; call it), interleaved goal by goal, warm path: the medians and the difference;
   * skills/list and skills/get with ``--skills`` skills in the store (saved through the
@@ -15,30 +16,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import threading
 import time
-
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
+from pathlib import Path
 
 from common import start_stack, stop
-from tidybot_exec.clients.client import TidybotClient
+from tidybot_exec.clients.client import TidybotClient, spun_client
 
-MOVING = '''from tidybot_sdk import arm, sensors
-
-
-def nudge(dq: float = 0.1) -> None:
-    """Turn the first arm joint by dq and back."""
-    q = sensors.get_arm_joints()
-    q[0] += dq
-    arm.move_joints(q)
-    q[0] -= dq
-    arm.move_joints(q)
-
-
-if __name__ == "__main__":
-    nudge()
-'''
+SKILL = Path(__file__).resolve().parents[1] / "examples" / "skills" / "pick_cube.py"
 
 
 def timed(fn) -> float:
@@ -55,55 +39,50 @@ def main() -> None:
     p.add_argument("--skills", type=int, default=1000)
     a = p.parse_args()
     sim, node = start_stack(78)
-    rclpy.init()
-    bench = rclpy.create_node("bench_skills")
-    ex = SingleThreadedExecutor()
-    ex.add_node(bench)
-    threading.Thread(target=ex.spin, daemon=True).start()
-    client = TidybotClient(bench)
     try:
-        assert client.wait_for_server(60), "no node"
-        client.acquire("bench-skills", ttl_s=3600)
-        saves = []
-        for _ in range(a.saves):
-            t = time.perf_counter()
-            answer = client.save_skill("nudge", MOVING, dry_runs=a.dry_runs)
-            saves.append(time.perf_counter() - t)
-            assert answer.success, answer.message
-        print(f"save with dry_runs {a.dry_runs} (arm there and back, 2 x 0.5 s motions): "
-              f"median {statistics.median(saves):.2f} s, all {', '.join(f'{s:.2f}' for s in saves)}")
-
-        assert client.save_skill("double", "def double(x):\n    return 2 * x\n").success
-        plain, imported = "print(2 * 21)\n", "from tidybot_skills import double\nprint(double(21))\n"
-        for code in (plain, imported):          # warm up both paths
-            assert client.execute(code).result(60).status == 0
-        times: dict[str, list[float]] = {"plain": [], "import": []}
-        for _ in range(a.goals):
-            for name, code in (("plain", plain), ("import", imported)):
-                times[name].append(timed(lambda: client.execute(code).result(60)))
-        m = {k: statistics.median(v) * 1000 for k, v in times.items()}
-        print(f"goal -> result, warm, median of {a.goals}: trivial {m['plain']:.1f} ms, "
-              f"importing a skill {m['import']:.1f} ms: the import adds {m['import'] - m['plain']:.1f} ms")
-
-        t = time.perf_counter()
-        for i in range(a.skills):
-            assert client.save_skill(f"skill_{i:04d}", f"def skill_{i:04d}(x):\n"
-                                     f"    \"\"\"Skill number {i}.\"\"\"\n    return x + {i}\n").success
-        print(f"{a.skills} saves without dry runs: {1000 * (time.perf_counter() - t) / a.skills:.1f} ms each")
-        lists = [timed(lambda: client.list_skills()) for _ in range(10)]
-        count = len(client.list_skills())
-        queries = [timed(lambda: client.list_skills("number 99")) for _ in range(10)]
-        gets = [timed(lambda: client.get_skill("skill_0500")) for _ in range(20)]
-        print(f"skills/list of {count} skills: median {1000 * statistics.median(lists):.1f} ms; "
-              f"with a query: {1000 * statistics.median(queries):.1f} ms; skills/get: "
-              f"{1000 * statistics.median(gets):.1f} ms")
-        client.release()
+        with spun_client("bench_skills") as client:
+            measure(client, a)
     finally:
-        client.destroy()
-        ex.shutdown()
-        bench.destroy_node()
-        rclpy.try_shutdown()
         stop(node, sim)
+
+
+def measure(client: TidybotClient, a: argparse.Namespace) -> None:
+    assert client.wait_for_server(60), "no node"
+    client.acquire("bench-skills", ttl_s=3600)
+    saves = []
+    for _ in range(a.saves):
+        t = time.perf_counter()
+        answer = client.save_skill("pick_cube", SKILL.read_text(), dry_runs=a.dry_runs)
+        saves.append(time.perf_counter() - t)
+        assert answer.success, answer.message
+    print(f"save of pick_cube with dry_runs {a.dry_runs}: "
+          f"median {statistics.median(saves):.2f} s, all {', '.join(f'{s:.2f}' for s in saves)}")
+
+    assert client.save_skill("double", "def double(x):\n    return 2 * x\n").success
+    plain, imported = "print(2 * 21)\n", "from tidybot_skills import double\nprint(double(21))\n"
+    for code in (plain, imported):          # warm up both paths
+        assert client.execute(code).result(60).status == 0
+    times: dict[str, list[float]] = {"plain": [], "import": []}
+    for _ in range(a.goals):
+        for name, code in (("plain", plain), ("import", imported)):
+            times[name].append(timed(lambda: client.execute(code).result(60)))
+    m = {k: statistics.median(v) * 1000 for k, v in times.items()}
+    print(f"goal -> result, warm, median of {a.goals}: trivial {m['plain']:.1f} ms, "
+          f"importing a skill {m['import']:.1f} ms: the import adds {m['import'] - m['plain']:.1f} ms")
+
+    t = time.perf_counter()
+    for i in range(a.skills):
+        assert client.save_skill(f"skill_{i:04d}", f"def skill_{i:04d}(x):\n"
+                                 f"    \"\"\"Skill number {i}.\"\"\"\n    return x + {i}\n").success
+    print(f"{a.skills} saves without dry runs: {1000 * (time.perf_counter() - t) / a.skills:.1f} ms each")
+    lists = [timed(lambda: client.list_skills()) for _ in range(10)]
+    count = len(client.list_skills())
+    queries = [timed(lambda: client.list_skills("number 99")) for _ in range(10)]
+    gets = [timed(lambda: client.get_skill("skill_0500")) for _ in range(20)]
+    print(f"skills/list of {count} skills: median {1000 * statistics.median(lists):.1f} ms; "
+          f"with a query: {1000 * statistics.median(queries):.1f} ms; skills/get: "
+          f"{1000 * statistics.median(gets):.1f} ms")
+    client.release()
 
 
 if __name__ == "__main__":
