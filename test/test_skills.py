@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from tidybot_interfaces.srv import GetHistory, GetSkill, ListSkills, SaveSkill
 
-from support import ROOT
+from support import ROOT, wait_until
 from tidybot_exec.execution.records import Status
 
 SCALE = '''def scale(x: float) -> float:
@@ -121,9 +121,29 @@ def test_save_list_get_and_immutable_versions(stack, lease):
 ], ids=["bad name", "reserved name", "no function", "syntax", "no code", "no lease", "forged lease"])
 def test_each_refusal_says_why_and_saves_nothing(stack, lease, name, code, lease_kind, fragment):
     token = {"valid": lease, "none": "", "forged": "not-a-lease"}[lease_kind]
+    before = listed(stack, all_versions=True).keys()
     reply = save(stack, token, name, code)
     assert not reply.success and fragment in reply.message, reply.message
-    assert reply.version == 0 and f"{name}@1" not in listed(stack)
+    assert reply.version == 0 and listed(stack, all_versions=True).keys() == before
+
+
+def test_dry_runs_need_the_block_they_run(stack, lease):
+    reply = save(stack, lease, "undemonstrated", "def undemonstrated():\n    return 1\n", dry_runs=2)
+    assert not reply.success and 'it has none: add one' in reply.message, reply.message
+    assert "undemonstrated@1" not in listed(stack)
+
+
+def test_code_nested_too_deeply_is_refused_and_the_node_keeps_serving(stack, lease):
+    """A compiler RecursionError (a 2 KB module) is a refusal, in a save and in a goal."""
+    deep = "x = " + "+".join(["1"] * 3000) + "\ndef deep():\n    pass\n"
+    reply = save(stack, lease, "deep", deep)
+    assert not reply.success and "nested too deeply" in reply.message, reply.message
+    default = "def deep(x=" + "+".join(["1"] * 600) + "):\n    pass\n"
+    reply = save(stack, lease, "deep", default)
+    assert not reply.success and "nested too deeply" in reply.message, reply.message
+    result = run(stack, lease, deep)
+    assert result.status == Status.REJECTED and "nested too deeply" in result.error
+    assert run(stack, lease, "print('still serving')\n").stdout == "still serving\n"
 
 
 def test_saving_from_an_execution_needs_one_that_succeeded(stack, lease):
@@ -195,6 +215,48 @@ def test_import_latest_pinned_nested_and_the_record_lists_them(stack, lease):
     assert "skill mult has no version 7; it has 1, 2" in pinned.error
 
 
+def test_latest_is_the_store_as_the_goal_saw_it_when_it_started(stack, lease):
+    """A version saved while the goal runs: found when pinned, not as "latest"."""
+    _, client = stack
+    code = ("import time, tidybot_skills\nprint('ready', flush=True)\n"
+            "deadline = time.monotonic() + 60\nwhile True:\n    try:\n"
+            "        print('pinned', tidybot_skills.load('late', 1)())\n        break\n"
+            "    except tidybot_skills.SkillNotFound:\n"
+            "        assert time.monotonic() < deadline, 'never saved'\n        time.sleep(0.05)\n"
+            "try:\n    from tidybot_skills import late\nexcept ImportError as exc:\n"
+            "    print('latest:', exc)\n")
+    goal = client.send(code, lease_id=lease)
+    wait_until(lambda: "ready" in goal.stdout(), 60, "the goal to start")
+    assert save(stack, lease, "late", "def late():\n    return 'v1'\n").success
+    _, result = goal.result(120)
+    assert "pinned v1\n" in result.stdout, result.stdout + result.stderr
+    assert "latest: skill late was first saved after this goal started" in result.stdout
+    assert record(stack, result.execution_id).skills == ["late@1"]
+
+
+def test_the_skill_channel_refuses_malformed_requests(stack, lease):
+    """What the code may send the node for a skill: a name and a small version, else an
+    error reply (the node keeps serving)."""
+    code = ("from tidybot_sdk import robot\nfrom tidybot_sdk.errors import TidybotError\n"
+            "for name, version in (('x' * 10000, 0), ('mult', True), ('mult', 2 ** 40), (7, 0)):\n"
+            "    reply = robot.node_channel.request({'msg_type': 80, 'name': name, "
+            "'version': version}, 10, TidybotError, 'skill')\n"
+            "    print(reply.get('error', reply)[:60])\n")
+    result = run(stack, lease, code)
+    assert result.status == Status.SUCCEEDED, result.stderr
+    assert result.stdout.splitlines() == ["a skill is asked for by name and a version (0: the latest)"] * 4
+
+
+def test_tidybot_skills_has_no_public_name_a_skill_could_have():
+    """Module __getattr__ is asked only for names the module lacks: any other public name
+    of tidybot_skills would shadow the skill of that name."""
+    import tidybot_skills
+    from tidybot_exec.execution.skills import RESERVED
+
+    public = {n for n in dir(tidybot_skills) if not n.startswith("_")}
+    assert public == RESERVED == set(tidybot_skills.__all__)
+
+
 def test_a_skills_traceback_shows_its_own_lines(stack, lease):
     broken = 'def broken():\n    """Fails."""\n    raise ValueError("inside the skill")\n'
     assert save(stack, lease, "broken", broken).success
@@ -205,14 +267,17 @@ def test_a_skills_traceback_shows_its_own_lines(stack, lease):
 
 
 def test_the_store_is_not_writable_from_code(stack, lease):
+    from tidybot_exec.ros.params import robot_history_dir
+
     s, _ = stack
-    store = s.params["history_dir"] + "/skills.sqlite3"
+    store = str(robot_history_dir(s.params["history_dir"], s.namespace) / "skills.sqlite3")
     before = listed(stack, all_versions=True)
-    code = (f"import sqlite3\ntry:\n    db = sqlite3.connect({store!r})\n"
+    code = (f"import os, sqlite3\nprint('visible:', os.path.exists({store!r}))\ntry:\n"
+            f"    db = sqlite3.connect({store!r})\n"
             f"    db.execute(\"INSERT INTO skills (name) VALUES ('evil')\")\n    db.commit()\n"
-            f"    print('wrote')\nexcept Exception as exc:\n    print('refused:', type(exc).__name__)\n"
-            f"import tidybot_skills\ntidybot_skills._modules.clear()\n")
+            f"    print('wrote')\nexcept Exception as exc:\n    print('refused:', type(exc).__name__)\n")
     result = run(stack, lease, code)
+    assert "visible: False" in result.stdout, result.stdout          # hidden in the sandbox
     assert "refused:" in result.stdout and "wrote" not in result.stdout, result.stdout
     assert listed(stack, all_versions=True).keys() == before.keys()
     with sqlite3.connect(store) as db:             # the node's own store is intact
@@ -241,6 +306,13 @@ def test_replay_runs_the_same_code_with_the_same_skill_versions(stack, lease):
     assert replay.code == record(stack, original.execution_id).code
     fresh = run(stack, lease, "from tidybot_skills import greet\nprint(greet())\n")
     assert fresh.stdout == "hello v2\n"               # without the replay: the latest
+    mixed = run(stack, lease, "import tidybot_skills\nfrom tidybot_skills import greet\n"
+                              "print(greet(), tidybot_skills.load('greet', 1)())\n")
+    assert mixed.stdout == "hello v2 hello v1\n"
+    assert save(stack, lease, "greet", 'def greet():\n    return "hello v3"\n').success
+    again = run(stack, lease, replay_of=mixed.execution_id)
+    assert again.stdout == "hello v2 hello v1\n", again.stdout     # latest then, not now
+    assert record(stack, again.execution_id).skills == ["greet@2", "greet@1"]
     unknown = run(stack, lease, replay_of="ffffffffffff")
     assert unknown.status == Status.REJECTED and "no finished execution 'ffffffffffff'" in unknown.error
     both = run(stack, lease, "print(1)\n", replay_of=original.execution_id)
@@ -319,8 +391,3 @@ def test_the_documented_example_skill_proves_itself_on_a_dry_run(stack, lease):
     assert info.signature == "pick_cube(x: float=0.5, y: float=0.0, top: float=0.1) -> bool"
 
 
-def test_the_names_a_skill_may_not_take_are_tidybot_skills_own():
-    import tidybot_skills
-    from tidybot_exec.execution.skills import RESERVED
-
-    assert RESERVED == set(tidybot_skills.__all__)

@@ -436,11 +436,13 @@ class TidybotClient:
 
     def save_skill(self, name: str, code: str = "", description: str = "",
                    from_execution_id: str = "", dry_runs: int = 0, origin: str = "",
-                   timeout_s: float = 600.0) -> SaveSkill.Response:
+                   timeout_s: float | None = None) -> SaveSkill.Response:
         """Save a new version of skill ``name`` (skills/save): ``code``, or the code of the
         SUCCEEDED execution ``from_execution_id``; ``dry_runs`` N proves it first on N dry
         runs; ``origin`` says where imported code came from. Not sent again on a lost reply
-        (a save is not idempotent): the wait is long enough for the dry runs."""
+        (a save is not idempotent); the default wait allows 10 minutes per dry run."""
+        if timeout_s is None:
+            timeout_s = 60.0 + 600.0 * dry_runs
         request = SaveSkill.Request(lease_id=self.lease_id, name=name, description=description,
                                     code=code, from_execution_id=from_execution_id,
                                     dry_runs=int(dry_runs), origin=origin)

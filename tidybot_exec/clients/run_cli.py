@@ -37,6 +37,7 @@ from tidybot_interfaces.action import ExecuteCode
 from tidybot_exec.clients import skill_cli
 from tidybot_exec.clients.client import ExecutionHandle, TidybotClient, TidybotClientError, spun_client
 from tidybot_exec.execution.records import Status
+from tidybot_exec.execution.skills import MAX_DRY_RUNS
 
 EXIT_CODES = {Status.SUCCEEDED: 0, Status.FAILED: 1, Status.TIMEOUT: 3, Status.CANCELED: 4,
               Status.REJECTED: 5, Status.ERROR: 6}
@@ -75,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="save the skill folder DIR as a new version here")
     p.add_argument("--from", dest="from_execution", default="", metavar="ID",
                    help="with --save-skill: save the code of that succeeded execution")
-    p.add_argument("--dry-runs", type=int, default=0, metavar="N",
+    p.add_argument("--dry-runs", type=dry_run_count, default=0, metavar="N",
                    help="with --save-skill/--import-skill: prove it on N dry runs first")
     p.add_argument("--description", default="",
                    help="with --save-skill: what it does (default: its docstring)")
@@ -101,6 +102,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true",
                    help="print the result as one JSON object on stdout (live output goes to stderr)")
     return p.parse_args(argv)
+
+
+def dry_run_count(text: str) -> int:
+    """--dry-runs: 0 .. MAX_DRY_RUNS."""
+    if not text.isascii() or not text.isdigit() or int(text) > MAX_DRY_RUNS:
+        raise argparse.ArgumentTypeError(f"must be a whole number 0..{MAX_DRY_RUNS}, got {text!r}")
+    return int(text)
 
 
 def read_code(args: argparse.Namespace) -> str:

@@ -52,7 +52,7 @@ def save_skill(client: TidybotClient, name: str, code: str, description: str,
 def export_skill(client: TidybotClient, ref: str, directory: str, robot: str) -> int:
     """``NAME[@VERSION]`` into ``directory/NAME``: 0, or 1 when there is no such skill."""
     name, _, version = ref.partition("@")
-    if version and not version.isdigit():
+    if version and not (version.isascii() and version.isdigit()):
         print(f"tidybot-run: {ref!r}: the version after @ must be a number", file=sys.stderr)
         return 2
     answer = client.get_skill(name, int(version or 0))

@@ -6,9 +6,10 @@
       skill.json    # version, provenance and statistics where it was exported
 
 so skills move between robots and into git. Importing a folder saves its ``main.py`` as
-a new version on this robot; where it came from (robot, version, record there) goes into
-the new version's ``origin`` — provenance cannot be checked across robots, so it is kept
-as text, and a ``main.py`` changed since the export says so.
+a new version on this robot, with skill.json's description (a folder without one: the
+README's text under its title); where it came from (robot, version, record there) goes
+into the new version's ``origin`` — provenance cannot be checked across robots, so it is
+kept as text, and a ``main.py`` changed since the export says so.
 """
 from __future__ import annotations
 
@@ -57,17 +58,18 @@ def write(directory: Path, info: dict[str, Any], code: str) -> Path:
 def read(folder: Path) -> Folder:
     """The skill in ``folder`` (raises OSError or ValueError saying what is wrong)."""
     folder = Path(folder)
-    code = (folder / CODE).read_text(encoding="utf-8")
+    code = (folder / CODE).read_text(encoding="utf-8-sig")
     meta = json.loads((folder / META).read_text(encoding="utf-8")) if (folder / META).exists() else {}
     if not isinstance(meta, dict):
         raise ValueError(f"{folder / META} is not a JSON object")
     name = str(meta.get("name") or folder.name)
-    description = ""
-    if (folder / README).exists():
-        text = (folder / README).read_text(encoding="utf-8")
-        body = re.split(r"^## ", re.sub(r"\A# .*\n", "", text), maxsplit=1, flags=re.M)[0]
-        description = body.strip()
-        description = "" if description == "(no description)" else description
+    description = meta.get("description")
+    if not isinstance(description, str):        # a folder written by hand: the README's
+        description = ""                        # text between the title and the first ##
+        if (folder / README).exists():
+            text = (folder / README).read_text(encoding="utf-8-sig")
+            body = re.split(r"^## ", re.sub(r"\A# .*\n", "", text), maxsplit=1, flags=re.M)[0]
+            description = "" if body.strip() == "(no description)" else body.strip()
     origin = f"imported from {folder.name}/"
     if meta:
         origin += (f": {name}@{meta.get('version', '?')} on "

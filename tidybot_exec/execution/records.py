@@ -35,7 +35,7 @@ class Request:
     dry_run: Seed | None = None     # set: run against a private simulator seeded with this
     on_failure: str = ""            # "rewind": a failed or timed-out run's motion is undone
     replay_of: str = ""             # the finished execution whose code this runs again
-    skill_pins: dict[str, int] = field(default_factory=dict)  # a replay's skill versions
+    skills_as_of: int | None = None  # the skill store as the goal saw it (None: at its start)
 
 
 @dataclass
@@ -58,6 +58,7 @@ class Result:
     dry_run: bool = False
     replay_of: str = ""
     skills: list[str] = field(default_factory=list)     # NAME@VERSION imported, in order
+    skills_as_of: int = 0           # the store's newest row when it started: what a replay sees
 
 
 def new_execution_id() -> str:

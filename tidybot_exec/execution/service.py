@@ -33,7 +33,7 @@ from tidybot_exec.execution.launchers import Launched, launch_cold
 from tidybot_exec.execution.leases import Binding, LeaseManager
 from tidybot_exec.execution.records import ON_FAILURE, Request, Result, Status, unstarted
 from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
-from tidybot_exec.execution.skills import MAX_DRY_RUNS, Saved, SkillStore, check, split_ref
+from tidybot_exec.execution.skills import MAX_DRY_RUNS, MAX_NAME, Saved, SkillStore, check
 from tidybot_exec.execution.supervision import Execution, Feedback
 from tidybot_exec.execution.validation import duration_error, validate
 from tidybot_exec.execution.warm import WarmPool
@@ -74,7 +74,6 @@ class _Running:
     feed: RecorderFeed | None    # a dry run's recorder's
     cameras: CodeCameras         # the code's camera requests (a dry run: its private ones)
     lease: int | None = None     # the binding's serial: what the trajectory is tagged with
-    skills_as_of: int = 0        # the skill store's newest row when the goal started
     imported: list[str] = field(default_factory=list)   # NAME@VERSION, in import order
 
 
@@ -149,6 +148,8 @@ class ExecutionService:
                     self.pool.give_back(spare)
                 return unstarted(request, Status.REJECTED, refusal)
             try:
+                if request.skills_as_of is None:    # before the code can ask for a skill
+                    request.skills_as_of = self.skills.latest_seq()
                 execution = self._execution(request, feedback, verdict.warnings, spare)
             except Exception as exc:  # noqa: BLE001 - whatever failed, the lease is given back
                 self._unbind(binding)
@@ -169,8 +170,7 @@ class ExecutionService:
         if record is None:
             return (f"replay_of: no finished execution {request.replay_of!r} in the history "
                     f"(it keeps the newest {self.history.max_records})")
-        request.code = record.code
-        request.skill_pins = dict(split_ref(ref) for ref in record.skills.split())
+        request.code, request.skills_as_of = record.code, record.skills_as_of
         return ""
 
     def _bound(self, execution: Execution, binding: Binding | None, lease_id: str) -> _Running:
@@ -187,7 +187,7 @@ class ExecutionService:
                                       self.camera_settings, owned=True)
         recorder.begin_execution(execution.id, lease)
         running = _Running(execution, binding, lease_id if binding else "", recorder, feed,
-                           cameras, lease, self.skills.latest_seq())
+                           cameras, lease)
         execution.guard.serve_node(lambda msg: self._from_code(running, msg))
         return running
 
@@ -259,6 +259,7 @@ class ExecutionService:
                 result.error = "; ".join(filter(None, [result.error, *problems]))
             result.replay_of = execution.request.replay_of
             result.skills = list(running.imported)
+            result.skills_as_of = execution.request.skills_as_of or 0
             written = self._record(result)
             if written:
                 result.error = "; ".join(filter(None, [result.error, *written]))
@@ -332,11 +333,14 @@ class ExecutionService:
             if code and code != record.code:
                 return Saved(False, "give code or from_execution_id, not both: they differ")
             code = record.code
-        if not 0 <= dry_runs <= MAX_DRY_RUNS:
-            return Saved(False, f"dry_runs must be 0..{MAX_DRY_RUNS}, got {dry_runs}")
         parsed = check(name, code, description, self.settings.max_code_bytes)
         if isinstance(parsed, str):
             return Saved(False, parsed)
+        if not 0 <= dry_runs <= MAX_DRY_RUNS:
+            return Saved(False, f"dry_runs must be 0..{MAX_DRY_RUNS}, got {dry_runs}")
+        if dry_runs and not parsed.demonstrated:
+            return Saved(False, 'dry runs run the module\'s `if __name__ == "__main__":` block, '
+                                "and it has none: add one that shows the skill working")
         proofs = []
         for k in range(1, dry_runs + 1):
             result = self.run(Request(code, label=f"skill {name}: dry run {k}/{dry_runs}",
@@ -346,6 +350,9 @@ class ExecutionService:
                                     f"{result.execution_id}) {result.status.name}: "
                                     f"{result.error or 'no error given'}", dry_runs_passed=k - 1)
             proofs.append(result.execution_id)
+        if self.authorize(lease_id)[1]:
+            return Saved(False, f"not saved: the lease ended during the dry runs "
+                                f"({', '.join(proofs)})", dry_runs_passed=dry_runs)
         skill = self.skills.save(name, code, parsed, description, from_execution_id, dry_runs,
                                  holder, origin)
         self._log(f"skill {skill.ref} saved by {holder or 'anyone'}"
@@ -464,15 +471,17 @@ class ExecutionService:
                 "components_rewound": list(request.parts)}
 
     def _skill_for(self, running: _Running, msg: dict) -> dict:
-        """A skill the code imports: the version asked for, else the one its replay used,
-        else the latest as of the goal's start; remembered for the record."""
+        """A skill the code imports: the version asked for, else the latest in the store as
+        the goal saw it (at its start; a replay: as its original saw it); remembered for
+        the record."""
         name, version = msg.get("name"), msg.get("version", 0)
-        if not isinstance(name, str) or not isinstance(version, int) or version < 0:
-            return {"error": "a skill request needs a name and a version (0: the latest)"}
-        version = version or running.execution.request.skill_pins.get(name, 0)
-        skill = self.skills.get(name, version, as_of=running.skills_as_of)
+        if not (isinstance(name, str) and len(name) <= MAX_NAME and type(version) is int
+                and 0 <= version < 2 ** 31):
+            return {"error": "a skill is asked for by name and a version (0: the latest)"}
+        as_of = running.execution.request.skills_as_of
+        skill = self.skills.get(name, version, as_of=as_of)
         if skill is None:
-            return {"error": self.skills.missing(name, version)}
+            return {"error": self.skills.missing(name, version, as_of)}
         if skill.ref not in running.imported:
             running.imported.append(skill.ref)
         return {"name": skill.name, "version": skill.version, "code": skill.code}

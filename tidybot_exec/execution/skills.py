@@ -30,6 +30,7 @@ from tidybot_exec.execution.validation import validate
 MAX_NAME = 64
 MAX_DESCRIPTION = 4096
 MAX_DRY_RUNS = 20
+MISSING_NAMES = 50              # names a "no such skill" error lists at most
 RESERVED = frozenset({"load", "module", "SkillNotFound"})   # tidybot_skills.__all__
 
 _SCHEMA = """
@@ -103,6 +104,7 @@ class Parsed:
 
     signature: str
     docstring: str
+    demonstrated: bool          # it has the `if __name__ == "__main__":` block dry runs run
 
 
 def check(name: str, code: str, description: str, max_bytes: int) -> Parsed | str:
@@ -126,9 +128,21 @@ def check(name: str, code: str, description: str, max_bytes: int) -> Parsed | st
         return (f"the code defines no top-level function {name}(): a skill is a module whose "
                 f"function has the skill's name")
     fn = functions[-1]                # the definition that wins when the module runs
-    signature = f"{name}({ast.unparse(fn.args)})" + (f" -> {ast.unparse(fn.returns)}"
-                                                      if fn.returns else "")
-    return Parsed(signature, ast.get_docstring(fn) or "")
+    try:
+        signature = f"{name}({ast.unparse(fn.args)})" + (f" -> {ast.unparse(fn.returns)}"
+                                                          if fn.returns else "")
+    except RecursionError:
+        return f"the signature of {name}() is nested too deeply to show; simplify its defaults"
+    return Parsed(signature, ast.get_docstring(fn) or "", any(map(_is_main_block, tree.body)))
+
+
+def _is_main_block(node: ast.stmt) -> bool:
+    """``if __name__ == "__main__":`` at the top of the module."""
+    test = getattr(node, "test", None)
+    return (isinstance(node, ast.If) and isinstance(test, ast.Compare)
+            and isinstance(test.left, ast.Name) and test.left.id == "__name__"
+            and len(test.comparators) == 1 and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value == "__main__")
 
 
 def summary(docstring: str) -> str:
@@ -186,31 +200,35 @@ class SkillStore:
 
     def list(self, query: str = "", all_versions: bool = False) -> list[Skill]:
         """By name; the newest version of each name unless ``all_versions``; ``query`` a
-        case-insensitive substring of the name, description or docstring."""
-        where, args = [], []
-        if not all_versions:
-            where.append("s.version = (SELECT MAX(version) FROM skills WHERE name = s.name)")
-        if query:
-            where.append("(instr(lower(s.name), ?) OR instr(lower(s.description), ?) "
-                         "OR instr(lower(s.docstring), ?))")
-            args += [query.lower()] * 3
-        return self._select(f"WHERE {' AND '.join(where)}" if where else "", args,
-                            "s.name, s.version")
+        case-insensitive substring of the name, description or docstring (folded in Python:
+        SQLite's lower() folds only ASCII)."""
+        found = self._select("" if all_versions else "WHERE s.version = (SELECT MAX(version) "
+                             "FROM skills WHERE name = s.name)", (), "s.name, s.version")
+        needle = query.casefold()
+        return [s for s in found if needle in f"{s.name}\n{s.description}\n{s.docstring}".casefold()]
 
     def versions(self, name: str) -> list[int]:
         with self._lock:
             return [v for (v,) in self._db.execute(
                 "SELECT version FROM skills WHERE name = ? ORDER BY version", (name,))]
 
-    def missing(self, name: str, version: int = 0) -> str:
-        """Why ``name`` (at ``version``) cannot be had, naming what exists."""
+    def missing(self, name: str, version: int = 0, as_of: int | None = None) -> str:
+        """Why ``name`` (at ``version``; latest at or below ``as_of``) cannot be had,
+        naming what exists."""
         versions = self.versions(name)
         if versions and version:
             return (f"skill {name} has no version {version}; it has "
                     f"{', '.join(map(str, versions))}")
-        names = [s.name for s in self.list()]
+        if versions:
+            return (f"skill {name} was first saved after this goal started (it sees the store "
+                    f"as it was then); pin a version with tidybot_skills.load({name!r}, "
+                    f"{versions[-1]}) or run the goal again")
+        with self._lock:
+            names = [n for (n,) in self._db.execute(
+                f"SELECT DISTINCT name FROM skills ORDER BY name LIMIT {MISSING_NAMES + 1}")]
+        listed = ", ".join(names[:MISSING_NAMES]) + (", ..." if len(names) > MISSING_NAMES else "")
         return (f"no skill named {name!r}; the store has "
-                + (", ".join(names) if names else "none yet (save one with skills/save)"))
+                + (listed if names else "none yet (save one with skills/save)"))
 
     def record_uses(self, execution_id: str, refs: Iterable[str], succeeded: bool) -> None:
         """An execution that imported ``refs`` (NAME@VERSION) ended."""

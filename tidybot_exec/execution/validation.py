@@ -58,6 +58,9 @@ def validate(source: str, max_bytes: int) -> Verdict:
         return Verdict(error=f"SyntaxError at {where}: {exc.msg}")
     except ValueError as exc:          # e.g. NUL bytes in the source
         return Verdict(error=f"invalid source: {exc}")
+    except (RecursionError, MemoryError):
+        return Verdict(error="code is nested too deeply to compile (an expression or block "
+                             "hundreds of levels deep); split it up")
     return Verdict(warnings=lint(tree))
 
 

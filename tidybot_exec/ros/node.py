@@ -12,13 +12,14 @@ while the ROS context is still up, so its goal is answered and its record writte
 """
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
@@ -164,8 +165,8 @@ class TidybotExecNode(Node):
                 (RenewLease, "lease/renew", self._renew),
                 (ReleaseLease, "lease/release", self._release),
                 (AcquireLease, "lease/take", self._take)):
-            self.create_service(srv_type, name, callback, qos_profile=SERVICES,
-                                callback_group=services)
+            self.create_service(srv_type, name, self._never_raising(name, callback),
+                                qos_profile=SERVICES, callback_group=services)
         self.state_topics = StateTopics(self, config, p, self._diagnostics,
                                         on_arm=self.camera_topics.arm.observe)
         self.create_timer(1.0, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
@@ -349,6 +350,32 @@ class TidybotExecNode(Node):
             return self.service.finish(started)
         finally:
             self._goals.pop(key, None)
+
+    def _never_raising(self, name: str, callback: Callable) -> Callable:
+        """``callback``, answering even when it raises: rclpy's executor re-raises a
+        callback's exception in spin, which would end the node. The reply then says
+        ``success`` False and the error where the type has those fields."""
+        def failed(response: Any, exc: Exception) -> Any:
+            self.get_logger().error(f"{name} failed internally: {exc!r}")
+            for field, value in (("success", False), ("message", f"internal error: {exc!r}")):
+                if hasattr(response, field):
+                    setattr(response, field, value)
+            return response
+
+        if inspect.iscoroutinefunction(callback):      # rclpy awaits these: so must we
+            async def answer_later(request: Any, response: Any) -> Any:
+                try:
+                    return await callback(request, response)
+                except Exception as exc:  # noqa: BLE001 - one bad request must not end the node
+                    return failed(response, exc)
+            return answer_later
+
+        def answer(request: Any, response: Any) -> Any:
+            try:
+                return callback(request, response)
+            except Exception as exc:  # noqa: BLE001 - one bad request must not end the node
+                return failed(response, exc)
+        return answer
 
     # ------------------------------------------------------------------ rewind
     def _cancel_rewind(self, goal_handle: ServerGoalHandle) -> CancelResponse:
