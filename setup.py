@@ -30,6 +30,7 @@ setup(
             f"tidybot-exec = {PACKAGE}.ros.node:main",
             f"tidybot-sim = {PACKAGE}.sim.cli:main",
             f"tidybot-run = {PACKAGE}.clients.run_cli:main",
+            f"tidybot-mcp = {PACKAGE}.clients.mcp_server:main",
         ],
     },
 )

@@ -64,5 +64,5 @@ def test_the_venv_is_a_complete_ament_prefix_for_the_package():
         installed = share / name
         assert installed.is_file() and not installed.is_symlink(), name
         assert installed.read_bytes() == (ROOT / name).read_bytes(), f"{name} is stale"
-    for executable in ("tidybot-exec", "tidybot-sim", "tidybot-run"):
+    for executable in ("tidybot-exec", "tidybot-sim", "tidybot-run", "tidybot-mcp"):
         assert os.access(venv / "lib" / "tidybot_exec" / executable, os.X_OK), executable

