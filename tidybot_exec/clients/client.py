@@ -125,7 +125,8 @@ class ExecutionHandle:
             if hasattr(fb, "seq"):
                 self.lost_feedback += max(0, fb.seq - self._next_seq)
                 self._next_seq = fb.seq + 1
-            self._feedback.append(fb)
+            if self._on_feedback_callback is None:  # else the callback owns them: a long run
+                self._feedback.append(fb)           # must not pile up what nobody drains
         self._client._notify()
         if self._on_feedback_callback is not None:
             self._on_feedback_callback(fb)
@@ -192,7 +193,8 @@ class ExecutionHandle:
             self._client._pause()
 
     def feedback(self) -> list[ExecuteCode.Feedback]:
-        """Feedback messages that arrived since the last call (stream, text, seq...). The
+        """Feedback messages that arrived since the last call (stream, text, seq...); none
+        when the goal was sent with a feedback callback, which gets each one instead. The
         last ones may arrive after the result (another channel); the result's stdout and
         stderr are complete."""
         self._client._spin_briefly()
@@ -410,8 +412,8 @@ class TidybotClient:
                 feedback_callback: Callable[[ExecuteCode.Feedback], None] | None = None,
                 replay_of: str = "") -> ExecutionHandle:
         """Send code to run; returns at once with a handle (see ExecutionHandle).
-        ``feedback_callback`` also gets each feedback message as it arrives (in the thread
-        that spins the node). ``on_failure="rewind"``: a failed or timed-out run's own motion
+        ``feedback_callback`` gets each feedback message as it arrives (in the thread that
+        spins the node) instead of ``feedback()``. ``on_failure="rewind"``: a failed or timed-out run's own motion
         is rewound to where it began. ``replay_of``: run that finished execution's code
         again, with the skill versions it imported (``code`` empty)."""
         goal = ExecuteCode.Goal(code=code, timeout_s=float(timeout_s), label=label,

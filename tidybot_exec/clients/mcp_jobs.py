@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionStatus
@@ -39,6 +40,22 @@ ACCEPT_S = 30.0             # for the node to accept a goal
 RESULT_SLICE_S = 1.0        # waits for a result are this long, so that closing is noticed
 END_MARGIN_S = 300.0        # past a goal's own timeout: its stop, hold and on_failure rewind
 KEEP_JOBS = 50              # finished jobs get_execution still finds
+
+
+def result_slice(handle: ExecutionHandle, deadline: float, closing: threading.Event,
+                 what: str) -> Any | None:
+    """The goal's result, or None when it has not come within RESULT_SLICE_S; raises
+    TidybotClientError once the server is closing or ``deadline`` (monotonic) passed, so no
+    wait for a node that died is endless."""
+    try:            # after acceptance, result() fails only by timing out
+        return handle.result(RESULT_SLICE_S)
+    except TidybotClientError:
+        if closing.is_set():
+            raise TidybotClientError("tidybot-mcp is shutting down") from None
+        if time.monotonic() > deadline:
+            raise TidybotClientError(f"no result from the node in time for {what}: is "
+                                     f"tidybot_exec still running?") from None
+        return None
 
 
 def passed(result: R) -> bool:
@@ -131,8 +148,10 @@ class Step:
         """Takes the result; returns each stream's text that feedback had not brought yet."""
         self.result = result
         self.execution_id = result.execution_id
-        return {name: stream.finish(None if result.truncated else getattr(result, name))
+        late = {name: stream.finish(None if result.truncated else getattr(result, name))
                 for name, stream in self.streams.items()}
+        result.stdout = result.stderr = ""      # the streams have what the model is given
+        return late
 
     def check(self) -> m.DryRunCheck:
         r = self.result
@@ -154,6 +173,7 @@ class Job:
         self._lines: deque[str] = deque(maxlen=PROGRESS_LINES)
         self.line_count = 0
         self._cancelled = False
+        self.key = f"mcp-{uuid.uuid4().hex[:12]}"     # its id until the node names it
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._drive, name="tidybot-mcp-job", daemon=True)
 
@@ -170,8 +190,14 @@ class Job:
                     self._run(dry_run=self.goal.dry_run)
         except (TidybotClientError, RobotBusy) as exc:
             self.failure = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the model is told, not left waiting
+            self.failure = f"tidybot-mcp lost the execution: {type(exc).__name__}: {exc}"
         finally:
-            self._update(lambda: setattr(self, "done", True))
+            def end() -> None:
+                self.done = True
+                for step in self.steps:     # a kept job keeps its answer, not its goal
+                    step.handle = None
+            self._update(end)
 
     def _run(self, dry_run: bool) -> Step:
         step = Step(dry_run)
@@ -201,16 +227,11 @@ class Job:
     def _result_of(self, handle: ExecutionHandle) -> R:
         handle.accepted(ACCEPT_S)
         deadline = time.monotonic() + self.goal.timeout_s + END_MARGIN_S
-        while True:
-            try:            # after acceptance, result() fails only by timing out
-                return handle.result(RESULT_SLICE_S)
-            except TidybotClientError:
-                if self.robot.closing.is_set():
-                    raise TidybotClientError("tidybot-mcp is shutting down") from None
-                if time.monotonic() > deadline:
-                    raise TidybotClientError(
-                        f"no result from the node {END_MARGIN_S:g}s past the goal's timeout: "
-                        f"is tidybot_exec still running?") from None
+        result = None
+        while result is None:
+            result = result_slice(handle, deadline, self.robot.closing,
+                                  f"a goal {END_MARGIN_S:g}s past its timeout")
+        return result
 
     def _on_feedback(self, step: Step, fb: ExecuteCode.Feedback) -> None:
         """In the spinning thread: keep the text, queue its lines for progress."""
@@ -248,10 +269,11 @@ class Job:
 
     @property
     def execution_id(self) -> str:
-        return self.steps[-1].execution_id if self.steps else ""
+        """The node's id of its goal, or the job's own key while the node has not named it."""
+        return (self.steps[-1].execution_id if self.steps else "") or self.key
 
     def ids(self) -> list[str]:
-        return [s.execution_id for s in self.steps if s.execution_id]
+        return [self.key, *(s.execution_id for s in self.steps if s.execution_id)]
 
     def identify(self, status: ExecutionStatus) -> None:
         """execution/status names the running execution before any output does."""
@@ -291,6 +313,12 @@ class Job:
                 execution_id=self.execution_id, stdout=out, stderr=err,
                 truncated=bool(result and result.truncated) or out_cut or err_cut,
                 dry_run=step.dry_run if step else self.goal.dry_run, approval=approval, **end)
+
+    def forget_progress(self) -> None:
+        """A newer job started: this one's lines are no longer sent as progress (its answer
+        keeps its output), so the kept jobs hold no more than their answers."""
+        with self._changed:
+            self._lines.clear()
 
     def join(self, timeout_s: float) -> None:
         if self._thread.is_alive():
@@ -334,6 +362,8 @@ class JobBook:
             self.robot.lease.token()    # a busy robot is the caller's error now, not the job's
             job = Job(self.robot, goal, self.approve)
             with self._lock:
+                for old in self._jobs:
+                    old.forget_progress()
                 self._jobs.append(job)
         job.start()
         return job

@@ -27,10 +27,12 @@ class RobotBusy(Exception):
 class ServerLease:
     """Hands out a valid lease token to the server's goals and services, taking one when needed."""
 
-    def __init__(self, client: TidybotClient, holder: str, release_after_s: float = 0.0) -> None:
-        self.client, self.holder = client, holder
+    def __init__(self, client: TidybotClient, holder: str, closing: threading.Event,
+                 release_after_s: float = 0.0) -> None:
+        self.client, self.holder, self._closing = client, holder, closing
         self._release_after_s = release_after_s
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()          # the lease itself: held across ROS calls
+        self._use_lock = threading.Lock()       # who uses it: never held across a wait
         self._granted_under = None      # the lease/status message that was current at the grant
         self._forgotten = False
         self._users = 0
@@ -38,8 +40,11 @@ class ServerLease:
 
     def token(self) -> str:
         """A valid token, acquired now if there is none (raises RobotBusy when the robot is
-        someone else's). Blocks: call it from a worker thread."""
+        someone else's, and once the server is closing: what it takes then would outlive
+        it). Blocks: call it from a worker thread."""
         with self._lock:
+            if self._closing.is_set():
+                raise RobotBusy("tidybot-mcp is shutting down: nothing more is started")
             if not self._valid():
                 self._acquire()
             return self.client.lease_id
@@ -94,8 +99,9 @@ class ServerLease:
     # ------------------------------------------------------------ idle release
     @contextmanager
     def in_use(self) -> Iterator[None]:
-        """While inside, the lease is not released for being idle (a goal runs under it)."""
-        with self._lock:
+        """While inside, the lease is not released for being idle (a goal runs under it).
+        Never waits for the lease's own lock: the event loop may enter it."""
+        with self._use_lock:
             self._users += 1
             if self._idle is not None:
                 self._idle.cancel()
@@ -103,7 +109,7 @@ class ServerLease:
         try:
             yield
         finally:
-            with self._lock:
+            with self._use_lock:
                 self._users -= 1
                 if self._users == 0 and self._release_after_s > 0:
                     self._idle = threading.Timer(self._release_after_s, self._release_if_idle)
@@ -111,17 +117,20 @@ class ServerLease:
                     self._idle.start()
 
     def _release_if_idle(self) -> None:
-        with self._lock:
-            if self._users == 0 and self.client.lease_id:
+        with self._lock:                # (the one place both locks are held: this order)
+            with self._use_lock:
+                idle = self._users == 0
+            if idle and self.client.lease_id:
                 log.info("lease unused for %gs: releasing it", self._release_after_s)
                 self.release()
 
     def release(self) -> None:
         """Give the lease back (the node stops any code still running under it)."""
         with self._lock:
-            if self._idle is not None:
-                self._idle.cancel()
-                self._idle = None
+            with self._use_lock:
+                if self._idle is not None:
+                    self._idle.cancel()
+                    self._idle = None
             if self.client.lease_id:
                 self._release_quietly()
                 log.info("lease released")

@@ -66,8 +66,8 @@ class Robot:
         self.client, self.node = client, client.node
         self.namespace = f"/{namespace.strip('/')}" if namespace.strip("/") else ""
         self.holder = holder
-        self.lease = ServerLease(client, holder, release_after_s)
-        self.closing = threading.Event()       # set on exit: threads waiting on goals leave
+        self.closing = threading.Event()       # set on exit: nothing new starts, waiters leave
+        self.lease = ServerLease(client, holder, self.closing, release_after_s)
         self._wait_server_s = wait_server_s
         self._started = time.monotonic()
         self._met = False

@@ -123,7 +123,8 @@ def rebinding_protection(host: str, allowed: list[str]) -> TransportSecuritySett
     names = [*LOOPBACK, *([] if host in ("0.0.0.0", "::") else [host]), *allowed]
     return TransportSecuritySettings(enable_dns_rebinding_protection=True,
                                      allowed_hosts=[f"{n}:*" for n in names],
-                                     allowed_origins=[f"http://{n}:*" for n in names])
+                                     allowed_origins=[f"{scheme}://{n}:*" for n in names
+                                                      for scheme in ("http", "https")])
 
 
 async def serve(server: MCPServer, args: argparse.Namespace) -> None:
@@ -134,9 +135,10 @@ async def serve(server: MCPServer, args: argparse.Namespace) -> None:
 
     host, port = args.http
     if host not in LOOPBACK:
+        names = [*([] if host in ("0.0.0.0", "::") else [host]), *args.allow_host]
         log.warning("serving on %s:%d: reachable from the network (every request needs the "
-                    "token; Host names accepted: loopback, %s)", host, port,
-                    ", ".join(args.allow_host) or host)
+                    "token; Host names accepted: loopback%s)", host, port,
+                    "".join(f", {n}" for n in names))
     app = server.streamable_http_app(host=host,
                                      transport_security=rebinding_protection(host, args.allow_host))
     # on a signal, calls still waiting (for an execution's end) are cancelled after 5 s
@@ -151,6 +153,7 @@ def leave_on_signals(robot: Robot) -> None:
     once: the SDK's thread blocked reading stdin cannot be interrupted, so the process would
     never finish unwinding."""
     def leave(signum: int) -> None:
+        robot.closing.set()             # first: no goal may take a lease after the release
         robot.lease.release()
         sys.stderr.flush()
         os._exit(128 + signum)
@@ -181,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             anyio.run(serve, build_server(Tools(robot, book, args.approval), args.http, token),
                       args)
         finally:        # the client has gone (stdin's end) or uvicorn stopped
+            robot.closing.set()         # first: no goal may take a lease after the release
             robot.lease.release()       # the node stops whatever still runs under it
             book.close()
     return 0

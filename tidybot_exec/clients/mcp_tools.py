@@ -21,15 +21,15 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field
 
-from tidybot_exec.clients import mcp_models as m
+from tidybot_exec.clients import mcp_jobs, mcp_models as m
 from tidybot_exec.clients import mcp_text
 from tidybot_exec.clients.client import ExecutionHandle, TidybotClientError
-from tidybot_exec.clients.mcp_jobs import WORDS, Goal, Job, JobBook
+from tidybot_exec.clients.mcp_jobs import ACCEPT_S, WORDS, Goal, Job, JobBook
 from tidybot_exec.clients.mcp_lease import RobotBusy
 from tidybot_exec.clients.mcp_robot import Robot, Unreachable
 
 T = TypeVar("T")
-ID_WAIT_S = 10.0        # past the budget, for the node to name a just-started execution
+REWIND_LIMIT_S = 3600.0  # a rewind drives back a path at half speed: this long at most
 CANCEL_WAIT_S = 15.0    # cancel_execution waits this long for the end it reports
 SHIELD_S = 15.0         # a cancelled call's own cancel of its goal may take this long
 
@@ -171,7 +171,8 @@ class Tools:
         stdout, stderr, a one-line error with your line number, and duration_s. Cancelling
         this call cancels the code and the robot stops and holds. One execution at a time."""
         goal = Goal(code, timeout_s, label, dry_run, "" if on_failure == "hold" else on_failure)
-        job = await self._blocking(self.book.start, goal)
+        with anyio.CancelScope(shield=True):    # a start is never abandoned half-way: a goal
+            job = await self._blocking(self.book.start, goal)   # sent is a goal _follow cancels
         return await self._follow(ctx, job, wait_s, progress_from=0)
 
     async def get_execution(self, ctx: Context, execution_id: ExecutionId,
@@ -253,15 +254,21 @@ class Tools:
                                             lease_id=self.robot.lease.token(),
                                             feedback_callback=lambda fb: fractions.append(
                                                 fb.fraction))
+        def result_slice(deadline: float) -> Any:
+            handle.accepted(ACCEPT_S)
+            return mcp_jobs.result_slice(handle, deadline, self.robot.closing, "the rewind")
         fractions: list[float] = []
         with self.robot.lease.in_use():
-            handle = await self._blocking(send)
+            with anyio.CancelScope(shield=True):    # a rewind sent is a rewind we can cancel
+                handle = await self._blocking(send)
+            deadline = time.monotonic() + REWIND_LIMIT_S
             try:
-                result = None
+                result, shown = None, -1.0
                 while result is None:
-                    result = await self._blocking(self._slice_of_result, handle)
-                    if fractions:
-                        await ctx.report_progress(fractions[-1], 1.0, "rewinding")
+                    result = await self._blocking(result_slice, deadline)
+                    if fractions and fractions[-1] > shown:     # progress only increases
+                        shown = fractions[-1]
+                        await ctx.report_progress(shown, 1.0, "rewinding")
             except anyio.get_cancelled_exc_class():
                 with anyio.move_on_after(SHIELD_S, shield=True):
                     await self._blocking(handle.cancel)
@@ -271,14 +278,6 @@ class Tools:
                               dry_run=dry_run)
 
     # ---------------------------------------------------------------- helpers
-    @staticmethod
-    def _slice_of_result(handle: ExecutionHandle) -> Any:
-        """The goal's result, or None when it has not come within a second."""
-        try:
-            return handle.result(1.0)
-        except TidybotClientError:
-            return None
-
     def _job(self, execution_id: str) -> Job:
         job = self.book.find(execution_id)
         if job is None:
@@ -294,8 +293,8 @@ class Tools:
 
     async def _follow(self, ctx: Context, job: Job, wait_s: float, progress_from: int
                       ) -> CallToolResult:
-        """Wait for ``job`` up to ``wait_s`` (then on until the node named it), sending its
-        output lines as progress; a cancelled call cancels the job."""
+        """Wait for ``job`` up to ``wait_s``, sending its output lines as progress; a
+        cancelled call cancels the job."""
         deadline = anyio.current_time() + wait_s
         sent = progress_from
         try:
@@ -306,10 +305,9 @@ class Tools:
                     await ctx.report_progress(n, None, line)
                 sent = count
                 left = deadline - anyio.current_time()
-                if done or (left <= 0 and job.execution_id) or left < -ID_WAIT_S:
+                if done or left <= 0:
                     return self._answer(job)
-                await self._blocking(job.wait_change, version, left if left > 0 else
-                                     ID_WAIT_S + left)
+                await self._blocking(job.wait_change, version, left)
         except anyio.get_cancelled_exc_class():
             with anyio.move_on_after(SHIELD_S, shield=True):
                 await self._blocking(job.cancel)
