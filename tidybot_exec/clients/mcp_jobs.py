@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from functools import partial
@@ -173,7 +172,6 @@ class Job:
         self._lines: deque[str] = deque(maxlen=PROGRESS_LINES)
         self.line_count = 0
         self._cancelled = False
-        self.key = f"mcp-{uuid.uuid4().hex[:12]}"     # its id until the node names it
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._drive, name="tidybot-mcp-job", daemon=True)
 
@@ -269,11 +267,10 @@ class Job:
 
     @property
     def execution_id(self) -> str:
-        """The node's id of its goal, or the job's own key while the node has not named it."""
-        return (self.steps[-1].execution_id if self.steps else "") or self.key
+        return self.steps[-1].execution_id if self.steps else ""
 
     def ids(self) -> list[str]:
-        return [self.key, *(s.execution_id for s in self.steps if s.execution_id)]
+        return [s.execution_id for s in self.steps if s.execution_id]
 
     def identify(self, status: ExecutionStatus) -> None:
         """execution/status names the running execution before any output does."""

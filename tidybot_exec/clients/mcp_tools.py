@@ -29,6 +29,7 @@ from tidybot_exec.clients.mcp_lease import RobotBusy
 from tidybot_exec.clients.mcp_robot import Robot, Unreachable
 
 T = TypeVar("T")
+ID_WAIT_S = 10.0        # past the budget, for the node to name a just-started execution
 REWIND_LIMIT_S = 3600.0  # a rewind drives back a path at half speed: this long at most
 CANCEL_WAIT_S = 15.0    # cancel_execution waits this long for the end it reports
 SHIELD_S = 15.0         # a cancelled call's own cancel of its goal may take this long
@@ -293,8 +294,8 @@ class Tools:
 
     async def _follow(self, ctx: Context, job: Job, wait_s: float, progress_from: int
                       ) -> CallToolResult:
-        """Wait for ``job`` up to ``wait_s``, sending its output lines as progress; a
-        cancelled call cancels the job."""
+        """Wait for ``job`` up to ``wait_s`` (then on until the node named it), sending its
+        output lines as progress; a cancelled call cancels the job."""
         deadline = anyio.current_time() + wait_s
         sent = progress_from
         try:
@@ -305,9 +306,10 @@ class Tools:
                     await ctx.report_progress(n, None, line)
                 sent = count
                 left = deadline - anyio.current_time()
-                if done or left <= 0:
+                if done or (left <= 0 and job.execution_id) or left < -ID_WAIT_S:
                     return self._answer(job)
-                await self._blocking(job.wait_change, version, left)
+                await self._blocking(job.wait_change, version, left if left > 0 else
+                                     ID_WAIT_S + left)
         except anyio.get_cancelled_exc_class():
             with anyio.move_on_after(SHIELD_S, shield=True):
                 await self._blocking(job.cancel)
