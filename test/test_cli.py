@@ -75,6 +75,8 @@ def test_describe_prints_the_sdk_manual_and_the_limits_in_force(stack):
 def test_unreachable_server_and_missing_file(stack):
     done = tidybot_run("-c", "print(1)", "--namespace", "/nobody", "--wait-server", "1")
     assert done.returncode == 7 and "no tidybot_exec server" in done.stderr
+    done = tidybot_run("--status", "--namespace", "/nobody", "--wait-server", "1")
+    assert done.returncode == 7 and "no status received from the server within 1s" in done.stderr
     done = tidybot_run("does_not_exist.py")
     assert done.returncode == 2 and "no such file" in done.stderr
 

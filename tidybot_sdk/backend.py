@@ -10,6 +10,10 @@ from .errors import SAFETY, BackendUnavailable, TidybotError, unavailable
 from .protocol import ProtocolError
 from .transport import RequestClient, StateSubscriber, StreamPublisher
 
+# How long the first state may take: a new subscriber's connection and the backend's next
+# publish (under load over 1 s was seen); only a backend that is down waits all of it.
+FIRST_STATE_WAIT_S = 5.0
+
 
 class Backend:
     """Lazily connected client of one backend; shared by the API objects that use it."""
@@ -53,12 +57,12 @@ class Backend:
         return reply
 
     def state(self, max_age_s: float | None = None) -> dict[str, Any]:
-        """The newest state; waits up to one staleness window for the first message."""
+        """The newest state; waits up to FIRST_STATE_WAIT_S for the first message."""
         sub = self._subscriber()
         limit = self.max_state_age_s if max_age_s is None else max_age_s
         if sub.count == 0:
             try:
-                return sub.wait_next(max(limit, 1.0))
+                return sub.wait_next(max(limit, FIRST_STATE_WAIT_S))
             except BackendUnavailable:
                 raise unavailable(
                     self.name, f"no state from the {self.name} backend at {self.endpoints['state']}: is it "

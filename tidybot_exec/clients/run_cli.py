@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wait-lease", type=float, default=0.0, metavar="S",
                    help="wait up to S seconds in line for the lease (default: fail if held)")
     p.add_argument("--wait-server", type=float, default=30.0, metavar="S",
-                   help="how long to wait for the server (default 30)")
+                   help="how long to wait for the server, or for --status its status (default 30)")
     p.add_argument("--namespace", default="", help="namespace of the tidybot_exec node")
     p.add_argument("--json", action="store_true",
                    help="print the result as one JSON object on stdout (live output goes to stderr)")
@@ -324,10 +324,13 @@ def show_description(client: TidybotClient) -> int:
     return 0
 
 
-def show_status(client: TidybotClient, as_json: bool) -> int:
-    execution, lease = client.status()
+def show_status(client: TidybotClient, as_json: bool, wait_s: float) -> int:
+    # Both topics are latched, so this returns once discovery delivers them: a generous
+    # bound costs nothing when the server is up (under load discovery alone took over 5 s).
+    execution, lease = client.status(wait_s)
     if execution is None or lease is None:
-        print("tidybot-run: no status received from the server", file=sys.stderr)
+        print(f"tidybot-run: no status received from the server within {wait_s:g}s",
+              file=sys.stderr)
         return EXIT_UNREACHABLE
     data = {"state": execution.state, "execution_id": execution.execution_id,
             "holder": execution.holder, "label": execution.label,
@@ -348,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                      signal_handler_options=rclpy.signals.SignalHandlerOptions.NO) as client:
         try:
             if args.status:
-                return show_status(client, args.json)
+                return show_status(client, args.json, args.wait_server)
             progress.show("waiting for tidybot_exec...")
             if not client.wait_for_server(args.wait_server):
                 progress.clear()
