@@ -350,7 +350,7 @@ def test_streamable_http_serves_only_requests_with_the_token(stack, tmp_path, pr
                              timeout=60)
     assert refused.returncode == 2 and "--http needs --token-file" in refused.stderr
     server = Proc(["tidybot-mcp", "--http", str(port), "--token-file", str(token_file),
-                   "--release-after", "1"], tmp_path, "mcp-http")
+                   "--release-after", "1", "--allow-host", "robot1.lab"], tmp_path, "mcp-http")
     procs.append(server)
 
     def listening() -> bool:
@@ -373,13 +373,16 @@ def test_streamable_http_serves_only_requests_with_the_token(stack, tmp_path, pr
                     await until(lambda: progress, 60, "the code to start")
                     calls.cancel_scope.cancel()
             rebound = await http.post(url, json={}, headers={"Host": f"evil.example:{port}"})
+            proxied = await http.post(url, json={}, headers={     # behind a TLS proxy: no port
+                "Host": "robot1.lab", "Origin": "https://robot1.lab"})
         async with httpx2.AsyncClient(timeout=60) as http:
             anonymous = await http.post(url, json={})
             wrong = await http.post(url, json={}, headers={"Authorization": "Bearer wrong"})
-        return names, state, rebound.status_code, anonymous, wrong.status_code
-    names, state, rebound, anonymous, wrong = anyio.run(scenario)
+        return names, state, rebound.status_code, proxied.status_code, anonymous, wrong.status_code
+    names, state, rebound, proxied, anonymous, wrong = anyio.run(scenario)
     assert names == TOOLS and state["unavailable"] == []
     assert (anonymous.status_code, wrong, rebound) == (401, 401, 421)
+    assert proxied not in (401, 403, 421), proxied     # past the token and the name checks
     assert anonymous.headers["www-authenticate"].startswith("Bearer")
     assert token not in server.stdout + server.stderr
     # the call's end cancelled the code; the lease, unused for 1 s, was released

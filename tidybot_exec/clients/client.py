@@ -142,6 +142,10 @@ class ExecutionHandle:
         self._until(self._check_accepted, timeout_s, "goal acceptance")
         return self._goal_handle
 
+    def is_accepted(self) -> bool:
+        """Whether the server is known to have accepted the goal (no wait, no spin)."""
+        return self._goal_handle is not None
+
     def _check_accepted(self) -> bool:
         """Learn acceptance from the reply or, if it was lost, from the status topic."""
         with self._accept_lock:

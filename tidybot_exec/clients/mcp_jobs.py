@@ -57,6 +57,14 @@ def result_slice(handle: ExecutionHandle, deadline: float, closing: threading.Ev
         return None
 
 
+def cancel_quietly(handle: ExecutionHandle) -> None:
+    """Best effort, for a goal about to be left: cancel it if it was (or is soon) accepted."""
+    try:
+        handle.cancel()
+    except TidybotClientError:
+        pass                # never accepted, or the node is gone: nothing runs to stop
+
+
 def passed(result: R) -> bool:
     """A dry run approves the code: it succeeded, with no safety-guard refusal."""
     return result.status == R.STATUS_SUCCEEDED and GUARD_REFUSAL not in result.error
@@ -202,14 +210,14 @@ class Job:
         self._update(lambda: self.steps.append(step))
         g = self.goal
         for attempt in (1, 2):
+            if self._cancelled:             # cancelled while the lease was being taken
+                raise TidybotClientError("canceled before its goal was sent: nothing ran")
             handle = self.robot.client.execute(
                 g.code, timeout_s=g.timeout_s, label=g.label, dry_run=dry_run,
                 lease_id=self.robot.lease.token(), on_failure=g.on_failure,
                 feedback_callback=partial(self._on_feedback, step))
             with self._changed:
-                step.handle, cancelled = handle, self._cancelled
-            if cancelled:
-                handle.cancel()
+                step.handle = handle
             result = self._result_of(handle)
             if not (attempt == 1 and not self._cancelled and result.status == R.STATUS_REJECTED
                     and result.error.startswith(LEASE_REFUSALS)):
@@ -223,13 +231,22 @@ class Job:
         return step
 
     def _result_of(self, handle: ExecutionHandle) -> R:
-        handle.accepted(ACCEPT_S)
-        deadline = time.monotonic() + self.goal.timeout_s + END_MARGIN_S
-        result = None
-        while result is None:
-            result = result_slice(handle, deadline, self.robot.closing,
-                                  f"a goal {END_MARGIN_S:g}s past its timeout")
-        return result
+        """The goal's result; a goal this job can no longer follow (not accepted in time, no
+        result by its deadline) is cancelled on the way out, never left running unwatched."""
+        try:
+            handle.accepted(ACCEPT_S)
+            if self._cancelled:         # a cancel that came before the acceptance is sent now
+                handle.cancel()
+            deadline = time.monotonic() + self.goal.timeout_s + END_MARGIN_S
+            result = None
+            while result is None:
+                result = result_slice(handle, deadline, self.robot.closing,
+                                      f"a goal {END_MARGIN_S:g}s past its timeout")
+            return result
+        except TidybotClientError:
+            if not self.robot.closing.is_set():     # closing: the lease's release ends it
+                cancel_quietly(handle)
+            raise
 
     def _on_feedback(self, step: Step, fb: ExecuteCode.Feedback) -> None:
         """In the spinning thread: keep the text, queue its lines for progress."""
@@ -282,11 +299,12 @@ class Job:
             self._update(apply)
 
     def cancel(self) -> None:
-        """Cancel the goal that runs (the robot holds) and any still to come."""
+        """Cancel the goal that runs (the robot holds) and any still to come. A goal not yet
+        accepted is cancelled by the job's thread the moment it is."""
         with self._changed:
             self._cancelled = True
             handle = next((s.handle for s in self.steps if s.result is None), None)
-        if handle is not None:
+        if handle is not None and handle.is_accepted():
             handle.cancel()
 
     def answer(self) -> m.ExecutionAnswer:

@@ -121,10 +121,11 @@ def rebinding_protection(host: str, allowed: list[str]) -> TransportSecuritySett
     """The SDK's DNS-rebinding check, kept on whatever the bind address: only these Host and
     Origin names pass (the SDK itself turns it on for loopback binds only)."""
     names = [*LOOPBACK, *([] if host in ("0.0.0.0", "::") else [host]), *allowed]
+    # each with any port and without one (a TLS proxy on 443 sends "Host: robot1.lab")
+    origins = [f"{scheme}://{n}" for n in names for scheme in ("http", "https")]
     return TransportSecuritySettings(enable_dns_rebinding_protection=True,
-                                     allowed_hosts=[f"{n}:*" for n in names],
-                                     allowed_origins=[f"{scheme}://{n}:*" for n in names
-                                                      for scheme in ("http", "https")])
+                                     allowed_hosts=[*names, *(f"{n}:*" for n in names)],
+                                     allowed_origins=[*origins, *(f"{o}:*" for o in origins)])
 
 
 async def serve(server: MCPServer, args: argparse.Namespace) -> None:

@@ -29,7 +29,9 @@ from tidybot_exec.clients.mcp_lease import RobotBusy
 from tidybot_exec.clients.mcp_robot import Robot, Unreachable
 
 T = TypeVar("T")
-ID_WAIT_S = 10.0        # past the budget, for the node to name a just-started execution
+# Past the budget, for the node to name a just-started execution: by then the job has
+# failed if it was not named (two sends, each accepted within ACCEPT_S or given up).
+ID_WAIT_S = 2 * ACCEPT_S + 10.0
 REWIND_LIMIT_S = 3600.0  # a rewind drives back a path at half speed: this long at most
 CANCEL_WAIT_S = 15.0    # cancel_execution waits this long for the end it reports
 SHIELD_S = 15.0         # a cancelled call's own cancel of its goal may take this long
@@ -161,7 +163,8 @@ class Tools:
                 "a few words on what it does, kept in the history"))] = "",
             wait_s: Annotated[Seconds, Field(description=(
                 "how long this call waits for the end; past it the answer is status "
-                "'running' and get_execution continues"))] = 30.0,
+                "'running' and get_execution continues. Keep it under your client's request "
+                "timeout (often 60 s): a call the client gives up on cancels the code"))] = 30.0,
             on_failure: Annotated[Literal["hold", "rewind"], Field(description=(
                 "when the code fails or times out: hold where it is, or drive its own motion "
                 "back to where it began, then hold"))] = "hold",
@@ -178,7 +181,9 @@ class Tools:
 
     async def get_execution(self, ctx: Context, execution_id: ExecutionId,
                             wait_s: Annotated[Seconds, Field(description=(
-                                "how long to wait for the end"))] = 30.0
+                                "how long to wait for the end; keep it under your "
+                                "client's request timeout (often 60 s): a call the client "
+                                "gives up on cancels the code"))] = 30.0
                             ) -> Annotated[CallToolResult, m.ExecutionAnswer]:
         """Continue an execution that execute_code left running: wait up to wait_s for its
         end, streaming its new output as progress; the answer has the output not given
@@ -270,9 +275,10 @@ class Tools:
                     if fractions and fractions[-1] > shown:     # progress only increases
                         shown = fractions[-1]
                         await ctx.report_progress(shown, 1.0, "rewinding")
-            except anyio.get_cancelled_exc_class():
-                with anyio.move_on_after(SHIELD_S, shield=True):
-                    await self._blocking(handle.cancel)
+            except BaseException:   # cancelled, past its limit, ...: never left driving
+                if not self.robot.closing.is_set():     # closing: the lease's release ends it
+                    with anyio.move_on_after(SHIELD_S, shield=True):
+                        await self._blocking(mcp_jobs.cancel_quietly, handle)
                 raise
         return m.RewindAnswer(success=result.success, message=result.message,
                               waypoints=result.waypoints, duration_s=result.duration_s,
