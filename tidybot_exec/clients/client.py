@@ -417,9 +417,10 @@ class TidybotClient:
                 replay_of: str = "") -> ExecutionHandle:
         """Send code to run; returns at once with a handle (see ExecutionHandle).
         ``feedback_callback`` gets each feedback message as it arrives (in the thread that
-        spins the node) instead of ``feedback()``. ``on_failure="rewind"``: a failed or timed-out run's own motion
-        is rewound to where it began. ``replay_of``: run that finished execution's code
-        again, with the skill versions it imported (``code`` empty)."""
+        spins the node) instead of ``feedback()``. ``on_failure="rewind"``: a failed or
+        timed-out run's own motion is rewound to where it began. ``replay_of``: run that
+        finished execution's code again, with the skill versions it imported (``code``
+        empty)."""
         goal = ExecuteCode.Goal(code=code, timeout_s=float(timeout_s), label=label,
                                 dry_run=dry_run, on_failure=on_failure, replay_of=replay_of,
                                 lease_id=self.lease_id if lease_id is None else lease_id)

@@ -57,8 +57,11 @@ def result_slice(handle: ExecutionHandle, deadline: float, closing: threading.Ev
         return None
 
 
-def cancel_quietly(handle: ExecutionHandle) -> None:
-    """Best effort, for a goal about to be left: cancel it if it was (or is soon) accepted."""
+def cancel_quietly(handle: ExecutionHandle, closing: threading.Event) -> None:
+    """Best effort, for a goal about to be left: cancel it if it was (or is soon) accepted.
+    Not once the server is closing: the lease's release ends it then."""
+    if closing.is_set():
+        return
     try:
         handle.cancel()
     except TidybotClientError:
@@ -244,8 +247,7 @@ class Job:
                                       f"a goal {END_MARGIN_S:g}s past its timeout")
             return result
         except TidybotClientError:
-            if not self.robot.closing.is_set():     # closing: the lease's release ends it
-                cancel_quietly(handle)
+            cancel_quietly(handle, self.robot.closing)
             raise
 
     def _on_feedback(self, step: Step, fb: ExecuteCode.Feedback) -> None:

@@ -117,10 +117,16 @@ def build_server(tools: Tools, http: tuple[str, int] | None, token: str | None) 
     return server
 
 
+def served_names(host: str, allowed: list[str]) -> list[str]:
+    """The Host names clients may use besides loopback: the bind host (unless it is every
+    address) and the --allow-host ones."""
+    return [*([] if host in ("0.0.0.0", "::") else [host]), *allowed]
+
+
 def rebinding_protection(host: str, allowed: list[str]) -> TransportSecuritySettings:
     """The SDK's DNS-rebinding check, kept on whatever the bind address: only these Host and
     Origin names pass (the SDK itself turns it on for loopback binds only)."""
-    names = [*LOOPBACK, *([] if host in ("0.0.0.0", "::") else [host]), *allowed]
+    names = [*LOOPBACK, *served_names(host, allowed)]
     # each with any port and without one (a TLS proxy on 443 sends "Host: robot1.lab")
     origins = [f"{scheme}://{n}" for n in names for scheme in ("http", "https")]
     return TransportSecuritySettings(enable_dns_rebinding_protection=True,
@@ -136,7 +142,7 @@ async def serve(server: MCPServer, args: argparse.Namespace) -> None:
 
     host, port = args.http
     if host not in LOOPBACK:
-        names = [*([] if host in ("0.0.0.0", "::") else [host]), *args.allow_host]
+        names = served_names(host, args.allow_host)
         log.warning("serving on %s:%d: reachable from the network (every request needs the "
                     "token; Host names accepted: loopback%s)", host, port,
                     "".join(f", {n}" for n in names))

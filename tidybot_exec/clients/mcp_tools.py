@@ -276,9 +276,8 @@ class Tools:
                         shown = fractions[-1]
                         await ctx.report_progress(shown, 1.0, "rewinding")
             except BaseException:   # cancelled, past its limit, ...: never left driving
-                if not self.robot.closing.is_set():     # closing: the lease's release ends it
-                    with anyio.move_on_after(SHIELD_S, shield=True):
-                        await self._blocking(mcp_jobs.cancel_quietly, handle)
+                with anyio.move_on_after(SHIELD_S, shield=True):
+                    await self._blocking(mcp_jobs.cancel_quietly, handle, self.robot.closing)
                 raise
         return m.RewindAnswer(success=result.success, message=result.message,
                               waypoints=result.waypoints, duration_s=result.duration_s,
