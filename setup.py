@@ -9,7 +9,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=[PACKAGE, *(f"{PACKAGE}.{sub}" for sub in (
-        "execution", "sandbox", "guard", "cameras", "ros", "clients", "sim")),
+        "execution", "sandbox", "guard", "cameras", "ros", "clients", "clients.mcp", "sim")),
         "tidybot_sdk", "tidybot_skills", "robot_sdk"],
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
@@ -30,7 +30,7 @@ setup(
             f"tidybot-exec = {PACKAGE}.ros.node:main",
             f"tidybot-sim = {PACKAGE}.sim.cli:main",
             f"tidybot-run = {PACKAGE}.clients.run_cli:main",
-            f"tidybot-mcp = {PACKAGE}.clients.mcp_server:main",
+            f"tidybot-mcp = {PACKAGE}.clients.mcp.server:main",
         ],
     },
 )

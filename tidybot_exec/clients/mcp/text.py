@@ -2,7 +2,7 @@
 its client passes it the content blocks, so it says everything the structure says."""
 from __future__ import annotations
 
-from tidybot_exec.clients import mcp_models as m
+from tidybot_exec.clients.mcp import models as m
 
 HOW_TO = """\
 You drive this robot by writing Python that uses `tidybot_sdk` (its manual is below) and

@@ -21,9 +21,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, JointState
 from tidybot_interfaces.msg import GripperState
 
-from tidybot_exec.clients import mcp_models as m
 from tidybot_exec.clients.client import TidybotClient, TidybotClientError
-from tidybot_exec.clients.mcp_lease import ServerLease
+from tidybot_exec.clients.mcp import models as m
+from tidybot_exec.clients.mcp.lease import ServerLease
 
 # The node publishes its state and camera topics RELIABLE, VOLATILE; one message is all a
 # reading needs.

@@ -7,7 +7,7 @@
 
 It is a client of the tidybot_exec node over ROS like any other (ROS_DOMAIN_ID from the
 environment): the model's code goes through the same lease, safety guard, sandbox and
-history. The eleven tools are in mcp_tools.py; registering it with clients: docs/mcp.md.
+history. The eleven tools are in tools.py; registering it with clients: docs/mcp.md.
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 
 from tidybot_exec.clients.client import spun_client
-from tidybot_exec.clients.mcp_jobs import JobBook
-from tidybot_exec.clients.mcp_robot import Robot
-from tidybot_exec.clients.mcp_tools import Tools
+from tidybot_exec.clients.mcp.jobs import JobBook
+from tidybot_exec.clients.mcp.robot import Robot
+from tidybot_exec.clients.mcp.tools import Tools
 
 log = logging.getLogger("tidybot-mcp")
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")

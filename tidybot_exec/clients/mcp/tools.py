@@ -1,7 +1,7 @@
 """The eleven tools of tidybot-mcp (DESIGN §11.4), and no generic topic or service tool.
 
 Each tool is an async method: its docstring is the description the model reads, its typed
-and described parameters are the input schema, and it returns one of mcp_models (the
+and described parameters are the input schema, and it returns one of models.py (the
 structured content) with text that says the same. The tools reach the robot only through
 the node's goals and services, so the lease, the safety guard, the sandbox and the history
 hold for the model as for anyone; the annotations (destructive, read-only) are hints for the
@@ -21,12 +21,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field
 
-from tidybot_exec.clients import mcp_jobs, mcp_models as m
-from tidybot_exec.clients import mcp_text
 from tidybot_exec.clients.client import ExecutionHandle, TidybotClientError
-from tidybot_exec.clients.mcp_jobs import ACCEPT_S, WORDS, Goal, Job, JobBook
-from tidybot_exec.clients.mcp_lease import RobotBusy
-from tidybot_exec.clients.mcp_robot import Robot, Unreachable
+from tidybot_exec.clients.mcp import jobs, models as m, text
+from tidybot_exec.clients.mcp.jobs import ACCEPT_S, WORDS, Goal, Job, JobBook
+from tidybot_exec.clients.mcp.lease import RobotBusy
+from tidybot_exec.clients.mcp.robot import Robot, Unreachable
 
 T = TypeVar("T")
 # Past the budget, for the node to name a just-started execution: by then the job has
@@ -92,7 +91,7 @@ class Tools:
                 cameras=self.robot.cameras(), limits_yaml=d.limits_yaml,
                 skills_markdown=d.skills_markdown, sdk_manual_markdown=d.markdown)
         d = await self._blocking(fetch)
-        return CallToolResult(content=[TextContent(type="text", text=mcp_text.description(d))],
+        return CallToolResult(content=[TextContent(type="text", text=text.description(d))],
                               structured_content=d.model_dump())
 
     async def get_robot_state(self) -> m.RobotState:
@@ -262,7 +261,7 @@ class Tools:
                                                 fb.fraction))
         def result_slice(deadline: float) -> Any:
             handle.accepted(ACCEPT_S)
-            return mcp_jobs.result_slice(handle, deadline, self.robot.closing, "the rewind")
+            return jobs.result_slice(handle, deadline, self.robot.closing, "the rewind")
         fractions: list[float] = []
         with self.robot.lease.in_use():
             with anyio.CancelScope(shield=True):    # a rewind sent is a rewind we can cancel
@@ -277,7 +276,7 @@ class Tools:
                         await ctx.report_progress(shown, 1.0, "rewinding")
             except BaseException:   # cancelled, past its limit, ...: never left driving
                 with anyio.move_on_after(SHIELD_S, shield=True):
-                    await self._blocking(mcp_jobs.cancel_quietly, handle, self.robot.closing)
+                    await self._blocking(jobs.cancel_quietly, handle, self.robot.closing)
                 raise
         return m.RewindAnswer(success=result.success, message=result.message,
                               waypoints=result.waypoints, duration_s=result.duration_s,
@@ -294,7 +293,7 @@ class Tools:
     @staticmethod
     def _answer(job: Job) -> CallToolResult:
         answer = job.answer()
-        return CallToolResult(content=[TextContent(type="text", text=mcp_text.execution(answer))],
+        return CallToolResult(content=[TextContent(type="text", text=text.execution(answer))],
                               structured_content=answer.model_dump())
 
     async def _follow(self, ctx: Context, job: Job, wait_s: float, progress_from: int

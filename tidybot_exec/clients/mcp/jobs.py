@@ -20,10 +20,10 @@ from typing import Any, Callable
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionStatus
 
-from tidybot_exec.clients import mcp_models as m
 from tidybot_exec.clients.client import ExecutionHandle, TidybotClientError
-from tidybot_exec.clients.mcp_lease import RobotBusy
-from tidybot_exec.clients.mcp_robot import Robot
+from tidybot_exec.clients.mcp import models as m
+from tidybot_exec.clients.mcp.lease import RobotBusy
+from tidybot_exec.clients.mcp.robot import Robot
 from tidybot_exec.ros.qos import LATCHED
 
 R = ExecuteCode.Result
