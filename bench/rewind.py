@@ -25,7 +25,7 @@ from tidybot_exec.execution.records import Request, Status
 from tidybot_exec.execution.service import ExecutionService
 from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.guard.recorder import Recorder
-from tidybot_exec.guard.rewind import RewindRequest
+from tidybot_exec.execution.rewind_path import RewindRequest
 from tidybot_sdk import kinematics as kin
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.transport import StateSubscriber

@@ -30,10 +30,11 @@ class Harness:
     """A service whose hold, lease grants and status changes are logged in order."""
 
     def __init__(self, tmp_path, binary: str, grace_s: float = 0.5, hold_problems=None,
-                 settings: dict | None = None, **policy) -> None:
+                 settings: dict | None = None, robot_hold=None, **policy) -> None:
         self.events: list[str] = []
         self.clock = FakeClock()
         self.hold_problems = hold_problems or []
+        self.robot_hold = robot_hold        # a real hold (guard/hold.py RobotHold) as well
         self.service = ExecutionService(
             ExecutorSettings(stop_grace_s=grace_s, bwrap=binary, **(settings or {})),
             History(tmp_path, 100), self._hold,
@@ -46,7 +47,7 @@ class Harness:
 
     def _hold(self) -> list[str]:
         self.events.append("hold")
-        return list(self.hold_problems)
+        return list(self.hold_problems) + (self.robot_hold() if self.robot_hold else [])
 
     def acquire(self, holder: str, wait_s: float = 0.0):
         answers: list = []

@@ -11,9 +11,9 @@ import pytest
 from service_harness import FakeClock, Harness
 from support import Wire, sdk_config_for, wait_until
 from tidybot_exec.execution.records import Request, Status
-from tidybot_exec.guard import rewind
+from tidybot_exec.execution import rewind_path as rewind
 from tidybot_exec.guard.recorder import Recorder, Waypoint
-from tidybot_exec.guard.rewind import Plan, RewindRequest
+from tidybot_exec.execution.rewind_path import Plan, RewindRequest
 from tidybot_sdk import kinematics as kin
 from tidybot_sdk.limits import SafetyLimits
 

@@ -7,9 +7,11 @@ import subprocess
 import numpy as np
 import pytest
 from action_msgs.msg import GoalStatus
+from tidybot_interfaces.msg import ExecutionStatus
 
 from conftest import failing_the_test
 from support import ROOT, Wire, wait_until
+from tidybot_exec.ros.qos import LATCHED
 
 MOVE = ("from tidybot_sdk import arm, base\n"
         "q = arm.get_state()['q']\nq[0] += {dq}\narm.move_joints(q)\n"
@@ -66,20 +68,26 @@ def test_refusals_are_aborted_with_the_reason(robot):
     assert status == GoalStatus.STATUS_ABORTED and not result.success
 
 
-def test_cancel_holds_the_robot_where_it_is(robot):
+def test_cancel_holds_the_robot_where_it_is(robot, record):
     client, wire, token = robot
+    status = record(ExecutionStatus, "execution/status", LATCHED)
     _, result = client.run(MOVE.format(dq=0.8, dx=0.0), lease_id=token)
     assert result.status == 0, result.stderr
     far = state(wire)[0][0]
     run = client.client.rewind()
     run.accepted(30)
     wait_until(lambda: abs(state(wire)[0][0] - far) > 0.1, 30, "the rewind to move the arm")
+    # the rewind is the robot's one writer, and execution/status says which
+    wait_until(lambda: status.messages and status.messages[-1].writers == [
+        "rewind (action) by rewinder"], 10, "execution/status to list the rewind")
+    assert status.messages[-1].state == ExecutionStatus.STATE_REWINDING
     run.cancel(30)
     with failing_the_test():
         result = run.result(30)
     assert run.action_status == GoalStatus.STATUS_CANCELED and "canceled" in result.message
     wire.arm_holding()
     assert abs(state(wire)[0][0] - (far - 0.8)) > 0.05                # stopped on the way
+    wait_until(lambda: status.messages[-1].writers == [], 10, "no writer left")
 
 
 def tidybot_run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypedDict
 
 import msgpack
 
@@ -115,6 +115,20 @@ def node_endpoint(directory: str) -> str:
     """Where code asks the node itself (rewind, in the guard's directory); requests are
     ``{"msg_type": NodeMsg...}`` and answered like the backends' (``error`` when refused)."""
     return f"ipc://{directory}/node-cmd"
+
+
+CAMERA_SOCKET = "cameras.sock"   # a dry run's private camera server, in its ipc directory
+
+
+class GripperSeed(TypedDict, total=False):
+    """Where a dry run's private gripper starts (field names as in the gripper's state)."""
+
+    position: int
+    is_activated: bool
+    is_calibrated: bool
+    open_mm: float
+    close_mm: float
+    object_detected: bool    # an object is held: it stays between the fingers
 
 
 class NodeMsg(IntEnum):

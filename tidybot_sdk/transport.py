@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable, Mapping
 
 import zmq
@@ -22,6 +23,12 @@ def endpoint(host: str, port: int) -> str:
 
 
 POLL_SLICE_S = 0.05     # how soon a request in flight sees that it was abandoned
+Gate = Callable[[], AbstractContextManager[bool]]
+
+
+class GateClosed(Exception):
+    """The request's gate said no: nothing was sent (the socket is still usable), or, once
+    sent, the request was interrupted (``RequestClient.interrupt``)."""
 
 
 class RequestClient:
@@ -33,6 +40,7 @@ class RequestClient:
         self._sock: zmq.Socket | None = None
         self._lock = threading.Lock()     # one request in flight per client
         self._abandoned = threading.Event()
+        self._interrupted = threading.Event()
 
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
@@ -41,26 +49,42 @@ class RequestClient:
             self._sock.connect(self.address)
         return self._sock
 
-    def request(self, msg: Mapping[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+    def request(self, msg: Mapping[str, Any], timeout_s: float | None = None,
+                gate: Gate | None = None) -> dict[str, Any]:
         """Send one command and return the decoded reply.
 
-        Raises BackendUnavailable when no reply comes within the timeout, and
-        ProtocolError when the reply is not a protocol message.
+        ``gate``: entered around the send only, it says whether the message may still go;
+        whoever closes it can wait for a send in progress (the guard's ``refuse_motion``)
+        without waiting for the reply, and ``interrupt`` the wait for the reply of a gated
+        request. Raises GateClosed when the gate says no or the wait was interrupted,
+        BackendUnavailable when no reply comes within the timeout, and ProtocolError when
+        the reply is not a protocol message.
         """
         timeout = self.timeout_s if timeout_s is None else timeout_s
         with self._lock:
             self._check_abandoned()
             sock = self._socket()
+            # an interrupt meant for an earlier request is forgotten; one meant for this
+            # request comes after the gate was closed, so the gate refuses it
+            self._interrupted.clear()
             try:
-                sock.send(encode(msg))
+                with (gate or _open)() as may_send:
+                    if not may_send:
+                        raise GateClosed(f"{self.name}: not sent, its gate is closed")
+                    sock.send(encode(msg))
                 deadline = time.monotonic() + timeout
                 while not sock.poll(int(1000 * max(0.0, min(
                         POLL_SLICE_S, deadline - time.monotonic())))):
                     self._check_abandoned()
+                    if gate is not None and self._interrupted.is_set():
+                        self._reset()
+                        raise GateClosed(f"{self.name}: the reply is no longer waited for")
                     if time.monotonic() >= deadline:
                         raise unavailable(self.name, f"{self.name} backend at {self.address} "
                                                      f"did not answer within {timeout:g}s")
                 return decode(sock.recv())
+            except GateClosed:
+                raise
             except BaseException:
                 self._reset()    # a REQ socket left between send and recv is unusable
                 raise
@@ -69,6 +93,11 @@ class RequestClient:
         if self._abandoned.is_set():
             raise unavailable(self.name, f"{self.name} backend at {self.address}: request "
                                          f"abandoned, its client is closing")
+
+    def interrupt(self) -> None:
+        """Make a gated request in flight stop waiting for its reply (within POLL_SLICE_S):
+        a blocking gripper move is not waited for once motion is refused."""
+        self._interrupted.set()
 
     def abandon(self) -> None:
         """Make the request in flight (within POLL_SLICE_S) and every later one fail with
@@ -84,6 +113,10 @@ class RequestClient:
         self.abandon()
         with self._lock:
             self._reset()
+
+
+def _open() -> AbstractContextManager[bool]:
+    return nullcontext(True)
 
 
 class StateSubscriber:

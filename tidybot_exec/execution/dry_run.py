@@ -16,8 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from tidybot_sdk import kinematics as kin
-
-from tidybot_exec.sim.gripper import GripperSeed
+from tidybot_sdk.protocol import GripperSeed
 
 _GRIPPER_FIELDS = tuple(GripperSeed.__annotations__)
 

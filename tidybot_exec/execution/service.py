@@ -14,8 +14,11 @@ lease's end: a lease that ends before admission refuses the goal; one that ends 
 stops the code, and the next holder is granted only once ``finish`` has given the binding
 back, i.e. after the code is dead and the hold was commanded (leases.py: draining).
 
-An estop kills the code without grace, commands every backend to hold and *latches*: goals
-are refused until ``reset_estop``.
+Every writer of the robot — the execution, and a rewind from any entry point — is in one
+registry (writers.py). An estop, in this order and without taking the service's lock:
+latches, stops every execution without grace and refuses motion on every live guard, cancels
+every rewind, then commands every backend to hold (the code is killed meanwhile, in its
+execution's own thread). Goals are refused until ``reset_estop``.
 """
 from __future__ import annotations
 
@@ -25,31 +28,34 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from tidybot_exec.cameras.for_code import CAMERA_MSGS, CameraSettings, CodeCameras, Source
+from tidybot_exec.cameras.for_code import CameraSettings, CodeCameras, Source
 from tidybot_exec.cameras.source import ArmTrack, CameraServerSource
+from tidybot_exec.execution.code_requests import CodeRequests
 from tidybot_exec.execution.dry_run import Seed
 from tidybot_exec.execution.history import History, Page, Record
+from tidybot_exec.execution.live_state import LiveState
 from tidybot_exec.execution.launchers import Launched, launch_cold
 from tidybot_exec.execution.leases import Binding, LeaseManager
 from tidybot_exec.execution.records import ON_FAILURE, Request, Result, Status, unstarted
 from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
-from tidybot_exec.execution.skills import MAX_DRY_RUNS, MAX_NAME, Saved, SkillStore, check
+from tidybot_exec.execution.skill_saver import SkillSaver
+from tidybot_exec.execution.skills import MAX_NAME, Saved, SkillStore
 from tidybot_exec.execution.supervision import Execution, Feedback
 from tidybot_exec.execution.validation import duration_error, validate
+from tidybot_exec.execution.rewind_path import Outcome, RewindRequest, summary
+from tidybot_exec.execution.rewinds import Rewinds
 from tidybot_exec.execution.warm import WarmPool
-from tidybot_exec.guard import rewind
-from tidybot_exec.guard.hold import RobotHold
-from tidybot_exec.guard.recorder import Recorder, RecorderFeed
-from tidybot_exec.sim import CAMERA_SOCKET
+from tidybot_exec.execution.writers import EXECUTION, FROM_RESET, REWIND, Writer, Writers
+from tidybot_exec.guard.recorder import Recorder
+from tidybot_exec.guard.relay import Guard
 from tidybot_sdk.config import SdkConfig
-from tidybot_sdk.protocol import NodeMsg
+from tidybot_sdk.protocol import CAMERA_SOCKET, NodeMsg
 
 Hold = Callable[[], list]          # commands stop-and-hold; returns the problems
 Log = Callable[[str], None]
 SHUTDOWN_REASON = "node shutting down"
 ESTOP_REASON = "emergency stop"
 ESTOPPED_REFUSAL = "estopped: call estop/reset"
-STOPPING_REWIND = "the execution is being stopped: no rewind"
 
 
 @dataclass(frozen=True)
@@ -63,25 +69,33 @@ class Snapshot:
     hold_problem: str          # the last stop-and-hold that failed ("" once one succeeds)
     rewinding: bool = False
     resetting: bool = False
+    writers: tuple[str, ...] = ()   # every writer of the robot, one line each (writers.py)
 
 
 @dataclass
 class _Running:
     execution: Execution
+    writer: Writer
     binding: Binding | None
     lease_token: str
     recorder: Recorder           # the node's, or a dry run's own (its private robot's motion)
-    feed: RecorderFeed | None    # a dry run's recorder's
+    feed: LiveState | None       # a dry run's private robot's (its recorder's)
     cameras: CodeCameras         # the code's camera requests (a dry run: its private ones)
     lease: int | None = None     # the binding's serial: what the trajectory is tagged with
     imported: list[str] = field(default_factory=list)   # NAME@VERSION, in import order
 
+    # what a rewind needs of it (rewinds.Running)
+    @property
+    def execution_id(self) -> str:
+        return self.execution.id
 
-@dataclass
-class _Rewinding:
-    cancelled: threading.Event
-    lease_token: str
-    execution_id: str = ""      # an on_failure rewind: its execution's cancel and stop end it
+    @property
+    def holder(self) -> str:
+        return self.execution.request.holder
+
+    @property
+    def guard(self) -> Guard:
+        return self.execution.guard
 
 
 class ExecutionService:
@@ -99,16 +113,19 @@ class ExecutionService:
         self._cond = threading.Condition()
         self._running: _Running | None = None
         self._last: Result | None = None
-        self._estopped = False
+        self.writers = Writers()        # halted: the estop's latch
         self._closing = False
         self._hold_problem = ""
-        self._rewinding: _Rewinding | None = None
         self._resetting = False         # reset_on_release: a reset is pending or running
         self.robot = SdkConfig.from_dict(json.loads(settings.sdk_config_json))
         self.cameras, self.camera_settings = cameras, camera_settings
         self.recorder = Recorder()
-        self._feed = RecorderFeed(self.robot, self.recorder)
+        self.live = LiveState(self.robot, log)      # the robot's state, decoded once
+        self.recorder.follow(self.live)
         self.pool = WarmPool(settings, log) if settings.bwrap and settings.warm_worker else None
+        self.rewinds = Rewinds(self, log, self._on_change)
+        self._saver = SkillSaver(self.skills, self.history, self.authorize, self.run,
+                                 settings.max_code_bytes, log)
         self.leases = LeaseManager(
             default_ttl_s=policy.default_ttl_s, max_lease_s=policy.max_lease_s,
             max_wait_s=policy.max_wait_s, on_end=self._lease_ended,
@@ -147,15 +164,22 @@ class ExecutionService:
                 if spare is not None:
                     self.pool.give_back(spare)
                 return unstarted(request, Status.REJECTED, refusal)
+            writer = self.writers.add(EXECUTION, "dry run" if request.dry_run else "goal",
+                                      holder=request.holder,
+                                      lease_token=lease_id if binding else "")
             try:
                 if request.skills_as_of is None:    # before the code can ask for a skill
                     request.skills_as_of = self.skills.latest_seq()
-                execution = self._execution(request, feedback, verdict.warnings, spare)
+                execution = self._execution(request, feedback, verdict.warnings, spare, writer)
             except Exception as exc:  # noqa: BLE001 - whatever failed, the lease is given back
-                self._unbind(binding)
+                self.retire(writer, binding)
                 self._log(f"could not start an execution: {exc!r}")
                 return unstarted(request, Status.ERROR, f"could not start the execution: {exc!r}")
-            self._running = self._bound(execution, binding, lease_id)
+            writer.execution_id = execution.id
+            writer.on_halt = lambda: execution.stop(Status.CANCELED, ESTOP_REASON, hard=True)
+            if self.writers.halted:        # an estop came while it started (writers.py)
+                writer.on_halt()
+            self._running = self._bound(execution, writer, binding, lease_id)
         self._on_change()
         return execution
 
@@ -173,22 +197,24 @@ class ExecutionService:
         request.code, request.skills_as_of = record.code, record.skills_as_of
         return ""
 
-    def _bound(self, execution: Execution, binding: Binding | None, lease_id: str) -> _Running:
+    def _bound(self, execution: Execution, writer: Writer, binding: Binding | None,
+               lease_id: str) -> _Running:
         """The running execution, its trajectory marked and its requests to the node served."""
         lease = binding.serial if binding else None
         recorder, feed = self.recorder, None
         cameras = CodeCameras(lambda: self.cameras, self.camera_settings, owned=False)
         if execution.request.dry_run is not None:
             recorder = Recorder()
-            feed = RecorderFeed(execution.guard.upstream, recorder)
+            feed = LiveState(execution.guard.upstream, self._log)
+            recorder.follow(feed)
             recorder.begin_lease(lease)
             if self.cameras is not None:    # a robot without cameras has none in a dry run
                 cameras = CodeCameras(lambda: self._private_cameras(execution),
                                       self.camera_settings, owned=True)
         recorder.begin_execution(execution.id, lease)
-        running = _Running(execution, binding, lease_id if binding else "", recorder, feed,
-                           cameras, lease)
-        execution.guard.serve_node(lambda msg: self._from_code(running, msg))
+        running = _Running(execution, writer, binding, lease_id if binding else "", recorder,
+                           feed, cameras, lease)
+        execution.guard.serve_node(self._code_requests(running))
         return running
 
     def _private_cameras(self, execution: Execution) -> Source:
@@ -203,37 +229,40 @@ class ExecutionService:
         """Under the lock: a new writer of the robot (code or a rewind) bound to the lease
         ``lease_id`` names, or why not (the binding is then given back already)."""
         binding = self.leases.begin_execution(lease_id) if lease_id else None
-        refusal = self._halted() or (self.authorize(lease_id)[1] if binding is None
+        refusal = self.halted() or (self.authorize(lease_id)[1] if binding is None
                                      and self.policy.require_lease else self._busy())
         if refusal:
             self._unbind(binding)
         return binding, refusal
 
-    def _halted(self) -> str:
+    def halted(self) -> str:
         """Why nothing may drive the robot now: shutting down or estopped ("" when neither)."""
-        return SHUTDOWN_REASON if self._closing else ESTOPPED_REFUSAL if self._estopped else ""
+        return SHUTDOWN_REASON if self._closing else ESTOPPED_REFUSAL if self.writers.halted else ""
 
     def _busy(self) -> str:
         """Why the robot has a writer already ("" when it has none); under the lock."""
         if self._running is not None:
             return (f"busy: execution {self._running.execution.id} is running; wait for it "
                     f"or stop it first")
-        if self._rewinding is not None:
+        if self.writers.rewinds():
             return "busy: a rewind is running; wait for it or cancel it first"
         if self._resetting:
             return "busy: the robot is being reset to where the last lease began (reset_on_release)"
         return ""
 
     def _execution(self, request: Request, feedback: Feedback, warnings: list[str],
-                   spare: Launched | None) -> Execution:
-        """Start warm from ``spare``; if the spare turns out dead, start cold."""
+                   spare: Launched | None, writer: Writer) -> Execution:
+        """Start warm from ``spare``; if the spare turns out dead, start cold. The writer
+        knows the guard before the code is handed over (an estop refuses it from then on)."""
         if spare is not None:
             try:
+                writer.guard(spare.guard)
                 return Execution(self.settings, request, spare, feedback, warnings, self._log)
             except Exception as exc:  # noqa: BLE001 - the spare is discarded; cold still works
                 self._log(f"warm worker {spare.id} was unusable ({exc!r}); starting cold")
-        return Execution(self.settings, request, launch_cold(self.settings, request, self._log),
-                         feedback, warnings, self._log)
+        launched = launch_cold(self.settings, request, self._log)
+        writer.guard(launched.guard)
+        return Execution(self.settings, request, launched, feedback, warnings, self._log)
 
     # -------------------------------------------------------------- the end
     def finish(self, execution: Execution) -> Result:
@@ -250,11 +279,12 @@ class ExecutionService:
             problems += execution.abort(f"internal error: {exc!r}")
             result = execution.fallback_result(f"internal error: {exc!r}")
         try:
+            problems += self.rewinds.join(execution.id)
             if result.status != Status.SUCCEEDED and execution.drives_robot:
                 problems += self.hold()
             if result.status in (Status.FAILED, Status.TIMEOUT) and (
                     execution.request.on_failure == "rewind"):
-                problems.append(self._undo(running))
+                problems.append(self.rewinds.undo(running, execution.drives_robot))
             if problems:
                 result.error = "; ".join(filter(None, [result.error, *problems]))
             result.replay_of = execution.request.replay_of
@@ -268,8 +298,10 @@ class ExecutionService:
             running.cameras.close()
             if running.feed is not None:
                 running.feed.close()
+            running.writer.end()
             with self._cond:
                 self._running, self._last = None, result
+                self.writers.remove(running.writer)
                 self._cond.notify_all()
             self._unbind(running.binding)
             self._on_change()
@@ -277,6 +309,39 @@ class ExecutionService:
                   f"{result.status.name} in {result.duration_s:.2f}s"
                   + (f": {result.error}" if result.error else ""))
         return result
+
+    def admit(self, kind: str, origin: str, lease_id: str, **fields: object
+              ) -> tuple[Writer, Binding | None] | str:
+        """A new writer of the robot bound to the lease ``lease_id`` names (a rewind), or
+        why not; give it back with ``retire``."""
+        with self._cond:
+            binding, refusal = self._admit(lease_id)
+            if refusal:
+                return refusal
+            writer = self.writers.add(kind, origin, holder=binding.holder if binding else "",
+                                      lease_token=lease_id if binding else "", **fields)
+        self._on_change()
+        return writer, binding
+
+    def enlist(self, origin: str, lease_token: str, **fields: object) -> Writer | str:
+        """A rewind for an execution that is ending (it holds the lease still), or why not:
+        estopped, shutting down or its lease ended — checked with the lease's end excluded."""
+        with self._cond:
+            refusal = self.halted() or ("its lease ended" if lease_token and
+                                        self.leases.holder_of(lease_token) is None else "")
+            writer = refusal or self.writers.add(REWIND, origin, lease_token=lease_token,
+                                                 **fields)
+        self._on_change()
+        return writer
+
+    def retire(self, writer: Writer, binding: Binding | None = None) -> None:
+        """``writer`` no longer drives the robot (whoever waits for the robot is woken);
+        its lease binding is given back."""
+        with self._cond:
+            self.writers.remove(writer)
+            self._cond.notify_all()
+        self._unbind(binding)
+        self._on_change()
 
     def run(self, request: Request, lease_id: str = "", feedback: Feedback = lambda *a: None) -> Result:
         """start + finish, for callers that do not need the Execution in between."""
@@ -315,160 +380,32 @@ class ExecutionService:
     def save_skill(self, lease_id: str, name: str, code: str = "", description: str = "",
                    from_execution_id: str = "", dry_runs: int = 0,
                    seed: Callable[[], Seed] = Seed, origin: str = "") -> Saved:
-        """skills/save: a new version of ``name``, from ``code`` or the code of the
-        SUCCEEDED execution ``from_execution_id``, saved only after ``dry_runs`` dry runs of
-        the module as ``__main__`` (each from ``seed()``, the live state) all succeeded —
-        a run with a guard refusal does not succeed. Needs the lease: writing the store is
-        the holder's, and the dry runs take the robot's one slot like any goal."""
-        holder, refusal = self.authorize(lease_id)
-        if refusal:
-            return Saved(False, refusal)
-        if from_execution_id:
-            record = self.history.get(from_execution_id)
-            if record is None:
-                return Saved(False, f"no finished execution {from_execution_id!r} in the history")
-            if record.status != Status.SUCCEEDED:
-                return Saved(False, f"execution {from_execution_id} ended "
-                                    f"{Status(record.status).name}: only code that succeeded is saved")
-            if code and code != record.code:
-                return Saved(False, "give code or from_execution_id, not both: they differ")
-            code = record.code
-        parsed = check(name, code, description, self.settings.max_code_bytes)
-        if isinstance(parsed, str):
-            return Saved(False, parsed)
-        if not 0 <= dry_runs <= MAX_DRY_RUNS:
-            return Saved(False, f"dry_runs must be 0..{MAX_DRY_RUNS}, got {dry_runs}")
-        if dry_runs and not parsed.demonstrated:
-            return Saved(False, 'dry runs run the module\'s `if __name__ == "__main__":` block, '
-                                "and it has none: add one that shows the skill working")
-        proofs = []
-        for k in range(1, dry_runs + 1):
-            result = self.run(Request(code, label=f"skill {name}: dry run {k}/{dry_runs}",
-                                      dry_run=seed()), lease_id)
-            if result.status != Status.SUCCEEDED:
-                return Saved(False, f"not saved: dry run {k} of {dry_runs} (execution "
-                                    f"{result.execution_id}) {result.status.name}: "
-                                    f"{result.error or 'no error given'}", dry_runs_passed=k - 1)
-            proofs.append(result.execution_id)
-        if self.authorize(lease_id)[1]:
-            return Saved(False, f"not saved: the lease ended during the dry runs "
-                                f"({', '.join(proofs)})", dry_runs_passed=dry_runs)
-        skill = self.skills.save(name, code, parsed, description, from_execution_id, dry_runs,
-                                 holder, origin)
-        self._log(f"skill {skill.ref} saved by {holder or 'anyone'}"
-                  + (f" after dry runs {', '.join(proofs)}" if proofs else ""))
-        return Saved(True, f"saved {skill.ref}" + (f" after {dry_runs} dry run(s): "
-                                                   f"{', '.join(proofs)}" if proofs else ""),
-                     skill.version, dry_runs)
+        """skills/save (skill_saver.SkillSaver.save): proven by dry runs, then stored."""
+        return self._saver.save(lease_id, name, code, description, from_execution_id,
+                                dry_runs, seed, origin)
 
     # --------------------------------------------------------------- rewind
-    def rewind(self, request: rewind.RewindRequest, lease_id: str,
+    def rewind(self, request: RewindRequest, lease_id: str,
                progress: Callable[[float], None] = lambda fraction: None,
-               cancelled: threading.Event | None = None) -> rewind.Outcome:
-        """Rewind the robot along the lease's recorded trajectory (guard/rewind.py). One
-        writer at a time: refused while code runs, while estopped and without the lease;
-        bound to the lease like an execution (it keeps the lease alive and the next holder
-        waits for its end). Cancelled (``cancelled`` set, an estop, the lease's end or
-        shutdown) it stops at once and the robot holds; so does a rewind that fails."""
-        cancelled = cancelled or threading.Event()
-        with self._cond:
-            binding, refusal = self._admit(lease_id)
-            if refusal:
-                return rewind.Outcome(False, refusal)
-            self._rewinding = _Rewinding(cancelled, lease_id if binding else "")
-        self._on_change()
-        lease = binding.serial if binding else None
-        try:
-            return self._rewind(request, lease, progress, cancelled)
-        finally:
-            with self._cond:
-                self._rewinding = None
-                self._cond.notify_all()
-            self._unbind(binding)
-            self._on_change()
+               cancelled: threading.Event | None = None) -> Outcome:
+        """The rewind action (rewinds.Rewinds.run): the lease's recorded trajectory back."""
+        return self.rewinds.run(request, lease_id, progress, cancelled)
 
-    def _rewind(self, request: rewind.RewindRequest, lease: int | None,
-                progress: Callable[[float], None], cancelled: threading.Event) -> rewind.Outcome:
-        return self._rewind_on(self.recorder, lease, request, self.robot, cancelled, self.hold,
-                               progress)
-
-    def _rewind_on(self, recorder: Recorder, lease: int | None, request: rewind.RewindRequest,
-                   upstream: SdkConfig, cancelled: threading.Event, hold: Hold,
-                   progress: Callable[[float], None] = lambda fraction: None) -> rewind.Outcome:
-        """Plan along ``recorder``'s trajectory of ``lease`` and, unless a dry run, drive it
-        on ``upstream`` (the real robot, or a dry run's private one); what was undone is
-        dropped from the trajectory. A rewind that moved and did not finish ends with
-        ``hold`` (of that robot), its problems named in the message."""
-        planned = rewind.plan(recorder.trajectory(lease), recorder.current(), request,
-                              upstream.limits)
-        if isinstance(planned, str):
-            return rewind.Outcome(False, planned)
-        if request.dry_run:
-            return rewind.Outcome(True, f"dry run: the path back to "
-                                        f"{rewind.describe_target(request)} passes "
-                                        f"{planned.waypoints} waypoint(s) in about "
-                                        f"{planned.duration_s:.1f}s; nothing moved",
-                                  planned.waypoints, planned.duration_s)
-        started = time.monotonic()
-        with recorder.paused():
-            try:
-                outcome = rewind.drive(upstream, planned, cancelled, progress, self._log)
-            except Exception as exc:  # noqa: BLE001 - reported; the caller holds the robot
-                outcome = rewind.Outcome(False, f"the rewind failed: {exc!r}",
-                                         duration_s=time.monotonic() - started)
-        recorder.truncate(lease, outcome.keep or len(recorder.trajectory(lease)))
-        if not outcome.success:
-            outcome.message = "; ".join([outcome.message, *hold()])
-        self._log(f"rewind to {rewind.describe_target(request)}: {outcome.message}")
-        return outcome
-
-    def _hold_on(self, upstream: SdkConfig) -> Hold:
-        """A hold of the robot at ``upstream`` (a dry run's private one too)."""
-        def hold() -> list[str]:
-            robot_hold = RobotHold(upstream, self._log)
-            try:
-                return [f"hold failed: {p}" for p in robot_hold()]
-            finally:
-                robot_hold.close()
-        return hold
-
-    def _from_code(self, running: _Running, msg: dict) -> dict:
-        """A request of the running code to the node (proto.NodeMsg), answered in its
-        guard's thread: a rewind is driven here, on the code's upstream (the private robot
-        of a dry run), while the code's own motion waits (Guard.code_paused)."""
-        kind, recorder, lease = msg.get("msg_type"), running.recorder, running.lease
-        guard = running.execution.guard
-        if kind == NodeMsg.REWIND_STATUS:
-            return {"trajectory_length": len(recorder.trajectory(lease)),
-                    "is_rewinding": guard.code_is_paused}
-        if kind == NodeMsg.TRAJECTORY_INFO:
-            return rewind.summary(recorder.trajectory(lease))
-        if kind == NodeMsg.CLEAR_TRAJECTORY:
-            return {"success": True, "cleared": recorder.clear(lease)}
-        if kind in CAMERA_MSGS:
-            return running.cameras.answer(msg)
-        if kind == NodeMsg.SKILL:
-            return self._skill_for(running, msg)
-        if kind != NodeMsg.REWIND:
-            return {"error": f"unknown request {kind!r} (tidybot_sdk.protocol.NodeMsg)"}
-        try:
-            request = rewind.RewindRequest.checked(
-                str(msg.get("target", "start")), float(msg.get("amount", 0.0)),
-                [str(p) for p in msg.get("parts") or []], bool(msg.get("dry_run", False)))
-        except (TypeError, ValueError) as exc:
-            request = f"invalid rewind request: {exc}"
-        if isinstance(request, str):
-            return {"error": request}
-        if self._halted() or guard.stopping.is_set():
-            outcome = rewind.Outcome(False, self._halted() or STOPPING_REWIND)
-        else:
-            with guard.code_paused():
-                outcome = self._rewind_on(recorder, lease, request, guard.upstream, guard.stopping,
-                                          self._hold_on(guard.upstream))
-        return {"success": outcome.success, "message": outcome.message,
-                # steps back: the first waypoint passed is where the robot last was recorded
-                "steps_rewound": max(0, outcome.waypoints - 1), "duration_s": outcome.duration_s,
-                "components_rewound": list(request.parts)}
+    def _code_requests(self, running: _Running) -> CodeRequests:
+        """The running code's requests to the node (code_requests.py: the table, bounded),
+        answered in its guard's thread."""
+        recorder, lease, guard = running.recorder, running.lease, running.execution.guard
+        return CodeRequests({
+            NodeMsg.REWIND: lambda msg: self.rewinds.for_code(running, msg),
+            NodeMsg.REWIND_STATUS: lambda msg: {"trajectory_length": recorder.length(lease),
+                                                "is_rewinding": guard.code_is_paused},
+            NodeMsg.TRAJECTORY_INFO: lambda msg: summary(recorder.trajectory(lease)),
+            NodeMsg.CLEAR_TRAJECTORY: lambda msg: {"success": True,
+                                                   "cleared": recorder.clear(lease)},
+            NodeMsg.CAMERAS: running.cameras.answer,
+            NodeMsg.CAMERA_FRAME: running.cameras.answer,
+            NodeMsg.SKILL: lambda msg: self._skill_for(running, msg),
+        }, guard.stopping)
 
     def _skill_for(self, running: _Running, msg: dict) -> dict:
         """A skill the code imports: the version asked for, else the latest in the store as
@@ -486,77 +423,38 @@ class ExecutionService:
             running.imported.append(skill.ref)
         return {"name": skill.name, "version": skill.version, "code": skill.code}
 
-    def _undo(self, running: _Running) -> str:
-        """on_failure "rewind": the failed execution's own motion is rewound to where it
-        began, then the robot holds; returns what was done (for the result's error). Like
-        any rewind it is the one writer and is cancelled by estop, lease end and shutdown."""
-        if not running.execution.drives_robot:
-            return "on_failure: a dry run's private robot ended with it: nothing to rewind"
-        cancelled = threading.Event()
-        execution = running.execution
-        with self._cond:
-            refusal = self._halted() or ("its lease ended" if running.lease_token and
-                                         self.leases.holder_of(running.lease_token) is None else "")
-            if not refusal:
-                self._rewinding = _Rewinding(cancelled, running.lease_token, execution.id)
-        if refusal:
-            return f"on_failure: not rewound ({refusal})"
-        self._on_change()
-        try:
-            outcome = self._rewind_on(running.recorder, running.lease,
-                                      rewind.RewindRequest("execution", execution_id=execution.id),
-                                      self.robot, cancelled, self.hold)
-        finally:
-            with self._cond:
-                self._rewinding = None
-        if not outcome.success:
-            return f"on_failure: not rewound: {outcome.message}"
-        return "; ".join([f"on_failure: {outcome.message}", *self.hold()])
-
     def _reset(self, binding: Binding) -> None:
         """reset_on_release: once the ended lease's code has stopped, rewind to where the
         lease began, then hand the lease on (the one writer meanwhile; an estop or shutdown
         cancels it, and the robot holds)."""
-        cancelled = threading.Event()
+        writer: Writer | None = None
         try:
             with self._cond:
-                self._cond.wait_for(lambda: self._running is None and self._rewinding is None
-                                    or self._closing, self.settings.stop_grace_s + 15.0)
-                refusal = self._halted() or (
-                    "" if self._running is None and self._rewinding is None
-                    else "the ended lease's code did not stop in time")
+                self._cond.wait_for(lambda: not any(self.writers) or self._closing,
+                                    self.settings.stop_grace_s + 15.0)
+                refusal = self.halted() or ("" if not any(self.writers)
+                                             else "the ended lease's code did not stop in time")
                 if not refusal:      # not bound to the ended lease: its end must not cancel it
-                    self._rewinding = _Rewinding(cancelled, "")
+                    writer = self.writers.add(REWIND, FROM_RESET, holder=binding.holder)
             self._on_lease_change()
-            if refusal:
+            if writer is None:
                 self._log(f"reset on release of {binding.holder!r} skipped: {refusal}")
                 return
             self._on_change()
-            outcome = self._rewind(rewind.RewindRequest("start"), binding.serial, lambda f: None,
-                                   cancelled)
+            outcome = self.rewinds.to_lease_start(writer, binding.serial)
             self._log(f"reset on release of {binding.holder!r}: {outcome.message}")
         except Exception as exc:  # noqa: BLE001 - the lease must still be handed on
             self._log(f"reset on release failed: {exc!r}")
             self.hold()
         finally:
             with self._cond:
-                if self._rewinding is not None and self._rewinding.cancelled is cancelled:
-                    self._rewinding = None
+                if writer is not None:
+                    self.writers.remove(writer)
                 self._resetting = False
                 self._cond.notify_all()
             self.leases.end_execution(binding)
             self._on_change()
             self._on_lease_change()
-
-    def _cancel_rewind(self, lease_token: str | None = None, execution_id: str | None = None) -> bool:
-        """Cancel the running rewind (only if bound to ``lease_token``, or run for
-        ``execution_id``, when given). Takes no lock: an estop calls it first."""
-        rewinding = self._rewinding          # one read: the rewind's owner replaces it whole
-        if rewinding is None or (lease_token is not None and rewinding.lease_token != lease_token) \
-                or (execution_id is not None and rewinding.execution_id != execution_id):
-            return False
-        rewinding.cancelled.set()
-        return True
 
     # ------------------------------------------------------------- stopping
     def _stop_current(self, status: Status, reason: str, hard: bool = False,
@@ -567,7 +465,7 @@ class ExecutionService:
             if running is None or (lease_token is not None and running.lease_token != lease_token):
                 return None
             stopped = running.execution.stop(status, reason, hard)
-        stopped = self._cancel_rewind(execution_id=running.execution.id) or stopped
+        stopped = self.rewinds.cancel(execution_id=running.execution.id) or stopped
         if stopped:
             self._on_change()
         return running.execution.id
@@ -585,13 +483,13 @@ class ExecutionService:
             self.pool.discard()
         if self._stop_current(Status.CANCELED, reason, lease_token=token):
             self._log(f"lease ended ({reason}): stopping its code")
-        if self._cancel_rewind(token):
+        if self.rewinds.cancel(token):
             self._log(f"lease ended ({reason}): canceling its rewind")
 
     def cancel(self, execution: Execution, reason: str = "canceled by the client") -> None:
         """Stop ``execution``, or the on_failure rewind that follows its end."""
         execution.stop(Status.CANCELED, reason)
-        self._cancel_rewind(execution_id=execution.id)
+        self.rewinds.cancel(execution_id=execution.id)
 
     def stop(self, lease_id: str) -> tuple[str | None, str]:
         """execution/stop: (stopped execution id, refusal reason)."""
@@ -601,12 +499,13 @@ class ExecutionService:
         return self._stop_current(Status.CANCELED, "stopped via execution/stop"), ""
 
     def estop(self) -> tuple[str | None, list[str]]:
-        """Hold every backend first — before any lock, so nothing the service is doing
-        (admission starting processes) delays it — then latch and kill the code without
-        grace (also during a dry run: an estop is about the real robot); the end path holds
-        again once the code is dead. Returns (stopped id, hold problems)."""
-        self._estopped = True      # one assignment: admission reads it under its lock
-        self._cancel_rewind()      # first: a rewind streams until it sees this
+        """Latch, stop the code without grace and refuse motion on every live guard, cancel
+        every rewind — without the service's lock, so nothing it is doing (admission
+        starting processes) delays them — then hold every backend (also during a dry run:
+        an estop is about the real robot); the end path holds again once the code is dead.
+        Once this returns no motion command reaches a backend until ``reset_estop``.
+        Returns (stopped id, hold problems)."""
+        self.writers.halt()
         problems = self.hold()
         stopped = self._stop_current(Status.CANCELED, ESTOP_REASON, hard=True)
         self._on_change()
@@ -617,7 +516,8 @@ class ExecutionService:
         if refusal:
             return False, refusal
         with self._cond:
-            was, self._estopped = self._estopped, False
+            was = self.writers.halted
+            self.writers.resume()
         self._on_change()
         return True, "estop reset: goals are accepted again" if was else "not estopped"
 
@@ -627,9 +527,10 @@ class ExecutionService:
             running = self._running
             current = running.execution if running else None
             return Snapshot(current=current, stopping=bool(current and current.stopping),
-                            last=self._last, estopped=self._estopped,
+                            last=self._last, estopped=self.writers.halted,
                             hold_problem=self._hold_problem,
-                            rewinding=self._rewinding is not None, resetting=self._resetting)
+                            rewinding=bool(self.writers.rewinds()), resetting=self._resetting,
+                            writers=tuple(self.writers.describe()))
 
     def page(self, offset: int = 0, limit: int = 0, holder: str = "",
              statuses: Sequence[int] = (), include_code: bool = False,
@@ -645,15 +546,15 @@ class ExecutionService:
             self._closing = True
             self._cond.notify_all()             # a reset waiting to start gives up
         self._stop_current(Status.CANCELED, SHUTDOWN_REASON)
-        self._cancel_rewind()
+        self.rewinds.cancel()
         with self._cond:
-            ended = self._cond.wait_for(lambda: self._running is None and self._rewinding is None,
+            ended = self._cond.wait_for(lambda: not any(self.writers),
                                         self.settings.stop_grace_s + 15.0)
         if not ended:          # finish's thread is stuck: at least the robot must hold
             self._log("shutdown: the running execution did not end in time; holding the robot")
             self.hold()
         self.leases.close()
-        self._feed.close()
+        self.live.close()
         self.skills.close()
         if self.pool is not None:
             self.pool.close()

@@ -1,7 +1,7 @@
 """The trajectory recorder: where the robot has been, for rewind (trusted side, no rclpy).
 
-The node feeds it the backends' *measured* state (``RecorderFeed``); code cannot write to
-it. A waypoint (arm joints, base pose, gripper position) is kept at most every
+The node feeds it the backends' *measured* state (``follow``: the live-state feed); code cannot
+write to it. A waypoint (arm joints, base pose, gripper position) is kept at most every
 ``PERIOD_S`` and only once some part moved past its threshold since the last one, as the
 predecessor did, tagged with the lease and the execution it happened under. Two waypoints
 are always kept whatever moved: one at the lease's grant and one at each execution's
@@ -15,11 +15,9 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Hashable, Iterator
+from typing import Any, Callable, Hashable, Iterator, Protocol
 
 from tidybot_sdk import kinematics as kin
-from tidybot_sdk.config import SdkConfig
-from tidybot_sdk.transport import StateSubscriber
 
 PERIOD_S = 0.1              # at most one waypoint per this
 JOINT_STEP_RAD = 0.01       # a waypoint once any joint moved this far from the last one
@@ -42,6 +40,12 @@ class Waypoint:
     mark: str = ""                             # "lease": at the grant, "execution": at its start
 
 
+class Feed(Protocol):
+    """A live-state feed (execution/live_state.py LiveState)."""
+
+    def on(self, name: str, handler: Callable[[dict[str, Any]], None]) -> None: ...
+
+
 class Recorder:
     """Waypoints of the robot's measured motion; thread-safe (fed from the state threads,
     read by the rewind)."""
@@ -57,6 +61,11 @@ class Recorder:
         self._paused = 0
 
     # ------------------------------------------------------------- feeding
+    def follow(self, live: "Feed") -> None:
+        """Record from ``live`` (execution/live_state.py: the node's feed, or a dry run's)."""
+        for backend in ("arm", "base", "gripper"):
+            live.on(backend, lambda state, backend=backend: self.observe(backend, state))
+
     def observe(self, backend: str, state: dict[str, Any]) -> None:
         """A state message of ``backend`` ("arm", "base" or "gripper")."""
         try:
@@ -115,6 +124,11 @@ class Recorder:
         with self._lock:
             return [w for w in self._waypoints if w.lease == lease]
 
+    def length(self, lease: Hashable) -> int:
+        """How many waypoints ``lease`` has (no copy of them)."""
+        with self._lock:
+            return sum(1 for w in self._waypoints if w.lease == lease)
+
     def current(self) -> Waypoint:
         """Where the robot is now, as far as the recorder has seen (not kept)."""
         with self._lock:
@@ -161,17 +175,3 @@ class Recorder:
             return True
         return gripper is not None and (last.gripper is None
                                         or abs(gripper - last.gripper) > GRIPPER_STEP)
-
-
-class RecorderFeed:
-    """Feeds ``recorder`` from the state streams of the backends in ``config`` (threads of
-    their own, so the recording never waits on anything the node does)."""
-
-    def __init__(self, config: SdkConfig, recorder: Recorder) -> None:
-        self._subs = [StateSubscriber(getattr(config, name)["state"], f"record-{name}",
-                                      lambda msg, name=name: recorder.observe(name, msg))
-                      for name in ("arm", "base", "gripper")]
-
-    def close(self) -> None:
-        for sub in self._subs:
-            sub.close()

@@ -31,7 +31,7 @@ from tidybot_sdk import protocol as proto
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.errors import BackendUnavailable
 from tidybot_sdk.protocol import ArmMsg, BaseMsg, GripperMsg, ProtocolError
-from tidybot_sdk.transport import RequestClient
+from tidybot_sdk.transport import GateClosed, RequestClient
 
 from tidybot_exec.guard.envelope import Envelope
 
@@ -85,6 +85,7 @@ class Guard:
         self._threads: list[threading.Thread] = []
         self._controls: list[zmq.Socket] = []
         self._stopping = threading.Event()
+        self._gate = threading.Lock()       # held while a motion command is handed upstream
         self._closed = False
         self._polled_at = {name: -math.inf for name in ("arm", "base")}
         self._ready = threading.Barrier(2 * len(proto.SOCKETS) + 3)
@@ -111,6 +112,7 @@ class Guard:
                                       name=f"guard-{target.__name__}{args}")
             thread.start()
             self._threads.append(thread)
+        self._node_thread = self._threads[-1]
         self._ready.wait(10)
         # made now, so that close (on the execution's end path) only has to send
         self._controls = [self._socket(zmq.PAIR, connect=self._control(name)) for name in
@@ -120,10 +122,22 @@ class Guard:
     def refuse_motion(self) -> None:
         """The execution is being stopped: from now on only stop commands and state queries
         pass; every motion command is answered with an error and every streamed target is
-        dropped (code that ignores the stop's SIGINT cannot move the robot in the grace)."""
+        dropped (code that ignores the stop's SIGINT cannot move the robot in the grace).
+        Returns once no motion command is being handed to a backend: one that passed the
+        check before is sent already (a send takes microseconds; a reply is not waited for)."""
         self._stopping.set()
+        with self._gate:
+            pass
+        for client in self._clients.values():     # a blocking move is not waited for
+            client.interrupt()
         with self._code_paused:          # requests waiting for a rewind are refused now
             self._code_paused.notify_all()
+
+    @contextmanager
+    def _motion_gate(self) -> Iterator[bool]:
+        """Around handing one motion command upstream: whether it may still go."""
+        with self._gate:
+            yield not self._stopping.is_set()
 
     def serve_node(self, handler: NodeHandler) -> None:
         """Answer the code's requests to the node (proto.NodeMsg) with ``handler``; one that
@@ -157,7 +171,12 @@ class Guard:
         """Stop every thread at once and join them: no command of this execution reaches
         the robot after close returns. A request in flight to a backend that is dead or hung
         is abandoned (the code is answered "... request abandoned ..."), so close is bounded by
-        CLOSE_TIMEOUT_S whatever the backends do. Closing again does nothing."""
+        CLOSE_TIMEOUT_S whatever the backends do. Closing again does nothing.
+
+        A request of the code to the node in progress (a rewind it asked for drives through
+        a guard of its own) sees ``stopping`` and ends; its thread is not counted as stuck
+        here: the service, which registered that rewind as a writer, joins it with a bound
+        before it holds the robot and unbinds the lease (service.finish)."""
         self._stopping.set()
         if self._closed:
             return
@@ -169,7 +188,7 @@ class Guard:
         deadline = time.monotonic() + CLOSE_TIMEOUT_S
         for thread in self._threads:          # (closing an inproc peer early drops its message)
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in self._threads if t.is_alive()]
+        stuck = [t.name for t in self._threads if t.is_alive() and t is not self._node_thread]
         for control in self._controls:
             control.close()
         with self._view_lock:
@@ -264,8 +283,11 @@ class Guard:
         if reason is not None:
             self._refuse(name, reason)
             return {"error": reason, "safety_error": reason}
+        gate = None if msg.get("msg_type") in WHILE_STOPPING[name] else self._motion_gate
         try:
-            return self._clients[name].request(forward)
+            return self._clients[name].request(forward, gate=gate)
+        except GateClosed:
+            return {"error": STOPPING_REFUSAL}
         except (BackendUnavailable, ProtocolError) as exc:
             return {"error": str(exc)}
 
@@ -308,13 +330,19 @@ class Guard:
             now = time.monotonic()
             if reason is None:
                 last, last_at = frame if forward is msg else proto.encode(forward), now
-                pub.send(last, zmq.NOBLOCK)
+                self._stream(pub, last)
                 continue
             self._refuse("arm", reason)
             if now - last_at <= proto.ARM_HOLD_AFTER_S:
                 # The arm is on its way to the last target admitted (inside the limits):
                 # it brakes to arrive there and holds when the stream goes quiet. A STOP
                 # would brake from its speed wherever it is, overshooting that target.
-                pub.send(last, zmq.NOBLOCK)
+                self._stream(pub, last)
             else:
                 self._answer("arm", proto.encode({"msg_type": int(ArmMsg.STOP)}))
+
+    def _stream(self, pub: zmq.Socket, frame: bytes) -> None:
+        """Send one streamed target upstream unless motion is refused by now."""
+        with self._motion_gate() as may_send:
+            if may_send and not self._pauses:
+                pub.send(frame, zmq.NOBLOCK)

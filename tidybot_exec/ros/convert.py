@@ -45,14 +45,14 @@ def skill_info(s: Skill) -> SkillInfo:
 def execution_status(snap: Snapshot, isolation: str, now: Time) -> ExecutionStatus:
     """The current execution (or, when idle, the last one), the estop latch, the sandbox."""
     msg = ExecutionStatus(stamp=now, estopped=snap.estopped, hold_error=snap.hold_problem,
-                          isolation=isolation)
+                          isolation=isolation, writers=list(snap.writers))
     current, last = snap.current, snap.last
     if current is not None:
         msg.state = ExecutionStatus.STATE_STOPPING if snap.stopping else ExecutionStatus.STATE_RUNNING
         msg.execution_id, msg.holder = current.id, current.request.holder
         msg.label, msg.elapsed_s = current.request.label, current.elapsed
         msg.dry_run = current.request.dry_run is not None
-    if snap.rewinding:            # an on_failure rewind runs while its execution is ending
+    if snap.rewinding:            # also while code runs or ends (its own or on_failure rewind)
         msg.state = ExecutionStatus.STATE_REWINDING
     elif current is None:
         msg.state = ExecutionStatus.STATE_ESTOPPED if snap.estopped else ExecutionStatus.STATE_IDLE

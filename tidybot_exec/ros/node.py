@@ -43,11 +43,11 @@ from tidybot_exec.execution.dry_run import Seed
 from tidybot_exec.execution import skills
 from tidybot_exec.execution.history import History
 from tidybot_exec.execution.records import Request, Result, Status
+from tidybot_exec.execution.rewind_path import Outcome, RewindRequest
 from tidybot_exec.execution.service import ExecutionService
 from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.execution.supervision import Execution
 from tidybot_exec.guard.hold import RobotHold
-from tidybot_exec.guard.rewind import Outcome, RewindRequest
 from tidybot_exec.ros import convert
 from tidybot_exec.ros.backend_monitor import Level
 from tidybot_exec.ros.camera_topics import CameraTopics
@@ -167,7 +167,7 @@ class TidybotExecNode(Node):
                 (AcquireLease, "lease/take", self._take)):
             self.create_service(srv_type, name, self._never_raising(name, callback),
                                 qos_profile=SERVICES, callback_group=services)
-        self.state_topics = StateTopics(self, config, p, self._diagnostics,
+        self.state_topics = StateTopics(self, self.service.live, p, self._diagnostics,
                                         on_arm=self.camera_topics.arm.observe)
         self.create_timer(1.0, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_status()
@@ -488,11 +488,11 @@ class TidybotExecNode(Node):
     # ---------------------------------------------------------------- shutdown
     def shutdown(self) -> None:
         """End running code through the service's end path and let its goal be answered
-        while the executor still spins; then stop the state threads and the stop sockets."""
+        while the executor still spins; then the cameras and the stop sockets (the state
+        threads end with the service)."""
         self.service.shutdown()
         with self._answered:       # rclpy sends the result right after the callback returns
             self._answered.wait_for(lambda: self._answering == 0, timeout=10.0)
-        self.state_topics.close()
         self.camera_topics.close()
         self.robot_hold.close()
         self.service.history.close()

@@ -1,8 +1,10 @@
 """State topics and diagnostics: the backends' state streams republished for ROS tools.
 
-Each backend's ZMQ state stream is read in its own thread (tidybot_sdk.transport); every
-message is converted and published from that thread, throttled to the configured rate, so
-publishing never waits on the action server or the services, and they never wait on it.
+Each backend's ZMQ state stream is read once, in its own thread, by the core's live-state
+feed (execution/live_state.py), which also feeds the recorder and the cameras' arm track;
+every message is converted and published from that thread, throttled to the configured
+rate, so publishing never waits on the action server or the services, and they never wait
+on it.
 Nothing is published for a backend whose stream has stopped: its topics go quiet and
 /diagnostics says why.
 
@@ -27,8 +29,7 @@ from tidybot_interfaces.msg import GripperState
 
 from tidybot_exec.ros.backend_monitor import BackendMonitor, Health, Level
 from tidybot_exec.ros.params import frame_prefix
-from tidybot_sdk.config import SdkConfig
-from tidybot_sdk.transport import StateSubscriber
+from tidybot_exec.execution.live_state import LiveState
 
 try:  # tf2_msgs is not on every install (not on PyPI); without it no /tf is published
     from tf2_msgs.msg import TFMessage
@@ -76,7 +77,7 @@ def quaternion(R: np.ndarray) -> Quaternion:
 class StateTopics:
     """Owns the state subscribers, the state publishers and /diagnostics."""
 
-    def __init__(self, node: Node, config: SdkConfig, p: dict[str, Any],
+    def __init__(self, node: Node, live: LiveState, p: dict[str, Any],
                  extra_status: Callable[[], list[DiagnosticStatus]],
                  on_arm: Callable[[dict[str, Any]], None] = lambda msg: None) -> None:
         self.node, self.p = node, p
@@ -110,18 +111,11 @@ class StateTopics:
         self._base_throttle = Throttle(p["state_rate_hz"])
         self._gripper_throttle = Throttle(p["state_rate_hz"])
         self._latest: dict[str, dict[str, Any]] = {}     # backend -> its newest state message
-        self._subs = {
-            # on_arm first: every arm state message (the cameras' ArmTrack), then republished
-            "arm": StateSubscriber(config.arm["state"], "arm",
-                                   self._guarded("arm", on_arm, self._on_arm)),
-            "gripper": StateSubscriber(config.gripper["state"], "gripper",
-                                       self._guarded("gripper", self._on_gripper)),
-            "base": StateSubscriber(config.base["state"], "base",
-                                    self._guarded("base", self._on_base))}
-
-    def close(self) -> None:
-        for sub in self._subs.values():
-            sub.close()
+        self._live = live
+        # on_arm first: every arm state message (the cameras' ArmTrack), then republished
+        live.on("arm", self._guarded("arm", on_arm, self._on_arm))
+        live.on("gripper", self._guarded("gripper", self._on_gripper))
+        live.on("base", self._guarded("base", self._on_base))
 
     def fresh_states(self) -> dict[str, dict[str, Any] | None]:
         """The newest state of each backend; None for one that is down or stale."""
@@ -218,7 +212,7 @@ class StateTopics:
     def _backend_status(self, name: str, h: Health) -> DiagnosticStatus:
         return DiagnosticStatus(
             level=bytes([int(h.level)]), name=f"tidybot_exec: {name} backend",
-            message=h.message, hardware_id=self._subs[name].address,
+            message=h.message, hardware_id=self._live.address(name),
             values=[KeyValue(key="state age s", value=f"{h.age_s:.3f}"),
                     KeyValue(key="state rate Hz", value=f"{h.rate_hz:.1f}"),
                     KeyValue(key="reconnects", value=str(h.reconnects)),

@@ -26,13 +26,12 @@ from tidybot_exec.cameras.robot_model import ARM_BASE_LINK, robot_model, transfo
 from .arm import SimArm
 from .base import SimBase
 from .camera_server import CameraServer
-from .gripper import GripperSeed, SimGripper
+from .gripper import SimGripper
 from .render import Pose
 from .server import BackendServer
 from .world import Scene, World
 
 
-CAMERA_SOCKET = "cameras.sock"       # a private simulator's camera server, in its ipc_dir
 
 
 @functools.cache
@@ -55,7 +54,7 @@ class SimConfig:
     base_state_rate_hz: float = 50.0
     initial_q: list[float] = field(default_factory=lambda: kin.HOME_Q.tolist())
     initial_base_pose: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    initial_gripper: GripperSeed | None = None    # None: a fresh, not yet activated gripper
+    initial_gripper: proto.GripperSeed | None = None    # None: a fresh, not yet activated gripper
     object_width_mm: float | None = None
     control_port: int | None = None
     ipc_dir: str | None = None        # bind unix sockets here instead of host/ports
@@ -105,7 +104,7 @@ class Simulator:
         self.cameras = None if c.camera_port is None else CameraServer(
             self.world, self.robot_pose, width=c.camera_size[0], height=c.camera_size[1],
             host=c.host, port=c.camera_port,
-            path=os.path.join(c.ipc_dir, CAMERA_SOCKET) if c.ipc_dir else None,
+            path=os.path.join(c.ipc_dir, proto.CAMERA_SOCKET) if c.ipc_dir else None,
             log=lambda line: print(line, file=sys.stderr, flush=True))
         self.servers: dict[str, BackendServer] = {
             "arm": self.arm, "gripper": self.gripper, "base": self.base}

@@ -10,9 +10,9 @@ loop is single-threaded, so a STOP sent during a move is answered after it.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol
 
-from tidybot_sdk.protocol import GRIPPER_TYPE_2F85, GripperMsg, check_byte
+from tidybot_sdk.protocol import GRIPPER_TYPE_2F85, GripperMsg, GripperSeed, check_byte
 
 from .server import BackendServer
 
@@ -26,17 +26,6 @@ FAULTS = {0: "", 5: "Action delayed: activation must be completed first",
 def stroke_mm(position: float) -> float:
     """Physical opening for a position byte (linear over the 85 mm stroke)."""
     return STROKE_MM * (1.0 - position / 255.0)
-
-
-class GripperSeed(TypedDict, total=False):
-    """A gripper's starting state (field names as in its state message)."""
-
-    position: int
-    is_activated: bool
-    is_calibrated: bool
-    open_mm: float
-    close_mm: float
-    object_detected: bool    # an object is held: it stays between the fingers
 
 
 class Fingers(Protocol):

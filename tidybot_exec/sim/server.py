@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -28,6 +28,25 @@ class Faults:
     reply_delay_s: float = 0.0   # answer every request this much later
 
 
+class Received(Counter):
+    """msg_type name -> count, and the last ``LOG`` arrivals (monotonic time, name), for
+    tests that ask what reached the backend after a moment (the estop's reply)."""
+
+    LOG = 20000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: deque[tuple[float, str]] = deque(maxlen=self.LOG)
+
+    def __setitem__(self, name: str, count: int) -> None:
+        super().__setitem__(name, count)
+        self.log.append((time.monotonic(), name))
+
+    def since(self, t: float) -> list[str]:
+        """The names of what arrived after monotonic time ``t``, in order."""
+        return [name for at, name in list(self.log) if at > t]
+
+
 class BackendServer:
     """One simulated backend on its own sockets and threads."""
 
@@ -39,7 +58,7 @@ class BackendServer:
         self.cmd_addr, self.state_addr = cmd_addr, state_addr    # ZMQ addresses to bind
         self.state_rate_hz, self.tick_hz = state_rate_hz, tick_hz
         self.faults = Faults()
-        self.received: Counter[str] = Counter()   # msg_type name -> count, for tests
+        self.received = Received()                # what arrived, for tests
         self.lock = threading.RLock()              # guards the physics state
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -1,4 +1,4 @@
-"""Rewind: drive the robot back along its recorded trajectory (trusted side, no rclpy).
+"""The path of a rewind: its plan and its driver (trusted side, no rclpy).
 
 ``plan`` (pure) picks the waypoints back to the target and times the path: it starts from
 where the robot *is* (never a jump to a waypoint), runs the recorded waypoints backwards,
@@ -27,7 +27,7 @@ from tidybot_sdk.backend import Backend
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.errors import TidybotError
 from tidybot_sdk.limits import SafetyLimits
-from tidybot_sdk.protocol import ArmMsg, BaseMsg, ControlMode, GripperMsg, RobotMode
+from tidybot_sdk.protocol import ARM_HOLD_AFTER_S, ArmMsg, BaseMsg, ControlMode, GripperMsg, RobotMode
 from tidybot_sdk.streaming import Pacer
 
 from tidybot_exec.guard.recorder import Waypoint
@@ -259,9 +259,14 @@ class Rewinder:
                 if not reply.get("success"):
                     return self._ended(plan, False, f"the arm refused joint control: "
                                                     f"{reply.get('error', reply)}", passed)
-            pacer = Pacer(STREAM_HZ)
+            # On the path's motion time, not the wall clock: after a stall of this thread
+            # the path goes on from where it was (a jump ahead would be refused by the
+            # guard's speed gate; streaming.Pacer).
+            pacer = Pacer(STREAM_HZ, restart_after=ARM_HOLD_AFTER_S)
             total = plan.duration_s
-            for k, t in enumerate(pacer.ticks()):
+            arrived_by: float | None = None          # wall time by which it must have settled
+            for k, _ in enumerate(pacer.ticks()):
+                t = pacer.motion
                 if cancelled.is_set():
                     return self._ended(plan, False, "canceled: the robot holds where it is",
                                        passed, canceled=True)
@@ -283,7 +288,8 @@ class Rewinder:
                 error = self._error(last)
                 if error is None:
                     break
-                if t > total + SETTLE_S:
+                arrived_by = arrived_by or time.monotonic() + SETTLE_S
+                if time.monotonic() > arrived_by:
                     return self._ended(plan, False, f"the robot did not reach the target waypoint "
                                                     f"within {SETTLE_S:g}s: {error}", passed)
             self._gripper(plan)
@@ -344,14 +350,18 @@ def describe_target(request: RewindRequest) -> str:
 
 
 def drive(upstream: SdkConfig, plan: Plan, cancelled: threading.Event,
-          progress: Callable[[float], None], log: Callable[[str], None]) -> Outcome:
+          progress: Callable[[float], None], log: Callable[[str], None],
+          on_guard: Callable[[Guard], None] = lambda guard: None) -> Outcome:
     """Drive ``plan`` on the robot at ``upstream`` through a guard of its own (made for
-    this rewind: the same checks and shaping as any execution's), then close it."""
+    this rewind: the same checks and shaping as any execution's), then close it.
+    ``on_guard`` is given that guard before anything is sent through it (the writer
+    registry: an estop refuses its motion)."""
     directory = Path(tempfile.mkdtemp(prefix="tidybot-rewind-"))
     guard = Guard(upstream, directory / "guard", log)
     started = time.monotonic()
     try:
         guard.start()
+        on_guard(guard)
         rewinder = Rewinder(guard.endpoints, lambda: len(guard.refusals))
         try:
             outcome = rewinder.run(plan, cancelled, progress)

@@ -1,0 +1,347 @@
+"""Stop means stop (DESIGN §12.0): one registry of the robot's writers, the estop's order
+(latch → refuse motion on every guard → cancel every rewind → hold → kill), a rewind that
+stalls, a stopped rewind that cannot reach the next holder, and the code's bounded channel
+to the node — judged by what the simulator itself received and measured.
+
+The estop tests run twice: as is, and with the hold made slow by a backend that answers
+late (the window the old order left between the hold and the refusal, widened on purpose).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service_harness import Harness
+from support import sdk_config_for, wait_until
+from tidybot_exec.execution.code_requests import BOUNDS, STOPPING_REFUSAL, CodeRequests
+from tidybot_exec.execution.records import Request, Status
+from tidybot_exec.execution.writers import EXECUTION, REWIND, Writers
+from tidybot_exec.guard.hold import RobotHold
+from tidybot_exec.guard.relay import STOPPING_REFUSAL as GUARD_REFUSAL, Guard
+from tidybot_exec.execution.rewind_path import RewindRequest
+from tidybot_sdk.protocol import GripperMsg, NodeMsg
+from tidybot_sdk.transport import RequestClient
+
+NOT_MOTION = {"STOP", "GET_STATE"}
+SLOW_HOLD_S = 0.4          # a backend that answers this late makes the hold this slow
+
+
+# ----------------------------------------------------------------- the registry, pure
+class FakeGuard:
+    def __init__(self) -> None:
+        self.refused = 0
+
+    def refuse_motion(self) -> None:
+        self.refused += 1
+
+
+@pytest.mark.parametrize("halt_first", [True, False])
+def test_a_guard_is_never_left_open_by_a_halt_whichever_comes_first(halt_first):
+    writers = Writers()
+    if halt_first:
+        writers.halt()
+    writer = writers.add(EXECUTION, "goal")
+    guard = FakeGuard()
+    writer.guard(guard)
+    if not halt_first:
+        writers.halt()
+    assert guard.refused >= 1 and writers.halted
+    writers.resume()
+    later = writers.add(REWIND, "action")
+    assert not later.cancelled.is_set()
+
+
+def test_halt_cancels_every_rewind_and_an_ended_writer_neither_moves_nor_holds():
+    writers = Writers()
+    execution = writers.add(EXECUTION, "goal", execution_id="e1")
+    rewinds = [writers.add(REWIND, origin, execution_id="e1") for origin in ("code", "on_failure")]
+    other = writers.add(REWIND, "action", lease_token="t")
+    assert [w.origin for w in writers.rewinds(execution_id="e1")] == ["code", "on_failure"]
+    assert writers.rewinds(lease_token="t") == [other]
+    assert writers.describe() == ["execution e1", "rewind (code) for execution e1",
+                                  "rewind (on_failure) for execution e1", "rewind (action)"]
+    writers.halt()
+    assert all(w.cancelled.is_set() for w in [*rewinds, other])
+    assert not execution.cancelled.is_set()          # the estop kills code, it is no rewind
+    held: list[str] = []
+    rewinds[0].end()
+    assert rewinds[0].unless_ended(lambda: held.append("late") or ["held"]) == [] and not held
+    assert rewinds[1].unless_ended(lambda: ["held"]) == ["held"]
+    guard = FakeGuard()
+    rewinds[0].guard(guard)
+    assert guard.refused == 1                        # a guard of an ended writer is refused
+    writers.remove(rewinds[0])
+    assert rewinds[0].done.is_set() and rewinds[0] not in list(writers)
+
+
+# ------------------------------------------------------- the code's channel, pure
+def test_the_code_channel_answers_only_its_table_within_its_rates():
+    now = [100.0]
+    stopping = threading.Event()
+    answered: list[int] = []
+    table = CodeRequests({kind: (lambda msg, k=kind: answered.append(k) or {"ok": k})
+                          for kind in BOUNDS}, stopping, clock=lambda: now[0])
+    assert "unknown request 99" in table({"msg_type": 99})["error"]
+    assert "unknown request" in table({"msg_type": "60"})["error"]
+    burst = BOUNDS[NodeMsg.CAMERA_FRAME].burst
+    replies = [table({"msg_type": int(NodeMsg.CAMERA_FRAME)}) for _ in range(burst + 3)]
+    assert [r.get("ok") for r in replies[:burst]] == [NodeMsg.CAMERA_FRAME] * burst
+    refused = replies[burst:]
+    assert all(r["rate_limited"] and "too many CAMERA_FRAME requests" in r["error"]
+               for r in refused)
+    assert answered.count(NodeMsg.CAMERA_FRAME) == burst      # refused before the handler
+    assert table({"msg_type": int(NodeMsg.SKILL)}) == {"ok": NodeMsg.SKILL}   # kinds apart
+    now[0] += 1.5 / BOUNDS[NodeMsg.CAMERA_FRAME].per_s      # one token back, not two
+    assert table({"msg_type": int(NodeMsg.CAMERA_FRAME)}) == {"ok": NodeMsg.CAMERA_FRAME}
+    stopping.set()
+    assert table({"msg_type": int(NodeMsg.SKILL)}) == {"error": STOPPING_REFUSAL}
+
+
+# ------------------------------------------------------------- the guard's gate
+def test_refusing_motion_ends_the_wait_for_a_blocking_move_at_once(sim_factory, tmp_path):
+    """A gripper move blocks its reply until the fingers arrive; once motion is refused the
+    guard stops waiting for it (a rewind's gripper phase ends with its cancel)."""
+    simulator, wire = sim_factory()
+    guard = Guard(sdk_config_for(simulator.config), tmp_path / "guard").start()
+    code = RequestClient(guard.endpoints["gripper"]["cmd"], "gripper", 30.0)
+    try:
+        simulator.control({"cmd": "reply_delay", "server": "gripper", "value": 10.0})
+        replies: list[dict] = []
+        mover = threading.Thread(target=lambda: replies.append(code.request(
+            {"msg_type": int(GripperMsg.MOVE), "position": 200, "speed": 20, "force": 50})))
+        mover.start()
+        wait_until(lambda: simulator.servers["gripper"].received["MOVE"] >= 1, 10,
+                   "the move to reach the gripper")
+        refused_at = time.monotonic()
+        guard.refuse_motion()
+        mover.join(5)
+        assert replies == [{"error": GUARD_REFUSAL}]
+        assert time.monotonic() - refused_at < 2.0          # not the 10 s the reply takes
+        assert "MOVE" not in simulator.servers["gripper"].received.since(refused_at)
+    finally:
+        simulator.control({"cmd": "reply_delay", "server": "gripper", "value": 0.0})
+        code.close()
+        guard.close()
+
+
+# ------------------------------------------------------- the service on a simulator
+@pytest.fixture
+def robot(tmp_path, sim_factory):
+    """A service (cold, unsandboxed: the sandbox is tested elsewhere) on a simulator, whose
+    hold really commands the simulator's backends."""
+    simulator, wire = sim_factory()
+    config = sdk_config_for(simulator.config)
+    hold = RobotHold(config, lambda line: None)
+    harness = Harness(tmp_path, "", grace_s=20.0, robot_hold=hold, settings={
+        "sdk_config_json": config.to_json(), "warm_worker": False})
+    wait_until(lambda: harness.service.recorder.current().q is not None
+               and harness.service.recorder.current().base is not None, 20, "recorded state")
+    yield harness, simulator, wire
+    for name in simulator.servers:
+        simulator.control({"cmd": "reply_delay", "server": name, "value": 0.0})
+    harness.close()
+    hold.close()
+
+
+class Speeds:
+    """The arm's and the base's measured speeds, each state message as it arrives."""
+
+    def __init__(self, wire) -> None:
+        self.samples: list[tuple[float, str, float]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._follow, args=(name,), daemon=True)
+                         for name in ("arm", "base")]
+        for thread in self._threads:
+            thread.start()
+        self._wire = wire
+
+    def _follow(self, name: str) -> None:
+        while not self._stop.is_set():
+            try:
+                state = self._wire.state(name, timeout=1.0)
+            except Exception:  # noqa: BLE001 - a slow state: keep following
+                continue
+            v = state["dq"] if name == "arm" else state["base_velocity"][:2]
+            self.samples.append((time.monotonic(), name, float(np.max(np.abs(v)))))
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(3)
+
+
+def assert_stopped_for_good(simulator, speeds: Speeds, replied_at: float) -> None:
+    """Nothing but STOP and state queries reached a backend after the estop's reply, and
+    from each STOP's arrival on, that part only slowed down."""
+    after = {name: [m for m in server.received.since(replied_at) if m not in NOT_MOTION]
+             for name, server in simulator.servers.items()}
+    assert after == {name: [] for name in simulator.servers}, after
+    for name in ("arm", "base"):
+        log = list(simulator.servers[name].received.log)
+        stop_at = max(at for at, msg in log if msg == "STOP")
+        seen = [v for at, part, v in speeds.samples if part == name and at > stop_at + 0.02]
+        assert seen, f"no {name} state after its STOP"
+        rises = [(a, b) for a, b in zip(seen, seen[1:]) if b > a + 1e-6]
+        assert not rises, f"the {name} sped up after its STOP: {rises[:3]}"
+        assert seen[-1] < 1e-3, f"the {name} still moves: {seen[-1]}"
+
+
+def estopped(harness, simulator, wire, slow_hold: bool) -> float:
+    """Estop now (the hold slowed by a late gripper when ``slow_hold``); the reply's time."""
+    if slow_hold:
+        simulator.control({"cmd": "reply_delay", "server": "gripper", "value": SLOW_HOLD_S})
+    asked = time.monotonic()
+    _, problems = harness.service.estop()
+    replied = time.monotonic()
+    if slow_hold:
+        assert replied - asked >= SLOW_HOLD_S * 0.9 or problems, "the hold was not slow"
+    return replied
+
+
+def settle(wire, speeds: Speeds) -> None:
+    """Until both parts stand still (a short while after the stop)."""
+    wait_until(lambda: max(map(abs, wire.state("arm")["dq"])) < 1e-6 and
+               max(map(abs, wire.state("base")["base_velocity"])) < 1e-6, 15, "the robot to stop")
+    speeds.samples.append((time.monotonic(), "end", 0.0))
+
+
+MOVE_AWAY = ("from tidybot_sdk import arm, base\n"
+             "q = arm.get_state()['q']\nq[0] += 0.9\nq[3] += 0.4\narm.move_joints(q)\n"
+             "base.move_delta(dx=0.3)\n")
+
+
+@pytest.mark.parametrize("slow_hold", [False, True], ids=["hold", "slow-hold"])
+def test_an_estop_during_an_action_rewind(robot, slow_hold):
+    harness, simulator, wire = robot
+    token = harness.token("alice")
+    assert harness.service.run(Request(MOVE_AWAY, timeout_s=60), token).status == Status.SUCCEEDED
+    outcomes: list = []
+    rewinding = threading.Thread(target=lambda: outcomes.append(
+        harness.service.rewind(RewindRequest("start"), token)))
+    speeds = Speeds(wire)
+    try:
+        rewinding.start()
+        wait_until(lambda: harness.service.snapshot().writers == ("rewind (action) by alice",)
+                   and max(map(abs, wire.state("arm")["dq"])) > 0.05, 20, "the rewind to drive")
+        replied = estopped(harness, simulator, wire, slow_hold)
+        rewinding.join(20)
+        settle(wire, speeds)
+    finally:
+        speeds.close()
+    (outcome,) = outcomes
+    assert outcome.canceled and not outcome.success, outcome.message
+    assert_stopped_for_good(simulator, speeds, replied)
+    assert harness.service.snapshot().writers == ()
+
+
+REWIND_IN_CODE = ("from tidybot_sdk import arm, rewind\n"
+                  "q = arm.get_state()['q']\nq[0] += 0.9\nq[3] += 0.4\narm.move_joints(q)\n"
+                  "print('rewinding', flush=True)\n"
+                  "print(rewind.reset_to_home(), flush=True)\n"
+                  "import time\ntime.sleep(60)\n")
+
+
+@pytest.mark.parametrize("slow_hold", [False, True], ids=["hold", "slow-hold"])
+def test_an_estop_during_a_rewind_the_code_asked_for(robot, slow_hold):
+    harness, simulator, wire = robot
+    token = harness.token("alice")
+    lines: list[str] = []
+    execution = harness.service.start(Request(REWIND_IN_CODE, timeout_s=120), token,
+                                      lambda _id, stream, text, _t: lines.append(text))
+    run = threading.Thread(target=lambda: lines.append(harness.service.finish(execution)))
+    speeds = Speeds(wire)
+    try:
+        run.start()
+        wait_until(lambda: f"rewind (code) for execution {execution.id} by alice"
+                   in harness.service.snapshot().writers
+                   and max(map(abs, wire.state("arm")["dq"])) > 0.05, 30, "the code's rewind")
+        replied = estopped(harness, simulator, wire, slow_hold)
+        run.join(30)
+        settle(wire, speeds)
+    finally:
+        speeds.close()
+    result = lines[-1]
+    assert result.status == Status.CANCELED and result.error.startswith("emergency stop")
+    assert_stopped_for_good(simulator, speeds, replied)
+    assert harness.service.snapshot().writers == ()
+
+
+DRIVING = ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+           "from tidybot_sdk import base\nprint('driving', flush=True)\n"
+           "while True:\n    base.drive(0.2, duration=0.2)\n")
+
+
+@pytest.mark.parametrize("slow_hold", [False, True], ids=["hold", "slow-hold"])
+def test_an_estop_during_streamed_base_motion(robot, slow_hold):
+    harness, simulator, wire = robot
+    token = harness.token("alice")
+    run = harness.begin(DRIVING.replace("'driving'", "'started'"), lease_id=token)
+    speeds = Speeds(wire)
+    try:
+        wait_until(lambda: abs(wire.state("base")["base_velocity"][0]) > 0.1, 20,
+                   "the base to drive")
+        replied = estopped(harness, simulator, wire, slow_hold)
+        result = run.result(30)
+        settle(wire, speeds)
+    finally:
+        speeds.close()
+    assert result.status == Status.CANCELED
+    assert_stopped_for_good(simulator, speeds, replied)
+
+
+def test_a_rewind_goes_on_from_where_it_was_after_a_stall(robot):
+    """The node's rewind thread stalls 0.3 s mid-path (CI's load does such things): the
+    path resumes where it was instead of jumping ahead, which the guard would refuse."""
+    harness, _, wire = robot
+    token = harness.token("alice")
+    q0 = np.array(wire.state("arm")["q"])
+    assert harness.service.run(Request(MOVE_AWAY, timeout_s=60), token).status == Status.SUCCEEDED
+    stalled: list[float] = []
+
+    def progress(fraction: float) -> None:
+        if fraction > 0.4 and not stalled:
+            stalled.append(fraction)
+            time.sleep(0.3)        # the stall itself: this thread is the rewind's driver
+
+    outcome = harness.service.rewind(RewindRequest("start", parts=("arm",)), token, progress)
+    assert stalled and outcome.success, outcome.message
+    assert np.max(np.abs(np.array(wire.state("arm")["q"]) - q0)) <= 0.02
+
+
+GRIPPER_THEN_REWIND = (
+    "from tidybot_sdk import arm, gripper, rewind\n"
+    "gripper.activate()\n"
+    "q = arm.get_state()['q']\nq[0] += 0.3\narm.move_joints(q)\n"
+    "gripper.move(position=200)\n"
+    "print('started', flush=True)\n"
+    "print(rewind.reset_to_home(components=['arm', 'gripper']), flush=True)\n")
+
+
+def test_a_stop_in_a_rewinds_gripper_phase_leaves_nothing_for_the_next_holder(robot):
+    """The code's rewind waits for the gripper (its reply made late on purpose, past the
+    rewind's gripper timeout) when the execution is stopped and the lease handed on; the
+    next holder's goal, sent the moment it is granted, gets no STOP from the old one.
+    (The gripper itself answers one request at a time, 8 s each here, so STOPs queued for it
+    are handled late whoever sent them: the arm and the base are the ones judged.)"""
+    harness, simulator, wire = robot
+    token = harness.token("alice")
+    run = harness.begin(GRIPPER_THEN_REWIND, lease_id=token, timeout_s=120)
+    late_from = time.monotonic()
+    simulator.control({"cmd": "reply_delay", "server": "gripper", "value": 8.0})
+    wait_until(lambda: "MOVE" in simulator.servers["gripper"].received.since(late_from), 30,
+               "the rewind's gripper phase")
+    harness.service.stop(token)
+    harness.leases.release(token)
+    grants = harness.acquire("bob", wait_s=60)
+    (grant,) = wait_until(lambda: grants, 30, "the lease to be handed on")
+    started = time.monotonic()
+    nxt = harness.service.run(Request("import time\nprint('bob')\ntime.sleep(6)\n"),
+                              grant.lease_id)
+    assert nxt.status == Status.SUCCEEDED, nxt.error
+    assert run.result(30).status == Status.CANCELED
+    late = {name: [m for m in simulator.servers[name].received.since(started) if m == "STOP"]
+            for name in ("arm", "base")}
+    assert late == {"arm": [], "base": []}, late
