@@ -10,17 +10,21 @@ Either way the tree's trusted end (the cold supervisor, the warm init C) reports
 pipe, just before it exits: ``{"status": the code's wait status, "error": one line,
 "server_error": the code never ran}`` (``read_report``); a tree killed before it could
 report has none. Stopping is the tree's own: ``interrupt`` (the soft stop's SIGINT to the
-code) and ``kill`` (the whole tree, now).
+code) and ``kill`` (the whole tree, now). Neither can signal a recycled PID (``ColdTree``;
+the warm tree holds its process by pidfd).
 """
 from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Protocol
@@ -36,6 +40,7 @@ from tidybot_exec.sandbox import bwrap, supervisor
 
 Log = Callable[[str], None]
 KILL_WAIT_S = 5.0           # for a killed tree to be gone (then the next, harder, step)
+EXIT_POLL_S = 0.01          # without a pidfd, how often a timed wait looks for the exit
 
 
 class Tree(Protocol):
@@ -92,12 +97,23 @@ def read_report(fd: int) -> dict:
 
 
 class ColdTree:
-    """A supervisor started for this goal (supervisor.py) and all below it."""
+    """A supervisor started for this goal (supervisor.py) and all below it, in the
+    supervisor's process group.
+
+    No signal can reach a recycled PID: the supervisor is reaped only here, under
+    ``_lock``, and signalled only under it while not reaped yet. Until it is reaped, its
+    PID, which is also its group's id, cannot name any other process or group. Its exit is
+    awaited without reaping it: on a pidfd (Linux 5.3+; the supervisor itself is also
+    signalled through it), or, where pidfds are unavailable (an older kernel, a seccomp
+    filter that refuses pidfd_open), by waitid(WNOWAIT), polled while a wait has a timeout.
+    """
 
     def __init__(self, proc: subprocess.Popen, report_fd: int) -> None:
         self.proc, self._report_fd = proc, report_fd
         self.pid, self.stdout, self.stderr = proc.pid, proc.stdout, proc.stderr
         self._report: dict | None = None
+        self._lock = threading.Lock()
+        self._pidfd = _pidfd_open(proc.pid)     # not reaped yet, so it is our child for sure
 
     @property
     def returncode(self) -> int | None:
@@ -107,26 +123,23 @@ class ColdTree:
         """The code was written with the launch: it already runs."""
 
     def poll(self) -> int | None:
-        return self.proc.poll()
+        with self._lock:
+            return self.proc.poll()
 
     def wait(self, timeout: float | None = None) -> bool:
-        try:
-            self.proc.wait(timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
+        """True once the supervisor has exited (and been reaped), within ``timeout``."""
+        if self.proc.returncode is None:
+            self._await_exit(timeout)
+        return self.poll() is not None
 
     def interrupt(self) -> None:
-        _signal_group(self.pid, signal.SIGINT)
+        self._signal(signal.SIGINT, group=True)
 
     def kill(self) -> None:
         """The supervisor kills the whole tree; SIGKILL to the group is the last resort."""
-        try:
-            self.proc.send_signal(signal.SIGUSR1)
-        except ProcessLookupError:
-            pass
+        self._signal(signal.SIGUSR1)
         if not self.wait(KILL_WAIT_S):
-            _signal_group(self.pid, signal.SIGKILL)
+            self._signal(signal.SIGKILL, group=True)
             self.wait(KILL_WAIT_S)
 
     def report(self) -> dict:
@@ -138,8 +151,56 @@ class ColdTree:
         if self._report_fd >= 0:
             os.close(self._report_fd)
             self._report_fd = -1
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         for pipe in (self.stdout, self.stderr):
             pipe.close()
+
+    def _signal(self, sig: int, group: bool = False) -> None:
+        """``sig`` to the supervisor, or to its whole process group, unless it has been
+        reaped (then there is nothing of the tree left to signal by that number)."""
+        with self._lock:
+            if self.proc.returncode is not None:
+                return
+            try:
+                if group:
+                    os.killpg(self.pid, sig)
+                elif self._pidfd is not None:
+                    signal.pidfd_send_signal(self._pidfd, sig)
+                else:
+                    os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass                    # all of it has exited already
+
+    def _await_exit(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` (None: no limit) for the supervisor to exit, leaving it
+        to ``poll`` to reap."""
+        pidfd = self._pidfd
+        if pidfd is not None:
+            poller = select.poll()      # (not select.select: the node may hold 1024+ fds)
+            poller.register(pidfd, select.POLLIN)
+            poller.poll(None if timeout is None else max(0.0, timeout) * 1000)
+            return
+        flags = os.WEXITED | os.WNOWAIT
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            if deadline is None:
+                os.waitid(os.P_PID, self.pid, flags)
+                return
+            while (os.waitid(os.P_PID, self.pid, flags | os.WNOHANG) is None
+                   and time.monotonic() < deadline):
+                time.sleep(EXIT_POLL_S)
+        except ChildProcessError:
+            pass                        # reaped meanwhile
+
+
+def _pidfd_open(pid: int) -> int | None:
+    """A pidfd for ``pid``, or None where there is none (ColdTree then waits by waitid)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def launch_cold(settings: ExecutorSettings, request: Request, log: Log) -> Launched:
@@ -195,10 +256,3 @@ def _spawn(s: ExecutorSettings, request: Request, execution_id: str, workdir: Pa
     finally:
         os.close(report_w)
     return ColdTree(proc, report_r)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass

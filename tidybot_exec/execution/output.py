@@ -78,25 +78,32 @@ class LineSplitter:
 
 
 class FeedbackQueue:
-    """Lines waiting to go out as feedback, per stream, within a byte budget per message."""
+    """Lines waiting to go out as feedback, per stream, within a budget of UTF-8 bytes per
+    message. A message carries whole lines while they fit; a line longer than a whole message
+    is cut at a character boundary. From the first text that does not fit until the message
+    goes out, the stream's text is counted, not kept, so no line goes out past a gap."""
 
     def __init__(self, budget_bytes: int) -> None:
         self.budget = budget_bytes
         self._lock = threading.Lock()
         self._pending: dict[str, list[str]] = {"stdout": [], "stderr": []}
-        self._size = {"stdout": 0, "stderr": 0}
-        self._skipped = {"stdout": 0, "stderr": 0}
+        self._size = {"stdout": 0, "stderr": 0}          # UTF-8 bytes pending
+        self._skipped = {"stdout": 0, "stderr": 0}       # UTF-8 bytes counted, not kept
         self._order: list[str] = []      # streams in the order their pending text began
 
     def put(self, stream: str, text: str) -> None:
+        data = text.encode()
         with self._lock:
             if stream not in self._order:
                 self._order.append(stream)
-            if self._size[stream] + len(text) > self.budget:
-                self._skipped[stream] += len(text.encode())
-                return
-            self._pending[stream].append(text)
-            self._size[stream] += len(text)
+            room = self.budget - self._size[stream]
+            if self._skipped[stream] or len(data) > room:
+                keep = 0 if self._skipped[stream] else _fitting(data, room, room == self.budget)
+                self._skipped[stream] += len(data) - keep
+                data = data[:keep]
+            if data:
+                self._pending[stream].append(data.decode())
+                self._size[stream] += len(data)
 
     def drain(self) -> list[tuple[str, str]]:
         """(stream, text) pairs to publish now, one per stream that has something, the
@@ -107,9 +114,22 @@ class FeedbackQueue:
             for stream in order:
                 text = "".join(self._pending[stream])
                 if self._skipped[stream]:
-                    text += (f"[tidybot] {self._skipped[stream]} bytes of {stream} not sent as "
-                             f"live feedback (too fast); the result has the head and tail\n")
+                    text += ("" if text.endswith("\n") or not text else "\n") + (
+                        f"[tidybot] {self._skipped[stream]} bytes of {stream} not sent as "
+                        f"live feedback (too fast); the result has the head and tail\n")
                 if text:
                     out.append((stream, text))
                 self._pending[stream], self._size[stream], self._skipped[stream] = [], 0, 0
         return out
+
+
+def _fitting(data: bytes, room: int, cut_line: bool) -> int:
+    """How much of UTF-8 ``data`` goes in ``room`` bytes: its whole lines that fit, or, when
+    ``cut_line`` (the message is empty, so its first line can never fit whole), up to the
+    last character boundary that fits."""
+    lines = data.rfind(b"\n", 0, room) + 1
+    if lines or not cut_line:
+        return lines
+    while room > 0 and data[room] & 0xC0 == 0x80:     # a continuation byte: inside a character
+        room -= 1
+    return room

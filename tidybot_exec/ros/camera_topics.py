@@ -80,9 +80,10 @@ class CameraTopics:
         self.source = make_source(node, p["cameras"], p["camera_rate_hz"], self.arm,
                                   self._on_frame, log)
         self._max_age_s = p["camera_max_age_s"]
+        self._timer = None
         if self.source is None:
             return
-        node.create_timer(DEMAND_PERIOD_S, self._renew_demand)
+        self._timer = node.create_timer(DEMAND_PERIOD_S, self._renew_demand)
         if TFMessage is not None and p["publish_tf"]:
             node.create_publisher(TFMessage, "/tf_static", STATIC_QOS).publish(
                 TFMessage(transforms=[mount_tf(self.prefix, name, node.get_clock().now().to_msg())
@@ -146,6 +147,8 @@ class CameraTopics:
         return out
 
     def close(self) -> None:
+        if self._timer is not None:       # no demand renewed, no publisher made, after this
+            self.node.destroy_timer(self._timer)
         if self.source is not None:
             self.source.close()
 

@@ -11,6 +11,7 @@ camera named like one of robot_model.MOUNTS (wrist, base), else it is unknown (N
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable
 
@@ -60,11 +61,19 @@ class DriverCameras(FrameStore):
                                        # seen by its age (diagnostics WARN)
         self._subs: dict[tuple[str, str], object] = {}
         self._info: dict[str, CameraInfo] = {}
+        # The timer's callback runs on an executor thread while close may run on another:
+        # the subscriptions change only under this lock, and none is made once closed.
+        self._subscribing = threading.Lock()
         self._set_cameras(list(specs), {})
         self._timer = node.create_timer(DEMAND_PERIOD_S, self._refresh)
 
     def _refresh(self) -> None:
         """Subscribe what is wanted, drop what is not (the camera_info with the colour)."""
+        with self._subscribing:
+            if not self._stop.is_set():
+                self._subscribe_wanted()
+
+    def _subscribe_wanted(self) -> None:
         for name, namespace in self._specs.items():
             wanted = self.wanted(name)
             if "color" in wanted:
@@ -80,6 +89,8 @@ class DriverCameras(FrameStore):
                     self._node.destroy_subscription(self._subs.pop(key))
 
     def _got(self, name: str, stream: str, msg) -> None:
+        if self._stop.is_set():        # a message taken before close destroyed its subscription
+            return
         if stream == "info":
             self._info[name] = msg
             return
@@ -107,8 +118,10 @@ class DriverCameras(FrameStore):
             self._set_error("")
 
     def close(self) -> None:
-        super().close()
-        self._timer.cancel()
-        for sub in self._subs.values():
-            self._node.destroy_subscription(sub)
-        self._subs.clear()
+        """Nothing is subscribed after this returns: a refresh under way is waited for."""
+        super().close()                 # sets _stop: a later refresh subscribes nothing
+        with self._subscribing:
+            self._node.destroy_timer(self._timer)
+            for sub in self._subs.values():
+                self._node.destroy_subscription(sub)
+            self._subs.clear()

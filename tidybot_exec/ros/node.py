@@ -17,9 +17,11 @@ import os
 import signal
 import sys
 import threading
+import time
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
@@ -44,6 +46,7 @@ from tidybot_exec.execution import skills
 from tidybot_exec.execution.history import History
 from tidybot_exec.execution.records import Request, Result, Status
 from tidybot_exec.execution.rewind_path import Outcome, RewindRequest
+from tidybot_exec.execution.skills import Skill
 from tidybot_exec.execution.service import ExecutionService
 from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.execution.supervision import Execution
@@ -62,6 +65,9 @@ from tidybot_sdk.limits import SafetyLimits
 
 NODE_NAME = "tidybot_exec"
 WORLD_TIMEOUT_S = 0.5       # a dry run waits at most this for the simulated world's snapshot
+DESCRIBE_SKILLS = 20        # sdk/describe shows at most this many skills, the newest saved,
+DESCRIBE_SKILLS_BYTES = 16 * 1024   # in at most this much markdown (UTF-8 bytes)
+EXIT_WAIT_S = 5.0           # at exit, for the executor's callbacks and the spin thread to end
 
 _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
           float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
@@ -342,14 +348,24 @@ class TidybotExecNode(Node):
                 elapsed_s=elapsed)))
         if isinstance(started, Result):
             return started
+        # Once started, the execution is ended here whatever happens below: unended, it
+        # would keep the service busy and its lease bound for good.
         key = bytes(goal_handle.goal_id.uuid)
         self._goals[key] = started
-        if goal_handle.is_cancel_requested:     # canceled while it was being started
-            self.service.cancel(started)
         try:
-            return self.service.finish(started)
+            try:
+                cancel = goal_handle.is_cancel_requested    # canceled while it was being started
+            except Exception as exc:  # noqa: BLE001 - a goal nobody can follow: stop its code
+                self.get_logger().error(f"goal of {started.id} cannot be followed: {exc!r}")
+                cancel = True
+            if cancel:
+                self.service.cancel(started)
         finally:
-            self._goals.pop(key, None)
+            try:
+                result = self.service.finish(started)
+            finally:
+                self._goals.pop(key, None)
+        return result
 
     def _never_raising(self, name: str, callback: Callable) -> Callable:
         """``callback``, answering even when it raises: rclpy's executor re-raises a
@@ -431,7 +447,7 @@ class TidybotExecNode(Node):
         d = self._description
         return Describe.Response(markdown=d.markdown, sdk_version=d.sdk_version,
                                  limits_yaml=d.limits_yaml,
-                                 skills_markdown=skills.markdown(self.service.skills.list()))
+                                 skills_markdown=skills_markdown(self.service.skills.list()))
 
     def _save_skill(self, request: SaveSkill.Request,
                     response: SaveSkill.Response) -> SaveSkill.Response:
@@ -498,9 +514,66 @@ class TidybotExecNode(Node):
         self.service.history.close()
 
 
+def skills_markdown(listed: Sequence[Skill], most: int = DESCRIBE_SKILLS,
+                    max_bytes: int = DESCRIBE_SKILLS_BYTES) -> str:
+    """sdk/describe's skills: the newest ``most`` of ``listed`` (by when they were saved) whose
+    markdown fits in ``max_bytes``, then how many were left out and where to find them. The
+    answer is read by every agent that starts, so it must not grow with the store."""
+    newest = sorted(listed, key=lambda s: s.seq, reverse=True)[:most]
+    while True:
+        shown = sorted(newest, key=lambda s: s.name)       # the store's order
+        text = skills.markdown(shown) if shown else "## Skills\n\n"
+        left_out = len(listed) - len(shown)
+        if left_out:
+            what = (f"{left_out} more skill(s), saved earlier, are" if shown else
+                    f"{left_out} skill(s) are saved but")
+            text += (f"\n{what} not shown here: list them with skills/list (`tidybot-run "
+                     f"--skills [QUERY]`; MCP `list_skills`) and read one with skills/get.\n")
+        if not newest or len(text.encode()) <= max_bytes:
+            return text
+        newest.pop()
+
+
+def stop_spinning(executor: MultiThreadedExecutor, spinner: threading.Thread,
+                  timeout_s: float) -> list[str]:
+    """Stop ``executor`` and wait up to ``timeout_s`` for its callbacks and for ``spinner``
+    (the thread that spins it) to end; returns what did not, each with where it is.
+
+    rclpy's own wait is unbounded or absent (Kilted joins its thread pool for as long as a
+    callback runs; Jazzy does not wait, and Python then joins the pool at exit), so the
+    pool's threads are asked to end and joined here, each against one deadline."""
+    deadline = time.monotonic() + timeout_s
+    if "wait_for_threads" in inspect.signature(executor.shutdown).parameters:
+        executor.shutdown(timeout_sec=timeout_s, wait_for_threads=False)
+    else:
+        executor.shutdown(timeout_sec=timeout_s)
+    # the spin thread first: a spin under way may still hand the pool one more callback
+    spinner.join(max(0.0, deadline - time.monotonic()))
+    pool = getattr(executor, "_executor", None)      # rclpy's ThreadPoolExecutor (private)
+    threads = [spinner]
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+        threads += list(getattr(pool, "_threads", ()))
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    frames = sys._current_frames()
+    return [f"thread {t.name} in {_where(frames.get(t.ident))}" for t in threads if t.is_alive()]
+
+
+def _where(frame: Any) -> str:
+    """The innermost line of this package in ``frame``'s stack, else its innermost line."""
+    stack = traceback.extract_stack(frame) if frame is not None else []
+    ours = [f for f in stack if f"{os.sep}tidybot_exec{os.sep}" in f.filename]
+    if not (ours or stack):
+        return "an unknown place"
+    f = (ours or stack)[-1]
+    return f"{f.name} ({Path(f.filename).name}:{f.lineno})"
+
+
 def main(args: list[str] | None = None) -> int:
-    """Console entry point ``tidybot-exec``: exits 0 on SIGINT/SIGTERM (once or more), 2 on
-    bad parameters. ``tidybot-exec --check-isolation`` checks the sandbox and exits."""
+    """Console entry point ``tidybot-exec``: exits 0 on SIGINT/SIGTERM (once or more), 1 if
+    callbacks were still running EXIT_WAIT_S after that, 2 on bad parameters.
+    ``tidybot-exec --check-isolation`` checks the sandbox and exits."""
     if "--check-isolation" in (sys.argv if args is None else args):
         return bwrap.check_isolation()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -534,10 +607,17 @@ def main(args: list[str] | None = None) -> int:
     # Ctrl-C would kill the process after the record was written.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    node.get_logger().info("shutting down")
+    log = node.get_logger()
+    log.info("shutting down")
     node.shutdown()                  # the executor still spins: the running goal is answered
-    executor.shutdown()
-    spinner.join()
+    unfinished = stop_spinning(executor, spinner, EXIT_WAIT_S)
+    if unfinished:
+        # Python would wait for these threads at exit, for ever: exit without them.
+        log.error(f"exiting with what did not end within {EXIT_WAIT_S:g}s: "
+                  + "; ".join(unfinished))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0

@@ -37,6 +37,15 @@ class _Subscription:
     due: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Due:
+    """One subscriber's frames due now, as its subscription was when they fell due."""
+
+    conn: Any
+    streams: tuple[tuple[str, str], ...]                            # (camera, stream)
+    quality: int
+
+
 class CameraServer:
     """Serves ``world`` seen from MOUNTS' cameras at ``width`` × ``height`` on ``port``
     of ``host``, or on the unix socket ``path`` (a dry run's private simulator)."""
@@ -164,7 +173,8 @@ class CameraServer:
                 with self._cond:
                     self._cond.wait_for(lambda: self._stop.is_set() or self._subs)
                     now = time.monotonic()
-                    due = [(c, s) for c, s in self._subs.items() if s.due <= now]
+                    due = [self._take_due(conn, sub, now) for conn, sub in self._subs.items()
+                           if sub.due <= now]
                     wake = min((s.due for s in self._subs.values()), default=now + 1.0)
                 if self._stop.is_set():
                     break
@@ -178,16 +188,16 @@ class CameraServer:
                         self.error = describe_gl_failure(exc)
                         self._log(f"tidybot-sim: cameras: {self.error}")
                 if renderer is None:               # tell them why, drop them until asked again
-                    for conn, _ in due:
+                    for plan in due:
                         with self._cond:
-                            self._subs.pop(conn, None)
+                            self._subs.pop(plan.conn, None)
                         try:
-                            conn.send(json.dumps({"action": "subscribe", "error": self.error}))
+                            plan.conn.send(json.dumps({"action": "subscribe", "error": self.error}))
                         except Exception:  # noqa: BLE001 - gone already
                             pass
                     continue
                 try:
-                    self._send_due(renderer, due, now)
+                    self._send_due(renderer, due)
                 except Exception as exc:  # noqa: BLE001 - a GL error mid-run: say so, go on
                     self._log(f"tidybot-sim: cameras: rendering failed: {exc!r}")
                     self._stop.wait(1.0)
@@ -195,30 +205,36 @@ class CameraServer:
             if renderer is not None:
                 renderer.close()
 
-    def _send_due(self, renderer: Renderer, due: list, now: float) -> None:
+    @staticmethod
+    def _take_due(conn: Any, sub: _Subscription, now: float) -> _Due:
+        """What ``sub`` gets now, copied (called under the lock: a subscribe or unsubscribe
+        may change the subscription while the frames are rendered and sent), and its next
+        turn."""
+        sub.due = max(sub.due + sub.period, now)
+        return _Due(conn, tuple(sorted((camera, stream) for camera, streams in sub.streams.items()
+                                       for stream in streams)), sub.quality)
+
+    def _send_due(self, renderer: Renderer, due: list[_Due]) -> None:
         bodies = self.world.bodies()
         renderer.place(self._robot_pose(), bodies)
         stamp = time.time()
         encoded: dict[tuple[str, str, int], bytes] = {}
-        for conn, sub in due:
-            sub.due = max(sub.due + sub.period, now)
-            for camera, streams in sorted(sub.streams.items()):
-                for stream in sorted(streams):
-                    key = (camera, stream, sub.quality if stream == "color" else 0)
-                    if key not in encoded:
-                        image = renderer.render(camera, depth=stream == "depth")
-                        self.frames_rendered += 1
-                        header = {"camera_id": camera, "device_id": camera, "stream": stream,
-                                  "timestamp": stamp, "width": self.width,
-                                  "height": self.height,
-                                  "format": "png" if stream == "depth" else "jpeg",
-                                  "intrinsics": self._intrinsics(camera)}
-                        body = (cp.encode_depth_png(image) if stream == "depth"
-                                else cp.encode_jpeg(image, sub.quality))
-                        encoded[key] = cp.pack_frame(header, body)
-                    try:
-                        conn.send(encoded[key])
-                    except Exception:  # noqa: BLE001 - a subscriber gone: its handler ends it
-                        with self._cond:
-                            self._subs.pop(conn, None)
-                        break
+        for plan in due:
+            for camera, stream in plan.streams:
+                key = (camera, stream, plan.quality if stream == "color" else 0)
+                if key not in encoded:
+                    image = renderer.render(camera, depth=stream == "depth")
+                    self.frames_rendered += 1
+                    header = {"camera_id": camera, "device_id": camera, "stream": stream,
+                              "timestamp": stamp, "width": self.width, "height": self.height,
+                              "format": "png" if stream == "depth" else "jpeg",
+                              "intrinsics": self._intrinsics(camera)}
+                    body = (cp.encode_depth_png(image) if stream == "depth"
+                            else cp.encode_jpeg(image, plan.quality))
+                    encoded[key] = cp.pack_frame(header, body)
+                try:
+                    plan.conn.send(encoded[key])
+                except Exception:  # noqa: BLE001 - a subscriber gone: its handler ends it
+                    with self._cond:
+                        self._subs.pop(plan.conn, None)
+                    break
