@@ -1,6 +1,9 @@
 """tidybot-mcp end to end: the mcp client library drives the server over stdio (one server
 process per test, as an MCP client starts it) and over streamable HTTP, against the real node
-and simulator with leases required and cameras on."""
+and simulator with leases required and cameras on. What these prove is the wiring: real
+goals, services, topics, signals and transports. The server's logic on its own (the output
+digest, cancels around acceptance, the idle lease, the Host/Origin checks, the schemas, the
+jobs' answers) is tested against a fake client in test_mcp_units.py."""
 from __future__ import annotations
 
 import base64
@@ -28,9 +31,6 @@ from tidybot_interfaces.srv import ResetEstop
 from support import ROOT, Proc, Wire, free_port, pid_alive, wait_until
 
 STACK_CAMERAS = True
-TOOLS = {"describe_robot", "get_robot_state", "execute_code", "get_execution",
-         "cancel_execution", "emergency_stop", "list_history", "list_skills", "save_skill",
-         "rewind", "get_camera_image"}
 MOVE = ("from tidybot_sdk import arm\n"
         "arm.move_joints([1.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785], duration=6)\n")
 SLEEPER = "import time\nprint('started', flush=True)\ntime.sleep(60)\n"
@@ -73,30 +73,6 @@ class Progress(list):
 
     async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
         self.append(message)
-
-
-def test_the_eleven_tools_have_schemas_descriptions_and_honest_annotations(stack, tmp_path):
-    async def scenario(client):
-        return (await client.list_tools()).tools
-    tools, _ = with_mcp(tmp_path, scenario)
-    by_name = {t.name: t for t in tools}
-    assert set(by_name) == TOOLS
-    for tool in tools:
-        assert len(tool.description) > 80 and tool.input_schema["type"] == "object", tool.name
-        assert (tool.output_schema is None) == (tool.name == "get_camera_image"), tool.name
-    def hints(flag: str) -> set[str]:
-        return {n for n, t in by_name.items() if getattr(t.annotations, flag)}
-    assert hints("destructive_hint") == {"execute_code", "rewind"}
-    assert hints("read_only_hint") == {"describe_robot", "get_robot_state", "get_execution",
-                                       "list_history", "list_skills", "get_camera_image"}
-    execute = by_name["execute_code"]
-    arguments = execute.input_schema["properties"]
-    assert {"code", "timeout_s", "dry_run", "label", "wait_s"} <= set(arguments)
-    assert arguments["wait_s"]["default"] == 30.0
-    assert execute.input_schema["required"] == ["code"]
-    assert {"execution_id", "status", "exit_code", "stdout", "stderr", "error",
-            "duration_s"} <= set(execute.output_schema["required"])
-    assert "UNTRUSTED" in by_name["get_camera_image"].description
 
 
 def test_describe_robot_gives_the_manual_the_limits_the_skills_and_the_cameras(stack, tmp_path):
@@ -167,6 +143,7 @@ def test_a_cancelled_tool_call_cancels_the_code_and_the_robot_holds(stack, tmp_p
     wire = Wire(sim_stack.config)
 
     async def scenario(client):
+        start = (await anyio.to_thread.run_sync(wire.arm_at_rest))["q"]
         async with anyio.create_task_group() as calls:
             calls.start_soon(client.call_tool, "execute_code",
                              {"code": MOVE, "wait_s": 120, "label": "mcp cancelled move"})
@@ -182,16 +159,24 @@ def test_a_cancelled_tool_call_cancels_the_code_and_the_robot_holds(stack, tmp_p
             return found[0]
         with anyio.fail_after(30):
             last = await recorded()
-        home = ok(await client.call_tool("execute_code", {
-            "code": "from tidybot_sdk import arm\narm.go_home()\n", "wait_s": 120}))
-        return held, last, home
+        # back to where this server took the lease, past the call's wait budget
+        rewinding = ok(await client.call_tool("rewind", {"target": "start", "wait_s": 0}))
+        progress = Progress()
+        back = ok(await client.call_tool("get_execution", {
+            "execution_id": rewinding["execution_id"], "wait_s": 120}, progress_callback=progress))
+        end = (await anyio.to_thread.run_sync(wire.arm_at_rest))["q"]
+        return start, held, last, rewinding, back, progress, end
     try:
-        held, last, home = with_mcp(tmp_path, scenario)[0]
+        start, held, last, rewinding, back, progress, end = with_mcp(tmp_path, scenario)[0]
     finally:
         wire.close()
     assert held["q"][0] < 0.95
     assert (last["status"], last["error"]) == ("canceled", "canceled by the client")
-    assert home["status"] == "succeeded"
+    assert (rewinding["kind"], rewinding["status"]) == ("rewind", "running")
+    assert (back["execution_id"], back["status"]) == (rewinding["execution_id"], "succeeded")
+    assert back["rewind"]["success"] and back["rewind"]["waypoints"] > 0, back
+    assert progress and set(progress) == {"rewinding"}     # the fraction, as it went
+    assert max(abs(a - b) for a, b in zip(start, end)) < 0.02
 
 
 def test_cancel_execution_stops_an_execution_left_running(stack, tmp_path):
@@ -372,17 +357,15 @@ def test_streamable_http_serves_only_requests_with_the_token(stack, tmp_path, pr
                         progress_callback=progress))
                     await until(lambda: progress, 60, "the code to start")
                     calls.cancel_scope.cancel()
+            # the Host check is on in the served app (its cases: test_mcp_units.py)
             rebound = await http.post(url, json={}, headers={"Host": f"evil.example:{port}"})
-            proxied = await http.post(url, json={}, headers={     # behind a TLS proxy: no port
-                "Host": "robot1.lab", "Origin": "https://robot1.lab"})
         async with httpx2.AsyncClient(timeout=60) as http:
             anonymous = await http.post(url, json={})
             wrong = await http.post(url, json={}, headers={"Authorization": "Bearer wrong"})
-        return names, state, rebound.status_code, proxied.status_code, anonymous, wrong.status_code
-    names, state, rebound, proxied, anonymous, wrong = anyio.run(scenario)
-    assert names == TOOLS and state["unavailable"] == []
+        return names, state, rebound.status_code, anonymous, wrong.status_code
+    names, state, rebound, anonymous, wrong = anyio.run(scenario)
+    assert len(names) == 11 and state["unavailable"] == []
     assert (anonymous.status_code, wrong, rebound) == (401, 401, 421)
-    assert proxied not in (401, 403, 421), proxied     # past the token and the name checks
     assert anonymous.headers["www-authenticate"].startswith("Bearer")
     assert token not in server.stdout + server.stderr
     # the call's end cancelled the code; the lease, unused for 1 s, was released
@@ -397,14 +380,27 @@ def test_skills_are_saved_listed_and_imported_through_mcp(stack, tmp_path):
              '    return "hi " * times\n\nif __name__ == "__main__":\n    print(wave_mcp(2))\n')
 
     async def scenario(client):
-        saved = ok(await client.call_tool("save_skill", {"name": "wave_mcp", "code": skill,
-                                                         "description": "greets"}))
+        saving = ok(await client.call_tool("save_skill", {"name": "wave_mcp", "code": skill,
+                                                          "description": "greets", "wait_s": 0}))
+        progress = Progress()
+        saved = ok(await client.call_tool("get_execution", {
+            "execution_id": saving["execution_id"], "wait_s": 120}, progress_callback=progress))
+        dry_run_id = saved["skill"]["message"].rsplit(": ", 1)[-1]     # "... dry run(s): ID"
+        by_dry_run = ok(await client.call_tool("get_execution", {"execution_id": dry_run_id,
+                                                                 "wait_s": 0}))
         listed = ok(await client.call_tool("list_skills", {"query": "wave_mcp"}))["skills"]
         used = ok(await client.call_tool("execute_code", {
             "code": "from tidybot_skills import wave_mcp\nprint(wave_mcp(3))\n"}))
-        return saved, listed, used
-    saved, listed, used = with_mcp(tmp_path, scenario)[0]
+        return saving, progress, saved, dry_run_id, by_dry_run, listed, used
+    saving, progress, answer, dry_run_id, by_dry_run, listed, used = with_mcp(tmp_path,
+                                                                               scenario)[0]
+    assert (saving["kind"], saving["status"]) == ("save_skill", "running")    # past wait_s
+    assert answer["status"] == "succeeded", answer
+    saved = answer["skill"]
     assert (saved["success"], saved["dry_runs_passed"]) == (True, 1), saved["message"]
+    # execution/status named its dry run as it started: the save is found by that id too
+    assert by_dry_run["execution_id"] == saving["execution_id"]
+    assert progress in ([], [f"skill wave_mcp: dry run 1/1 (execution {dry_run_id})"])
     assert [(s["name"], s["version"], s["signature"].replace(" ", ""), s["description"])
             for s in listed] == [("wave_mcp", saved["version"], "wave_mcp(times:int=1)->str",
                                   "greets")]

@@ -1,29 +1,45 @@
-"""Executions tidybot-mcp follows for its client, past the tool call that started them.
+"""What tidybot-mcp follows for its client past the tool call that started it: code, a
+rewind, a skill save.
 
-execute_code waits at most its budget; the Job lives on (a thread of its own follows the
-goal to its result through the TidybotClient), so get_execution continues where the call
-stopped and a cancel reaches the goal whoever asks. Tool calls never wait inside rclpy:
-they wait on the Job's condition in a worker thread, notified by each feedback message, by
-execution/status and by the end. A Job is also where ``--approval dry-run-first`` lives:
-the same code as a dry run first, then for real only if that passed.
+A call waits at most its budget (wait_s); the Job lives on (a thread of its own follows it to
+its end through the TidybotClient), so get_execution continues where the call stopped and a
+cancel reaches it whoever asks. Tool calls never wait inside rclpy: they wait on the Job's
+condition in a worker thread, notified by each change (feedback, execution/status, the end).
+The three kinds share all of that, their progress notifications and the shape of their
+answer; they differ only in what they send and what a cancel can stop:
+
+- CodeJob: an execute_code goal (first the dry run that approves it, with
+  ``--approval dry-run-first``); a cancel cancels the goal.
+- RewindJob: a rewind goal; a cancel cancels the goal.
+- SaveJob: a skills/save request. The node cannot take a request back, so a cancel stops
+  the save's dry runs under this server's lease (execution/stop, until the reply): a save
+  with a dry run still running or still to come is then refused by the node itself. A save
+  already past its dry runs (or with none) is saved anyway, and the answer says so: the
+  model is told what happened, never "canceled" for a skill that was stored.
+
+A call the client cancelled gets no answer (MCP), so the model believes it was cancelled;
+JobBook.news() has the end of every such job that ended otherwise, and the tools put it
+beside their next answer.
 """
 from __future__ import annotations
 
 import hashlib
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
-from tidybot_interfaces.action import ExecuteCode
+from tidybot_interfaces.action import ExecuteCode, Rewind
 from tidybot_interfaces.msg import ExecutionStatus
 
 from tidybot_exec.clients.client import ExecutionHandle, TidybotClientError
 from tidybot_exec.clients.mcp import models as m
 from tidybot_exec.clients.mcp.lease import RobotBusy
 from tidybot_exec.clients.mcp.robot import Robot
+from tidybot_exec.clients.mcp.text import WHAT
 from tidybot_exec.ros.qos import LATCHED
 
 R = ExecuteCode.Result
@@ -31,13 +47,16 @@ WORDS: dict[int, m.StatusWord] = {
     R.STATUS_SUCCEEDED: "succeeded", R.STATUS_FAILED: "failed", R.STATUS_TIMEOUT: "timeout",
     R.STATUS_CANCELED: "canceled", R.STATUS_REJECTED: "rejected", R.STATUS_ERROR: "error"}
 ANSWER_CHARS = 20_000       # of one stream in one answer: the model's context is what is scarce
-PROGRESS_LINES = 2_000      # kept for progress notifications; a waiter further behind skips
+PROGRESS_KEPT = 2_000       # notifications kept for waiters; a waiter further behind skips
 # supervision.py names every refusal in the error (and never reports SUCCEEDED with one)
 GUARD_REFUSAL = "the safety guard refused"
 LEASE_REFUSALS = ("no lease", "invalid lease")   # validation's words: take the lease again
 ACCEPT_S = 30.0             # for the node to accept a goal
 RESULT_SLICE_S = 1.0        # waits for a result are this long, so that closing is noticed
 END_MARGIN_S = 300.0        # past a goal's own timeout: its stop, hold and on_failure rewind
+REWIND_LIMIT_S = 3600.0     # a rewind drives back a path at half speed: this long at most
+STOP_EVERY_S = 0.5          # a cancelled save asks execution/stop again this often, and at
+                            # once when a dry run of it starts, until the node replies
 KEEP_JOBS = 50              # finished jobs get_execution still finds
 
 
@@ -73,14 +92,11 @@ def passed(result: R) -> bool:
     return result.status == R.STATUS_SUCCEEDED and GUARD_REFUSAL not in result.error
 
 
-@dataclass(frozen=True)
-class Goal:
-    """What execute_code asked for."""
-    code: str
-    timeout_s: float
-    label: str
-    dry_run: bool
-    on_failure: str
+class Progress(NamedTuple):
+    """One progress notification, as ctx.report_progress takes it (progress increases)."""
+    progress: float
+    total: float | None
+    message: str
 
 
 class Stream:
@@ -144,12 +160,11 @@ class Stream:
 
 
 class Step:
-    """One goal of a job: its run, or the dry run that approves it."""
+    """One goal of a CodeJob: its run, or the dry run that approves it."""
 
     def __init__(self, dry_run: bool) -> None:
         self.dry_run = dry_run
         self.execution_id = ""
-        self.handle: ExecutionHandle | None = None
         self.result: R | None = None
         self.streams = {"stdout": Stream(), "stderr": Stream()}
         self.started = time.monotonic()
@@ -171,20 +186,26 @@ class Step:
 
 
 class Job:
-    """One execute_code: its goal (after its approving dry run), followed to the end."""
+    """What one call started, followed to its end in a thread of its own. Subclasses say
+    what is sent (``_run``), how far it is (``_answer``) and what its ids are."""
 
-    def __init__(self, robot: Robot, goal: Goal, approve: bool) -> None:
-        self.robot, self.goal = robot, goal
-        self.approve = approve and not goal.dry_run     # a dry run moves nothing: no approval
-        self.steps: list[Step] = []
+    kind: m.JobKind
+
+    def __init__(self, robot: Robot) -> None:
+        self.robot = robot
         self.done = False
         self.failure = ""           # the server could not follow it (lease, node gone...)
         self.version = 0            # moves on with every change; waiters wait for it to
-        self._lines: deque[str] = deque(maxlen=PROGRESS_LINES)
-        self.line_count = 0
+        self.started = time.monotonic()
+        self.ended = 0.0            # monotonic, once done
+        self.progress_count = 0
+        self._progress: deque[Progress] = deque(maxlen=PROGRESS_KEPT)
         self._cancelled = False
+        self._sent = False          # its goal (a CodeJob: its last step's) went to the node
+        self._goal: ExecutionHandle | None = None   # the goal being followed now
         self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._drive, name="tidybot-mcp-job", daemon=True)
+        self._thread = threading.Thread(target=self._drive, name=f"tidybot-mcp-{self.kind}",
+                                        daemon=True)
 
     # ------------------------------------------------------------ the job's thread
     def start(self) -> None:
@@ -193,35 +214,164 @@ class Job:
     def _drive(self) -> None:
         try:
             with self.robot.lease.in_use():
-                if self.approve and not passed(self._run(dry_run=True).result):
-                    return
-                if not self._cancelled:
-                    self._run(dry_run=self.goal.dry_run)
+                self._run()
         except (TidybotClientError, RobotBusy) as exc:
             self.failure = str(exc)
         except Exception as exc:  # noqa: BLE001 - the model is told, not left waiting
-            self.failure = f"tidybot-mcp lost the execution: {type(exc).__name__}: {exc}"
+            self.failure = f"tidybot-mcp lost the {self.kind}: {type(exc).__name__}: {exc}"
         finally:
             def end() -> None:
-                self.done = True
-                for step in self.steps:     # a kept job keeps its answer, not its goal
-                    step.handle = None
+                self.done, self.ended = True, time.monotonic()
             self._update(end)
 
-    def _run(self, dry_run: bool) -> Step:
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _follow_goal(self, send: Callable[[], ExecutionHandle], limit_s: float, what: str
+                     ) -> Any:
+        """Send a goal and return its result. A cancel that came before the node accepted it
+        is sent the moment it does; a goal this job can no longer follow (not accepted in
+        time, no result within ``limit_s``) is cancelled on the way out, never left running
+        unwatched."""
+        if self._cancelled:             # cancelled while the lease was being taken
+            raise TidybotClientError("canceled before its goal was sent: nothing ran")
+        handle = send()
+        with self._changed:
+            self._goal, self._sent = handle, True
+        try:
+            handle.accepted(ACCEPT_S)
+            if self._cancelled:
+                handle.cancel()
+            deadline = time.monotonic() + limit_s
+            result = None
+            while result is None:
+                result = result_slice(handle, deadline, self.robot.closing, what)
+            return result
+        except TidybotClientError:
+            cancel_quietly(handle, self.robot.closing)
+            raise
+        finally:
+            with self._changed:         # a kept job keeps its answer, not its goal
+                self._goal = None
+
+    def _note(self, progress: float, total: float | None, message: str) -> None:
+        """A progress notification for the calls that follow (the lock held)."""
+        self._progress.append(Progress(progress, total, message))
+        self.progress_count += 1
+
+    def _update(self, change: Callable[[], object]) -> None:
+        with self._changed:
+            change()
+            self.version += 1
+            self._changed.notify_all()
+
+    # ------------------------------------------------------------ for the tools
+    def wait_change(self, since: int, timeout_s: float) -> None:
+        """Until something changed after version ``since``, or ``timeout_s``."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.version != since, timeout_s)
+
+    def progress_since(self, count: int) -> tuple[list[Progress], int]:
+        """Notifications after the first ``count`` (those still kept), and the count now."""
+        with self._changed:
+            first_kept = self.progress_count - len(self._progress)
+            return list(self._progress)[max(0, count - first_kept):], self.progress_count
+
+    @property
+    def execution_id(self) -> str:
+        """The id its answers give ("" until the node named a CodeJob's execution)."""
+        raise NotImplementedError
+
+    def ids(self) -> list[str]:
+        """Every id get_execution finds it by."""
+        return [self.execution_id]
+
+    def identify(self, status: ExecutionStatus) -> None:
+        """execution/status, for a job that learns something from it."""
+
+    def cancel(self) -> None:
+        """Cancel the goal that runs (the robot holds) and any still to come. A goal not yet
+        accepted is cancelled by the job's thread the moment it is."""
+        with self._changed:
+            self._cancelled = True
+            handle = self._goal
+        if handle is not None and handle.is_accepted():
+            handle.cancel()
+
+    def answer(self, hand_over: bool = True) -> m.ExecutionAnswer:
+        """How far it got; with ``hand_over`` the output the model has not been given yet
+        goes with it (and is not given again)."""
+        with self._changed:
+            return self._answer(hand_over)
+
+    def _answer(self, hand_over: bool) -> m.ExecutionAnswer:
+        raise NotImplementedError
+
+    def _settled(self, success: bool, message: str) -> dict[str, Any]:
+        """The end of a rewind or a save: its status word and error."""
+        if success:
+            return dict(status="succeeded", error="")
+        return dict(status="canceled" if self._cancelled else "failed", error=message)
+
+    def _unsettled(self) -> dict[str, Any]:
+        """Status and error before the end, or when the server lost it (or was cancelled
+        before it sent anything: then nothing ran)."""
+        if not self.done:
+            return dict(status="running", error="")
+        return dict(status="canceled" if self._cancelled and not self._sent else "error",
+                    error=self.failure)
+
+    def forget_progress(self) -> None:
+        """A newer job started: this one's progress is no longer sent (its answer keeps its
+        output), so the kept jobs hold no more than their answers."""
+        with self._changed:
+            self._progress.clear()
+
+    def join(self, timeout_s: float) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What execute_code asked for."""
+    code: str
+    timeout_s: float
+    label: str
+    dry_run: bool
+    on_failure: str
+
+
+class CodeJob(Job):
+    """One execute_code: its goal (after its approving dry run), followed to the end."""
+
+    kind = "code"
+
+    def __init__(self, robot: Robot, goal: Goal, approve: bool) -> None:
+        super().__init__(robot)
+        self.goal = goal
+        self.approve = approve and not goal.dry_run     # a dry run moves nothing: no approval
+        self.steps: list[Step] = []
+
+    def _run(self) -> None:
+        if self.approve and not passed(self._step(dry_run=True).result):
+            return
+        self._step(dry_run=self.goal.dry_run)   # (cancelled meanwhile: it says so, unsent)
+
+    def _step(self, dry_run: bool) -> Step:
         step = Step(dry_run)
-        self._update(lambda: self.steps.append(step))
+
+        def begin() -> None:
+            self.steps.append(step)
+            self._sent = False          # what the answer is about now is this step's goal
+        self._update(begin)
         g = self.goal
         for attempt in (1, 2):
-            if self._cancelled:             # cancelled while the lease was being taken
-                raise TidybotClientError("canceled before its goal was sent: nothing ran")
-            handle = self.robot.client.execute(
+            result = self._follow_goal(lambda: self.robot.client.execute(
                 g.code, timeout_s=g.timeout_s, label=g.label, dry_run=dry_run,
                 lease_id=self.robot.lease.token(), on_failure=g.on_failure,
-                feedback_callback=partial(self._on_feedback, step))
-            with self._changed:
-                step.handle = handle
-            result = self._result_of(handle)
+                feedback_callback=partial(self._on_feedback, step)),
+                g.timeout_s + END_MARGIN_S, f"a goal {END_MARGIN_S:g}s past its timeout")
             if not (attempt == 1 and not self._cancelled and result.status == R.STATUS_REJECTED
                     and result.error.startswith(LEASE_REFUSALS)):
                 break
@@ -232,23 +382,6 @@ class Job:
                 self._queue_lines(step, stream, late)
         self._update(end)
         return step
-
-    def _result_of(self, handle: ExecutionHandle) -> R:
-        """The goal's result; a goal this job can no longer follow (not accepted in time, no
-        result by its deadline) is cancelled on the way out, never left running unwatched."""
-        try:
-            handle.accepted(ACCEPT_S)
-            if self._cancelled:         # a cancel that came before the acceptance is sent now
-                handle.cancel()
-            deadline = time.monotonic() + self.goal.timeout_s + END_MARGIN_S
-            result = None
-            while result is None:
-                result = result_slice(handle, deadline, self.robot.closing,
-                                      f"a goal {END_MARGIN_S:g}s past its timeout")
-            return result
-        except TidybotClientError:
-            cancel_quietly(handle, self.robot.closing)
-            raise
 
     def _on_feedback(self, step: Step, fb: ExecuteCode.Feedback) -> None:
         """In the spinning thread: keep the text, queue its lines for progress."""
@@ -263,26 +396,7 @@ class Job:
         prefix = " ".join(filter(None, ("dry run" if step.dry_run else "",
                                         "stderr" if stream == "stderr" else "")))
         for line in text.splitlines():
-            self._lines.append(f"{prefix}| {line}" if prefix else line)
-            self.line_count += 1
-
-    def _update(self, change: Callable[[], object]) -> None:
-        with self._changed:
-            change()
-            self.version += 1
-            self._changed.notify_all()
-
-    # ------------------------------------------------------------ for the tools
-    def wait_change(self, since: int, timeout_s: float) -> None:
-        """Until something changed after version ``since``, or ``timeout_s``."""
-        with self._changed:
-            self._changed.wait_for(lambda: self.version != since, timeout_s)
-
-    def lines_since(self, count: int) -> tuple[list[str], int]:
-        """Output lines after the first ``count`` (those still kept), and the count now."""
-        with self._changed:
-            first_kept = self.line_count - len(self._lines)
-            return list(self._lines)[max(0, count - first_kept):], self.line_count
+            self._note(self.progress_count + 1, None, f"{prefix}| {line}" if prefix else line)
 
     @property
     def execution_id(self) -> str:
@@ -300,55 +414,188 @@ class Job:
                     step.execution_id = status.execution_id
             self._update(apply)
 
+    def _answer(self, hand_over: bool) -> m.ExecutionAnswer:
+        step = self.steps[-1] if self.steps else None
+        (out, out_cut), (err, err_cut) = (
+            step.streams[name].take() if step and hand_over else ("", False)
+            for name in ("stdout", "stderr"))
+        first = self.steps[0] if self.steps else None
+        approval = first.check() if self.approve and first and first.result else None
+        result = step.result if step and self.done else None
+        if result is not None:
+            end = dict(status=WORDS[result.status], exit_code=result.exit_code,
+                       error=result.error, duration_s=result.duration_s)
+        else:
+            running_s = time.monotonic() - step.started if step and not self.done else 0.0
+            end = dict(self._unsettled(), exit_code=None, duration_s=round(running_s, 3))
+        return m.ExecutionAnswer(
+            execution_id=self.execution_id, kind=self.kind, stdout=out, stderr=err,
+            truncated=bool(result and result.truncated) or out_cut or err_cut,
+            dry_run=step.dry_run if step else self.goal.dry_run, approval=approval, **end)
+
+
+class OwnIdJob(Job):
+    """A rewind or a save: the node gives it no execution id, so the server names it
+    (``rewind-…``, ``save-…``: never a node id, which is 12 hex digits)."""
+
+    id_prefix: str
+
+    def __init__(self, robot: Robot) -> None:
+        super().__init__(robot)
+        self._id = f"{self.id_prefix}-{uuid.uuid4().hex[:8]}"
+
+    @property
+    def execution_id(self) -> str:
+        return self._id
+
+    def _common(self, dry_run: bool) -> dict[str, Any]:
+        return dict(execution_id=self._id, kind=self.kind, exit_code=None, stdout="", stderr="",
+                    truncated=False, dry_run=dry_run,
+                    duration_s=round((self.ended or time.monotonic()) - self.started, 3))
+
+
+class RewindJob(OwnIdJob):
+    """One rewind goal, its progress the fraction of the path done."""
+
+    kind, id_prefix = "rewind", "rewind"
+
+    def __init__(self, robot: Robot, target: str, amount: float, parts: tuple[str, ...],
+                 dry_run: bool) -> None:
+        super().__init__(robot)
+        self._request = (target, amount, parts, dry_run)
+        self.dry_run = dry_run
+        self.result: Rewind.Result | None = None
+        self._fraction = -1.0       # the last fraction notified
+
+    def _run(self) -> None:
+        result = self._follow_goal(lambda: self.robot.client.rewind(
+            *self._request, lease_id=self.robot.lease.token(),
+            feedback_callback=self._on_feedback), REWIND_LIMIT_S, "the rewind")
+        self._update(lambda: setattr(self, "result", result))
+
+    def _on_feedback(self, fb: Rewind.Feedback) -> None:
+        def apply() -> None:
+            if fb.fraction > self._fraction:                    # progress only increases
+                self._fraction = fb.fraction
+                self._note(fb.fraction, 1.0, "rewinding")
+        self._update(apply)
+
+    def _answer(self, hand_over: bool) -> m.ExecutionAnswer:
+        r = self.result
+        if r is None:
+            return m.ExecutionAnswer(**self._common(self.dry_run), **self._unsettled())
+        return m.ExecutionAnswer(**dict(self._common(self.dry_run), duration_s=r.duration_s),
+                                 **self._settled(r.success, r.message),
+                                 rewind=m.RewindAnswer(success=r.success, message=r.message,
+                                                       waypoints=r.waypoints,
+                                                       duration_s=r.duration_s,
+                                                       dry_run=self.dry_run))
+
+
+@dataclass(frozen=True)
+class SkillRequest:
+    """What save_skill asked for."""
+    name: str
+    code: str
+    description: str
+    from_execution_id: str
+    dry_runs: int
+
+
+class SaveJob(OwnIdJob):
+    """One skills/save request; its progress the dry runs the node starts for it."""
+
+    kind, id_prefix = "save_skill", "save"
+
+    def __init__(self, robot: Robot, request: SkillRequest) -> None:
+        super().__init__(robot)
+        self.request = request
+        self.reply: Any = None      # SaveSkill.Response
+        self.dry_run_ids: list[str] = []
+        self._replied = False       # the request is over (answered or given up): stop no more
+        self._stopper: threading.Thread | None = None
+
+    def _run(self) -> None:
+        q = self.request
+        self.robot.lease.token()
+        with self._changed:
+            if self._cancelled:     # cancelled while the lease was being taken
+                raise TidybotClientError("canceled before it was sent: nothing was saved")
+            self._sent = True
+        try:
+            reply = self.robot.client.save_skill(q.name, q.code, q.description,
+                                                 q.from_execution_id, q.dry_runs)
+        except TidybotClientError as exc:
+            raise TidybotClientError(f"no reply from the node to the save ({exc}): "
+                                     f"list_skills shows whether {q.name} was saved") from None
+        finally:
+            # the job ends only after its stopper: no stop of it may reach the next job's goal
+            self._update(lambda: setattr(self, "_replied", True))
+            with self._changed:
+                stopper = self._stopper
+            if stopper is not None:
+                stopper.join()
+        self._update(lambda: setattr(self, "reply", reply))
+
+    def ids(self) -> list[str]:
+        return [self._id, *self.dry_run_ids]
+
+    def identify(self, status: ExecutionStatus) -> None:
+        """A dry run of this save started (skill_saver labels them "skill NAME: dry run
+        k/N"): a progress notification, its id, and a cancelled save stops it at once."""
+        label = f"skill {self.request.name}: dry run "
+        if (status.state == "running" and status.holder == self.robot.holder
+                and status.label.startswith(label) and self.reply is None):
+            def apply() -> None:
+                if status.execution_id not in self.dry_run_ids:
+                    self.dry_run_ids.append(status.execution_id)
+                    self._note(len(self.dry_run_ids) - 1, self.request.dry_runs,
+                               f"{status.label} (execution {status.execution_id})")
+            self._update(apply)
+
     def cancel(self) -> None:
-        """Cancel the goal that runs (the robot holds) and any still to come. A goal not yet
-        accepted is cancelled by the job's thread the moment it is."""
+        """Nothing is sent any more; a save sent is stopped at its dry runs (see the module's
+        docstring): execution/stop under this server's lease until the node replies."""
         with self._changed:
             self._cancelled = True
-            handle = next((s.handle for s in self.steps if s.result is None), None)
-        if handle is not None and handle.is_accepted():
-            handle.cancel()
+            if self._sent and not self._replied and self._stopper is None:
+                self._stopper = threading.Thread(target=self._stop_dry_runs, daemon=True,
+                                                 name="tidybot-mcp-save-stop")
+                self._stopper.start()       # (under the lock: _run joins only a started one)
 
-    def answer(self) -> m.ExecutionAnswer:
-        """How far it got; hands over the output the model has not been given yet."""
-        with self._changed:
-            step = self.steps[-1] if self.steps else None
-            (out, out_cut), (err, err_cut) = (step.streams[name].take() if step else ("", False)
-                                              for name in ("stdout", "stderr"))
-            first = self.steps[0] if self.steps else None
-            approval = first.check() if self.approve and first and first.result else None
-            result = step.result if step and self.done else None
-            if result is not None:
-                end = dict(status=WORDS[result.status], exit_code=result.exit_code,
-                           error=result.error, duration_s=result.duration_s)
-            elif self.done:
-                end = dict(status="error", exit_code=None, error=self.failure, duration_s=0.0)
-            else:
-                end = dict(status="running", exit_code=None, error="", duration_s=round(
-                    time.monotonic() - step.started, 3) if step else 0.0)
-            return m.ExecutionAnswer(
-                execution_id=self.execution_id, stdout=out, stderr=err,
-                truncated=bool(result and result.truncated) or out_cut or err_cut,
-                dry_run=step.dry_run if step else self.goal.dry_run, approval=approval, **end)
+    def _stop_dry_runs(self) -> None:
+        """Until the node replied: stop what runs under the lease (only this save's dry runs:
+        the book runs one job at a time), again whenever a dry run of it starts."""
+        while not self._replied and not self.robot.closing.is_set():
+            version = self.version
+            try:
+                self.robot.client.stop()
+            except TidybotClientError:
+                pass                # the node is gone or the lease ended: nothing runs
+            self.wait_change(version, STOP_EVERY_S)
 
-    def forget_progress(self) -> None:
-        """A newer job started: this one's lines are no longer sent as progress (its answer
-        keeps its output), so the kept jobs hold no more than their answers."""
-        with self._changed:
-            self._lines.clear()
-
-    def join(self, timeout_s: float) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
+    def _answer(self, hand_over: bool) -> m.ExecutionAnswer:
+        r = self.reply
+        if r is None:
+            return m.ExecutionAnswer(**self._common(False), **self._unsettled())
+        message = r.message + (" (your cancel came after its dry runs had passed: it is saved, "
+                               "and a saved version is never taken back)"
+                               if r.success and self._cancelled else "")
+        return m.ExecutionAnswer(**self._common(False), **self._settled(r.success, r.message),
+                                 skill=m.SkillSaved(success=r.success, message=message,
+                                                    version=r.version,
+                                                    dry_runs_passed=r.dry_runs_passed))
 
 
 class JobBook:
-    """This server's jobs: the one that runs (one at a time: the robot runs one goal at a
-    time anyway) and the last KEEP_JOBS, found by any of their execution ids."""
+    """This server's jobs: the one that runs (one at a time, of any kind: the robot runs one
+    writer at a time anyway) and the last KEEP_JOBS, found by any of their ids; and the ends
+    that cancelled calls could not tell."""
 
-    def __init__(self, robot: Robot, approve: bool) -> None:
-        self.robot, self.approve = robot, approve
+    def __init__(self, robot: Robot) -> None:
+        self.robot = robot
         self._jobs: deque[Job] = deque(maxlen=KEEP_JOBS)
+        self._owed: list[Job] = []
         self._lock = threading.Lock()
         self._starting = threading.Lock()       # one check-then-start at a time
         robot.node.create_subscription(ExecutionStatus, robot.topic("execution/status"),
@@ -367,17 +614,16 @@ class JobBook:
         with self._lock:
             return next((job for job in self._jobs if not job.done), None)
 
-    def start(self, goal: Goal) -> Job:
-        """Take the lease if needed and start ``goal``; refused while another job runs."""
+    def start(self, job: Job) -> Job:
+        """Take the lease if needed and start ``job``; refused while another job runs."""
         self.robot.ready()
         with self._starting:
             busy = self.running()
             if busy is not None:
                 raise TidybotClientError(
-                    f"execution {busy.execution_id or '(starting)'} is still running: wait for "
-                    f"it with get_execution, or stop it with cancel_execution, first")
+                    f"{WHAT[busy.kind]} {busy.execution_id or '(starting)'} is still running: "
+                    f"wait for it with get_execution, or stop it with cancel_execution, first")
             self.robot.lease.token()    # a busy robot is the caller's error now, not the job's
-            job = Job(self.robot, goal, self.approve)
             with self._lock:
                 for old in self._jobs:
                     old.forget_progress()
@@ -388,6 +634,22 @@ class JobBook:
     def find(self, execution_id: str) -> Job | None:
         with self._lock:
             return next((job for job in reversed(self._jobs) if execution_id in job.ids()), None)
+
+    def owe(self, job: Job) -> None:
+        """A call following ``job`` was cancelled: the client answered it "cancelled"."""
+        with self._lock:
+            if job not in self._owed:
+                self._owed.append(job)
+
+    def news(self) -> list[m.ExecutionAnswer]:
+        """The ends owed to the model: jobs whose call was cancelled and that have ended
+        otherwise than canceled (a save the cancel came too late for, code that had
+        finished). Each is told once; one that ended canceled was told the truth already."""
+        with self._lock:
+            ended = [job for job in self._owed if job.done]
+            self._owed = [job for job in self._owed if not job.done]
+        answers = (job.answer(hand_over=False) for job in ended)
+        return [a for a in answers if a.status != "canceled"]
 
     def close(self) -> None:
         """Leave every job's thread (the goals themselves end with the lease's release)."""

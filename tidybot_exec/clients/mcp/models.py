@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 StatusWord = Literal["running", "succeeded", "failed", "timeout", "canceled", "rejected",
                      "error"]
+JobKind = Literal["code", "rewind", "save_skill"]
 
 
 class DryRunCheck(BaseModel):
@@ -23,23 +24,50 @@ class DryRunCheck(BaseModel):
                                      "went ahead")
 
 
+class RewindAnswer(BaseModel):
+    """A rewind's end, as the node's rewind action answered it."""
+    success: bool
+    message: str = Field(description="what was done, or why not")
+    waypoints: int
+    duration_s: float
+    dry_run: bool
+
+
+class SkillSaved(BaseModel):
+    """A save's end, as the node's skills/save answered it."""
+    success: bool
+    message: str = Field(description="what was saved (NAME@VERSION), or why not")
+    version: int
+    dry_runs_passed: int
+
+
 class ExecutionAnswer(BaseModel):
-    """An execution as far as it got: the end (status other than running), or how far it is.
-    stdout and stderr hold only output not given in an earlier answer."""
-    execution_id: str
+    """What execute_code, rewind or save_skill started, as far as it got: the end (status
+    other than running), or how far it is. stdout and stderr hold only output not given in
+    an earlier answer (code only)."""
+    execution_id: str = Field(description=(
+        "the id get_execution and cancel_execution take: the node's execution id for code "
+        "(as the history has it); for a rewind or a save this server's own (rewind-..., "
+        "save-...)"))
+    kind: JobKind = Field(description="what was started: code (execute_code), rewind or "
+                                      "save_skill")
     status: StatusWord
     exit_code: int | None = Field(description="the code's exit code (negative: killed by that "
-                                              "signal); null while running")
+                                              "signal); null while running, and for a rewind "
+                                              "or a save")
     stdout: str
     stderr: str
     error: str = Field(description="one line: why it did not succeed ('' when it did)")
     duration_s: float = Field(description="seconds it ran (so far, while running)")
     truncated: bool = Field(description="output was cut to its head and tail (by the robot's "
                                         "output cap, or to keep this answer small)")
-    dry_run: bool = Field(description="it ran against a private simulated robot; the real one "
-                                      "did not move")
+    dry_run: bool = Field(description="the real robot did not move: the code ran against a "
+                                      "private simulated robot, the rewind was only planned")
     approval: DryRunCheck | None = Field(
         default=None, description="the dry run --approval dry-run-first made first")
+    rewind: RewindAnswer | None = Field(default=None, description="a rewind's end")
+    skill: SkillSaved | None = Field(default=None, description="a save's end: whether the "
+                                                               "skill was saved")
 
 
 class JointState(BaseModel):
@@ -157,21 +185,6 @@ class Skill(BaseModel):
 
 class Skills(BaseModel):
     skills: list[Skill]
-
-
-class SkillSaved(BaseModel):
-    success: bool
-    message: str = Field(description="what was saved (NAME@VERSION), or why not")
-    version: int
-    dry_runs_passed: int
-
-
-class RewindAnswer(BaseModel):
-    success: bool
-    message: str = Field(description="what was done, or why not")
-    waypoints: int
-    duration_s: float
-    dry_run: bool
 
 
 class StopAnswer(BaseModel):

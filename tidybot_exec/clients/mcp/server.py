@@ -27,6 +27,7 @@ from mcp.server import MCPServer
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
 
 from tidybot_exec.clients.client import spun_client
 from tidybot_exec.clients.mcp.jobs import JobBook
@@ -134,6 +135,13 @@ def rebinding_protection(host: str, allowed: list[str]) -> TransportSecuritySett
                                      allowed_origins=[*origins, *(f"{o}:*" for o in origins)])
 
 
+def http_app(server: MCPServer, host: str, allowed: list[str]) -> Starlette:
+    """The streamable HTTP app: the token checked first (when the server has one), then the
+    Host and Origin names."""
+    return server.streamable_http_app(host=host,
+                                      transport_security=rebinding_protection(host, allowed))
+
+
 async def serve(server: MCPServer, args: argparse.Namespace) -> None:
     if args.http is None:
         await server.run_stdio_async()
@@ -146,8 +154,7 @@ async def serve(server: MCPServer, args: argparse.Namespace) -> None:
         log.warning("serving on %s:%d: reachable from the network (every request needs the "
                     "token; Host names accepted: loopback%s)", host, port,
                     "".join(f", {n}" for n in names))
-    app = server.streamable_http_app(host=host,
-                                     transport_security=rebinding_protection(host, args.allow_host))
+    app = http_app(server, host, args.allow_host)
     # on a signal, calls still waiting (for an execution's end) are cancelled after 5 s
     await uvicorn.Server(uvicorn.Config(app, host=host.strip("[]"), port=port,
                                         log_level="warning", access_log=False,
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                      signal_handler_options=rclpy.signals.SignalHandlerOptions.NO) as client:
         robot = Robot(client, args.namespace, f"mcp:{args.name}", release_after,
                       args.wait_server)
-        book = JobBook(robot, approve=args.approval == "dry-run-first")
+        book = JobBook(robot)
         leave_on_signals(robot)
         try:
             anyio.run(serve, build_server(Tools(robot, book, args.approval), args.http, token),

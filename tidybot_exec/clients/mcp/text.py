@@ -15,9 +15,9 @@ stdout and stderr come back, line by line while it runs.
 - Try new motion with dry_run=true first: the same code against a private simulated copy
   of the robot that starts where the real one is (its cameras see a simulated world, not
   the real one); the real robot does not move.
-- A long run comes back as status "running" after wait_s; get_execution continues it,
-  cancel_execution stops it (the robot stops and holds). emergency_stop is for emergencies:
-  it latches, and only an operator can reset it.
+- A long run (code, a rewind, a skill save) comes back as status "running" after wait_s;
+  get_execution continues it, cancel_execution stops it (the robot stops and holds).
+  emergency_stop is for emergencies: it latches, and only an operator can reset it.
 - rewind drives the robot back along the path it came (target "start": to where it was
   when this server took the robot's lease).
 - Look before you move with get_camera_image, or read cameras in code
@@ -46,17 +46,30 @@ def description(d: m.RobotDescription) -> str:
             f"{d.skills_markdown}\n\n{d.sdk_manual_markdown}")
 
 
-def execution(a: m.ExecutionAnswer) -> str:
-    """An execution answer: what happened in a line or two, then the new output."""
-    what = f"{'dry run ' if a.dry_run else ''}execution {a.execution_id or '(starting)'}"
+WHAT: dict[m.JobKind, str] = {"code": "execution", "rewind": "rewind",
+                              "save_skill": "skill save"}
+STOPPING = {"code": "the code stops and the robot holds",
+            "rewind": "the robot stops and holds",
+            "save_skill": "its dry runs are stopped; a save already past them stands"}
+
+
+def headline(a: m.ExecutionAnswer) -> str:
+    """What happened, in a line: the end, or how long it has been running and what next."""
+    what = f"{'dry run ' if a.dry_run else ''}{WHAT[a.kind]} {a.execution_id or '(starting)'}"
     if a.status == "running":
-        lines = [f"{what} is still running ({a.duration_s:.1f}s so far): call get_execution "
-                 f"with its id to wait for more output and the end, or cancel_execution to "
-                 f"stop it (the robot holds)."]
-    else:
-        exit_code = "" if a.exit_code is None else f", exit code {a.exit_code}"
-        lines = [f"{what} {a.status} after {a.duration_s:.2f}s{exit_code}"
-                 + (f": {a.error}" if a.error else ".")]
+        return (f"{what} is still running ({a.duration_s:.1f}s so far): call get_execution "
+                f"with its id to wait for the end, or cancel_execution to stop it "
+                f"({STOPPING[a.kind]}).")
+    exit_code = "" if a.exit_code is None else f", exit code {a.exit_code}"
+    detail = a.error or (a.rewind.message if a.rewind else "") or (
+        a.skill.message if a.skill else "")
+    return f"{what} {a.status} after {a.duration_s:.2f}s{exit_code}" + (
+        f": {detail}" if detail else ".")
+
+
+def execution(a: m.ExecutionAnswer) -> str:
+    """An answer of execute_code, rewind or save_skill: the headline, then the new output."""
+    lines = [headline(a)]
     if a.approval is not None and a.approval.passed:
         lines.insert(0, f"Approved: its dry run {a.approval.execution_id} succeeded first.")
     elif a.approval is not None and a.status != "running":
@@ -68,3 +81,11 @@ def execution(a: m.ExecutionAnswer) -> str:
     if a.truncated:
         lines.append("(output was cut to its head and tail)")
     return "\n".join(lines)
+
+
+def unheard(a: m.ExecutionAnswer) -> str:
+    """The end of a job whose call was cancelled (a cancelled call gets no answer), when it
+    is not what "cancelled" made the model believe."""
+    output = " (get_execution with its id gives its output)" if a.kind == "code" else ""
+    return (f"NOTE: a call you cancelled got no answer, and what it started did not end "
+            f"canceled: {headline(a)}{output}")

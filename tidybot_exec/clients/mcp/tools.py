@@ -6,24 +6,28 @@ structured content) with text that says the same. The tools reach the robot only
 the node's goals and services, so the lease, the safety guard, the sandbox and the history
 hold for the model as for anyone; the annotations (destructive, read-only) are hints for the
 client, never the enforcement. Blocking calls run in worker threads (abandoned, not waited
-for, when a call is cancelled); a cancelled call that follows a goal cancels the goal.
+for, when a call is cancelled). execute_code, rewind and save_skill start a job (jobs.py)
+and follow it as get_execution does, for at most wait_s: one mechanism for the three, so none
+of them outlasts a client's request timeout; a cancelled call that follows a job cancels it,
+and the end it then never answered comes with a later answer (JobBook.news).
 """
 from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from functools import partial
-from typing import Annotated, Any, Callable, Literal, TypeVar
+from functools import partial, wraps
+from typing import Annotated, Any, Awaitable, Callable, Literal, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from tidybot_exec.clients.client import ExecutionHandle, TidybotClientError
-from tidybot_exec.clients.mcp import jobs, models as m, text
-from tidybot_exec.clients.mcp.jobs import ACCEPT_S, WORDS, Goal, Job, JobBook
+from tidybot_exec.clients.client import TidybotClientError
+from tidybot_exec.clients.mcp import models as m, text
+from tidybot_exec.clients.mcp.jobs import (ACCEPT_S, WORDS, CodeJob, Goal, Job, JobBook,
+                                           RewindJob, SaveJob, SkillRequest)
 from tidybot_exec.clients.mcp.lease import RobotBusy
 from tidybot_exec.clients.mcp.robot import Robot, Unreachable
 
@@ -31,11 +35,14 @@ T = TypeVar("T")
 # Past the budget, for the node to name a just-started execution: by then the job has
 # failed if it was not named (two sends, each accepted within ACCEPT_S or given up).
 ID_WAIT_S = 2 * ACCEPT_S + 10.0
-REWIND_LIMIT_S = 3600.0  # a rewind drives back a path at half speed: this long at most
 CANCEL_WAIT_S = 15.0    # cancel_execution waits this long for the end it reports
 SHIELD_S = 15.0         # a cancelled call's own cancel of its goal may take this long
 
 Seconds = Annotated[float, Field(ge=0.0, le=600.0)]
+WaitS = Annotated[Seconds, Field(description=(
+    "how long this call waits for the end; past it the answer is status 'running' with an "
+    "execution_id, and get_execution continues. Keep it under your client's request timeout "
+    "(often 60 s): a call the client gives up on cancels what it started"))]
 ExecutionId = Annotated[str, Field(min_length=1, description="the execution_id an earlier "
                                                              "answer gave")]
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
@@ -52,6 +59,19 @@ def iso(stamp: Any) -> str:
     return datetime.fromtimestamp(stamp.sec + stamp.nanosec * 1e-9, timezone.utc).isoformat()
 
 
+def with_notes(result: Any, notes: list[str]) -> Any:
+    """A tool's result with ``notes`` as text beside what it says (structure unchanged)."""
+    blocks = [TextContent(type="text", text=note) for note in notes]
+    if isinstance(result, CallToolResult):
+        return result.model_copy(update={"content": [*result.content, *blocks]})
+    if isinstance(result, BaseModel):       # its JSON as the SDK gives it, then the notes
+        return CallToolResult(content=[TextContent(type="text",
+                                                   text=result.model_dump_json(indent=2)),
+                                       *blocks],
+                              structured_content=result.model_dump(mode="json"))
+    return [*result, *blocks]
+
+
 class Tools:
     """The tools, bound to one robot and this server's jobs."""
 
@@ -66,7 +86,17 @@ class Tools:
                 (self.list_history, READ), (self.list_skills, READ),
                 (self.save_skill, WRITES), (self.rewind, MOVES),
                 (self.get_camera_image, READ.model_copy(update={"open_world_hint": True}))):
-            server.add_tool(tool, annotations=hints)
+            server.add_tool(self._telling(tool), annotations=hints)
+
+    def _telling(self, tool: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """``tool`` (same name, schema and description), its answer followed by the ends that
+        cancelled calls owe the model: whichever tool it calls next, it learns them."""
+        @wraps(tool)
+        async def told(*args: Any, **kwargs: Any) -> Any:
+            result = await tool(*args, **kwargs)
+            owed = self.book.news()
+            return with_notes(result, [text.unheard(a) for a in owed]) if owed else result
+        return told
 
     @staticmethod
     async def _blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -160,10 +190,7 @@ class Tools:
                 "the real robot does not move"))] = False,
             label: Annotated[str, Field(max_length=200, description=(
                 "a few words on what it does, kept in the history"))] = "",
-            wait_s: Annotated[Seconds, Field(description=(
-                "how long this call waits for the end; past it the answer is status "
-                "'running' and get_execution continues. Keep it under your client's request "
-                "timeout (often 60 s): a call the client gives up on cancels the code"))] = 30.0,
+            wait_s: WaitS = 30.0,
             on_failure: Annotated[Literal["hold", "rewind"], Field(description=(
                 "when the code fails or times out: hold where it is, or drive its own motion "
                 "back to where it began, then hold"))] = "hold",
@@ -172,28 +199,30 @@ class Tools:
         of output arrives as a progress notification; the answer has status (succeeded,
         failed, timeout, canceled, rejected, error, or running past wait_s), exit_code,
         stdout, stderr, a one-line error with your line number, and duration_s. Cancelling
-        this call cancels the code and the robot stops and holds. One execution at a time."""
+        this call cancels the code and the robot stops and holds. One at a time: code, a
+        rewind or a skill save."""
         goal = Goal(code, timeout_s, label, dry_run, "" if on_failure == "hold" else on_failure)
-        with anyio.CancelScope(shield=True):    # a start is never abandoned half-way: a goal
-            job = await self._blocking(self.book.start, goal)   # sent is a goal _follow cancels
-        return await self._follow(ctx, job, wait_s, progress_from=0)
+        return await self._start(ctx, CodeJob(self.robot, goal, self.approval == "dry-run-first"),
+                                 wait_s)
 
     async def get_execution(self, ctx: Context, execution_id: ExecutionId,
                             wait_s: Annotated[Seconds, Field(description=(
                                 "how long to wait for the end; keep it under your "
                                 "client's request timeout (often 60 s): a call the client "
-                                "gives up on cancels the code"))] = 30.0
+                                "gives up on cancels what it follows"))] = 30.0
                             ) -> Annotated[CallToolResult, m.ExecutionAnswer]:
-        """Continue an execution that execute_code left running: wait up to wait_s for its
-        end, streaming its new output as progress; the answer has the output not given
-        before, and the end once there is one. Cancelling this call cancels the code."""
+        """Continue what execute_code, rewind or save_skill left running: wait up to wait_s
+        for its end, streaming its progress (new output lines, the fraction rewound, dry
+        runs started); the answer has the output not given before, and the end once there is
+        one. Cancelling this call cancels what it follows, as cancel_execution does."""
         job = self._job(execution_id)
-        return await self._follow(ctx, job, wait_s, progress_from=job.line_count)
+        return await self._follow(ctx, job, wait_s, progress_from=job.progress_count)
 
     async def cancel_execution(self, execution_id: ExecutionId
                                ) -> Annotated[CallToolResult, m.ExecutionAnswer]:
-        """Stop an execution this server started: the code is stopped and the robot stops
-        and holds where it is. Answers with how it ended."""
+        """Stop what this server started (code, a rewind, a skill save): the code is stopped
+        and the robot stops and holds where it is; a save is stopped at its dry runs, but one
+        already past them is saved (the answer says which). Answers with how it ended."""
         job = self._job(execution_id)
         await self._blocking(job.cancel)
         deadline = time.monotonic() + CANCEL_WAIT_S
@@ -212,7 +241,7 @@ class Tools:
         return m.StopAnswer(success=reply.success, message=reply.message)
 
     async def save_skill(
-            self,
+            self, ctx: Context,
             name: Annotated[str, Field(min_length=1, max_length=64, description=(
                 "a Python identifier: the module's name and its function's"))],
             code: Annotated[str, Field(description=(
@@ -224,19 +253,16 @@ class Tools:
             dry_runs: Annotated[int, Field(ge=0, le=20, description=(
                 "run the module as __main__ this many times as dry runs first; saved only "
                 "if every one succeeds"))] = 1,
-    ) -> m.SkillSaved:
+            wait_s: WaitS = 30.0,
+    ) -> Annotated[CallToolResult, m.ExecutionAnswer]:
         """Save code that works as a new version of a skill, which later code imports with
         `from tidybot_skills import NAME`. Versions are never changed: saving a name again
-        adds the next version."""
-        def save() -> m.SkillSaved:
-            self.robot.ready()
-            with self.robot.lease.in_use():
-                self.robot.lease.token()
-                reply = self.robot.client.save_skill(name, code, description,
-                                                     from_execution_id, dry_runs)
-            return m.SkillSaved(success=reply.success, message=reply.message,
-                                version=reply.version, dry_runs_passed=reply.dry_runs_passed)
-        return await self._blocking(save)
+        adds the next version. Each dry run it starts is a progress notification; past
+        wait_s it is status "running" and get_execution continues. Cancelling it stops its
+        dry runs, so nothing is saved; a save already past its dry runs (or with none) is
+        saved anyway and the answer says so: a saved version is never taken back."""
+        request = SkillRequest(name, code, description, from_execution_id, dry_runs)
+        return await self._start(ctx, SaveJob(self.robot, request), wait_s)
 
     async def rewind(
             self, ctx: Context,
@@ -249,38 +275,14 @@ class Tools:
             parts: Annotated[tuple[Literal["arm", "base", "gripper"], ...], Field(description=(
                 "what to move back; empty: arm and base (the gripper only when named)"))] = (),
             dry_run: Annotated[bool, Field(description="plan only: nothing moves")] = False,
-    ) -> m.RewindAnswer:
+            wait_s: WaitS = 30.0,
+    ) -> Annotated[CallToolResult, m.ExecutionAnswer]:
         """Drive the robot back along the path it recorded, at half speed, through the
         safety guard: it moves the real robot (unless dry_run). Refused while code runs.
-        Cancelling this call stops it and the robot holds."""
-        def send() -> ExecutionHandle:
-            self.robot.ready()
-            return self.robot.client.rewind(target, amount, parts, dry_run,
-                                            lease_id=self.robot.lease.token(),
-                                            feedback_callback=lambda fb: fractions.append(
-                                                fb.fraction))
-        def result_slice(deadline: float) -> Any:
-            handle.accepted(ACCEPT_S)
-            return jobs.result_slice(handle, deadline, self.robot.closing, "the rewind")
-        fractions: list[float] = []
-        with self.robot.lease.in_use():
-            with anyio.CancelScope(shield=True):    # a rewind sent is a rewind we can cancel
-                handle = await self._blocking(send)
-            deadline = time.monotonic() + REWIND_LIMIT_S
-            try:
-                result, shown = None, -1.0
-                while result is None:
-                    result = await self._blocking(result_slice, deadline)
-                    if fractions and fractions[-1] > shown:     # progress only increases
-                        shown = fractions[-1]
-                        await ctx.report_progress(shown, 1.0, "rewinding")
-            except BaseException:   # cancelled, past its limit, ...: never left driving
-                with anyio.move_on_after(SHIELD_S, shield=True):
-                    await self._blocking(jobs.cancel_quietly, handle, self.robot.closing)
-                raise
-        return m.RewindAnswer(success=result.success, message=result.message,
-                              waypoints=result.waypoints, duration_s=result.duration_s,
-                              dry_run=dry_run)
+        The fraction done comes as progress; past wait_s it is status "running" and
+        get_execution continues. Cancelling this call stops it and the robot holds."""
+        return await self._start(ctx, RewindJob(self.robot, target, amount, parts, dry_run),
+                                 wait_s)
 
     # ---------------------------------------------------------------- helpers
     def _job(self, execution_id: str) -> Job:
@@ -296,25 +298,31 @@ class Tools:
         return CallToolResult(content=[TextContent(type="text", text=text.execution(answer))],
                               structured_content=answer.model_dump())
 
+    async def _start(self, ctx: Context, job: Job, wait_s: float) -> CallToolResult:
+        """Start ``job`` (the lease taken if needed; refused while another runs) and follow it."""
+        with anyio.CancelScope(shield=True):    # a start is never abandoned half-way: a job
+            await self._blocking(self.book.start, job)      # started is one _follow cancels
+        return await self._follow(ctx, job, wait_s, progress_from=0)
+
     async def _follow(self, ctx: Context, job: Job, wait_s: float, progress_from: int
                       ) -> CallToolResult:
         """Wait for ``job`` up to ``wait_s`` (then on until the node named it), sending its
-        output lines as progress; a cancelled call cancels the job."""
+        progress; a cancelled call cancels the job, and owes the model its end."""
         deadline = anyio.current_time() + wait_s
         sent = progress_from
         try:
             while True:
-                version, done = job.version, job.done   # (its last lines are queued before)
-                lines, count = job.lines_since(sent)
-                for n, line in enumerate(lines, start=count - len(lines) + 1):
-                    await ctx.report_progress(n, None, line)
-                sent = count
+                version, done = job.version, job.done   # (its last progress is queued before)
+                news, sent = job.progress_since(sent)
+                for progress in news:
+                    await ctx.report_progress(*progress)
                 left = deadline - anyio.current_time()
                 if done or (left <= 0 and job.execution_id) or left < -ID_WAIT_S:
                     return self._answer(job)
                 await self._blocking(job.wait_change, version, left if left > 0 else
                                      ID_WAIT_S + left)
         except anyio.get_cancelled_exc_class():
+            self.book.owe(job)          # first: the job may end before the cancel returns
             with anyio.move_on_after(SHIELD_S, shield=True):
                 await self._blocking(job.cancel)
             raise
