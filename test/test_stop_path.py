@@ -173,15 +173,16 @@ class Speeds:
             thread.join(3)
 
 
-def assert_stopped_for_good(simulator, speeds: Speeds, replied_at: float) -> None:
+def assert_stopped_for_good(simulator, speeds: Speeds, estop: tuple[float, float]) -> None:
     """Nothing but STOP and state queries reached a backend after the estop's reply, and
-    from each STOP's arrival on, that part only slowed down."""
-    after = {name: [m for m in server.received.since(replied_at) if m not in NOT_MOTION]
+    from the estop's STOP on (the first after it was asked), that part only slowed down."""
+    asked, replied = estop
+    after = {name: [m for m in server.received.since(replied) if m not in NOT_MOTION]
              for name, server in simulator.servers.items()}
     assert after == {name: [] for name in simulator.servers}, after
     for name in ("arm", "base"):
         log = list(simulator.servers[name].received.log)
-        stop_at = max(at for at, msg in log if msg == "STOP")
+        stop_at = min(at for at, msg in log if msg == "STOP" and at >= asked)
         seen = [v for at, part, v in speeds.samples if part == name and at > stop_at + 0.02]
         assert seen, f"no {name} state after its STOP"
         rises = [(a, b) for a, b in zip(seen, seen[1:]) if b > a + 1e-6]
@@ -189,8 +190,9 @@ def assert_stopped_for_good(simulator, speeds: Speeds, replied_at: float) -> Non
         assert seen[-1] < 1e-3, f"the {name} still moves: {seen[-1]}"
 
 
-def estopped(harness, simulator, wire, slow_hold: bool) -> float:
-    """Estop now (the hold slowed by a late gripper when ``slow_hold``); the reply's time."""
+def estopped(harness, simulator, wire, slow_hold: bool) -> tuple[float, float]:
+    """Estop now (the hold slowed by a late gripper when ``slow_hold``); when it was asked
+    and when it replied."""
     if slow_hold:
         simulator.control({"cmd": "reply_delay", "server": "gripper", "value": SLOW_HOLD_S})
     asked = time.monotonic()
@@ -198,7 +200,7 @@ def estopped(harness, simulator, wire, slow_hold: bool) -> float:
     replied = time.monotonic()
     if slow_hold:
         assert replied - asked >= SLOW_HOLD_S * 0.9 or problems, "the hold was not slow"
-    return replied
+    return asked, replied
 
 
 def settle(wire, speeds: Speeds) -> None:
@@ -226,14 +228,14 @@ def test_an_estop_during_an_action_rewind(robot, slow_hold):
         rewinding.start()
         wait_until(lambda: harness.service.snapshot().writers == ("rewind (action) by alice",)
                    and max(map(abs, wire.state("arm")["dq"])) > 0.05, 20, "the rewind to drive")
-        replied = estopped(harness, simulator, wire, slow_hold)
+        estop = estopped(harness, simulator, wire, slow_hold)
         rewinding.join(20)
         settle(wire, speeds)
     finally:
         speeds.close()
     (outcome,) = outcomes
     assert outcome.canceled and not outcome.success, outcome.message
-    assert_stopped_for_good(simulator, speeds, replied)
+    assert_stopped_for_good(simulator, speeds, estop)
     assert harness.service.snapshot().writers == ()
 
 
@@ -258,14 +260,14 @@ def test_an_estop_during_a_rewind_the_code_asked_for(robot, slow_hold):
         wait_until(lambda: f"rewind (code) for execution {execution.id} by alice"
                    in harness.service.snapshot().writers
                    and max(map(abs, wire.state("arm")["dq"])) > 0.05, 30, "the code's rewind")
-        replied = estopped(harness, simulator, wire, slow_hold)
+        estop = estopped(harness, simulator, wire, slow_hold)
         run.join(30)
         settle(wire, speeds)
     finally:
         speeds.close()
     result = lines[-1]
     assert result.status == Status.CANCELED and result.error.startswith("emergency stop")
-    assert_stopped_for_good(simulator, speeds, replied)
+    assert_stopped_for_good(simulator, speeds, estop)
     assert harness.service.snapshot().writers == ()
 
 
@@ -283,13 +285,13 @@ def test_an_estop_during_streamed_base_motion(robot, slow_hold):
     try:
         wait_until(lambda: abs(wire.state("base")["base_velocity"][0]) > 0.1, 20,
                    "the base to drive")
-        replied = estopped(harness, simulator, wire, slow_hold)
+        estop = estopped(harness, simulator, wire, slow_hold)
         result = run.result(30)
         settle(wire, speeds)
     finally:
         speeds.close()
     assert result.status == Status.CANCELED
-    assert_stopped_for_good(simulator, speeds, replied)
+    assert_stopped_for_good(simulator, speeds, estop)
 
 
 def test_a_rewind_goes_on_from_where_it_was_after_a_stall(robot):
