@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable, TypeVar
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from tidybot_exec.execution.rewind_path import RewindRequest
 from tidybot_sdk.protocol import GripperMsg, NodeMsg
 from tidybot_sdk.transport import RequestClient
 
+T = TypeVar("T")
 NOT_MOTION = {"STOP", "GET_STATE"}
 SLOW_HOLD_S = 0.4          # a backend that answers this late makes the hold this slow
 
@@ -190,108 +192,84 @@ def assert_stopped_for_good(simulator, speeds: Speeds, estop: tuple[float, float
         assert seen[-1] < 1e-3, f"the {name} still moves: {seen[-1]}"
 
 
-def estopped(harness, simulator, wire, slow_hold: bool) -> tuple[float, float]:
-    """Estop now (the hold slowed by a late gripper when ``slow_hold``); when it was asked
-    and when it replied."""
-    if slow_hold:
-        simulator.control({"cmd": "reply_delay", "server": "gripper", "value": SLOW_HOLD_S})
-    asked = time.monotonic()
-    _, problems = harness.service.estop()
-    replied = time.monotonic()
-    if slow_hold:
-        assert replied - asked >= SLOW_HOLD_S * 0.9 or problems, "the hold was not slow"
-    return asked, replied
+def estop_while(robot, slow_hold: bool, driving: Callable[[], bool], what: str,
+                ended: Callable[[], T]) -> T:
+    """Once ``driving()``, estop — with the hold slowed by a gripper that answers late when
+    ``slow_hold`` — then wait for ``ended()`` (returned) and for the robot to stand still,
+    and check that nothing but stop commands reached a backend after the estop's reply and
+    that each part only slowed down from the estop's STOP on."""
+    harness, simulator, wire = robot
+    speeds = Speeds(wire)
+    try:
+        wait_until(driving, 30, what)
+        if slow_hold:
+            simulator.control({"cmd": "reply_delay", "server": "gripper", "value": SLOW_HOLD_S})
+        asked = time.monotonic()
+        _, problems = harness.service.estop()
+        replied = time.monotonic()
+        assert not slow_hold or replied - asked >= SLOW_HOLD_S * 0.9 or problems, "not slow"
+        outcome = ended()
+        wait_until(lambda: max(map(abs, wire.state("arm")["dq"])) < 1e-6 and
+                   max(map(abs, wire.state("base")["base_velocity"])) < 1e-6, 15,
+                   "the robot to stop")
+    finally:
+        speeds.close()
+    assert_stopped_for_good(simulator, speeds, (asked, replied))
+    assert harness.service.snapshot().writers == ()
+    return outcome
 
 
-def settle(wire, speeds: Speeds) -> None:
-    """Until both parts stand still (a short while after the stop)."""
-    wait_until(lambda: max(map(abs, wire.state("arm")["dq"])) < 1e-6 and
-               max(map(abs, wire.state("base")["base_velocity"])) < 1e-6, 15, "the robot to stop")
-    speeds.samples.append((time.monotonic(), "end", 0.0))
+def arm_moving(wire) -> bool:
+    return max(map(abs, wire.state("arm")["dq"])) > 0.05
 
 
-MOVE_AWAY = ("from tidybot_sdk import arm, base\n"
+MOVE_AWAY = ("from tidybot_sdk import arm, base, rewind\n"
              "q = arm.get_state()['q']\nq[0] += 0.9\nq[3] += 0.4\narm.move_joints(q)\n"
              "base.move_delta(dx=0.3)\n")
 
 
 @pytest.mark.parametrize("slow_hold", [False, True], ids=["hold", "slow-hold"])
 def test_an_estop_during_an_action_rewind(robot, slow_hold):
-    harness, simulator, wire = robot
+    harness, _, wire = robot
     token = harness.token("alice")
     assert harness.service.run(Request(MOVE_AWAY, timeout_s=60), token).status == Status.SUCCEEDED
     outcomes: list = []
     rewinding = threading.Thread(target=lambda: outcomes.append(
         harness.service.rewind(RewindRequest("start"), token)))
-    speeds = Speeds(wire)
-    try:
-        rewinding.start()
-        wait_until(lambda: harness.service.snapshot().writers == ("rewind (action) by alice",)
-                   and max(map(abs, wire.state("arm")["dq"])) > 0.05, 20, "the rewind to drive")
-        estop = estopped(harness, simulator, wire, slow_hold)
-        rewinding.join(20)
-        settle(wire, speeds)
-    finally:
-        speeds.close()
+    rewinding.start()
+    estop_while(robot, slow_hold, lambda: harness.service.snapshot().writers == (
+        "rewind (action) by alice",) and arm_moving(wire), "the rewind to drive",
+        lambda: rewinding.join(20))
     (outcome,) = outcomes
     assert outcome.canceled and not outcome.success, outcome.message
-    assert_stopped_for_good(simulator, speeds, estop)
-    assert harness.service.snapshot().writers == ()
-
-
-REWIND_IN_CODE = ("from tidybot_sdk import arm, rewind\n"
-                  "q = arm.get_state()['q']\nq[0] += 0.9\nq[3] += 0.4\narm.move_joints(q)\n"
-                  "print('rewinding', flush=True)\n"
-                  "print(rewind.reset_to_home(), flush=True)\n"
-                  "import time\ntime.sleep(60)\n")
 
 
 @pytest.mark.parametrize("slow_hold", [False, True], ids=["hold", "slow-hold"])
 def test_an_estop_during_a_rewind_the_code_asked_for(robot, slow_hold):
-    harness, simulator, wire = robot
+    harness, _, wire = robot
     token = harness.token("alice")
-    lines: list[str] = []
-    execution = harness.service.start(Request(REWIND_IN_CODE, timeout_s=120), token,
-                                      lambda _id, stream, text, _t: lines.append(text))
-    run = threading.Thread(target=lambda: lines.append(harness.service.finish(execution)))
-    speeds = Speeds(wire)
-    try:
-        run.start()
-        wait_until(lambda: f"rewind (code) for execution {execution.id} by alice"
-                   in harness.service.snapshot().writers
-                   and max(map(abs, wire.state("arm")["dq"])) > 0.05, 30, "the code's rewind")
-        estop = estopped(harness, simulator, wire, slow_hold)
-        run.join(30)
-        settle(wire, speeds)
-    finally:
-        speeds.close()
-    result = lines[-1]
+    run = harness.begin(MOVE_AWAY + "print('started', flush=True)\n"
+                        "print(rewind.reset_to_home(), flush=True)\n"
+                        "import time\ntime.sleep(60)\n", lease_id=token, timeout_s=120)
+    writer = f"rewind (code) for execution {run.execution.id} by alice"
+    result = estop_while(robot, slow_hold, lambda: writer in harness.service.snapshot().writers
+                         and arm_moving(wire), "the code's rewind to drive", run.result)
     assert result.status == Status.CANCELED and result.error.startswith("emergency stop")
-    assert_stopped_for_good(simulator, speeds, estop)
-    assert harness.service.snapshot().writers == ()
 
 
 DRIVING = ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-           "from tidybot_sdk import base\nprint('driving', flush=True)\n"
+           "from tidybot_sdk import base\nprint('started', flush=True)\n"
            "while True:\n    base.drive(0.2, duration=0.2)\n")
 
 
 @pytest.mark.parametrize("slow_hold", [False, True], ids=["hold", "slow-hold"])
 def test_an_estop_during_streamed_base_motion(robot, slow_hold):
-    harness, simulator, wire = robot
-    token = harness.token("alice")
-    run = harness.begin(DRIVING.replace("'driving'", "'started'"), lease_id=token)
-    speeds = Speeds(wire)
-    try:
-        wait_until(lambda: abs(wire.state("base")["base_velocity"][0]) > 0.1, 20,
-                   "the base to drive")
-        estop = estopped(harness, simulator, wire, slow_hold)
-        result = run.result(30)
-        settle(wire, speeds)
-    finally:
-        speeds.close()
-    assert result.status == Status.CANCELED
-    assert_stopped_for_good(simulator, speeds, estop)
+    harness, _, wire = robot
+    run = harness.begin(DRIVING, lease_id=harness.token("alice"))
+    result = estop_while(robot, slow_hold,
+                         lambda: abs(wire.state("base")["base_velocity"][0]) > 0.1,
+                         "the base to drive", run.result)
+    assert result.status == Status.CANCELED and result.error.startswith("emergency stop")
 
 
 def test_a_rewind_goes_on_from_where_it_was_after_a_stall(robot):
