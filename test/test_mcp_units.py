@@ -361,6 +361,20 @@ async def in_thread(fn: Callable[[], Any]) -> Any:
     return await anyio.to_thread.run_sync(fn)
 
 
+async def _keep(results: list, call: Callable[[], Any]) -> None:
+    """A call's answer, for a call made in a task group."""
+    results.append(await call())
+
+
+async def until(predicate: Callable[[], Any], what: str) -> None:
+    """wait_until for a scenario (on the event loop: the tools run beside it)."""
+    with anyio.move_on_after(10):
+        while not predicate():
+            await anyio.sleep(0.01)
+        return
+    raise AssertionError(f"timed out after 10 s waiting for {what}")
+
+
 def test_the_eleven_tools_have_schemas_descriptions_and_honest_annotations(fake):
     tools = with_tools(fake, lambda client: client.list_tools())
     by_name = {t.name: t for t in tools.tools}
@@ -439,16 +453,6 @@ def test_a_save_past_its_wait_budget_is_running_with_its_dry_runs_as_progress(fa
     assert (answer["status"], answer["execution_id"]) == ("succeeded", running["execution_id"])
     assert answer["skill"] == {"success": True, "version": 3, "dry_runs_passed": 1,
                                "message": "saved wave@3 after 1 dry run(s): d1d1d1d1d1d1"}
-
-
-async def _keep(results: list, call: Callable[[], Any]) -> None:
-    results.append(await call())
-
-
-async def until(predicate: Callable[[], Any], what: str) -> None:
-    with anyio.fail_after(10):
-        while not predicate():
-            await anyio.sleep(0.01)
 
 
 @pytest.mark.parametrize("late", [False, True], ids=["stopped in its dry run", "too late"])
