@@ -24,7 +24,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tidybot_sdk.transport import StateSubscriber
 
 from . import protocol as cp
 from .robot_model import ARM_BASE_LINK, MOUNTS, ROOT_LINK
@@ -45,14 +44,13 @@ FRESH_S = 0.5               # else (clocks that disagree) the newest state, if t
 class ArmTrack:
     """The arm's recent joints by the arm server's timestamps, so that a frame's pose is
     where the camera was when the frame was taken, not when it reached the node. Fed with
-    arm state messages (``observe``), by the node's own state stream or, for a dry run, by
-    a subscriber of its own (``address``)."""
+    arm state messages (``observe``) by a live-state feed: the node's, or a dry run's own
+    (execution/live_state.py)."""
 
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(self) -> None:
         self._stamps: list[float] = []
         self._samples: list[tuple[float, Sequence[float]]] = []      # (arrival, q)
         self._lock = threading.Lock()
-        self._sub = StateSubscriber(address, "camera-arm", self.observe) if address else None
 
     def observe(self, msg: dict[str, Any]) -> None:
         stamp, q = msg.get("timestamp"), msg.get("q")
@@ -79,10 +77,6 @@ class ArmTrack:
                 return self._samples[near][1]
             arrived, q = self._samples[-1]
             return q if time.monotonic() - arrived <= FRESH_S else None
-
-    def close(self) -> None:
-        if self._sub is not None:
-            self._sub.close()
 
 
 class CameraUnavailable(Exception):
@@ -147,16 +141,15 @@ class _Stream:
 
 class FrameStore:
     """The newest frames of a source's cameras, what is wanted of them, and waiting for
-    a fresh one. ``arm`` tracks the arm's joints (None: no pose for arm-mounted cameras);
-    it is closed with this store when ``owns_arm``."""
+    a fresh one. ``arm`` tracks the arm's joints (None: no pose for arm-mounted cameras)."""
 
     kind = "camera source"
 
     def __init__(self, address: str, arm: ArmTrack | None = None,
                  on_frame: Callable[[Frame], None] = lambda frame: None,
-                 log: Callable[[str], None] = lambda line: None, owns_arm: bool = False) -> None:
+                 log: Callable[[str], None] = lambda line: None) -> None:
         self.address = address
-        self._arm, self._owns_arm, self._on_frame, self._log = arm, owns_arm, on_frame, log
+        self._arm, self._on_frame, self._log = arm, on_frame, log
         self._lock = threading.Condition()
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._cameras: list[str] = []
@@ -250,8 +243,6 @@ class FrameStore:
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
-        if self._arm is not None and self._owns_arm:
-            self._arm.close()
 
     # ------------------------------------------------------------ for the sources
     def _set_cameras(self, names: list[str], intrinsics: dict[str, dict[str, Any]]) -> None:
@@ -304,8 +295,8 @@ class CameraServerSource(FrameStore):
 
     def __init__(self, address: str, rate_hz: float, arm: ArmTrack | None = None,
                  on_frame: Callable[[Frame], None] = lambda frame: None,
-                 log: Callable[[str], None] = lambda line: None, owns_arm: bool = False) -> None:
-        super().__init__(address, arm, on_frame, log, owns_arm)
+                 log: Callable[[str], None] = lambda line: None) -> None:
+        super().__init__(address, arm, on_frame, log)
         self.rate_hz = rate_hz
         self._names: dict[str, str] = {}             # device_id -> camera name
         self._connected = False

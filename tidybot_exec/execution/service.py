@@ -205,11 +205,11 @@ class ExecutionService:
         cameras = CodeCameras(lambda: self.cameras, self.camera_settings, owned=False)
         if execution.request.dry_run is not None:
             recorder = Recorder()
-            feed = LiveState(execution.guard.upstream, self._log)
-            recorder.follow(feed)
+            feed = private = LiveState(execution.guard.upstream, self._log)
+            recorder.follow(private)
             recorder.begin_lease(lease)
             if self.cameras is not None:    # a robot without cameras has none in a dry run
-                cameras = CodeCameras(lambda: self._private_cameras(execution),
+                cameras = CodeCameras(lambda: self._private_cameras(execution, private),
                                       self.camera_settings, owned=True)
         recorder.begin_execution(execution.id, lease)
         running = _Running(execution, writer, binding, lease_id if binding else "", recorder,
@@ -217,13 +217,14 @@ class ExecutionService:
         execution.guard.serve_node(self._code_requests(running))
         return running
 
-    def _private_cameras(self, execution: Execution) -> Source:
-        """A dry run's cameras: its private simulator's camera server, its arm for the mounts."""
+    def _private_cameras(self, execution: Execution, feed: LiveState) -> Source:
+        """A dry run's cameras: its private simulator's camera server, its arm (from the
+        private robot's feed) for the mounts."""
+        track = ArmTrack()
+        feed.on("arm", track.observe)
         return CameraServerSource(f"ws+unix://{execution.workdir / CAMERA_SOCKET}",
-                                  self.camera_settings.rate_hz,
-                                  ArmTrack(execution.guard.upstream.arm["state"]),
-                                  log=lambda line: self._log(f"dry run {execution.id}: {line}"),
-                                  owns_arm=True)
+                                  self.camera_settings.rate_hz, track,
+                                  log=lambda line: self._log(f"dry run {execution.id}: {line}"))
 
     def _admit(self, lease_id: str) -> tuple[Binding | None, str]:
         """Under the lock: a new writer of the robot (code or a rewind) bound to the lease

@@ -76,7 +76,7 @@ class CameraTopics:
                 logger.info(line)
             else:
                 logger.warning(line)
-        self.arm = ArmTrack()        # fed with the arm's states by the node (StateTopics)
+        self.arm = ArmTrack()        # fed with the arm's states by the node's live-state feed
         self.source = make_source(node, p["cameras"], p["camera_rate_hz"], self.arm,
                                   self._on_frame, log)
         self._max_age_s = p["camera_max_age_s"]

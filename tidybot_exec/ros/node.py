@@ -44,11 +44,12 @@ from tidybot_exec.cameras.for_code import CameraSettings
 from tidybot_exec.execution.dry_run import Seed
 from tidybot_exec.execution import skills
 from tidybot_exec.execution.history import History
+from tidybot_exec.execution.live_state import BACKENDS
 from tidybot_exec.execution.records import Request, Result, Status
 from tidybot_exec.execution.rewind_path import Outcome, RewindRequest
 from tidybot_exec.execution.skills import Skill
 from tidybot_exec.execution.service import ExecutionService
-from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
+from tidybot_exec.execution.settings import LeasePolicy, executor_settings, sdk_config
 from tidybot_exec.execution.supervision import Execution
 from tidybot_exec.guard.hold import RobotHold
 from tidybot_exec.ros import convert
@@ -58,10 +59,6 @@ from tidybot_exec.ros.params import PARAMS, robot_history_dir, validate
 from tidybot_exec.ros.qos import LATCHED, SERVICES
 from tidybot_exec.ros.state_topics import StateTopics, Throttle, status
 from tidybot_exec.sandbox import bwrap
-from tidybot_exec.sandbox.bwrap import Isolation
-from tidybot_sdk import protocol as proto
-from tidybot_sdk.config import SdkConfig
-from tidybot_sdk.limits import SafetyLimits
 
 NODE_NAME = "tidybot_exec"
 WORLD_TIMEOUT_S = 0.5       # a dry run waits at most this for the simulated world's snapshot
@@ -76,36 +73,6 @@ _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEG
 
 class InvalidParameters(Exception):
     """The parameters given to the node make no sense; the node refuses to start."""
-
-
-def sdk_config(p: dict[str, Any]) -> SdkConfig:
-    """What the code process needs: backend endpoints and safety limits, from parameters."""
-    q = SafetyLimits()
-    limits = SafetyLimits(
-        joint_min=q.joint_min, joint_max=q.joint_max, joint_speed=p["joint_speed_cap"],
-        cartesian_speed=p["cartesian_speed_cap"],
-        cartesian_angular_speed=p["cartesian_angular_speed_cap"],
-        ee_box=tuple(zip(p["ee_box_min"], p["ee_box_max"])), base_speed=p["base_speed_cap"],
-        base_angular_speed=p["base_angular_speed_cap"],
-        base_box=tuple(zip(p["base_box_min"], p["base_box_max"])),
-        gripper_max_force=p["gripper_max_force"])
-    endpoints = {backend: {role: f"tcp://{p[backend + '_host']}:{p[f'{backend}_{role}_port']}"
-                           for role in roles} for backend, roles in proto.SOCKETS.items()}
-    return SdkConfig(limits=limits, request_timeout_s=p["request_timeout_s"]).with_endpoints(endpoints)
-
-
-def executor_settings(p: dict[str, Any], config: SdkConfig, isolation: Isolation) -> ExecutorSettings:
-    mib = 1024 ** 2
-    return ExecutorSettings(
-        bwrap=isolation.bwrap if isolation.sandboxed else "", disk_bytes=p["child_disk_mb"] * mib,
-        max_processes=p["child_max_processes"], warm_worker=p["warm_worker"],
-        hidden=(str(Path(p["history_dir"]).expanduser()),),
-        default_timeout_s=p["default_timeout_s"], max_timeout_s=p["max_timeout_s"],
-        max_code_bytes=p["max_code_bytes"], max_output_bytes=p["max_output_bytes"],
-        feedback_rate_hz=p["feedback_rate_hz"], feedback_max_bytes=p["feedback_max_bytes"],
-        stop_grace_s=p["stop_grace_s"], address_space_bytes=p["child_address_space_mb"] * mib,
-        open_files=p["child_open_files"], file_size_bytes=p["child_file_size_mb"] * mib,
-        sdk_config_json=config.to_json())
 
 
 class TidybotExecNode(Node):
@@ -173,8 +140,9 @@ class TidybotExecNode(Node):
                 (AcquireLease, "lease/take", self._take)):
             self.create_service(srv_type, name, self._never_raising(name, callback),
                                 qos_profile=SERVICES, callback_group=services)
-        self.state_topics = StateTopics(self, self.service.live, p, self._diagnostics,
-                                        on_arm=self.camera_topics.arm.observe)
+        # the cameras' arm track first (where each camera was), then the state topics
+        self.service.live.on("arm", self.camera_topics.arm.observe)
+        self.state_topics = StateTopics(self, self.service.live, p, self._diagnostics)
         self.create_timer(1.0, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_status()
         self._publish_lease_status()
@@ -254,7 +222,9 @@ class TidybotExecNode(Node):
 
     def _seed(self) -> Seed:
         """Where a dry run's private robot starts: the live state and world."""
-        return Seed.from_states(self.state_topics.fresh_states(), self._world())
+        fresh = self.settings["state_stale_after_s"]
+        return Seed.from_states({name: self.service.live.latest(name, fresh)
+                                 for name in BACKENDS}, self._world())
 
     def _world(self) -> dict | None:
         """The simulated world's objects, for a dry run's private simulator (a real camera

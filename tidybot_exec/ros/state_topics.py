@@ -78,8 +78,7 @@ class StateTopics:
     """Owns the state subscribers, the state publishers and /diagnostics."""
 
     def __init__(self, node: Node, live: LiveState, p: dict[str, Any],
-                 extra_status: Callable[[], list[DiagnosticStatus]],
-                 on_arm: Callable[[dict[str, Any]], None] = lambda msg: None) -> None:
+                 extra_status: Callable[[], list[DiagnosticStatus]]) -> None:
         self.node, self.p = node, p
         # a fleet's robots share /tf and /diagnostics: their frames and entries carry the
         # robot's namespace (docs/fleet.md)
@@ -112,15 +111,9 @@ class StateTopics:
         self._gripper_throttle = Throttle(p["state_rate_hz"])
         self._latest: dict[str, dict[str, Any]] = {}     # backend -> its newest state message
         self._live = live
-        # on_arm first: every arm state message (the cameras' ArmTrack), then republished
-        live.on("arm", self._guarded("arm", on_arm, self._on_arm))
+        live.on("arm", self._guarded("arm", self._on_arm))
         live.on("gripper", self._guarded("gripper", self._on_gripper))
         live.on("base", self._guarded("base", self._on_base))
-
-    def fresh_states(self) -> dict[str, dict[str, Any] | None]:
-        """The newest state of each backend; None for one that is down or stale."""
-        return {name: self._latest.get(name) if monitor.fresh() else None
-                for name, monitor in self.monitors.items()}
 
     def _guarded(self, name: str, *handlers: Callable[[dict[str, Any]], None]
                  ) -> Callable[[dict[str, Any]], None]:
