@@ -12,6 +12,7 @@ import pytest
 
 from support import Proc, answered, isolate_ros, wait_until
 
+DOMAIN_FROM_ENVIRONMENT = bool(os.environ.get("ROS_DOMAIN_ID", "").strip())
 DOMAIN_ID = isolate_ros()  # before anything imports rclpy or starts a ROS process
 # Live output must not depend on the caller's environment: the node runs without it.
 os.environ.pop("PYTHONUNBUFFERED", None)
@@ -24,7 +25,8 @@ pytest_plugins = ["session_guard"]
 
 
 def pytest_report_header() -> str:
-    return f"ROS_DOMAIN_ID={DOMAIN_ID} (reserved for this session), discovery LOCALHOST"
+    where = "from the environment" if DOMAIN_FROM_ENVIRONMENT else "reserved for this session"
+    return f"ROS_DOMAIN_ID={DOMAIN_ID} ({where}), discovery LOCALHOST"
 
 
 class RosClient:

@@ -19,49 +19,63 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
-# Kept open for the whole session: the flock is what reserves the domain id.
-_domain_lock = None
+# Kept open for the whole session: the flock is what reserves the session's slot.
+_slot_lock = None
+_PORT_BLOCK = 100
+_port_base = 0
+_next_port = 0
 
 
 def isolate_ros() -> int:
-    """Give this test session a ROS_DOMAIN_ID no other session on the machine holds.
+    """Give this test session a ROS_DOMAIN_ID and a block of TCP ports of its own.
 
-    A file lock per domain id reserves it, so parallel runs (two distros, two developers)
-    never see each other's nodes; discovery is limited to this host.
+    A file lock per slot (1..101) reserves the slot, so parallel runs (two distros, two
+    developers) never share ports; the slot is also the domain id, so they never see each
+    other's nodes, unless ROS_DOMAIN_ID is set in the environment: that one is used as it
+    is (the caller chose it). Discovery is limited to this host.
     """
-    global _domain_lock
+    global _slot_lock, _port_base
     lock_dir = Path(tempfile.gettempdir()) / "tidybot-test-domains"
     lock_dir.mkdir(exist_ok=True)
-    for domain in range(1, 102):
-        handle = open(lock_dir / f"{domain}.lock", "w")
+    for slot in range(1, 102):
+        handle = open(lock_dir / f"{slot}.lock", "w")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.close()
             continue
-        _domain_lock = handle
+        _slot_lock, _port_base = handle, 20000 + slot * _PORT_BLOCK
+        chosen = _domain_from_environment()
+        domain = slot if chosen is None else chosen
         os.environ["ROS_DOMAIN_ID"] = str(domain)
         os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         os.environ.pop("ROS_LOCALHOST_ONLY", None)
         return domain
-    raise RuntimeError("no free ROS_DOMAIN_ID between 1 and 101 on this machine")
+    raise RuntimeError("no free test slot (ports, ROS_DOMAIN_ID) in 1..101 on this machine")
 
 
-_PORT_BLOCK = 100
-_next_port = 0
+def _domain_from_environment() -> int | None:
+    """ROS_DOMAIN_ID as the caller set it (None: unset or empty)."""
+    value = os.environ.get("ROS_DOMAIN_ID", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) > 232:
+        raise RuntimeError(f"ROS_DOMAIN_ID={value!r} from the environment: a ROS domain id is "
+                           "0..232 (unset it to let the tests pick a free one)")
+    return int(value)
 
 
 def free_port() -> int:
     """A free TCP port on loopback from this session's own block below the ephemeral range.
 
     Ports handed out by bind(0) come from the ephemeral range, where any outgoing connection
-    may take them again before the server binds; a block per reserved ROS domain id, below
-    that range, avoids both that and other sessions.
+    may take them again before the server binds; a block per reserved slot, below that
+    range, avoids both that and other sessions.
     """
     global _next_port
-    base = 20000 + int(os.environ.get("ROS_DOMAIN_ID", "0")) * _PORT_BLOCK
+    assert _port_base, "isolate_ros() reserves the session's ports first"
     for _ in range(_PORT_BLOCK):
-        port = base + _next_port
+        port = _port_base + _next_port
         _next_port = (_next_port + 1) % _PORT_BLOCK
         with socket.socket() as s:
             try:
@@ -69,7 +83,7 @@ def free_port() -> int:
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free port in {base}..{base + _PORT_BLOCK - 1}")
+    raise RuntimeError(f"no free port in {_port_base}..{_port_base + _PORT_BLOCK - 1}")
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, what: str,
