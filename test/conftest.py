@@ -1,4 +1,6 @@
-"""Fixtures: an isolated ROS domain per session, a real rclpy client node, real processes."""
+"""Fixtures: an isolated ROS domain per session, a real rclpy client node, real processes,
+simulator + node stacks shared by the modules that ask for the same parameters, and the
+test lanes (markers unit, stack, build)."""
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from support import Proc, answered, isolate_ros, wait_until
+from support import Proc, Stack, answered, isolate_ros, wait_until
 
 DOMAIN_FROM_ENVIRONMENT = bool(os.environ.get("ROS_DOMAIN_ID", "").strip())
 DOMAIN_ID = isolate_ros()  # before anything imports rclpy or starts a ROS process
@@ -27,6 +29,45 @@ pytest_plugins = ["session_guard"]
 def pytest_report_header() -> str:
     where = "from the environment" if DOMAIN_FROM_ENVIRONMENT else "reserved for this session"
     return f"ROS_DOMAIN_ID={DOMAIN_ID} ({where}), discovery LOCALHOST"
+
+
+# ------------------------------------------------------------------ lanes and module order
+LANES = ("unit", "stack", "build")
+# Asking for one of these starts a robot (simulator + node processes, or a simulator in this
+# process), the execution service with its code processes, or joins the session's ROS
+# graph: the test is in the stack lane. Any other test is a unit test unless it is marked
+# itself (a module's pytestmark or the test's own marker wins: tests that build, or that
+# start such processes without these fixtures).
+STACK_FIXTURES = frozenset({"stack", "ros", "procs", "fleet", "fresh_stack", "graph",
+                            "sim_factory", "harness"})
+_stack_keys = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(tryfirst=True)        # before -m deselects by these markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not any(item.get_closest_marker(lane) for lane in LANES):
+            uses = set(getattr(item, "fixturenames", ()))
+            item.add_marker("stack" if uses & STACK_FIXTURES else "unit")
+    keys = {}                           # module -> its stack's key (None: it uses none)
+    for item in items:
+        module = _module_of(item)
+        if "stack" in getattr(item, "fixturenames", ()):
+            keys[module] = stack_key(module.obj)
+        else:
+            keys.setdefault(module, None)
+    config.stash[_stack_keys] = {module.nodeid: key for module, key in keys.items()}
+    # Modules that share a stack run one after the other, where the first of them was.
+    first: dict = {}
+    for index, (module, key) in enumerate(keys.items()):
+        first.setdefault(key if key is not None else module.nodeid, index)
+    place = {module: (first[key if key is not None else module.nodeid], index)
+             for index, (module, key) in enumerate(keys.items())}
+    items[:] = sorted(items, key=lambda item: place[_module_of(item)])   # stable within one
+
+
+def _module_of(item: pytest.Item) -> pytest.Collector:
+    return item.getparent(pytest.Module) or item.parent
 
 
 class RosClient:
@@ -106,9 +147,11 @@ class Recorder:
         self.ros.node.destroy_subscription(self.sub)
 
 
-@pytest.fixture(scope="module")
-def ros(request) -> Iterator[RosClient]:
-    client = RosClient("test_" + request.module.__name__.replace(".", "_"))
+@pytest.fixture(scope="session")
+def ros() -> Iterator[RosClient]:
+    """One rclpy node for the session: the nodes under test discover it once, not once per
+    module (a new participant costs 0.3-3 s of discovery before its first reply)."""
+    client = RosClient("test_session")
     yield client
     client.close()
 
@@ -319,21 +362,170 @@ class ExecClient:
             self.ros.node.destroy_client(service_client)
 
 
-@pytest.fixture(scope="module")
-def stack(ros, tmp_path_factory, request):
-    """Simulator + node processes shared by a test module (its STACK_PARAMS are node
-    parameters), and a client for them."""
-    from support import Stack
+# ------------------------------------------------------------------ shared stacks
+def stack_key(module) -> tuple:
+    """What makes a module's stack interchangeable with another's: the node parameters
+    (STACK_PARAMS), the cameras (STACK_CAMERAS), or nothing (STACK_PRIVATE: its own)."""
+    params = getattr(module, "STACK_PARAMS", None) or {}
+    return (tuple(sorted((name, repr(value)) for name, value in params.items())),
+            bool(getattr(module, "STACK_CAMERAS", False)),
+            module.__name__ if getattr(module, "STACK_PRIVATE", False) else "")
 
-    log_dir = tmp_path_factory.mktemp("stack")
-    s = Stack(log_dir, log_dir / "history", params=getattr(request.module, "STACK_PARAMS", None),
-              cameras=getattr(request.module, "STACK_CAMERAS", False))
-    client = ExecClient(ros)
-    try:
+
+class SharedStacks:
+    """The one live simulator + node of the session and its client, kept while consecutive
+    modules ask for the same key (pytest_collection_modifyitems puts them together) and
+    stopped before a stack with another key starts."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.stack: Stack | None = None
+        self.client: ExecClient | None = None
+
+    def take(self, module, ros: RosClient, tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[Stack, ExecClient, bool]:
+        """The stack for ``module``, its client, and whether another module used it before."""
+        key = stack_key(module)
+        if self.stack is not None and self.key == key:
+            return self.stack, self.client, True
+        self.close()
+        log_dir = tmp_path_factory.mktemp("stack")
+        self.stack = Stack(log_dir, log_dir / "history",
+                           params=getattr(module, "STACK_PARAMS", None),
+                           cameras=getattr(module, "STACK_CAMERAS", False))
+        self.key, self.client = key, ExecClient(ros)
+        return self.stack, self.client, False
+
+    def close(self) -> None:
+        stack, client = self.stack, self.client
+        self.stack = self.client = self.key = None
+        try:
+            if client is not None:
+                client.close()
+        finally:
+            if stack is not None:
+                stack.stop()
+
+
+SHARED = SharedStacks()
+
+
+@pytest.fixture(scope="session")
+def shared_stacks(ros) -> Iterator[SharedStacks]:
+    """SHARED, stopped at the end of the session however it ends (-x, ^C), before the
+    session's rclpy node (its client lives on that node)."""
+    yield SHARED
+    SHARED.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """Stop the live stack once no module that follows shares it (one stack at a time)."""
+    yield
+    keys = item.config.stash.get(_stack_keys, {})
+    if SHARED.stack is not None and (
+            nextitem is None or keys.get(_module_of(nextitem).nodeid) != SHARED.key):
+        SHARED.close()
+
+
+def renew(s: Stack, client: ExecClient, ros: RosClient, node: bool) -> None:
+    """A new simulator (the robot at home, the world's default scene), and with ``node`` a
+    new node (no lease, no estop, nothing running); back once the node publishes the new
+    robot's state."""
+    if node:
+        s.node.stop()
+    s.restart_sim()
+    if node:
+        s.start_node()
         client.wait_ready()
-    except AssertionError:
-        s.stop()
-        raise AssertionError(s.describe())
+    robot_state_since(ros, time.monotonic())
+
+
+def robot_state_since(ros: RosClient, since: float, timeout: float = 30.0) -> None:
+    """Until the node has published the state of all three backends after ``since``."""
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import JointState
+    from tidybot_interfaces.msg import GripperState
+
+    recorders = [Recorder(ros, msg_type, topic) for msg_type, topic in (
+        (JointState, "/joint_states"), (Odometry, "/base/odom"), (GripperState, "/gripper/state"))]
+    try:
+        wait_until(lambda: all(r.since(since) for r in recorders), timeout,
+                   "the node to publish the new simulator's state")
+    finally:
+        for r in recorders:
+            r.close()
+
+
+def leftovers(s: Stack, client: ExecClient, holder: str) -> list[str]:
+    """What is not as a test on a shared stack must find it: both processes and every
+    backend up, idle, the estop not latched, the lease held by ``holder`` ("": free) and
+    nobody waiting for it."""
+    if not (s.sim.alive() and s.node is not None and s.node.alive()):
+        return ["the simulator or the node exited"]
+    down = [name for name, up in s.control(cmd="stats")["running"].items() if not up]
+    execution, lease = client.client.status()
+    if execution is None or lease is None:
+        return ["no execution/status or lease/status"]
+    found = [f"the simulator's {name} server down" for name in down]
+    if execution.state != "idle" or execution.estopped:
+        found.append(f"execution/status {execution.state!r}"
+                     + (" (estop latched)" if execution.estopped else ""))
+    if lease.holder != holder:
+        found.append(f"the lease held by {lease.holder!r}" if lease.held else "the lease free")
+    if lease.waiting_holders:
+        found.append(f"waiting for the lease: {', '.join(lease.waiting_holders)}")
+    return found
+
+
+def settled(s: Stack, client: ExecClient, holder: str, timeout: float = 30.0) -> list[str]:
+    """leftovers() once they are gone, or after ``timeout`` (an ending run, a lapsing lease)."""
+    deadline = time.monotonic() + timeout
+    while (found := leftovers(s, client, holder)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack(shared_stacks, ros, tmp_path_factory, request):
+    """Simulator + node processes for a test module, and a client for them.
+
+    Modules with the same STACK_PARAMS and STACK_CAMERAS share one. The next module gets it
+    with a new simulator (the robot at home, the world's default scene; the node, its
+    history and skills carry over), once the last one left it idle, the estop reset and the
+    lease free. A module that harms its stack beyond that declares STACK_PRIVATE = True."""
+    s, client, reused = shared_stacks.take(request.module, ros, tmp_path_factory)
+    try:
+        if reused:
+            renew(s, client, ros, node=False)
+        else:
+            client.wait_ready()
+    except AssertionError as exc:
+        message = f"{exc}\n{s.describe()}"
+        shared_stacks.close()
+        raise AssertionError(message) from None
     yield s, client
-    client.close()
-    s.stop()
+    left = settled(s, client, "")
+    if left:        # the next module must not inherit it
+        shared_stacks.close()
+        raise AssertionError(f"{request.module.__name__} left its stack with "
+                             f"{'; '.join(left)}: stopped it")
+
+
+@pytest.fixture(autouse=True)
+def _stack_as_found(request):
+    """A test leaves its stack as it found it (leftovers(); the lease with the same holder:
+    a module's own lease fixture may hold it). Otherwise the simulator and the node are
+    restarted, so that the next test starts from a known state, and this test fails."""
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    s, client = request.getfixturevalue("stack")
+    found = client.client.status()[1]
+    holder = found.holder if found is not None else ""
+    yield
+    left = settled(s, client, holder)
+    if left:
+        renew(s, client, request.getfixturevalue("ros"), node=True)
+        raise AssertionError(f"the test left its stack with {'; '.join(left)}: the "
+                             "simulator and the node were restarted")

@@ -216,6 +216,13 @@ def sdk_config_for(config, **limits):
     return SdkConfig(limits=SafetyLimits(**limits)).with_endpoints(config.addresses())
 
 
+# The node parameters of the modules that run goals without a lease: they share one stack
+# (conftest's `stack`). The code's output, memory and disk are kept small (the limits'
+# tests); its cameras are a ROS driver's topics that test_driver_cameras publishes.
+LEASE_FREE = {"require_lease": False, "max_output_bytes": 65536, "child_address_space_mb": 1024,
+              "child_disk_mb": 32, "cameras": "ros:wrist=/fake_driver/camera"}
+
+
 class Stack:
     """tidybot-sim and tidybot-exec as real processes, wired to each other on free ports."""
 
@@ -229,13 +236,7 @@ class Stack:
         c = self.config
         self.log_dir, self.name, self.node_name = log_dir, name, node_name
         self.namespace = namespace
-        ports = lambda ps: ",".join(map(str, ps))  # noqa: E731
-        self.sim = Proc(python_cmd("tidybot_exec.sim.cli", "--arm-ports", ports(c.arm_ports),
-                                   "--gripper-ports", ports(c.gripper_ports),
-                                   "--base-ports", ports(c.base_ports),
-                                   "--control-port", str(self.control_port),
-                                   "--camera-port", str(self.camera_port)),
-                        log_dir, f"{name}-sim")
+        self.start_sim()
         self.params = {
             "arm_cmd_port": c.arm_ports[0], "arm_state_port": c.arm_ports[1],
             "arm_stream_port": c.arm_ports[2], "gripper_cmd_port": c.gripper_ports[0],
@@ -245,6 +246,23 @@ class Stack:
             **(params or {})}
         self.node: Proc | None = None
         self.start_node()
+
+    def start_sim(self) -> Proc:
+        """The simulator process, as it starts: the robot at home, the world's default scene."""
+        c = self.config
+        ports = lambda ps: ",".join(map(str, ps))  # noqa: E731
+        self.sim = Proc(python_cmd("tidybot_exec.sim.cli", "--arm-ports", ports(c.arm_ports),
+                                   "--gripper-ports", ports(c.gripper_ports),
+                                   "--base-ports", ports(c.base_ports),
+                                   "--control-port", str(self.control_port),
+                                   "--camera-port", str(self.camera_port)),
+                        self.log_dir, f"{self.name}-sim")
+        return self.sim
+
+    def restart_sim(self) -> None:
+        """A new simulator on the same ports (the node reconnects to it by itself)."""
+        self.sim.stop()
+        self.start_sim().wait_for_output("tidybot-sim: listening", 60)
 
     def start_node(self) -> Proc:
         args = ["tidybot-exec", "--ros-args", "-r", f"__node:={self.node_name}"]
@@ -293,6 +311,19 @@ def host_pids_with_argv(token: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def private_sims() -> list[int]:
+    """PIDs of dry-run simulators (``sim/private.py WORKDIR``) alive on this machine."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        except OSError:
+            continue
+        if len(args) >= 2 and args[-2].endswith(b"sim/private.py"):
+            pids.append(int(entry.name))
+    return pids
 
 
 def host_workdir(run) -> Path:

@@ -1,4 +1,5 @@
-"""Pure core pieces on their own: validation, output capture, history store."""
+"""Pure core pieces on their own: validation, output capture, history store, the
+skills module's names."""
 from __future__ import annotations
 
 import json
@@ -121,3 +122,13 @@ def test_a_returned_append_survives_a_crash(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path), here, str(ROOT)], timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert [r.execution_id for r in History(tmp_path, 10).newest()] == ["id7"]
+
+
+def test_tidybot_skills_has_no_public_name_a_skill_could_have():
+    """Module __getattr__ is asked only for names the module lacks: any other public name
+    of tidybot_skills would shadow the skill of that name."""
+    import tidybot_skills
+    from tidybot_exec.execution.skills import RESERVED
+
+    public = {n for n in dir(tidybot_skills) if not n.startswith("_")}
+    assert public == RESERVED == set(tidybot_skills.__all__)

@@ -12,12 +12,12 @@ import pytest
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionStatus
 
-from support import Wire, wait_until
+from support import LEASE_FREE, Wire, wait_until
 from tidybot_exec.execution.history import History
 from tidybot_exec.ros.qos import LATCHED
 
 R = ExecuteCode.Result
-STACK_PARAMS = {"require_lease": False}
+STACK_PARAMS = LEASE_FREE
 MOVING = ("from tidybot_sdk import arm\nprint('moving', flush=True)\n"
           "arm.move_joints([0.6, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785], duration=3)\n")
 ASKING = "from tidybot_sdk import arm\nprint('asking', flush=True)\narm.stop()\n"

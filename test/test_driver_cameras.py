@@ -3,15 +3,16 @@ code gets the driver's pixels, depth and intrinsics, and the node subscribes to 
 only while something wants its frames."""
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 from tidybot_interfaces.action import ExecuteCode
 
-from support import wait_until
+from support import LEASE_FREE, wait_until
 
-STACK_PARAMS = {"require_lease": False, "cameras": "ros:wrist=/fake_driver/camera"}
+STACK_PARAMS = LEASE_FREE         # cameras: ros:wrist=/fake_driver/camera
 R = ExecuteCode.Result
 W, H = 64, 48
 
@@ -37,17 +38,19 @@ def test_code_reads_a_drivers_topics_subscribed_only_while_wanted(stack, ros):
     timer = node.create_timer(0.05, publish)
     try:
         assert color.get_subscription_count() == 0        # nothing wants the frames yet
-        _, result = client.run(
-            "import json\nfrom tidybot_sdk import sensors\nimg = sensors.get_image('wrist')\n"
+        _, result = client.run(       # the arrays as bytes: well within max_output_bytes
+            "import base64, json\nfrom tidybot_sdk import sensors\nimg = sensors.get_image('wrist')\n"
             "d = sensors.get_depth('wrist')\ni = sensors.get_camera_info('wrist')\n"
-            "print(json.dumps({'img': img.tolist(), 'd': d.tolist(), 'cams': sensors.list_cameras(),"
+            "raw = lambda a: [a.dtype.str, a.shape, base64.b64encode(a.tobytes()).decode()]\n"
+            "print(json.dumps({'img': raw(img), 'd': raw(d), 'cams': sensors.list_cameras(),"
             " 'k': [i['fx'], i['fy'], i['cx'], i['cy']], 'T': i['T_base_camera'] is not None}))\n",
             timeout=60)
         assert result.status == R.STATUS_SUCCEEDED, result.stderr + result.error
         seen = json.loads(result.stdout)
         assert seen["cams"] == ["wrist"] and seen["T"]
-        assert np.array_equal(np.array(seen["img"], dtype=np.uint8), rgb)   # bgr8 -> RGB
-        d = np.array(seen["d"], dtype=float)
+        img = array(seen["img"])
+        assert img.dtype == np.uint8 and np.array_equal(img, rgb)     # bgr8 -> RGB
+        d = array(seen["d"]).astype(float)
         assert np.allclose(d[mm > 0], mm[mm > 0] / 1000.0, atol=1e-6) and np.isnan(d[mm == 0]).all()
         assert seen["k"] == [50.0, 51.0, 31.5, 23.5]
         assert color.get_subscription_count() == 1
@@ -57,6 +60,12 @@ def test_code_reads_a_drivers_topics_subscribed_only_while_wanted(stack, ros):
         node.destroy_timer(timer)
         for pub in (color, depth, info):
             node.destroy_publisher(pub)
+
+
+def array(raw: list) -> np.ndarray:
+    """An array the code printed as [dtype, shape, base64 of its bytes]."""
+    dtype, shape, data = raw
+    return np.frombuffer(base64.b64decode(data), dtype=dtype).reshape(shape)
 
 
 def _header(stamp):

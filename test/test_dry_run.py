@@ -3,7 +3,6 @@ state, and the real robot (the stack's simulator) receives nothing."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +10,7 @@ from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionStatus
 from tidybot_interfaces.srv import GetHistory
 
-from support import Wire, wait_until
-from tidybot_exec.execution.dry_run import Seed
-from tidybot_exec.execution.history import History
-from tidybot_exec.execution.records import Request, Status
-from tidybot_exec.execution.service import ExecutionService
-from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
+from support import Wire, private_sims, wait_until
 from tidybot_exec.ros.qos import LATCHED
 from tidybot_sdk import kinematics as kin
 
@@ -45,19 +39,6 @@ def wire(stack):
 
 def reports(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-
-
-def private_sims() -> list[int]:
-    """PIDs of dry-run simulators (``sim/private.py WORKDIR``) alive on this machine."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            args = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-        except OSError:
-            continue
-        if len(args) >= 2 and args[-2].endswith(b"sim/private.py"):
-            pids.append(int(entry.name))
-    return pids
 
 
 def test_a_dry_run_starts_where_the_robot_is_and_moves_only_its_own(stack, lease, wire):
@@ -91,10 +72,9 @@ def test_a_dry_run_starts_where_the_robot_is_and_moves_only_its_own(stack, lease
     assert [r.dry_run for r in records] == [True, False]
 
 
-def test_canceling_a_dry_run_ends_its_simulator_and_leaves_the_robot_alone(stack, lease, ros):
+def test_canceling_a_dry_run_ends_its_simulator_and_leaves_the_robot_alone(stack, lease, record):
     sim_stack, client = stack
-    statuses: list[ExecutionStatus] = []
-    ros.node.create_subscription(ExecutionStatus, "/execution/status", statuses.append, LATCHED)
+    statuses = record(ExecutionStatus, "/execution/status", LATCHED).messages
     received = sim_stack.control(cmd="stats")["received"]
     run = client.send("import time\nfrom tidybot_sdk import arm\narm.get_state()\n"
                       "print('moving', flush=True)\n"
@@ -132,17 +112,3 @@ def test_a_backend_without_fresh_state_starts_from_defaults(stack, lease):
     assert result.status == R.STATUS_SUCCEEDED, result.stderr
     (start,) = reports(result.stdout)
     assert start["base"] == [0.0, 0.0, 0.0]        # the simulator's default, not a guess
-
-
-def test_a_simulator_that_cannot_start_is_a_server_error(tmp_path):
-    stopped = []
-    service = ExecutionService(ExecutorSettings(), History(tmp_path, 10),
-                               lambda: stopped.append(True) or [], LeasePolicy(require_lease=False))
-    bad = Seed(q=[9.0] * 7)                   # outside the Panda limits: the simulator refuses
-    result = service.run(Request("print('never')", dry_run=bad))
-    service.shutdown()
-    assert result.status == Status.ERROR and result.dry_run
-    assert result.error.startswith("dry run: the simulated robot did not start (tidybot-sim: "
-                                   "initial_q must be 7 joint angles within the Panda limits")
-    assert "never" not in result.stdout and stopped == []
-    assert not private_sims()

@@ -14,10 +14,10 @@ from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import ExecutionStatus
 from tidybot_interfaces.srv import GetHistory, ResetEstop, StopExecution
 
-from support import Wire, host_pids_with_argv, host_workdir, wait_until
+from support import LEASE_FREE, Wire, host_pids_with_argv, host_workdir, wait_until
 
 R = ExecuteCode.Result
-STACK_PARAMS = {"require_lease": False, "max_output_bytes": 65536, "stop_grace_s": 1.0, "child_address_space_mb": 1024}
+STACK_PARAMS = LEASE_FREE         # max_output_bytes 65536, child_address_space_mb 1024
 
 
 def test_success_with_output(stack):

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from tidybot_interfaces.action import ExecuteCode
 
-from support import ROOT, Wire, wait_until
+from support import LEASE_FREE, ROOT, Wire, wait_until
 
 R = ExecuteCode.Result
-STACK_PARAMS = {"require_lease": False, "child_disk_mb": 32, "child_max_processes": 64}
+STACK_PARAMS = LEASE_FREE         # child_disk_mb 32 (child_max_processes 64: the default)
 HOME_Q = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
 
 

@@ -19,6 +19,8 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 
 from tidybot_exec.clients.client import TidybotClient  # noqa: E402
 
+pytestmark = pytest.mark.stack        # it launches the node and the simulator
+
 
 @pytest.mark.launch_test
 def generate_test_description():

@@ -247,16 +247,6 @@ def test_the_skill_channel_refuses_malformed_requests(stack, lease):
     assert result.stdout.splitlines() == ["a skill is asked for by name and a version (0: the latest)"] * 4
 
 
-def test_tidybot_skills_has_no_public_name_a_skill_could_have():
-    """Module __getattr__ is asked only for names the module lacks: any other public name
-    of tidybot_skills would shadow the skill of that name."""
-    import tidybot_skills
-    from tidybot_exec.execution.skills import RESERVED
-
-    public = {n for n in dir(tidybot_skills) if not n.startswith("_")}
-    assert public == RESERVED == set(tidybot_skills.__all__)
-
-
 def test_a_skills_traceback_shows_its_own_lines(stack, lease):
     broken = 'def broken():\n    """Fails."""\n    raise ValueError("inside the skill")\n'
     assert save(stack, lease, "broken", broken).success
