@@ -1,6 +1,8 @@
 """The packages are valid for ROS users: package.xml is format 3 and colcon builds both."""
 from __future__ import annotations
 
+import fcntl
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -22,17 +24,35 @@ def test_package_xml_is_format_3(path, build_type):
     assert pkg.get_build_type() == build_type
 
 
+def bootstrap_module():
+    """tools/bootstrap.py, imported (it is a script, not in a package)."""
+    spec = importlib.util.spec_from_file_location("bootstrap", ROOT / "tools" / "bootstrap.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.build
 def test_colcon_builds_both_packages_against_the_venv_underlay(tmp_path):
+    """Both packages, built and installed by colcon. The interfaces are built in the
+    bootstrap's own build tree (same source, same arguments): colcon configures, finds them
+    compiled and installs them, instead of compiling them a second time."""
     colcon = shutil.which("colcon")
     assert colcon, "colcon is installed by the bootstrap"
-    venv = os.environ.get("VIRTUAL_ENV", sys.prefix)
-    env = {**os.environ, "AMENT_PREFIX_PATH": venv, "CMAKE_PREFIX_PATH": venv}
-    done = subprocess.run(
-        [colcon, "--log-base", str(tmp_path / "log"), "build",
-         "--build-base", str(tmp_path / "build"), "--install-base", str(tmp_path / "install"),
-         "--paths", str(ROOT), str(ROOT / "tidybot_interfaces"),
-         "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    venv = Path(os.environ.get("VIRTUAL_ENV", sys.prefix))
+    bootstrap = bootstrap_module()
+    build_base = bootstrap.interface_build_dir(venv).parent
+    build_base.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "AMENT_PREFIX_PATH": str(venv), "CMAKE_PREFIX_PATH": str(venv)}
+    with open(build_base / ".colcon-test.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)           # one colcon build in this tree at a time
+        done = subprocess.run(
+            [colcon, "--log-base", str(tmp_path / "log"), "build",
+             "--build-base", str(build_base), "--install-base", str(tmp_path / "install"),
+             "--paths", str(ROOT), str(ROOT / "tidybot_interfaces"),
+             "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}",
+             *bootstrap.INTERFACE_CMAKE_ARGS],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "2 packages finished" in done.stdout
     install = tmp_path / "install"

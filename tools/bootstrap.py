@@ -169,6 +169,16 @@ def build_env(venv_dir: Path) -> dict[str, str]:
     return env
 
 
+# How the interfaces are configured; a colcon build with the same arguments (the packaging
+# test's) reuses the venv's build tree instead of compiling them again.
+INTERFACE_CMAKE_ARGS = ("-DBUILD_TESTING=OFF", "-DCMAKE_BUILD_TYPE=Release")
+
+
+def interface_build_dir(venv_dir: Path) -> Path:
+    """Where the interfaces are built: one tree per venv, kept after the build."""
+    return venv_dir / "build" / "tidybot_interfaces"
+
+
 def build_interfaces(venv_dir: Path, distro: str) -> bool:
     """Build tidybot_interfaces into the venv prefix. Returns True when it ran."""
     src = ROOT / "tidybot_interfaces"
@@ -178,17 +188,16 @@ def build_interfaces(venv_dir: Path, distro: str) -> bool:
     if step.fresh() and installed.is_file():
         return False
     fix_cmake_exports(venv_dir)
-    build_dir = venv_dir / "build" / "tidybot_interfaces"    # one per venv: never shared
+    build_dir = interface_build_dir(venv_dir)
     shutil.rmtree(build_dir, ignore_errors=True)
     env = build_env(venv_dir)
     cmake = shutil.which("cmake", path=env["PATH"])
     if cmake is None:
         run([str(venv_python(venv_dir)), "-m", "pip", "install", "--quiet", "cmake<4"])
         cmake = str(venv_dir / "bin" / "cmake")
-    run([cmake, "-S", str(src), "-B", str(build_dir), "-DBUILD_TESTING=OFF",
+    run([cmake, "-S", str(src), "-B", str(build_dir), *INTERFACE_CMAKE_ARGS,
          f"-DCMAKE_INSTALL_PREFIX={venv_dir}", f"-DPython3_EXECUTABLE={venv_python(venv_dir)}",
-         "-DCMAKE_BUILD_TYPE=Release", "--log-level=WARNING"], env=env,
-        stdout=subprocess.DEVNULL)
+         "--log-level=WARNING"], env=env, stdout=subprocess.DEVNULL)
     run([cmake, "--build", str(build_dir), "--parallel", str(os.cpu_count() or 2)], env=env,
         stdout=subprocess.DEVNULL)
     run([cmake, "--install", str(build_dir)], env=env, stdout=subprocess.DEVNULL)
