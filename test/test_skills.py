@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+from contextlib import closing
 
 import pytest
 from tidybot_interfaces.srv import GetHistory, GetSkill, ListSkills, SaveSkill
@@ -256,15 +257,26 @@ def test_a_skills_traceback_shows_its_own_lines(stack, lease):
     assert 'raise ValueError("inside the skill")' in result.stderr
 
 
-def test_the_store_is_not_writable_from_code(stack, lease):
+# A complete row: on a writable store this INSERT succeeds (the test proves it on a copy).
+INSERT_EVIL = ("INSERT INTO skills (name, version, description, signature, docstring, code, "
+               "code_sha256, from_execution_id, dry_runs_passed, saved, saved_by, origin) "
+               "VALUES ('evil', 1, '', 'evil()', '', 'def evil(): pass', '', '', 0, 0, 'code', '')")
+
+
+def test_the_store_is_not_writable_from_code(stack, lease, tmp_path):
     from tidybot_exec.ros.params import robot_history_dir
 
     s, _ = stack
     store = str(robot_history_dir(s.params["history_dir"], s.namespace) / "skills.sqlite3")
+    copy = tmp_path / "skills.sqlite3"
+    with closing(sqlite3.connect(store)) as db, closing(sqlite3.connect(copy)) as writable:
+        db.backup(writable)
+    with closing(sqlite3.connect(f"file:{copy}?mode=rw", uri=True)) as writable:
+        assert writable.execute(INSERT_EVIL).rowcount == 1      # the write the code tries
     before = listed(stack, all_versions=True)
     code = (f"import os, sqlite3\nprint('visible:', os.path.exists({store!r}))\ntry:\n"
-            f"    db = sqlite3.connect({store!r})\n"
-            f"    db.execute(\"INSERT INTO skills (name) VALUES ('evil')\")\n    db.commit()\n"
+            f"    db = sqlite3.connect('file:' + {store!r} + '?mode=rw', uri=True)\n"
+            f"    db.execute({INSERT_EVIL!r})\n    db.commit()\n"
             f"    print('wrote')\nexcept Exception as exc:\n    print('refused:', type(exc).__name__)\n")
     result = run(stack, lease, code)
     assert "visible: False" in result.stdout, result.stdout          # hidden in the sandbox
