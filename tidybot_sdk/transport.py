@@ -94,6 +94,14 @@ class RequestClient:
             raise unavailable(self.name, f"{self.name} backend at {self.address}: request "
                                          f"abandoned, its client is closing")
 
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request is in flight (its reply came, or it failed); False when one
+        still is after ``timeout_s``."""
+        if not self._lock.acquire(timeout=timeout_s):
+            return False
+        self._lock.release()
+        return True
+
     def interrupt(self) -> None:
         """Make a gated request in flight stop waiting for its reply (within POLL_SLICE_S):
         a blocking gripper move is not waited for once motion is refused."""

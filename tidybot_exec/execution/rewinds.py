@@ -136,7 +136,8 @@ class Rewinds:
                 self._changed()
                 with guard.code_paused():
                     outcome = self._drive(writer, running.recorder, running.lease, request,
-                                          guard.upstream, self._hold_on(guard.upstream))
+                                          guard.upstream, self._hold_on(guard.upstream),
+                                          for_guard=guard)
         finally:
             host.retire(writer)
         return {"success": outcome.success, "message": outcome.message,
@@ -171,13 +172,15 @@ class Rewinds:
     # ------------------------------------------------------------ the one way through
     def _drive(self, writer: Writer, recorder: Recorder, lease: int | None,
                request: path.RewindRequest, upstream: SdkConfig, hold: Hold,
-               progress: Progress = lambda fraction: None) -> path.Outcome:
+               progress: Progress = lambda fraction: None,
+               for_guard: Guard | None = None) -> path.Outcome:
         """Plan along ``recorder``'s trajectory of ``lease`` and, unless a dry run, drive it
         as ``writer`` (its guard registered, cancelled by ``writer.cancelled``) on
         ``upstream`` (the real robot, or a dry run's private one); what was undone is dropped
         from the trajectory. A rewind that moved and did not finish ends with ``hold`` (of
         that robot; not once its writer was ended by its owner), its problems named in the
-        message."""
+        message. ``for_guard``: the code's guard it drives for, whose refusal (any stop of
+        the execution, a timeout too) refuses the rewind's guard at once."""
         planned = path.plan(recorder.trajectory(lease), recorder.current(), request,
                             upstream.limits)
         if isinstance(planned, str):
@@ -192,7 +195,7 @@ class Rewinds:
         with recorder.paused():
             try:
                 outcome = path.drive(upstream, planned, writer.cancelled, progress, self._log,
-                                     writer.guard)
+                                     lambda guard: self._registered(writer, guard, for_guard))
             except Exception as exc:  # noqa: BLE001 - reported; the robot is held below
                 outcome = path.Outcome(False, f"the rewind failed: {exc!r}",
                                        duration_s=time.monotonic() - started)
@@ -201,6 +204,12 @@ class Rewinds:
             outcome.message = "; ".join([outcome.message, *writer.unless_ended(hold)])
         self._log(f"rewind to {path.describe_target(request)}: {outcome.message}")
         return outcome
+
+    @staticmethod
+    def _registered(writer: Writer, guard: Guard, for_guard: Guard | None) -> None:
+        writer.guard(guard)
+        if for_guard is not None:
+            for_guard.refuse_with(guard)
 
     def _hold_on(self, upstream: SdkConfig) -> Hold:
         """A hold of the robot at ``upstream`` (a dry run's private one too)."""

@@ -45,7 +45,9 @@ from tidybot_exec.execution.validation import duration_error, validate
 from tidybot_exec.execution.rewind_path import Outcome, RewindRequest, summary
 from tidybot_exec.execution.rewinds import Rewinds
 from tidybot_exec.execution.warm import WarmPool
-from tidybot_exec.execution.writers import EXECUTION, FROM_RESET, REWIND, Writer, Writers
+from tidybot_exec.execution.writers import (EXECUTION, FROM_CODE, FROM_RESET, REWIND, Writer,
+                                            Writers)
+from tidybot_exec.guard.hold import HOLD_TIMEOUT_S
 from tidybot_exec.guard.recorder import Recorder
 from tidybot_exec.guard.relay import Guard
 from tidybot_sdk.config import SdkConfig
@@ -458,14 +460,14 @@ class ExecutionService:
             self._on_lease_change()
 
     # ------------------------------------------------------------- stopping
-    def _stop_current(self, status: Status, reason: str, hard: bool = False,
+    def _stop_current(self, status: Status, reason: str,
                       lease_token: str | None = None) -> str | None:
         """Stop what runs (only if bound to ``lease_token`` when given); its id or None."""
         with self._cond:
             running = self._running
             if running is None or (lease_token is not None and running.lease_token != lease_token):
                 return None
-            stopped = running.execution.stop(status, reason, hard)
+            stopped = running.execution.stop(status, reason)
         stopped = self.rewinds.cancel(execution_id=running.execution.id) or stopped
         if stopped:
             self._on_change()
@@ -500,17 +502,19 @@ class ExecutionService:
         return self._stop_current(Status.CANCELED, "stopped via execution/stop"), ""
 
     def estop(self) -> tuple[str | None, list[str]]:
-        """Latch, stop the code without grace and refuse motion on every live guard, cancel
-        every rewind — without the service's lock, so nothing it is doing (admission
-        starting processes) delays them — then hold every backend (also during a dry run:
-        an estop is about the real robot); the end path holds again once the code is dead.
-        Once this returns no motion command reaches a backend until ``reset_estop``.
-        Returns (stopped id, hold problems)."""
-        self.writers.halt()
-        problems = self.hold()
-        stopped = self._stop_current(Status.CANCELED, ESTOP_REASON, hard=True)
-        self._on_change()
-        return stopped, problems
+        """Latch, stop the code without grace and refuse motion on every live guard, let the
+        commands in flight be answered, cancel every rewind — without the service's lock,
+        so nothing it is doing (admission starting processes) delays them — then hold every
+        backend (also during a dry run: an estop is about the real robot); the end path
+        holds again once the code is dead. Once this returns no motion command reaches a
+        backend until ``reset_estop``. Returns (stopped id, hold problems)."""
+        stopped: list[str] = []
+        try:
+            stopped = self.writers.halt(self._log, HOLD_TIMEOUT_S)
+        finally:
+            problems = self.hold()
+            self._on_change()
+        return (stopped[0] if stopped else None), problems
 
     def reset_estop(self, lease_id: str) -> tuple[bool, str]:
         refusal = self.authorize(lease_id)[1]
@@ -530,7 +534,9 @@ class ExecutionService:
             return Snapshot(current=current, stopping=bool(current and current.stopping),
                             last=self._last, estopped=self.writers.halted,
                             hold_problem=self._hold_problem,
-                            rewinding=bool(self.writers.rewinds()), resetting=self._resetting,
+                            # the code's own rewinds are its execution's: state "running"
+                            rewinding=any(w.origin != FROM_CODE for w in self.writers.rewinds()),
+                            resetting=self._resetting,
                             writers=tuple(self.writers.describe()))
 
     def page(self, offset: int = 0, limit: int = 0, holder: str = "",

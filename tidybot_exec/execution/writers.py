@@ -27,6 +27,7 @@ is being handed to a backend through it, so after ``halt()`` returns none is sen
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
@@ -40,6 +41,7 @@ class Refusable(Protocol):
     """What the registry needs of a guard (guard/relay.py's Guard)."""
 
     def refuse_motion(self) -> None: ...
+    def settle(self, timeout_s: float) -> bool: ...
 
 
 @dataclass(eq=False)
@@ -68,6 +70,10 @@ class Writer:
     def refuse_motion(self) -> None:
         for guard in self._guards:
             guard.refuse_motion()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
 
     def cancel(self) -> None:
         """Stop this writer's motion at once (a rewind's driver also sees ``cancelled``)."""
@@ -117,33 +123,53 @@ class Writers:
             self._all = tuple(w for w in self._all if w is not writer)
 
     def __iter__(self) -> Iterator[Writer]:
-        return iter(self._all)
+        """The writers that may still move the robot (an ended one cannot, even while its
+        thread finishes)."""
+        return iter([w for w in self._all if not w.ended])
 
     def rewinds(self, lease_token: str | None = None, execution_id: str | None = None,
                 origin: str | None = None) -> list[Writer]:
         """The rewinds running (bound to ``lease_token``, run for ``execution_id``, from
         ``origin``, when given)."""
-        return [w for w in self._all if w.kind == REWIND
+        return [w for w in self if w.kind == REWIND
                 and (lease_token is None or w.lease_token == lease_token)
                 and (execution_id is None or w.execution_id == execution_id)
                 and (origin is None or w.origin == origin)]
 
-    def halt(self) -> None:
+    def halt(self, log: Callable[[str], None], settle_s: float) -> list[str]:
         """The estop's first steps, in order and without the service's lock: latch, stop
-        every execution (``on_halt``) and refuse motion on every live guard, cancel every
-        rewind."""
+        every execution (``on_halt``) and refuse motion on every live guard, wait (at most
+        ``settle_s`` in all) for the commands in flight to be answered, cancel every rewind.
+        A step that fails for one writer is logged and the rest go on. Returns the ids of
+        the executions stopped."""
         self.halted = True
         writers = self._all
+        stopped = []
         for writer in writers:
-            if writer.on_halt is not None:
-                writer.on_halt()
-            writer.refuse_motion()
+            if writer.on_halt is not None and _attempt(log, writer.on_halt):
+                stopped.append(writer.execution_id)
+            _attempt(log, writer.refuse_motion)
+        deadline = time.monotonic() + settle_s
+        for writer in writers:
+            for guard in writer._guards:
+                _attempt(log, lambda: guard.settle(max(0.0, deadline - time.monotonic())))
         for writer in writers:
             if writer.kind == REWIND:
-                writer.cancel()
+                _attempt(log, writer.cancel)
+        return stopped
 
     def resume(self) -> None:
         self.halted = False
 
     def describe(self) -> list[str]:
-        return [w.describe() for w in self._all]
+        return [w.describe() for w in self]
+
+
+def _attempt(log: Callable[[str], None], step: Callable[[], object]) -> bool:
+    """Run one step of a halt; a failure is logged, never raised: the others must run."""
+    try:
+        step()
+        return True
+    except Exception as exc:  # noqa: BLE001 - the estop goes on whatever one writer does
+        log(f"estop: {exc!r}")
+        return False

@@ -86,6 +86,7 @@ class Guard:
         self._controls: list[zmq.Socket] = []
         self._stopping = threading.Event()
         self._gate = threading.Lock()       # held while a motion command is handed upstream
+        self._followers: tuple[Guard, ...] = ()   # refuse_with
         self._closed = False
         self._polled_at = {name: -math.inf for name in ("arm", "base")}
         self._ready = threading.Barrier(2 * len(proto.SOCKETS) + 3)
@@ -124,14 +125,34 @@ class Guard:
         pass; every motion command is answered with an error and every streamed target is
         dropped (code that ignores the stop's SIGINT cannot move the robot in the grace).
         Returns once no motion command is being handed to a backend: one that passed the
-        check before is sent already (a send takes microseconds; a reply is not waited for)."""
+        check before is sent already (a send takes microseconds; its reply is not waited
+        for here: ``settle``). A gripper move, whose reply comes only when the fingers
+        arrive, is no longer waited for: the code's call returns with the refusal. Guards
+        that ``refuse_with`` this one refuse motion too."""
         self._stopping.set()
         with self._gate:
             pass
-        for client in self._clients.values():     # a blocking move is not waited for
-            client.interrupt()
+        self._clients["gripper"].interrupt()
+        for guard in self._followers:
+            guard.refuse_motion()
         with self._code_paused:          # requests waiting for a rewind are refused now
             self._code_paused.notify_all()
+
+    def refuse_with(self, other: "Guard") -> None:
+        """When this guard refuses motion, ``other`` does too (the guard of a rewind the
+        code asked for, which drives for it); at once if it already does."""
+        self._followers = (*self._followers, other)
+        if self._stopping.is_set():
+            other.refuse_motion()
+
+    def settle(self, timeout_s: float) -> bool:
+        """After ``refuse_motion``: wait until the arm's and the base's commands in flight
+        were answered — so the backend has taken them before a hold is sent, on another
+        socket, that it could otherwise read first. False when one is still unanswered after
+        ``timeout_s`` (a backend that is down or hung)."""
+        deadline = time.monotonic() + timeout_s
+        return all(self._clients[name].wait_idle(max(0.0, deadline - time.monotonic()))
+                   for name in ("arm", "base"))
 
     @contextmanager
     def _motion_gate(self) -> Iterator[bool]:
@@ -178,6 +199,8 @@ class Guard:
         here: the service, which registered that rewind as a writer, joins it with a bound
         before it holds the robot and unbinds the lease (service.finish)."""
         self._stopping.set()
+        with self._code_paused:          # a command waiting for the code's rewind ends now
+            self._code_paused.notify_all()
         if self._closed:
             return
         self._closed = True

@@ -52,7 +52,7 @@ def execution_status(snap: Snapshot, isolation: str, now: Time) -> ExecutionStat
         msg.execution_id, msg.holder = current.id, current.request.holder
         msg.label, msg.elapsed_s = current.request.label, current.elapsed
         msg.dry_run = current.request.dry_run is not None
-    if snap.rewinding:            # also while code runs or ends (its own or on_failure rewind)
+    if snap.rewinding:            # an on_failure rewind runs while its execution is ending
         msg.state = ExecutionStatus.STATE_REWINDING
     elif current is None:
         msg.state = ExecutionStatus.STATE_ESTOPPED if snap.estopped else ExecutionStatus.STATE_IDLE
