@@ -50,6 +50,8 @@ def test_colcon_builds_both_packages_against_the_venv_underlay(tmp_path):
             [colcon, "--log-base", str(tmp_path / "log"), "build",
              "--build-base", str(build_base), "--install-base", str(tmp_path / "install"),
              "--paths", str(ROOT), str(ROOT / "tidybot_interfaces"),
+             # configured each time: colcon would keep the install prefix of the last build
+             "--cmake-force-configure",
              "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}",
              *bootstrap.INTERFACE_CMAKE_ARGS],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
