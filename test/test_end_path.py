@@ -155,6 +155,7 @@ def test_estop_holds_without_taking_any_lock(harness):
     assert h.service.snapshot().estopped
 
 
+@pytest.mark.stack             # a service with a warm pool and real goals (no harness fixture)
 @pytest.mark.parametrize("failure", ["spare", "zygote"])
 def test_a_warm_pool_failure_never_touches_the_running_goal(tmp_path, monkeypatch, failure):
     isolation = bwrap.detect()
