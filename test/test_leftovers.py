@@ -5,6 +5,8 @@ execution is always ended and the node's exit is bounded; the cold tree never si
 recycled PID; feedback is budgeted in UTF-8 bytes."""
 from __future__ import annotations
 
+import contextlib
+
 import errno
 import os
 import queue
@@ -240,55 +242,55 @@ def test_a_started_goals_execution_is_ended_even_when_its_goal_fails_between():
     assert failing.calls == ["start", "cancel", "finish"] and node._goals == {}
 
 
-def test_stopping_the_executor_is_bounded_and_names_what_did_not_end():
+@contextlib.contextmanager
+def spinning(name: str, callback):
+    """A node whose 10 ms timer calls ``callback``, spun by a two-thread executor in a
+    thread of its own: (executor, spin thread, timer); torn down afterwards."""
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
-    from tidybot_exec.ros.node import stop_spinning
 
     context = rclpy.Context()
     rclpy.init(context=context)
-    node = rclpy.create_node("leftover_exit", context=context)
+    node = rclpy.create_node(name, context=context)
+    timer = node.create_timer(0.01, callback)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, name="spin", daemon=True)
+    spinner.start()
+    try:
+        yield executor, spinner, node, timer
+    finally:
+        spinner.join(10)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_stopping_the_executor_is_bounded_and_names_what_did_not_end():
+    from tidybot_exec.ros.node import stop_spinning
+
     entered, release = threading.Event(), threading.Event()
 
     def stuck_callback() -> None:
         entered.set()
         release.wait(60)
 
-    timer = node.create_timer(0.01, stuck_callback)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name="spin", daemon=True)
-    spinner.start()
-    try:
-        assert entered.wait(20)
-        node.destroy_timer(timer)
-        start = time.monotonic()
-        unfinished = stop_spinning(executor, spinner, 1.0)
-        assert time.monotonic() - start < 10
-        assert len(unfinished) == 1 and "wait (threading.py" in unfinished[0], unfinished
-    finally:
-        release.set()
-        spinner.join(10)
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+    with spinning("leftover_exit", stuck_callback) as (executor, spinner, node, timer):
+        try:
+            assert entered.wait(20)
+            node.destroy_timer(timer)
+            start = time.monotonic()
+            unfinished = stop_spinning(executor, spinner, 1.0)
+            assert time.monotonic() - start < 10
+            assert len(unfinished) == 1 and "wait (threading.py" in unfinished[0], unfinished
+        finally:
+            release.set()
 
     # nothing stuck: nothing named, and the pool's threads are gone
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("leftover_exit_clean", context=context)
     ticks = threading.Event()
-    node.create_timer(0.01, ticks.set)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name="spin", daemon=True)
-    spinner.start()
-    try:
+    with spinning("leftover_exit_clean", ticks.set) as (executor, spinner, _, _):
         assert ticks.wait(20)
         assert stop_spinning(executor, spinner, 5.0) == []
         assert not spinner.is_alive()
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 # ------------------------------------------------------------------ the cold tree

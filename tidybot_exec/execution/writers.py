@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
+from tidybot_exec.execution.steps import attempt
+
 EXECUTION = "execution"
 REWIND = "rewind"
 # where a rewind came from
@@ -144,18 +146,23 @@ class Writers:
         the executions stopped."""
         self.halted = True
         writers = self._all
-        stopped = []
+        stopped: list[str] = []
+        problems: list[str] = []
         for writer in writers:
-            if writer.on_halt is not None and _attempt(log, writer.on_halt):
+            if writer.on_halt is not None and not attempt(
+                    problems, f"estop: stopping {writer.describe()}", writer.on_halt):
                 stopped.append(writer.execution_id)
-            _attempt(log, writer.refuse_motion)
+            attempt(problems, f"estop: refusing {writer.describe()}", writer.refuse_motion)
         deadline = time.monotonic() + settle_s
         for writer in writers:
             for guard in writer._guards:
-                _attempt(log, lambda: guard.settle(max(0.0, deadline - time.monotonic())))
+                attempt(problems, f"estop: settling {writer.describe()}",
+                        lambda: guard.settle(max(0.0, deadline - time.monotonic())))
         for writer in writers:
             if writer.kind == REWIND:
-                _attempt(log, writer.cancel)
+                attempt(problems, f"estop: cancelling {writer.describe()}", writer.cancel)
+        for problem in problems:
+            log(problem)
         return stopped
 
     def resume(self) -> None:
@@ -164,12 +171,3 @@ class Writers:
     def describe(self) -> list[str]:
         return [w.describe() for w in self]
 
-
-def _attempt(log: Callable[[str], None], step: Callable[[], object]) -> bool:
-    """Run one step of a halt; a failure is logged, never raised: the others must run."""
-    try:
-        step()
-        return True
-    except Exception as exc:  # noqa: BLE001 - the estop goes on whatever one writer does
-        log(f"estop: {exc!r}")
-        return False
