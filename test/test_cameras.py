@@ -92,6 +92,8 @@ def test_sdk_reads_images_depth_and_info_and_the_wrist_view_follows_the_arm(stac
     T1, T2 = np.array(first["info"]["T_base_camera"]), np.array(second["info"]["T_base_camera"])
     assert np.allclose(T1[:3, 3] - T2[:3, 3], (0, 0, 0.2), atol=0.01)
     assert first["info"]["frame_id"] == "wrist_color_optical_frame"
+    # the principal point also under RealSense's names (the simulator sends only those)
+    assert (first["info"]["ppx"], first["info"]["ppy"]) == (first["info"]["cx"], first["info"]["cy"])
 
 
 def test_an_unknown_camera_and_the_byte_budget_are_clear_errors(stack):

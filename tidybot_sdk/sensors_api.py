@@ -128,11 +128,12 @@ class SensorAPI:
 
     def get_camera_info(self, camera: str) -> dict[str, Any]:
         """Pinhole intrinsics of ``camera``'s colour image and where it was: ``fx, fy, cx, cy``
-        (pixels), ``width, height``, ``frame_id``, ``T_base_camera`` (4x4 numpy: the
-        optical frame — z forward, x right, y down — in the arm's base frame, where the
-        camera was when the newest frame was taken; None for a camera whose mount the node
-        does not know) and ``stamp`` (when that frame was taken, epoch seconds). Raises
-        SensorUnavailable when the camera's source gives no intrinsics."""
+        (pixels; the principal point also as ``ppx, ppy``, RealSense's names, which the
+        TidyBot camera server uses), ``width, height``, ``frame_id``, ``T_base_camera``
+        (4x4 numpy: the optical frame — z forward, x right, y down — in the arm's base
+        frame, where the camera was when the newest frame was taken; None for a camera
+        whose mount the node does not know) and ``stamp`` (when that frame was taken, epoch
+        seconds). Raises SensorUnavailable when the camera's source gives no intrinsics."""
         reply = self._frame(camera, "info")
         k = reply.get("intrinsics") or {}
         missing = [name for name in ("fx", "fy", "cx", "cy") if not k.get(name)]
@@ -142,6 +143,7 @@ class SensorAPI:
         T = reply.get("T_base_camera")
         return {"fx": float(k["fx"]), "fy": float(k["fy"]),
                 "cx": float(k["cx"]), "cy": float(k["cy"]),
+                "ppx": float(k["cx"]), "ppy": float(k["cy"]),
                 "width": int(reply["width"]), "height": int(reply["height"]),
                 "frame_id": str(reply["frame_id"]), "stamp": float(reply["stamp"]),
                 "T_base_camera": None if T is None else np.array(T, dtype=float).reshape(4, 4)}

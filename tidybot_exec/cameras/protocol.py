@@ -1,7 +1,11 @@
-"""The TidyBot camera server's WebSocket protocol (DESIGN §11.2), both ends.
+"""The TidyBot camera server's WebSocket protocol (DESIGN §11.2, §12.1), both ends.
 
-Text messages are JSON requests ``{"action": ...}`` answered ``{"action": ..., "data": ...}``
-(or ``"error"``); frames are binary: a 4-byte big-endian header length, a JSON header
+Text messages are JSON requests in two dialects (REAL-SERVERS.md §4): the TidyBot camera
+client's ``{"action": ...}`` and its stand-ins' ``{"type": N}`` (TYPES). Which one the real
+server speaks is unknown, so the node's requests carry both. Replies may echo ``action`` or
+carry a reply ``type``, or neither (payload in ``data``), and a server may push its state
+unasked on connect: ``answers`` tells what a reply answers from what it says, never from
+its order. Frames are binary: a 4-byte big-endian header length, a JSON header
 (``camera_id`` — older servers ``device_id`` —, ``stream`` or ``stream_type``,
 ``timestamp``, ``width``, ``height``, ``format`` jpeg|png, optional ``intrinsics``), then
 the encoded image: colour JPEG, depth 16-bit PNG in millimetres (0: no reading).
@@ -57,8 +61,54 @@ def unpack_frame(data: bytes) -> tuple[dict[str, Any], bytes]:
     return header, data[4 + n:]
 
 
+# ------------------------------------------------------------------------ text messages
+# the ``type`` dialect's numbers: requests, and the reply type each is answered with
+TYPES = {"get_state": 1, "subscribe": 3, "unsubscribe": 4, "get_intrinsics": 7}
+STATE, ACK, ERROR, INTRINSICS = 2, 5, 6, 8
+REPLY_TYPES = {"get_state": STATE, "subscribe": ACK, "unsubscribe": ACK,
+               "get_intrinsics": INTRINSICS}
+ACTIONS = {number: action for action, number in TYPES.items()}
+# streams a RealSense server may be asked intrinsics of (newer clients ask the infrared ones)
+INTRINSICS_STREAMS = STREAMS + ("infrared_left", "infrared_right")
+
+
 def request(action: str, **fields: Any) -> str:
-    return json.dumps({"action": action, **fields})
+    """A request in both dialects: ``action`` and, where the type dialect has it, ``type``."""
+    msg = {"action": action, **fields}
+    if action in TYPES:
+        msg["type"] = TYPES[action]
+    return json.dumps(msg)
+
+
+def error_of(reply: dict[str, Any]) -> str:
+    """Why ``reply`` refuses its request ("" when it does not): an ``error``, or an ACK
+    with ``success`` false and its ``message``."""
+    if reply.get("error"):
+        return str(reply["error"])
+    if reply.get("type") == ERROR or reply.get("success") is False:
+        return str(reply.get("message") or "refused")
+    return ""
+
+
+def answers(reply: dict[str, Any], action: str) -> bool:
+    """Whether ``reply`` answers a request for ``action``, judged by what it says: its
+    echoed ``action``, else its reply ``type``, else its content (a state has
+    ``data.cameras``, intrinsics have ``fx``). A refusal that names no request answers
+    whatever was asked. A state pushed unasked answers a ``get_state`` and nothing else."""
+    echoed = reply.get("action")
+    if echoed in TYPES or echoed == "get_world":
+        return echoed == action
+    if error_of(reply):
+        return True
+    kind = reply.get("type")
+    if isinstance(kind, int) and kind in REPLY_TYPES.values():
+        return kind == REPLY_TYPES.get(action)
+    data = reply.get("data")
+    if action == "get_state":
+        return isinstance(data, dict) and isinstance(data.get("cameras"), list)
+    if action == "get_intrinsics":
+        return any(isinstance(k, dict) and "fx" in k for k in (data, reply.get("intrinsics")))
+    return False
 
 
 # ------------------------------------------------------------------------------- codecs

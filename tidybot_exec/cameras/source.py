@@ -278,12 +278,27 @@ class FrameStore:
 
 
 def normalized(intrinsics: dict[str, Any]) -> dict[str, Any]:
-    """Intrinsics with the names the SDK uses (RealSense's ppx/ppy are cx/cy)."""
+    """Intrinsics with the names the node and the SDK use (cx/cy), read from RealSense's
+    ppx/ppy (what the TidyBot server and tidybot-sim send) where a server gives those."""
     out = dict(intrinsics)
     for theirs, ours in (("ppx", "cx"), ("ppy", "cy")):
         if theirs in out:
             out.setdefault(ours, out[theirs])
     return out
+
+
+def camera_ids(cameras: list[dict[str, Any]]) -> dict[str, str]:
+    """Camera name -> device id from ``get_state``'s ``cameras``, described with the TidyBot
+    client's names (``device_id``, ``name``, ``serial``) or its stand-ins' (``serial_number``,
+    ``streams``, ``width``...): named by ``name``, else the device id; a camera with no id at
+    all is passed over."""
+    ids: dict[str, str] = {}
+    for c in cameras:
+        device = next((c[k] for k in ("device_id", "serial_number", "serial")
+                       if isinstance(c, dict) and c.get(k) not in (None, "")), None)
+        if device is not None:
+            ids.setdefault(str(c.get("name") or device), str(device))
+    return ids
 
 
 class CameraServerSource(FrameStore):
@@ -310,19 +325,19 @@ class CameraServerSource(FrameStore):
         asked) or on error."""
         if not self.simulated:
             return None
-        reply = self._call({"action": "get_world"}, timeout_s)
+        reply = self._call("get_world", timeout_s)
         return reply.get("data") if isinstance(reply, dict) and "data" in reply else None
 
     def close(self) -> None:
         super().close()
         self._thread.join(timeout=CONNECT_TIMEOUT_S + 2)
 
-    def _call(self, msg: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+    def _call(self, action: str, timeout_s: float) -> dict[str, Any] | None:
         """A request answered in the client thread (which owns the connection)."""
         if not self._thread.is_alive():
             return None
         box: queue.Queue = queue.Queue(maxsize=1)
-        self._calls.put((msg, box, time.monotonic() + timeout_s))
+        self._calls.put((action, box, time.monotonic() + timeout_s))
         try:
             return box.get(timeout=timeout_s)
         except queue.Empty:
@@ -352,20 +367,24 @@ class CameraServerSource(FrameStore):
                                 f"camera server at {self.address} is not reachable: {exc}")
             self._stop.wait(RECONNECT_S)
 
-    def _request(self, conn, msg: dict[str, Any]) -> dict[str, Any]:
-        """Send and wait for the answer to ``msg`` (frames arriving meanwhile are kept)."""
-        conn.send(json.dumps(msg))
+    def _request(self, conn, action: str, **fields: Any) -> dict[str, Any]:
+        """Send a request and wait for the message that answers it (cp.answers: by what it
+        says, not by its order). Meanwhile frames are kept and other text (a state pushed
+        on connect, a subscription's ACK) is handled and passed over. A request unanswered
+        within CALL_TIMEOUT_S is TimeoutError: while connecting that drops the connection,
+        so a late answer is never taken for another camera's."""
+        conn.send(cp.request(action, **fields))
         deadline = time.monotonic() + CALL_TIMEOUT_S
         while True:
             reply = self._receive(conn, max(0.0, deadline - time.monotonic()))
             if reply is None:
-                raise TimeoutError(f"no answer to {msg['action']} within {CALL_TIMEOUT_S:g}s")
-            # the simulator echoes the action; the TidyBot server answers {"data": ...}
-            if reply and reply.get("action", msg["action"]) == msg["action"]:
+                raise TimeoutError(f"no answer to {action} within {CALL_TIMEOUT_S:g}s")
+            if reply and cp.answers(reply, action):
                 return reply
 
     def _receive(self, conn, timeout_s: float) -> dict[str, Any] | None:
-        """Handle what arrives within ``timeout_s``: frames are kept, a text message is returned."""
+        """Handle what arrives within ``timeout_s``: frames are kept ({}), a text message
+        is returned (a refused subscription noted first); None when nothing came."""
         try:
             message = conn.recv(timeout=timeout_s)
         except TimeoutError:
@@ -374,21 +393,24 @@ class CameraServerSource(FrameStore):
             self._frame_message(message)
             return {}
         reply = json.loads(message)
-        if reply.get("error") and reply.get("action") == "subscribe":
+        if not isinstance(reply, dict):
+            return {}
+        error = cp.error_of(reply)
+        if error and cp.answers(reply, "subscribe"):
             self._refused = time.monotonic()   # no frames come: nobody waits for them now,
-            self._set_error(f"camera server at {self.address}: {reply['error']}")  # asked again
+            self._set_error(f"camera server at {self.address}: {error}")  # asked again
         return reply
 
     def _serve(self, conn) -> None:
-        state = self._request(conn, {"action": "get_state"})["data"]
-        ids = {}
-        for c in state["cameras"]:
-            ids.setdefault(str(c.get("name") or c["device_id"]), str(c["device_id"]))
+        reply = self._request(conn, "get_state")
+        if not isinstance(reply.get("data"), dict):
+            raise ValueError(f"get_state was refused: {cp.error_of(reply) or reply}")
+        state = reply["data"]
+        ids = camera_ids(state.get("cameras") or [])
         self.simulated = bool(state.get("simulator"))
         intrinsics = {}
-        for name, device in ids.items():
-            reply = self._request(conn, {"action": "get_intrinsics", "stream": "color",
-                                         "device_id": device})
+        for name, device in ids.items():       # one at a time: each answer is that camera's
+            reply = self._request(conn, "get_intrinsics", stream="color", device_id=device)
             intrinsics[name] = normalized(reply.get("data") or reply.get("intrinsics") or {})
         self._names = {v: k for k, v in ids.items()}
         self._set_cameras(list(ids), intrinsics)
@@ -408,11 +430,11 @@ class CameraServerSource(FrameStore):
                                              fps=self.rate_hz, quality=85))
                     subscribed[camera] = wanted
             while not self._calls.empty():
-                msg, box, deadline = self._calls.get_nowait()
+                action, box, deadline = self._calls.get_nowait()
                 if time.monotonic() > deadline:
                     continue                    # its caller gave up
                 try:
-                    box.put(self._request(conn, msg))
+                    box.put(self._request(conn, action))
                 except TimeoutError:
                     box.put(None)
             self._receive(conn, 0.1)

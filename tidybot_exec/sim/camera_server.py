@@ -8,6 +8,11 @@ and sends the encoded frame to every subscriber due. If offscreen GL is unavaila
 server says so once (log, ``get_state``'s ``error``, each subscribe's reply) and the
 rest of the simulator keeps working. One simulator extension: ``get_world`` answers the
 world's snapshot (a dry run's private simulator starts from it).
+
+As the TidyBot camera server's stand-ins do (REAL-SERVERS.md §4), it takes both request
+dialects, ``{"action": ...}`` answered with the action echoed and ``{"type": 1, 3, 4, 7}``
+answered with ``type`` 2, 5, 8 (6: refused); it names intrinsics as a RealSense server
+does (``ppx``/``ppy``), and pushes nothing on connect (the TidyBot client asks).
 """
 from __future__ import annotations
 
@@ -101,18 +106,46 @@ class CameraServer:
             for message in conn:
                 if isinstance(message, bytes):
                     continue
+                msg: Any = None
                 try:
                     msg = json.loads(message)
-                    action = msg["action"]
-                    reply = {"action": action, "data": self._answer(conn, action, msg)}
+                    action = self._action(msg)
+                    reply = self._reply(msg, action, data=self._answer(conn, action, msg))
                 except (ValueError, KeyError, TypeError) as exc:
-                    reply = {"action": locals().get("action"), "error": str(exc)}
+                    reply = self._reply(msg, None, error=str(exc))
                 conn.send(json.dumps(reply))
         except ConnectionClosed:
             pass                            # a client that went away without a goodbye
         finally:
             with self._cond:
                 self._subs.pop(conn, None)
+
+    @staticmethod
+    def _action(msg: Any) -> str:
+        """The request's action, asked as ``action`` or as the type dialect's number."""
+        if not isinstance(msg, dict) or ("action" not in msg and "type" not in msg):
+            raise ValueError("a request is a JSON object with an action (or a type)")
+        if "type" in msg and msg["type"] not in cp.ACTIONS:
+            raise ValueError(f"unknown request type {msg['type']!r}: "
+                             f"{', '.join(f'{n} ({a})' for n, a in cp.ACTIONS.items())}")
+        action = msg.get("action", cp.ACTIONS.get(msg.get("type")))
+        if "type" in msg and action != cp.ACTIONS[msg["type"]]:
+            raise ValueError(f"action {action!r} and type {msg['type']} ask different things")
+        return action
+
+    @staticmethod
+    def _reply(msg: Any, action: str | None, **body: Any) -> dict[str, Any]:
+        """A reply in the request's dialect(s): its ``action`` echoed, and for a ``type``
+        request the reply type (ACKs with ``success``, as the stand-ins send them)."""
+        asked = msg if isinstance(msg, dict) else {}
+        reply: dict[str, Any] = {}
+        if "action" in asked or "type" not in asked:
+            reply["action"] = asked.get("action", action)
+        if "type" in asked:
+            reply["type"] = cp.ERROR if "error" in body else cp.REPLY_TYPES[action]
+            if reply["type"] in (cp.ACK, cp.ERROR):
+                reply["success"] = "error" not in body
+        return {**reply, **body}
 
     def _answer(self, conn, action: str, msg: dict[str, Any]) -> Any:
         if action == "get_state":
@@ -126,11 +159,20 @@ class CameraServer:
                 data["error"] = self.error
             return data
         if action == "get_intrinsics":
-            return self._intrinsics(self._cameras(msg.get("device_id", "all")).pop())
+            device = msg.get("device_id")          # none, "any" or "all": the first camera
+            name = next(iter(MOUNTS)) if device in (None, "", "any", "all") else device
+            stream = msg.get("stream", "color")
+            if stream not in cp.INTRINSICS_STREAMS:
+                raise ValueError(f"unknown stream {stream!r}: {', '.join(cp.INTRINSICS_STREAMS)}")
+            if stream not in cp.STREAMS:
+                raise ValueError(f"stream {stream!r}: the simulator's cameras have no infrared "
+                                 f"imagers, only {' and '.join(cp.STREAMS)} (depth aligned "
+                                 "to colour: the same intrinsics)")
+            return self._intrinsics(self._cameras(name).pop())
         if action == "get_world":
             return self.world.snapshot()
         if action in ("subscribe", "unsubscribe"):
-            cameras = self._cameras(msg.get("device_id", "all"))
+            cameras = self._cameras(msg.get("device_id"))
             streams = set(msg.get("streams", cp.STREAMS))
             if not streams <= set(cp.STREAMS):
                 raise ValueError(f"streams must be among {cp.STREAMS}")
@@ -154,16 +196,19 @@ class CameraServer:
         raise ValueError(f"unknown action {action!r}")
 
     @staticmethod
-    def _cameras(device_id: str) -> set[str]:
-        if device_id == "all":
+    def _cameras(device_id: Any) -> set[str]:
+        if device_id in (None, "all"):
             return set(MOUNTS)
         if device_id not in MOUNTS:
             raise ValueError(f"unknown device_id {device_id!r}: {', '.join(MOUNTS)}")
         return {device_id}
 
     def _intrinsics(self, name: str) -> dict[str, Any]:
-        return {**intrinsics(self.width, self.height, MOUNTS[name].fovy_deg),
-                "model": "pinhole", "coeffs": [0.0] * 5, "depth_scale": 0.001}
+        """``name``'s intrinsics as a RealSense server names them (REAL-SERVERS.md §4):
+        the principal point is ``ppx``/``ppy``; ``depth_scale`` is metres per depth unit."""
+        k = intrinsics(self.width, self.height, MOUNTS[name].fovy_deg)
+        return {"fx": k["fx"], "fy": k["fy"], "ppx": k["cx"], "ppy": k["cy"],
+                "width": k["width"], "height": k["height"], "depth_scale": 0.001}
 
     # ------------------------------------------------------------------ rendering
     def _render_loop(self) -> None:
@@ -192,7 +237,8 @@ class CameraServer:
                         with self._cond:
                             self._subs.pop(plan.conn, None)
                         try:
-                            plan.conn.send(json.dumps({"action": "subscribe", "error": self.error}))
+                            plan.conn.send(json.dumps({"action": "subscribe", "type": cp.ERROR,
+                                                       "success": False, "error": self.error}))
                         except Exception:  # noqa: BLE001 - gone already
                             pass
                     continue
