@@ -9,7 +9,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=[PACKAGE, *(f"{PACKAGE}.{sub}" for sub in (
-        "execution", "sandbox", "guard", "cameras", "ros", "clients", "clients.mcp", "sim")),
+        "execution", "sandbox", "guard", "cameras", "ros", "clients", "clients.mcp", "sim",
+        "base_bridge")),
         "tidybot_sdk", "tidybot_skills", "robot_sdk"],
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
@@ -31,6 +32,7 @@ setup(
             f"tidybot-sim = {PACKAGE}.sim.cli:main",
             f"tidybot-run = {PACKAGE}.clients.run_cli:main",
             f"tidybot-mcp = {PACKAGE}.clients.mcp.server:main",
+            f"tidybot-base-bridge = {PACKAGE}.base_bridge.cli:main",
         ],
     },
 )
