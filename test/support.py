@@ -179,7 +179,7 @@ class Wire:
 
         at = config.addresses()
         self.cmd = {name: RequestClient(at[name]["cmd"], name,
-                                        **({"timeout_s": 8.0} if name == "gripper" else {}))
+                                        **({"timeout_s": 15.0} if name == "gripper" else {}))
                     for name in at}
         self.states = {name: StateSubscriber(at[name]["state"], name) for name in at}
         self.stream = StreamPublisher(at["arm"]["stream"])

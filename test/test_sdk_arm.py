@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import numpy as np
 import pytest
 
+from support import wait_until
 from tidybot_sdk import kinematics as kin
 from tidybot_sdk.errors import ArmError, BackendUnavailable, SafetyError
 from tidybot_sdk.limits import SafetyLimits
-from tidybot_sdk.protocol import ArmMsg, ControlMode
+from tidybot_sdk.protocol import ControlMode
 
 
 def sim_q(wire) -> np.ndarray:
@@ -178,7 +180,19 @@ def test_a_reflex_during_a_move_is_an_arm_error(robot):
     wide = list(kin.Q_MAX)
     wide[6] = 3.5
     sdk.arm._limits = SafetyLimits(joint_max=tuple(wide))
-    with pytest.raises(ArmError, match="reflex.*joint position limit"):
+    with pytest.raises(ArmError, match="reflex.*joint position limit.*franka_server.recover"):
         sdk.arm.move_joints(list(kin.HOME_Q[:6]) + [3.4])
-    assert wire.state("arm")["q"][6] <= kin.Q_MAX[6]
-    assert wire.req("arm", ArmMsg.RECOVER)["success"]
+    assert wire.states["arm"].last()["q"][6] <= kin.Q_MAX[6]
+    # the state stream has stopped: every later read says why, and what to do
+    def stale_error() -> Exception | None:
+        try:
+            sdk.sensors.get_arm_joints()
+        except BackendUnavailable as exc:
+            return exc
+        return None
+
+    error = wait_until(stale_error, 3, "a stale-state error")
+    assert re.search("reflex.*state stream stopped.*franka_server.recover.*restart", str(error))
+    assert simulator.control({"cmd": "restart", "server": "arm"})["ok"]
+    wait_until(lambda: stale_error() is None, 5, "the restarted arm's state")
+    sdk.arm.move_joints(list(kin.HOME_Q))

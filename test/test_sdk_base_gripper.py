@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from support import sdk_config_for
 from tidybot_sdk import Robot
 from tidybot_sdk.errors import BaseError, GripperError, SafetyError, SensorError
+from tidybot_sdk.protocol import GripperMsg
 
 
 def base_pose(wire) -> np.ndarray:
@@ -65,9 +67,14 @@ def test_gripper_grasp_returns_true_or_false(sim_factory):
     simulator, wire = sim_factory(object_width_mm=30.0)
     sdk = Robot(sdk_config_for(simulator.config))
     try:
-        with pytest.raises(GripperError, match="activation bit"):
+        sdk.gripper.activate()          # active since the server started: nothing is sent
+        assert simulator.gripper.received["ACTIVATE"] == 0
+        assert wire.req("gripper", GripperMsg.RESET)["success"]
+        with pytest.raises(GripperError, match="Gripper not activated"):
             sdk.gripper.close()
-        sdk.gripper.activate()
+        sdk.gripper.activate()          # not active: reset and activate (the fingers move)
+        assert simulator.gripper.received["ACTIVATE"] == 1
+        sdk.gripper.open()
         assert sdk.gripper.grasp() is True
         assert sdk.sensors.is_gripper_holding() is True
         sdk.gripper.open()
@@ -76,6 +83,17 @@ def test_gripper_grasp_returns_true_or_false(sim_factory):
         assert sdk.sensors.get_gripper_position() == 255
     finally:
         sdk.close()
+
+
+def test_a_move_the_server_calls_a_success_but_that_did_not_arrive_is_an_error(robot):
+    """The real server gives up after 10 s and replies success; the state says otherwise."""
+    simulator, _, sdk = robot
+    simulator.control({"cmd": "gripper_jam", "server": "gripper", "value": True})
+    start = time.monotonic()
+    with pytest.raises(GripperError, match=r"did not reach position 0 within 10 s: it is at 255 "
+                                           r"and still moving.*'Open complete'"):
+        sdk.gripper.open()
+    assert 9.5 < time.monotonic() - start < 14.0
 
 
 def test_gripper_width_uses_the_calibration(robot):

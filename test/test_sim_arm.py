@@ -8,6 +8,7 @@ import pytest
 
 from support import wait_until
 from tidybot_sdk import kinematics as kin
+from tidybot_sdk.errors import ArmUnavailable
 from tidybot_sdk.protocol import ArmMsg, ControlMode, RobotMode
 
 HOME = kin.HOME_Q
@@ -128,19 +129,48 @@ def test_torque_and_unknown_modes_are_refused(sim):
                                                 control_mode=6)["error"]
 
 
-def test_target_beyond_a_joint_limit_is_a_reflex_until_recovered(sim):
-    _, wire = sim
+def reflex_state(wire) -> dict:
+    """The one state the arm publishes after a reflex (it then goes silent)."""
+    return wait_until(lambda: (s := wire.states["arm"].last()) and s["last_error"] and s, 3,
+                      "the reflex state")
+
+
+def test_a_target_beyond_a_joint_limit_is_a_reflex_that_silences_the_arm_until_restarted(sim):
+    """As on the real robot: one last state says why, then no state until the arm server
+    is restarted; nothing but STOP is taken meanwhile (there is no RECOVER message)."""
+    simulator, wire = sim
     set_mode(wire, ControlMode.JOINT_POSITION)
     beyond = HOME.copy()
     beyond[3] = 0.1      # q4 must stay below -0.0698
     assert wire.req("arm", ArmMsg.JOINT_POSITION, q=beyond.tolist())["success"] is False
-    state = wire.state("arm")
-    assert state["robot_mode"] == RobotMode.REFLEX and "joint position limit" in state["reflex_reason"]
+    state = reflex_state(wire)
+    assert state["robot_mode"] == RobotMode.REFLEX and "joint position limit" in state["last_error"]
     assert np.allclose(state["q"], HOME)
-    assert "reflex" in wire.req("arm", ArmMsg.SET_CONTROL_MODE, control_mode=1)["error"]
-    assert wire.req("arm", ArmMsg.RECOVER)["success"] is True
+    with pytest.raises(ArmUnavailable):
+        wire.state("arm", timeout=0.5)             # silent
+    assert "must be restarted" in wire.req("arm", ArmMsg.SET_CONTROL_MODE, control_mode=1)["error"]
+    assert "must be restarted" in wire.req("arm", ArmMsg.GET_STATE)["error"]
+    assert "unknown msg_type 90" in wire.req("arm", 90)["error"]
+    assert simulator.control({"cmd": "restart", "server": "arm"})["ok"]
+    state = wire.state("arm")
+    assert state["last_error"] == "" and state["control_mode"] == ControlMode.IDLE
     set_mode(wire, ControlMode.JOINT_POSITION)
-    assert wire.state("arm")["reflex_reason"] == ""
+
+
+def test_the_state_has_the_real_servers_fields(sim):
+    _, wire = sim
+    state = wire.state("arm")
+    for key, length in (("q", 7), ("dq", 7), ("O_T_EE", 16), ("O_T_EE_d", 16),
+                        ("O_F_ext_hat_K", 6), ("K_F_ext_hat_K", 6), ("tau_J", 7),
+                        ("tau_ext_hat_filtered", 7), ("q_d", 7), ("dq_d", 7), ("elbow", 2),
+                        ("q_target", 7), ("pose_target", 16)):
+        assert len(state[key]) == length, key
+    for key in ("robot_mode", "control_mode", "timestamp", "robot_time", "auto_hold_active",
+                "last_error"):
+        assert key in state, key
+    later = wire.state("arm")
+    assert 0 < later["robot_time"] - state["robot_time"] < 1.0     # the server's own clock
+    assert later["elbow"] == [pytest.approx(HOME[2]), -1.0]
 
 
 def test_velocity_into_a_joint_limit_stops_at_the_limit(sim):
@@ -148,11 +178,12 @@ def test_velocity_into_a_joint_limit_stops_at_the_limit(sim):
     set_mode(wire, ControlMode.JOINT_VELOCITY)
     # q7 starts at 0.785 and may go to 2.8973: 2 rad/s gets there in about a second
     end = time.monotonic() + 2.5
-    while time.monotonic() < end and wire.state("arm")["reflex_reason"] == "":
+    wire.state("arm")
+    while time.monotonic() < end and not wire.states["arm"].last()["last_error"]:
         wire.stream.send({"msg_type": ArmMsg.JOINT_VELOCITY, "dq": [0, 0, 0, 0, 0, 0, 2.0]})
         time.sleep(0.02)
-    state = wire.state("arm")
-    assert "limit" in state["reflex_reason"]
+    state = reflex_state(wire)
+    assert "limit" in state["last_error"]
     assert state["q"][6] <= kin.Q_MAX[6]
 
 

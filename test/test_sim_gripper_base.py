@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import numpy as np
@@ -13,28 +14,90 @@ from tidybot_sdk.protocol import BaseMsg, GripperMsg
 # ---------------------------------------------------------------------------- gripper
 
 
-def activate(wire) -> None:
-    assert wire.req("gripper", GripperMsg.ACTIVATE, reset_first=True)["success"] is True
-
-
-def test_gripper_refuses_motion_until_activated(sim):
+def test_gripper_state_and_replies_have_exactly_the_real_servers_keys(sim):
+    """The real client rebuilds state and reply from their keys: an extra key breaks it.
+    The server starts activated and closed (it activates the gripper at start-up), and
+    nothing is calibrated: millimetres read 0.0 until CALIBRATE."""
     _, wire = sim
-    reply = wire.req("gripper", GripperMsg.CLOSE)
-    assert reply["msg_type"] == GripperMsg.RESPONSE and reply["success"] is False
     state = wire.state("gripper")
-    assert state["fault_code"] == 7 and "activation" in state["fault_message"]
-    activate(wire)
+    assert set(state) == {
+        "timestamp", "gripper_type", "position", "position_mm", "position_request", "current",
+        "current_ma", "is_activated", "is_moving", "object_detected", "is_calibrated",
+        "open_mm", "close_mm", "fault_code", "fault_message"}
+    assert state["is_activated"] is True and state["position"] == 255
+    assert (state["position_mm"], state["open_mm"], state["close_mm"]) == (0.0, 0.0, 0.0)
+    assert (state["fault_code"], state["fault_message"]) == (0, "No fault")
+    assert wire.req("gripper", GripperMsg.STOP) == {
+        "msg_type": 100, "success": True, "message": "Stopped", "data": None}
+    assert wire.req("gripper", GripperMsg.OPEN) == {
+        "msg_type": 100, "success": True, "message": "Open complete",
+        "data": {"position": 0, "object_detected": False}}
+
+
+def test_gripper_refuses_unknown_fields_and_clamps_bytes(sim):
+    simulator, wire = sim
+    reply = wire.req("gripper", GripperMsg.MOVE, position=10, foo=1)
+    assert reply == {"msg_type": 100, "success": False, "data": None, "message":
+                     "MoveCmd.__init__() got an unexpected keyword argument 'foo'"}
+    assert simulator.gripper.position == 255                  # nothing moved
+    reply = wire.req("gripper", GripperMsg.MOVE, position=300, timestamp=time.time())
+    assert reply["success"] is True and reply["data"]["position"] == 255   # 300 -> 255
+
+
+def test_gripper_refuses_motion_until_activated_and_activation_moves_the_fingers(sim):
+    simulator, wire = sim
+    assert wire.req("gripper", GripperMsg.RESET)["message"] == "Reset complete"
+    reply = wire.req("gripper", GripperMsg.OPEN)
+    assert reply == {"msg_type": 100, "success": False, "message": "Gripper not activated",
+                     "data": None}
+    assert wire.req("gripper", GripperMsg.CALIBRATE)["message"] == "Calibration failed"
     state = wire.state("gripper")
-    assert state["is_activated"] is True and state["fault_code"] == 0
+    assert state["fault_code"] == 0 and state["position"] == 255   # fault unchanged
+    start = time.monotonic()
+    activation = threading.Thread(target=lambda: replies.append(
+        wire.req("gripper", GripperMsg.ACTIVATE, reset_first=True)))
+    replies: list[dict] = []
+    activation.start()
+    positions = []
+    while activation.is_alive():                 # the 10 Hz state while it activates
+        positions.append(wire.state("gripper")["position"])
+    activation.join()
+    took = time.monotonic() - start
+    assert replies[0]["success"] is True and replies[0]["message"] == "Activation complete"
+    assert 1.8 < took < 4.0          # the 0.5 s reset wait, then 1.5 s of activation
+    assert min(positions) < 30       # the fingers opened fully on the way ...
+    state = wire.state("gripper")
+    assert state["is_activated"] is True and state["position"] == 255   # ... and closed
+    # an active gripper activated without reset_first answers at once and does not move
+    start = time.monotonic()
+    assert wire.req("gripper", GripperMsg.ACTIVATE, reset_first=False)["success"] is True
+    assert time.monotonic() - start < 0.5
+
+
+def test_activation_and_calibration_drop_what_the_fingers_hold(sim_factory):
+    simulator, wire = sim_factory(object_width_mm=40.0)
+    assert wire.req("gripper", GripperMsg.OPEN)["success"]
+    assert wire.req("gripper", GripperMsg.CLOSE)["data"]["object_detected"] is True
+    simulator.control({"cmd": "object_width_mm", "server": "gripper", "value": None})
+    assert wire.req("gripper", GripperMsg.CALIBRATE, open_mm=85.0, close_mm=0.0)["success"]
+    state = wire.state("gripper")
+    assert state["object_detected"] is False and state["position"] == 255   # ends closed
+    assert state["is_calibrated"] and state["position_mm"] == pytest.approx(0.0)
+    simulator.control({"cmd": "object_width_mm", "server": "gripper", "value": 40.0})
+    assert wire.req("gripper", GripperMsg.OPEN)["success"]
+    assert wire.req("gripper", GripperMsg.CLOSE)["data"]["object_detected"] is True
+    simulator.control({"cmd": "object_width_mm", "server": "gripper", "value": None})
+    assert wire.req("gripper", GripperMsg.ACTIVATE, reset_first=True)["success"]
+    assert wire.state("gripper")["object_detected"] is False
 
 
 def test_gripper_close_without_object_closes_fully(sim):
     _, wire = sim
-    activate(wire)
+    assert wire.req("gripper", GripperMsg.OPEN)["success"] is True
     start = time.monotonic()
     reply = wire.req("gripper", GripperMsg.CLOSE, speed=255, force=100)
     took = time.monotonic() - start
-    assert reply["success"] is True
+    assert reply["success"] is True and reply["message"] == "Close complete"
     assert reply["data"] == {"position": 255, "object_detected": False}
     assert 0.4 < took < 2.0          # 85 mm at 150 mm/s; the reply waits for the motion
     assert wire.state("gripper")["is_moving"] is False
@@ -42,11 +105,11 @@ def test_gripper_close_without_object_closes_fully(sim):
 
 def test_gripper_detects_an_object_and_speed_sets_the_duration(sim_factory):
     _, wire = sim_factory(object_width_mm=40.0)
-    activate(wire)
+    assert wire.req("gripper", GripperMsg.OPEN)["success"] is True
     start = time.monotonic()
     reply = wire.req("gripper", GripperMsg.CLOSE, speed=0, force=50)
     took = time.monotonic() - start
-    assert reply["data"]["object_detected"] is True
+    assert reply["data"]["object_detected"] is True and reply["message"] == "Object detected"
     assert reply["data"]["position"] == round(255 * (1 - 40 / 85))
     assert 1.8 < took < 4.0          # 45 mm at 20 mm/s
     state = wire.state("gripper")
@@ -56,20 +119,12 @@ def test_gripper_detects_an_object_and_speed_sets_the_duration(sim_factory):
 
 def test_gripper_move_and_calibration_to_millimetres(sim):
     _, wire = sim
-    activate(wire)
     assert wire.state("gripper")["is_calibrated"] is False
     assert wire.req("gripper", GripperMsg.CALIBRATE, open_mm=80.0, close_mm=2.0)["success"]
     assert wire.req("gripper", GripperMsg.MOVE, position=128, speed=255, force=10)["success"]
     state = wait_until(lambda: (s := wire.state("gripper"))["is_calibrated"] and s, 2, "state")
-    assert state["position"] == 128
+    assert state["position"] == 128 and state["open_mm"] == 80.0
     assert state["position_mm"] == pytest.approx(80.0 + (2.0 - 80.0) * 128 / 255, abs=1e-6)
-
-
-def test_gripper_rejects_out_of_range_bytes(sim):
-    _, wire = sim
-    activate(wire)
-    reply = wire.req("gripper", GripperMsg.MOVE, position=300)
-    assert reply == {"msg_type": 100, "success": False, "message": "position must be 0..255, got 300"}
 
 
 def test_gripper_state_rate_is_about_10_hz(sim):

@@ -13,10 +13,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import kinematics as kin
-from .backend import Backend, stop_on_interrupt
+from .backend import ARM_RECOVERY, Backend, in_reflex, reflex_reason, stop_on_interrupt
 from .errors import ArmError, ArmSafetyError
 from .limits import SafetyLimits, finite
-from .protocol import ARM_HOLD_AFTER_S, ArmMsg, ControlMode, RobotMode
+from .protocol import ARM_HOLD_AFTER_S, ArmMsg, ControlMode
 from .streaming import QUINTIC_PEAK, Pacer, quintic
 
 STREAM_HZ = 50.0
@@ -195,7 +195,7 @@ class ArmAPI:
         reply = self._backend.request(ArmMsg.SET_CONTROL_MODE, control_mode=int(mode))
         if not reply.get("success"):
             raise ArmError(f"the arm refused control mode {mode.name}: {reply.get('error', reply)}"
-                           "; if it is in reflex, check the path and call arm.stop() first")
+                           f"; if it is in reflex, {ARM_RECOVERY}")
 
     def _stream(self, setpoint, arrived, duration: float, timeout: float | None,
                 what: str) -> None:
@@ -212,9 +212,9 @@ class ArmAPI:
                 if t < duration:
                     continue
                 state = self._backend.state()
-                if state["robot_mode"] == RobotMode.REFLEX:
+                if in_reflex(state):
                     raise ArmError(f"the arm stopped in a reflex while moving to {what}: "
-                                   f"{state.get('reflex_reason') or 'reflex'}")
+                                   f"{reflex_reason(state)}; {ARM_RECOVERY}")
                 if arrived(state) and max(map(abs, state["dq"])) < SETTLED_SPEED:
                     break
                 if t > duration + settle_for:

@@ -7,8 +7,14 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from .errors import SAFETY, BackendUnavailable, TidybotError, unavailable
-from .protocol import ProtocolError
+from .protocol import ProtocolError, RobotMode
 from .transport import RequestClient, StateSubscriber, StreamPublisher
+
+# What to do when the arm's state stops after a reflex (the real server stops publishing)
+ARM_RECOVERY = ("nothing moves until the arm is recovered: on the robot, stop the arm server, "
+                "run `python3 -m franka_server.recover --ip <robot-ip>`, start the server again "
+                "and wait for its state (docs/real-robot.md); in tidybot-sim, restart its arm "
+                "server (control socket: {\"cmd\": \"restart\", \"server\": \"arm\"})")
 
 # How long the first state may take: a new subscriber's connection and the backend's next
 # publish (under load over 1 s was seen); only a backend that is down waits all of it.
@@ -67,7 +73,15 @@ class Backend:
                 raise unavailable(
                     self.name, f"no state from the {self.name} backend at {self.endpoints['state']}: is it "
                     f"running? (nothing is reported as zeros; check the backend and retry)") from None
-        return sub.latest(limit)
+        try:
+            return sub.latest(limit)
+        except BackendUnavailable as exc:
+            last = sub.last()
+            if last is None or not in_reflex(last):
+                raise
+            raise unavailable(self.name, f"the arm stopped in a reflex ({reflex_reason(last)}) "
+                                         f"and its state stream stopped ({exc}); "
+                                         f"{ARM_RECOVERY}") from None
 
     def next_state(self, timeout_s: float = 1.0) -> dict[str, Any]:
         """Wait for a state message newer than the last one."""
@@ -79,6 +93,15 @@ class Backend:
                 if part is not None:
                     part.close()
             self._cmd = self._state = self._stream = None
+
+
+def in_reflex(arm_state: dict[str, Any]) -> bool:
+    return arm_state.get("robot_mode") == RobotMode.REFLEX
+
+
+def reflex_reason(arm_state: dict[str, Any]) -> str:
+    """Why the arm is in reflex, as its state says (``last_error``)."""
+    return arm_state.get("last_error") or "reflex"
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

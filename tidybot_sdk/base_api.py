@@ -16,14 +16,15 @@ from .backend import Backend, stop_on_interrupt
 from .errors import BaseError
 from .kinematics import wrap_angle
 from .limits import SafetyLimits, finite
-from .protocol import BASE_WATCHDOG_S, BaseMsg
-from .streaming import QUINTIC_PEAK, Pacer, quintic
+from .protocol import BASE_MAX_ACCEL, BASE_WATCHDOG_S, BaseMsg
+from .streaming import Pacer, quintic, quintic_duration
 
 RESEND_HZ = 10.0
 POSITION_TOLERANCE = 0.02    # m
 ANGLE_TOLERANCE = 0.03       # rad
 SETTLED_SPEED = 0.02         # m/s and rad/s
 MIN_DURATION = 1.0           # s
+CAP_FRACTION = 0.8           # of the speed caps and the base's acceleration limits
 
 
 class BaseAPI:
@@ -124,9 +125,14 @@ class BaseAPI:
         delta = target - start
         delta[2] = wrap_angle(delta[2])
         distance, turn = float(np.hypot(delta[0], delta[1])), abs(float(delta[2]))
+        # within the caps and the base's own acceleration limits: a faster path would
+        # leave the real base lagging its target, then settling
+        f = CAP_FRACTION
         duration = max(MIN_DURATION,
-                       QUINTIC_PEAK * distance / (0.8 * self._limits.base_speed),
-                       QUINTIC_PEAK * turn / (0.8 * self._limits.base_angular_speed))
+                       quintic_duration(distance, f * self._limits.base_speed,
+                                        f * BASE_MAX_ACCEL[0]),
+                       quintic_duration(turn, f * self._limits.base_angular_speed,
+                                        f * BASE_MAX_ACCEL[2]))
         settle_for = 10.0 if timeout is None else float(timeout)
         with stop_on_interrupt(self.stop):
             pacer = Pacer(RESEND_HZ, restart_after=BASE_WATCHDOG_S)

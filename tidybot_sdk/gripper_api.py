@@ -3,6 +3,10 @@
 Positions are Robotiq bytes: 0 = fully open ... 255 = fully closed; ``speed`` and ``force``
 are bytes too (force 255 is about 235 N; the lab caps it, see SafetyLimits). Widths are in
 metres and use the gripper's real calibration. Every command blocks until the fingers stop.
+
+The real gripper server gives up on a move after 10 s and still answers "success" with
+wherever the fingers are; this module judges arrival from the gripper's state instead, so a
+move that did not get there is a GripperError (docs/real-robot.md).
 """
 from __future__ import annotations
 
@@ -11,10 +15,14 @@ from typing import Any
 from .backend import Backend, stop_on_interrupt
 from .errors import GripperError
 from .limits import SafetyLimits
-from .protocol import GripperMsg
+from .protocol import GRIPPER_MOVE_TIMEOUT_S, GripperMsg
 
 DEFAULT_FORCE = 100      # byte, about 92 N
-DEFAULT_TIMEOUT = 10.0   # s, for one command (a full stroke at the slowest speed takes ~4.3 s)
+# s, for one reply: the server's own 10 s limit on a move or an activation, the driver's
+# 0.5 s reset wait and a margin (a full stroke at the slowest speed takes ~4.3 s)
+DEFAULT_TIMEOUT = GRIPPER_MOVE_TIMEOUT_S + 2.0
+# calibration is a full open and a full close, each up to the server's limit
+CALIBRATE_TIMEOUT = 2 * GRIPPER_MOVE_TIMEOUT_S + 2.0
 
 
 class GripperAPI:
@@ -36,8 +44,21 @@ class GripperAPI:
                 "open_mm", "close_mm")
         return {k: s[k] for k in keys if k in s}
 
-    def activate(self, reset_first: bool = True, timeout: float | None = None) -> None:
-        """Activate the gripper (needed once after power-up or reset before any motion)."""
+    def activate(self, reset_first: bool | None = None, timeout: float | None = None) -> None:
+        """Activate the gripper (the gripper server does it when it starts; again after a
+        reset or a fault).
+
+        Warning: activating MOVES THE FINGERS: they open fully and then close fully (about
+        2 s), so whatever they hold is dropped and whatever is between them is squeezed.
+        ``reset_first=None`` (default) does that only when the gripper is not activated or
+        reports a fault; an active, healthy gripper is left as it is. ``True`` always
+        resets and re-activates (the fingers move); ``False`` never resets.
+        """
+        if reset_first is None:                  # judged from a state sent after this call
+            state = self._backend.next_state(timeout_s=1.0)
+            if state.get("is_activated") and not state.get("fault_code"):
+                return
+            reset_first = True
         self._command(GripperMsg.ACTIVATE, timeout, reset_first=bool(reset_first))
 
     def open(self, speed: int = 255, force: int = DEFAULT_FORCE,
@@ -73,12 +94,15 @@ class GripperAPI:
 
     def calibrate(self, open_mm: float = 85.0, close_mm: float = 0.0,
                   timeout: float | None = None) -> None:
-        """Tell the gripper its measured opening at position 0 (``open_mm``) and 255
-        (``close_mm``), so widths and position_mm are right."""
+        """Tell the gripper its measured opening when fully open (``open_mm``) and fully
+        closed (``close_mm``), so widths and position_mm are right (until then they read 0).
+
+        Warning: calibrating MOVES THE FINGERS: the gripper opens fully, then closes fully,
+        and stays closed, so whatever it holds is dropped. Needs an activated gripper."""
         if not open_mm > close_mm >= 0:
             raise GripperError(f"need open_mm > close_mm >= 0, got {open_mm}, {close_mm}")
-        self._command(GripperMsg.CALIBRATE, timeout, open_mm=float(open_mm),
-                      close_mm=float(close_mm))
+        self._command(GripperMsg.CALIBRATE, CALIBRATE_TIMEOUT if timeout is None else timeout,
+                      open_mm=float(open_mm), close_mm=float(close_mm))
 
     def stop(self) -> None:
         """Stop the fingers where they are. (The gripper finishes a running command first.)"""
@@ -105,16 +129,34 @@ class GripperAPI:
         return round(255.0 * (open_mm - mm) / (open_mm - close_mm))
 
     def _command(self, msg_type: GripperMsg, timeout: float | None, **fields: Any) -> dict:
-        wait = DEFAULT_TIMEOUT if timeout is None else float(timeout)
         with stop_on_interrupt(self._stop_quietly):
-            reply = self._backend.request(msg_type, timeout_s=wait, **fields)
-        if not reply.get("success"):
-            raise GripperError(f"gripper {msg_type.name.lower()} failed: "
-                               f"{reply.get('message') or reply.get('error') or reply}")
-        # State is published at ~10 Hz: wait for a message sent after the command finished,
-        # so sensors read right after this call see its outcome.
-        self._backend.next_state(timeout_s=1.0)
-        return reply
+            return command(self._backend, msg_type, timeout, **fields)
 
     def _stop_quietly(self) -> None:
         self._backend.request(GripperMsg.STOP, timeout_s=1.0)
+
+
+def command(backend: Backend, msg_type: GripperMsg, timeout: float | None = None,
+            **fields: Any) -> dict:
+    """Send one gripper command and judge it: GripperError when the server refused it, or
+    when it says success for a move the state shows did not arrive (the real server's
+    10 s timeout); the rewinder moves the gripper back through this too."""
+    wait = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+    reply = backend.request(msg_type, timeout_s=wait, **fields)
+    if not reply.get("success"):
+        raise GripperError(f"gripper {msg_type.name.lower()} failed: "
+                           f"{reply.get('message') or reply.get('error') or reply}")
+    # State is published at ~10 Hz: wait for a message sent after the command finished,
+    # so sensors read right after this call see its outcome.
+    state = backend.next_state(timeout_s=1.0)
+    data = reply.get("data") or {}
+    if msg_type in _MOVES and not data.get("object_detected") and state.get("is_moving"):
+        raise GripperError(
+            f"the gripper did not reach position {state.get('position_request')} within "
+            f"{GRIPPER_MOVE_TIMEOUT_S:g} s: it is at {state.get('position')} and still "
+            f"moving (something blocks the fingers?); the server answered "
+            f"{reply.get('message')!r}")
+    return reply
+
+
+_MOVES = (GripperMsg.MOVE, GripperMsg.OPEN, GripperMsg.CLOSE)

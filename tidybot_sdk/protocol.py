@@ -29,7 +29,6 @@ class ArmMsg(IntEnum):
     SET_GAINS = 21          # {joint_stiffness?, joint_damping?, cartesian_stiffness?, cartesian_damping?}
     STOP = 22               # decelerate, hold, and go to mode IDLE
     GET_STATE = 24          # reply is the state message
-    RECOVER = 90            # simulator extension: clear a reflex (real servers recover on their own)
 
 
 class ControlMode(IntEnum):
@@ -68,12 +67,15 @@ class GripperMsg(IntEnum):
     CLOSE = 14       # {speed, force}
     STOP = 15
     CALIBRATE = 16   # {open_mm, close_mm}
-    RESPONSE = 100   # every reply: {msg_type: 100, success, message, data?}
-    STATE = 101      # state broadcasts
+    RESPONSE = 100   # every reply: exactly {msg_type: 100, success, message, data}
+                     # (state broadcasts carry no msg_type: exactly the state's 15 keys)
 
 
 GRIPPER_CMD_PORT, GRIPPER_STATE_PORT = 5570, 5571
 GRIPPER_TYPE_2F85 = 1
+# The real driver polls a move (and an activation) this long, then replies success anyway
+# with wherever the fingers are: "success" says the command ran, not that it arrived.
+GRIPPER_MOVE_TIMEOUT_S = 10.0
 
 # ---------------------------------------------------------------------------------- base
 class BaseMsg(IntEnum):
@@ -214,7 +216,6 @@ SCHEMAS: dict[type[IntEnum], dict[int, dict[str, Field]]] = {
         ArmMsg.SET_GAINS: _GAINS,
         ArmMsg.STOP: {},
         ArmMsg.GET_STATE: {},
-        ArmMsg.RECOVER: {},
     },
     GripperMsg: {
         GripperMsg.ACTIVATE: {"reset_first": Field(kind=bool, required=False)},
@@ -238,13 +239,17 @@ SCHEMAS: dict[type[IntEnum], dict[int, dict[str, Field]]] = {
 
 # The arm's cartesian pose command also arrives as O_T_EE / o_t_ee from some clients.
 _ALIASES = {ArmMsg.CARTESIAN_POSE: {"O_T_EE": "pose", "o_t_ee": "pose"}}
+# The real gripper server builds each command from the message's keys, so it refuses any
+# key its command does not have (msg_type and timestamp aside); the arm and base take extras.
+_STRICT = {GripperMsg: frozenset({"msg_type", "timestamp"})}
 
 
 def parse_command(msg: Mapping[str, Any], types: type[IntEnum]) -> tuple[IntEnum, dict[str, Any]]:
     """Check a decoded command against its schema.
 
     Returns (message type, the checked fields with numbers as float/int); raises
-    ProtocolError naming the bad field. Unknown extra fields are ignored (``timestamp``...).
+    ProtocolError naming the bad field. Unknown extra fields are ignored (``timestamp``...),
+    except by the gripper, which refuses them as its real server does.
     """
     raw_type = msg.get("msg_type")
     try:
@@ -256,6 +261,11 @@ def parse_command(msg: Mapping[str, Any], types: type[IntEnum]) -> tuple[IntEnum
         raise ProtocolError(f"msg_type {raw_type} is not a command")
     aliases = _ALIASES.get(msg_type, {})
     fields = {aliases.get(k, k): v for k, v in msg.items()}
+    if types in _STRICT:
+        for name in fields.keys() - schema.keys() - _STRICT[types]:
+            # the real server's own words (its command dataclass's TypeError)
+            raise ProtocolError(f"{msg_type.name.title()}Cmd.__init__() got an unexpected "
+                                f"keyword argument {name!r}")
     out: dict[str, Any] = {}
     for name, spec in schema.items():
         if name in fields:

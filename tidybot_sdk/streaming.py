@@ -21,12 +21,19 @@ import time
 from typing import Iterator
 
 QUINTIC_PEAK = 15.0 / 8.0   # peak of ds/dtau for the quintic below
+QUINTIC_ACCEL_PEAK = 10.0 / math.sqrt(3.0)   # peak of |d2s/dtau2| (at tau = 0.5 -+ sqrt(3)/6)
 
 
 def quintic(tau: float) -> float:
     """Smooth 0 -> 1 over tau in [0, 1], zero velocity and acceleration at both ends."""
     tau = min(max(tau, 0.0), 1.0)
     return tau ** 3 * (10.0 + tau * (-15.0 + 6.0 * tau))
+
+
+def quintic_duration(distance: float, speed: float, accel: float) -> float:
+    """The shortest quintic over ``distance`` whose peak speed and acceleration stay
+    within ``speed`` and ``accel``."""
+    return max(QUINTIC_PEAK * distance / speed, math.sqrt(QUINTIC_ACCEL_PEAK * distance / accel))
 
 
 class Pacer:

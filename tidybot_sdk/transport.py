@@ -190,6 +190,11 @@ class StateSubscriber:
                                          f"ago (limit {max_age_s:g}s)")
         return msg
 
+    def last(self) -> dict[str, Any] | None:
+        """The newest state however old (what a backend said before it went silent)."""
+        with self._cond:
+            return self._msg
+
     def wait_next(self, timeout_s: float) -> dict[str, Any]:
         """Block until a state message newer than the current one arrives."""
         with self._cond:

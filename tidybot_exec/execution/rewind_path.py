@@ -23,11 +23,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tidybot_sdk import kinematics as kin
-from tidybot_sdk.backend import Backend
+from tidybot_sdk.backend import Backend, in_reflex, reflex_reason
 from tidybot_sdk.config import SdkConfig
-from tidybot_sdk.errors import TidybotError
+from tidybot_sdk.errors import GripperError, TidybotError
+from tidybot_sdk.gripper_api import command as gripper_command
 from tidybot_sdk.limits import SafetyLimits
-from tidybot_sdk.protocol import ARM_HOLD_AFTER_S, ArmMsg, BaseMsg, ControlMode, GripperMsg, RobotMode
+from tidybot_sdk.protocol import ARM_HOLD_AFTER_S, ArmMsg, BaseMsg, ControlMode, GripperMsg
 from tidybot_sdk.streaming import Pacer
 
 from tidybot_exec.guard.recorder import Waypoint
@@ -47,7 +48,6 @@ ARRIVED_BASE_RAD = 0.02
 SETTLE_S = 5.0                         # after the path: how long the robot may take to arrive
 HAND_PIECES = 4                        # a segment's hand path is measured in this many pieces
 GRIPPER_FORCE = 100                    # as the SDK's default
-GRIPPER_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -302,8 +302,8 @@ class Rewinder:
         """What still separates the robot from ``target`` (None: arrived and settled)."""
         if target.q is not None:
             state = self._backends["arm"].state()
-            if state["robot_mode"] == RobotMode.REFLEX:
-                raise TidybotError(f"the arm stopped in a reflex: {state.get('reflex_reason') or 'reflex'}")
+            if in_reflex(state):
+                raise TidybotError(f"the arm stopped in a reflex: {reflex_reason(state)}")
             off = float(np.max(np.abs(np.asarray(state["q"]) - target.q)))
             if off > ARRIVED_RAD:
                 return f"arm {off:.3f} rad away"
@@ -318,11 +318,11 @@ class Rewinder:
     def _gripper(self, plan: Plan) -> None:
         if plan.gripper is None:
             return
-        reply = self._backends["gripper"].request(
-            GripperMsg.MOVE, timeout_s=GRIPPER_TIMEOUT_S, position=int(plan.gripper),
-            speed=255, force=GRIPPER_FORCE)
-        if reply.get("success") is False or reply.get("error"):
-            raise TidybotError(f"the gripper did not move back: {reply.get('error', reply)}")
+        try:
+            gripper_command(self._backends["gripper"], GripperMsg.MOVE, position=int(plan.gripper),
+                            speed=255, force=GRIPPER_FORCE)
+        except GripperError as exc:
+            raise TidybotError(f"the gripper did not move back: {exc}") from None
 
     @staticmethod
     def _ended(plan: Plan, success: bool, message: str, passed: int,

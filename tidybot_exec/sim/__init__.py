@@ -54,7 +54,8 @@ class SimConfig:
     base_state_rate_hz: float = 50.0
     initial_q: list[float] = field(default_factory=lambda: kin.HOME_Q.tolist())
     initial_base_pose: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    initial_gripper: proto.GripperSeed | None = None    # None: a fresh, not yet activated gripper
+    initial_gripper: proto.GripperSeed | None = None    # None: activated and closed, as the
+                                                       # real server leaves it at start-up
     object_width_mm: float | None = None
     control_port: int | None = None
     ipc_dir: str | None = None        # bind unix sockets here instead of host/ports
@@ -224,6 +225,8 @@ class Simulator:
                 self.gripper.object_width_mm = None if value is None else float(value)
             elif cmd == "gripper_fault" and server is self.gripper:
                 self.gripper.fault_code = int(value)
+            elif cmd == "gripper_jam" and server is self.gripper:
+                self.gripper.jammed = bool(value)
             elif cmd not in ("kill", "restart"):
                 return {"ok": False, "error": f"unknown command {cmd!r} for {server.name}"}
         if cmd == "kill":

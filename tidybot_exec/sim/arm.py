@@ -3,8 +3,15 @@
 A 1 kHz loop integrates the joints within the Panda's position, velocity and acceleration
 limits. Joint position, joint velocity, cartesian pose/impedance and cartesian velocity
 targets arrive on the command stream (or REP); cartesian targets go through the same IK
-the SDK ships. When the stream is silent for 100 ms the arm holds where it is; a command
-that would break a joint limit puts it in reflex until RECOVER.
+the SDK ships. When the stream is silent for 100 ms the arm holds where it is.
+
+A command that would break a joint limit is a reflex, and as on the real robot the server
+then stops publishing its state (one last state says why, in ``last_error``) and refuses
+everything but STOP until it is restarted: the real arm is recovered outside the protocol
+(``franka_server.recover``, then a new server), here by restarting the simulated server
+(the control socket's ``restart``, docs/protocols.md). The state has the real server's
+fields; torques are not modelled beyond the external ones (``tau_J`` = ``tau_ext_hat_filtered``
+= Jᵀ·the injected wrench; no gravity).
 """
 from __future__ import annotations
 
@@ -46,6 +53,8 @@ class SimArm(BackendServer):
         self.last_command = 0.0           # monotonic time of the last motion command
         self.holding = True               # holding the current pose (idle, stopped or silent)
         self.reflex = ""                  # why the arm is in reflex; "" when it is not
+        self._reflex_told = False         # the one state after a reflex has been published
+        self._started = time.monotonic()  # robot_time counts from the server's start
         self.wrench = np.zeros(6)         # O_F_ext_hat_K; tests inject contact through it
         self.gains: dict[str, list[float]] = {}
 
@@ -64,8 +73,24 @@ class SimArm(BackendServer):
             with self.lock:
                 self._motion(msg_type, fields)
 
+    def start(self) -> None:
+        """A (re)started arm server: a reflex is over, the arm idles where it is."""
+        with self.lock:
+            self.reflex, self._reflex_told = "", False
+            self._hold(ControlMode.IDLE)
+        super().start()
+
+    def publishing(self) -> bool:
+        """After a reflex only one more state goes out (it carries ``last_error``)."""
+        if not self.reflex:
+            return True
+        told, self._reflex_told = self._reflex_told, True
+        return not told
+
     def handle(self, msg_type: ArmMsg, fields: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
+            if self.reflex and msg_type == ArmMsg.GET_STATE:
+                raise ProtocolError(self._reflex_text())
             if msg_type == ArmMsg.GET_STATE:
                 return self.state()
             ok = True
@@ -77,10 +102,10 @@ class SimArm(BackendServer):
                 self.gains.update(fields)
             elif msg_type == ArmMsg.STOP:
                 self._hold(ControlMode.IDLE)
-            elif msg_type == ArmMsg.RECOVER:
-                self.reflex = ""
-                self._hold(ControlMode.IDLE)
             return {"msg_type": int(msg_type), "success": ok}
+
+    def _reflex_text(self) -> str:
+        return f"arm is in reflex ({self.reflex}); the arm server must be restarted"
 
     def _set_mode(self, mode: int) -> None:
         try:
@@ -90,7 +115,7 @@ class SimArm(BackendServer):
         if mode == ControlMode.TORQUE:
             raise ProtocolError("torque control (mode 3) is not simulated")
         if self.reflex:
-            raise ProtocolError(f"arm is in reflex ({self.reflex}); send RECOVER first")
+            raise ProtocolError(self._reflex_text())
         self._hold(mode)
 
     def _hold(self, mode: ControlMode) -> None:
@@ -159,16 +184,22 @@ class SimArm(BackendServer):
 
     def state(self) -> dict[str, Any]:
         moving = bool(np.max(np.abs(self.dq)) > 1e-4)
+        tau_ext = (kin.jacobian(self.q).T @ self.wrench).tolist()
+        target_pose = kin.column_major(kin.fk(self.q_target))
         return {
             "q": self.q.tolist(), "dq": self.dq.tolist(),
             "q_d": self.q_target.tolist(), "dq_d": self.dq_target.tolist(),
-            "O_T_EE": kin.column_major(kin.fk(self.q)),
-            "O_T_EE_d": kin.column_major(kin.fk(self.q_target)),
+            "O_T_EE": kin.column_major(kin.fk(self.q)), "O_T_EE_d": target_pose,
             "O_F_ext_hat_K": self.wrench.tolist(), "K_F_ext_hat_K": self.wrench.tolist(),
+            "tau_J": tau_ext, "tau_ext_hat_filtered": tau_ext,
+            # libfranka's elbow: joint 3's angle and the flip of joint 4 (always negative here)
+            "elbow": [float(self.q[2]), -1.0 if self.q[3] < 0 else 1.0],
             "control_mode": int(self.mode),
             "robot_mode": int(RobotMode.REFLEX if self.reflex else
                               RobotMode.MOVE if moving or not self.holding else RobotMode.IDLE),
             "auto_hold_active": self.holding and self.mode != ControlMode.IDLE,
-            "reflex_reason": self.reflex,
+            "q_target": self.q_target.tolist(), "pose_target": target_pose,
+            "last_error": self.reflex,
+            "robot_time": time.monotonic() - self._started,
             "timestamp": time.time(),
         }

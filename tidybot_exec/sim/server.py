@@ -78,6 +78,10 @@ class BackendServer:
     def error_reply(self, text: str) -> dict[str, Any]:
         return {"error": text}
 
+    def publishing(self) -> bool:
+        """Whether the state goes out now (a backend that stops publishing says False)."""
+        return True
+
     def open_extra_sockets(self) -> list[zmq.Socket]:
         """Sockets the physics thread polls (the arm's command stream)."""
         return []
@@ -189,7 +193,8 @@ class BackendServer:
                     self.on_extra_message(sock, sock.recv())
                 with self.lock:
                     self.step(min(now - last, 10 * period))
-                    due = now >= next_pub and not self.faults.freeze_state
+                    due = (now >= next_pub and not self.faults.freeze_state
+                           and self.publishing())
                     msg = self.state() if due else None
                 last = now
                 if msg is not None:
