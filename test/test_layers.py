@@ -24,11 +24,12 @@ def test_every_module_of_the_node_lives_in_a_checked_package():
 
     top = sorted(p.name for p in (ROOT / "tidybot_exec").iterdir()
                  if p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists()))
-    assert top == ["__init__.py", "cameras", "client.py", "clients", "execution", "guard",
-                   "ros", "sandbox", "sim"], top
+    assert top == ["__init__.py", "base_bridge", "cameras", "client.py", "clients", "execution",
+                   "guard", "ros", "sandbox", "sim"], top
     config = configparser.ConfigParser()
     config.read(ROOT / ".importlinter")
     named = " ".join(config[s].get("layers", "") + config[s].get("source_modules", "")
                      for s in config.sections())
-    for package in ("cameras", "clients", "execution", "guard", "ros", "sandbox", "sim"):
+    for package in ("base_bridge", "cameras", "clients", "execution", "guard", "ros", "sandbox",
+                    "sim"):
         assert f"tidybot_exec.{package}" in named, package

@@ -16,7 +16,7 @@ import threading
 
 import zmq
 
-from tidybot_exec.sim.cli import _ints
+from tidybot_exec.sim.args import ints_arg
 from tidybot_sdk import protocol as proto
 
 from .bridge import BaseBridge
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "ignored). There is no built-in key: the RPC unpickles what it is sent, "
                         "so whoever knows the key can run code on the robot")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--base-ports", type=_ints(2), metavar="CMD,STATE",
+    p.add_argument("--base-ports", type=ints_arg(2), metavar="CMD,STATE",
                    default=(proto.BASE_CMD_PORT, proto.BASE_STATE_PORT))
     p.add_argument("--base-state-rate", type=float, default=50.0, metavar="HZ",
                    help="state publish rate (default 50; the server is polled at 100 Hz)")

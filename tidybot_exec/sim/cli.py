@@ -14,40 +14,26 @@ from tidybot_sdk import protocol as proto
 from tidybot_exec.cameras.protocol import DEFAULT_PORT as CAMERA_PORT
 
 from . import SimConfig, Simulator
+from .args import floats_arg, ints_arg
 from .world import Scene
-
-
-def _floats(n: int):
-    def parse(text: str) -> list[float]:
-        values = [float(v) for v in text.replace(",", " ").split()]
-        if len(values) != n:
-            raise argparse.ArgumentTypeError(f"expected {n} numbers, got {len(values)}")
-        return values
-    return parse
-
-
-def _ints(n: int):
-    def parse(text: str) -> tuple[int, ...]:
-        return tuple(int(v) for v in _floats(n)(text))
-    return parse
 
 
 def parse_args(argv: list[str] | None) -> SimConfig:
     p = argparse.ArgumentParser(prog="tidybot-sim", description=__doc__)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--arm-ports", type=_ints(3), metavar="CMD,STATE,STREAM",
+    p.add_argument("--arm-ports", type=ints_arg(3), metavar="CMD,STATE,STREAM",
                    default=(proto.ARM_CMD_PORT, proto.ARM_STATE_PORT, proto.ARM_STREAM_PORT))
-    p.add_argument("--gripper-ports", type=_ints(2), metavar="CMD,STATE",
+    p.add_argument("--gripper-ports", type=ints_arg(2), metavar="CMD,STATE",
                    default=(proto.GRIPPER_CMD_PORT, proto.GRIPPER_STATE_PORT))
-    p.add_argument("--base-ports", type=_ints(2), metavar="CMD,STATE",
+    p.add_argument("--base-ports", type=ints_arg(2), metavar="CMD,STATE",
                    default=(proto.BASE_CMD_PORT, proto.BASE_STATE_PORT))
     p.add_argument("--arm-state-rate", type=float, default=100.0, metavar="HZ",
                    help="arm state publish rate, 1..1000 Hz (default 100)")
     p.add_argument("--gripper-state-rate", type=float, default=10.0, metavar="HZ")
     p.add_argument("--base-state-rate", type=float, default=50.0, metavar="HZ")
-    p.add_argument("--initial-q", type=_floats(7), metavar="Q1,...,Q7",
+    p.add_argument("--initial-q", type=floats_arg(7), metavar="Q1,...,Q7",
                    help="initial arm joints in rad (default: home)")
-    p.add_argument("--initial-base-pose", type=_floats(3), metavar="X,Y,THETA",
+    p.add_argument("--initial-base-pose", type=floats_arg(3), metavar="X,Y,THETA",
                    default=[0.0, 0.0, 0.0])
     p.add_argument("--object-width-mm", type=float, default=None,
                    help="width of a simulated object between the fingers (default: none)")
