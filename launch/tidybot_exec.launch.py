@@ -1,10 +1,14 @@
 """Launch tidybot_exec, with the simulator by default.
 
     ros2 launch tidybot_exec tidybot_exec.launch.py [use_sim:=true] [namespace:=robot1]
-        [params_file:=/path/to.yaml] [rsp:=true]
+        [params_file:=/path/to.yaml] [rsp:=true] [port_offset:=100]
+    ros2 launch tidybot_exec tidybot_exec.launch.py use_sim:=false params_file:=real.yaml
+        base_bridge:=true base_rpc:=HOST:50000 base_authkey_file:=~/.tidybot/base.key
 
-What starts for which arguments is decided in tidybot_exec/ros/launch_plan.py, so plain tests
-can check it without the launch packages.
+What starts for which arguments, and in which order, is decided in
+tidybot_exec/ros/launch_plan.py, so plain tests can check it without the launch packages.
+The node starts once its simulator (or base bridge) serves; if one of them exits, the
+launch ends and says why (docs/real-robot.md, "Launch").
 """
 from pathlib import Path
 

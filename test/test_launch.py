@@ -1,6 +1,8 @@
-"""launch_testing: ros2 launch tidybot_exec tidybot_exec.launch.py use_sim:=true, a goal
-through the action, clean exit codes. Needs launch_testing (a real ROS install); the same
-behaviour is covered by plain pytest (test_execute_code.py, test_cli.py, test_launch_plan.py).
+"""launch_testing: ros2 launch tidybot_exec tidybot_exec.launch.py use_sim:=true: the node
+starts once its simulator listens and says that it drives that simulator, a goal through the
+action, clean exit codes. Needs launch_testing (a real ROS install); the same behaviour is
+covered by plain pytest (test_execute_code.py, test_cli.py, test_launch_plan.py, and
+test_launch_crossing.py for the order and the crossing rule with real processes).
 """
 import os
 import unittest
@@ -33,6 +35,16 @@ def generate_test_description():
 
 
 class TestGoalThroughTheLaunchedNode(unittest.TestCase):
+    def test_the_node_starts_after_its_simulator_and_says_it_drives_it(self, proc_output):
+        proc_output.assertWaitFor("tidybot-sim: listening", timeout=60, stream="stdout")
+        proc_output.assertWaitFor(
+            "ready: arm simulator tcp://127.0.0.1:5555, gripper simulator tcp://127.0.0.1:5570, "
+            "base simulator tcp://127.0.0.1:5590; cameras ws://127.0.0.1:5580", timeout=60)
+        sim_said = [i for i, o in enumerate(proc_output)
+                    if b"tidybot-sim: listening" in o.text]
+        node_said = [i for i, o in enumerate(proc_output) if b"ready:" in o.text]
+        self.assertLess(sim_said[0], node_said[0])
+
     def test_a_goal_succeeds(self):
         rclpy.init()
         node = rclpy.create_node("launch_test_client")
@@ -52,4 +64,6 @@ class TestGoalThroughTheLaunchedNode(unittest.TestCase):
 @launch_testing.post_shutdown_test()
 class TestShutdown(unittest.TestCase):
     def test_exit_codes(self, proc_info):
+        # a required process that exited early would have ended the launch with an error
+        # before the tests ran; at the end every process stops cleanly
         launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0, -2, -15])

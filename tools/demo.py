@@ -7,8 +7,6 @@ Run through ``./tidybot demo [example.py]`` (which sets up the environment first
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ from pathlib import Path
 from tidybot_exec.clients.client import TidybotClientError, spun_client
 from tidybot_exec.clients.run_cli import LiveOutput
 from tidybot_exec.execution.records import Status
-from tidybot_exec.ros.launch_plan import command_line, plan
+from tidybot_exec.ros.launch_plan import LaunchFailed, Started, plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,16 +26,17 @@ def say(text: str) -> None:
 def main() -> int:
     example = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "examples" / "look_and_pick.py")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    bin_dir = Path(sys.executable).parent
-    processes = []
-    for p in plan({"use_sim": "true"}, ROOT, rsp_available=False):
-        say(f"starting {p.name}")
-        processes.append((p.name, subprocess.Popen(command_line(p, bin_dir))))
+    # the launch file's plan and rules: the node starts once its simulator serves, and
+    # the demo ends when one of them exits
+    stack = Started(plan({"use_sim": "true"}, ROOT, rsp_available=False),
+                    Path(sys.executable).parent)
     code = 1
     try:
+        stack.start(say)
         with spun_client("tidybot_demo") as client:
             if not client.wait_for_server(30):
-                say("tidybot_exec did not come up (is another one using the default ports?)")
+                stack.check()
+                say("tidybot_exec did not come up")
                 return 1
             client.acquire("tidybot-demo")
             say(f"running {example.relative_to(ROOT) if example.is_relative_to(ROOT) else example} "
@@ -46,6 +45,7 @@ def main() -> int:
             live = LiveOutput(to_stderr_only=False)
             while not run.is_done():
                 live.pump(run)
+                stack.check()
                 time.sleep(0.02)
             result = run.result()
             live.finish(run, result)
@@ -53,12 +53,11 @@ def main() -> int:
                 f"{result.duration_s:.1f}s" + (f": {result.error}" if result.error else ""))
             client.release()
             code = 0 if result.status == Status.SUCCEEDED else 1
-    except TidybotClientError as exc:
+    except (TidybotClientError, LaunchFailed) as exc:
         say(str(exc))
     finally:
-        for name, proc in reversed(processes):
-            proc.send_signal(signal.SIGINT)
-            say(f"{name} exited with {proc.wait(15)}")
+        for name, exit_code in stack.stop().items():
+            say(f"{name} exited with {exit_code}")
     return code
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 
@@ -31,12 +31,28 @@ class Health:
     messages: int
 
 
+# what each <backend>_served_by value is called where the node says what it drives
+SERVED_BY_WORDS = {"simulator": "simulator", "hardware": "hardware", "bridge": "bridge",
+                   "": "simulator or hardware not stated"}
+
+
+def drives(name: str, served_by: str, address: str) -> str:
+    """``name``'s part of the ready line: what serves it and where, e.g. ``arm simulator
+    tcp://127.0.0.1:5555``, so that a node wired to the wrong robot shows it at once."""
+    return f"{name} {SERVED_BY_WORDS[served_by]} {address}"
+
+
 class BackendMonitor:
-    """Counts arrivals of one state stream; thread-safe (arrivals come from ZMQ threads)."""
+    """Counts arrivals of one state stream; thread-safe (arrivals come from ZMQ threads).
+
+    ``served_by`` (a <backend>_served_by value, set by the node) leads every health
+    message, so /diagnostics says whether the stream comes from a simulator or from
+    hardware; its ``hardware_id`` carries the address."""
 
     def __init__(self, name: str, expected_hz: float, stale_after_s: float,
                  clock=time.monotonic) -> None:
         self.name, self.expected_hz, self.stale_after_s = name, expected_hz, stale_after_s
+        self.served_by = ""
         self._clock = clock
         self._lock = threading.Lock()
         self._arrivals: deque[float] = deque()
@@ -60,6 +76,10 @@ class BackendMonitor:
             return self._last is not None and self._clock() - self._last <= self.stale_after_s
 
     def health(self) -> Health:
+        health = self._health()
+        return replace(health, message=f"{SERVED_BY_WORDS[self.served_by]}: {health.message}")
+
+    def _health(self) -> Health:
         now = self._clock()
         with self._lock:
             while self._arrivals and now - self._arrivals[0] > 2.0:

@@ -53,7 +53,7 @@ from tidybot_exec.execution.settings import LeasePolicy, executor_settings, sdk_
 from tidybot_exec.execution.supervision import Execution
 from tidybot_exec.guard.hold import RobotHold
 from tidybot_exec.ros import convert
-from tidybot_exec.ros.backend_monitor import Level
+from tidybot_exec.ros.backend_monitor import Level, drives
 from tidybot_exec.ros.camera_topics import CameraTopics
 from tidybot_exec.ros.params import PARAMS, robot_history_dir, validate
 from tidybot_exec.ros.qos import LATCHED, SERVICES
@@ -146,10 +146,14 @@ class TidybotExecNode(Node):
         self.create_timer(1.0, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_status()
         self._publish_lease_status()
-        log.info(
-            f"ready: arm {p['arm_host']}:{p['arm_cmd_port']}, gripper {p['gripper_host']}:"
-            f"{p['gripper_cmd_port']}, base {p['base_host']}:{p['base_cmd_port']}; history in "
-            f"{self.service.history.path}; isolation: {self.isolation.mechanism}")
+        # say what the node drives and where (simulator, hardware or the base bridge), in the
+        # ready line and in every backend's /diagnostics message
+        for name, monitor in self.state_topics.monitors.items():
+            monitor.served_by = p[f"{name}_served_by"]
+        drive = ", ".join(drives(name, monitor.served_by, getattr(config, name)["cmd"])
+                          for name, monitor in self.state_topics.monitors.items())
+        log.info(f"ready: {drive}; cameras {p['cameras'] or 'none'}; history in "
+                 f"{self.service.history.path}; isolation: {self.isolation.mechanism}")
 
     def _declare_parameters(self) -> dict[str, Any]:
         """Declare every parameter of params.PARAMS (read-only) and validate the values."""

@@ -47,6 +47,11 @@ class ParamSpec:
         return None
 
 
+# what may serve each backend (<backend>_served_by): the base may be the real base's bridge
+SERVED_BY = {"arm": ("simulator", "hardware"), "gripper": ("simulator", "hardware"),
+             "base": ("simulator", "hardware", "bridge")}
+
+
 def _port(name: str, default: int, what: str) -> ParamSpec:
     return ParamSpec(name, default, f"TCP port of the {what}", 1, 65535)
 
@@ -62,6 +67,11 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("base_host", "127.0.0.1", "host of the mobile base backend"),
     _port("base_cmd_port", 5590, "base REP command socket"),
     _port("base_state_port", 5591, "base PUB state socket"),
+    # what serves each backend: said by the ready line and /diagnostics (set by the launch)
+    *(ParamSpec(f"{backend}_served_by", "", f"what serves the {backend} backend "
+                f"({' | '.join(kinds)}), as the ready line and /diagnostics say; '': not "
+                f"stated (the launch sets it to what it started)", allow_empty=True)
+      for backend, kinds in SERVED_BY.items()),
     ParamSpec("request_timeout_s", 2.0, "seconds to wait for a backend's reply", 0.05, 60.0),
     # executions
     ParamSpec("default_timeout_s", 60.0, "wall-clock limit of a goal whose timeout_s is <= 0, s",
@@ -215,6 +225,11 @@ def validate(values: Mapping[str, Any]) -> list[str]:
     elif cameras and not cameras.startswith(CAMERA_SCHEMES):
         problems.append(f"cameras must be '', a camera server's address ws://HOST:PORT or "
                         f"ros:NAME=NAMESPACE,..., got {cameras!r}")
+    for backend, kinds in SERVED_BY.items():
+        value = values.get(f"{backend}_served_by", "")
+        if value and value not in kinds:
+            problems.append(f"{backend}_served_by must be {', '.join(kinds)} or '', "
+                            f"got {value!r}")
     if values.get("default_timeout_s", 0) > values.get("max_timeout_s", float("inf")):
         problems.append("default_timeout_s must not exceed max_timeout_s")
     seen: dict[tuple[str, int], str] = {}
