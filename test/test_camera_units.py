@@ -67,3 +67,16 @@ def test_a_frames_pose_is_where_the_arm_was_when_the_frame_was_taken():
     assert track.at(5.0)[0] == 299.0             # clocks that disagree: the newest, fresh
     track.observe({"timestamp": 10.0, "q": [7.0] * 7})        # a restarted arm server
     assert track.at(10.0)[0] == 7.0
+
+
+def test_a_frame_stamped_by_the_cameras_own_clock_is_stamped_on_arrival():
+    """A RealSense server may send hardware time (ms since the device started): taken as
+    epoch seconds it would stamp ROS images in 1970. An epoch stamp is kept as it is."""
+    from tidybot_exec.cameras.source import epoch_stamp
+
+    now = 1_765_000_000.0
+    header = {"timestamp": now - 0.03}
+    assert epoch_stamp(header, now) == now - 0.03 and "device_timestamp" not in header
+    header = {"timestamp": 123456.789}                  # the device's clock
+    assert epoch_stamp(header, now) == now and header["device_timestamp"] == 123456.789
+    assert epoch_stamp({}, now) == now

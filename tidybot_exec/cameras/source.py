@@ -39,6 +39,7 @@ LINGER_S = 2.0              # a stream the code read stays subscribed this long 
 TRACK_S = 2.0               # the arm's states kept, by their timestamps
 MATCH_S = 0.05              # a state this close to a frame's timestamp is where it was taken
 FRESH_S = 0.5               # else (clocks that disagree) the newest state, if this fresh
+EPOCH_SKEW_S = 10.0         # a frame timestamp further than this from now is another clock
 
 
 class ArmTrack:
@@ -97,8 +98,8 @@ class Frame:
 
     @property
     def stamp(self) -> float:
-        """When it was taken (the source's clock, epoch seconds)."""
-        return float(self.header.get("timestamp") or time.time())
+        """When it was taken, epoch seconds (epoch_stamp)."""
+        return float(self.header["timestamp"])
 
     @property
     def width(self) -> int:
@@ -277,6 +278,20 @@ class FrameStore:
         self._on_frame(frame)
 
 
+def epoch_stamp(header: dict[str, Any], now: float) -> float:
+    """The frame's timestamp as epoch seconds. A RealSense server may stamp frames with the
+    camera's hardware clock (milliseconds since the device started), not the epoch; a stamp
+    that far from ``now`` is not taken as one (ROS would show 1970): the arrival time is,
+    and the device's own stamp is kept as ``device_timestamp``."""
+    stamp = header.get("timestamp")
+    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) \
+            and abs(stamp - now) <= EPOCH_SKEW_S:
+        return float(stamp)
+    if stamp is not None:
+        header["device_timestamp"] = stamp
+    return now
+
+
 def normalized(intrinsics: dict[str, Any]) -> dict[str, Any]:
     """Intrinsics with the names the node and the SDK use (cx/cy), read from RealSense's
     ppx/ppy (what the TidyBot server and tidybot-sim send) where a server gives those."""
@@ -448,7 +463,7 @@ class CameraServerSource(FrameStore):
         camera = self._names.get(str(header["camera_id"]), str(header["camera_id"]))
         # optional in frame headers: else the colour stream's (depth is aligned to it)
         header["intrinsics"] = normalized(header.get("intrinsics") or self.intrinsics(camera))
-        stamp = float(header.get("timestamp") or time.time())
+        stamp = header["timestamp"] = epoch_stamp(header, time.time())
         self._keep(Frame(camera, header["stream"], header, data, time.monotonic(),
                          self._pose_of(camera, stamp)))
         self._refused = 0.0
