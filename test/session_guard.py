@@ -4,8 +4,10 @@
   ``TIDYBOT_TEST_SESSION``; at the session's end any still alive is killed and the run
   fails, naming it. Fixtures must own what they start, even when a test fails: a leaked node
   answers the next module's goals.
-* ``TIDYBOT_TEST_LOAD=1`` runs the session beside two busy-looping CPU hogs (robots run
-  other nodes): the process suites must pass with both cores busy.
+* ``TIDYBOT_TEST_LOAD=1`` runs the session beside busy-looping CPU hogs (robots run other
+  nodes): the process suites must pass with the cores busy. Two hogs by default (both cores
+  of this 2-core machine); ``TIDYBOT_TEST_HOGS=N`` sets how many (CI runs one, beside the
+  other distro's session, which keeps the rest of the machine busy).
 
 Only processes carrying this session's own marker are looked at or killed (never by name).
 """
@@ -52,7 +54,8 @@ def pytest_configure(config: pytest.Config) -> None:
         hog = ("import ctypes, signal\n"            # dies with this session, however it ends
                "ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"
                "while True:\n    pass\n")
-        _hogs.extend(subprocess.Popen([sys.executable, "-c", hog], env=env) for _ in range(2))
+        count = int(os.environ.get("TIDYBOT_TEST_HOGS", "2"))
+        _hogs.extend(subprocess.Popen([sys.executable, "-c", hog], env=env) for _ in range(count))
 
 
 def pytest_report_header() -> str | None:
