@@ -36,8 +36,7 @@ def test_base_moves_to_a_pose_and_by_deltas(robot):
 
 def test_base_paths_stay_within_the_bases_acceleration_limits(robot):
     """The real base accelerates at most 0.25 m/s² (0.79 rad/s²): a path planned faster leaves
-    it lagging its target, then settling. Judged by the simulated base (same limits): it
-    follows the streamed target closely all the way."""
+    it lagging its target, then settling. Judged by the simulated base (same limits)."""
     simulator, _, sdk = robot
     lags: list[float] = []
     done = threading.Event()
@@ -59,7 +58,9 @@ def test_base_paths_stay_within_the_bases_acceleration_limits(robot):
         done.set()
         watcher.join()
     assert took > 2.3                 # a quintic over 0.2 m within 0.8 × 0.25 m/s²: 2.4 s
-    assert len(lags) > 50 and max(lags) < 0.02, max(lags)   # the 1 s path lagged ~5 cm
+    # A base that must be able to stop at each 10 Hz target trails it by about v²/2a: 5 cm
+    # at this path's 0.16 m/s peak. The 1 s path (1.15 m/s² peak) left it 13 cm behind.
+    assert len(lags) > 50 and max(lags) < 0.07, max(lags)
 
 
 def test_base_local_pose_target(robot):
