@@ -221,7 +221,7 @@ def test_fleet_launch_file_declares_every_fleet_argument():
 def test_what_the_node_drives_is_said_in_the_ready_line_and_the_health_messages():
     assert drives("base", "bridge", "tcp://127.0.0.1:5590") == "base bridge tcp://127.0.0.1:5590"
     assert drives("arm", "", "tcp://robot:5555") == (
-        "arm simulator or hardware not stated tcp://robot:5555")
+        "arm (source not stated) tcp://robot:5555")
     now = [0.0]
     monitor = BackendMonitor("arm", 100.0, 0.5, clock=lambda: now[0])
     monitor.served_by = "simulator"

@@ -59,8 +59,9 @@ def test_base_paths_stay_within_the_bases_acceleration_limits(robot):
         watcher.join()
     assert took > 2.3                 # a quintic over 0.2 m within 0.8 × 0.25 m/s²: 2.4 s
     # A base that must be able to stop at each 10 Hz target trails it by about v²/2a: 5 cm
-    # at this path's 0.16 m/s peak. The 1 s path (1.15 m/s² peak) left it 13 cm behind.
-    assert len(lags) > 50 and max(lags) < 0.07, max(lags)
+    # at this path's 0.16 m/s peak (measured 4.6). The 1 s path (1.15 m/s² peak) left it 13 cm
+    # behind.
+    assert len(lags) > 50 and max(lags) < 0.10, max(lags)
 
 
 def test_base_local_pose_target(robot):

@@ -59,19 +59,21 @@ def test_gripper_refuses_motion_until_activated_and_activation_moves_the_fingers
     replies: list[dict] = []
     activation.start()
     positions = []
-    while activation.is_alive():                 # the 10 Hz state while it activates
-        positions.append(wire.state("gripper")["position"])
+    while activation.is_alive():                 # the fingers, sampled while it activates
+        with simulator.gripper.lock:
+            positions.append(simulator.gripper.position)
+        time.sleep(0.005)
     activation.join()
     took = time.monotonic() - start
     assert replies[0]["success"] is True and replies[0]["message"] == "Activation complete"
-    assert 1.8 < took < 4.0          # the 0.5 s reset wait, then 1.5 s of activation
-    assert min(positions) < 30       # the fingers opened fully on the way ...
+    assert 1.8 < took < 6.0          # the 0.5 s reset wait, then 1.5 s of activation
+    assert min(positions) == 0       # the fingers opened fully on the way ...
     state = wire.state("gripper")
     assert state["is_activated"] is True and state["position"] == 255   # ... and closed
     # an active gripper activated without reset_first answers at once and does not move
     start = time.monotonic()
     assert wire.req("gripper", GripperMsg.ACTIVATE, reset_first=False)["success"] is True
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 1.0
 
 
 def test_activation_and_calibration_drop_what_the_fingers_hold(sim_factory):

@@ -36,6 +36,8 @@ def test_a_grasp_closes_on_the_cube_which_moves_with_the_hand_and_stays_where_re
     # the fingers stopped 50 mm apart on the 5 cm cube (position bytes over the 85 mm stroke)
     assert state["object_detected"] and abs(state["position"] - 255 * (1 - 50 / 85)) <= 3
     assert simulator.world.held == "cube"
+    r.gripper.stop()        # the node's hold sends STOP after every run: it must not let go
+    assert simulator.world.held == "cube" and r.gripper.get_state()["object_detected"]
     r.arm.move_delta(dz=0.15)
     r.base.strafe(0.2)
     assert r.gripper.grasp(force=80)            # closing again on what it holds keeps it

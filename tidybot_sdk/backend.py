@@ -77,11 +77,15 @@ class Backend:
             return sub.latest(limit)
         except BackendUnavailable as exc:
             last = sub.last()
-            if last is None or not in_reflex(last):
+            if self.name != "arm" or last is None:
                 raise
-            raise unavailable(self.name, f"the arm stopped in a reflex ({reflex_reason(last)}) "
-                                         f"and its state stream stopped ({exc}); "
-                                         f"{ARM_RECOVERY}") from None
+            if in_reflex(last) or last.get("last_error"):     # its last words said why
+                raise unavailable(self.name, f"the arm stopped in a reflex ({reflex_reason(last)}) "
+                                             f"and its state stream stopped ({exc}); "
+                                             f"{ARM_RECOVERY}") from None
+            # the real server may go silent without a last state that says why
+            raise unavailable(self.name, f"{exc}; if the arm stopped in a reflex, its server "
+                                         f"stops publishing: {ARM_RECOVERY}") from None
 
     def next_state(self, timeout_s: float = 1.0) -> dict[str, Any]:
         """Wait for a state message newer than the last one."""

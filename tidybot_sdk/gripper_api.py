@@ -150,6 +150,8 @@ def command(backend: Backend, msg_type: GripperMsg, timeout: float | None = None
     # so sensors read right after this call see its outcome.
     state = backend.next_state(timeout_s=1.0)
     data = reply.get("data") or {}
+    if msg_type in _MOVES and not data.get("object_detected"):
+        state = _settled(backend, state)
     if msg_type in _MOVES and not data.get("object_detected") and state.get("is_moving"):
         raise GripperError(
             f"the gripper did not reach position {state.get('position_request')} within "
@@ -160,3 +162,14 @@ def command(backend: Backend, msg_type: GripperMsg, timeout: float | None = None
 
 
 _MOVES = (GripperMsg.MOVE, GripperMsg.OPEN, GripperMsg.CLOSE)
+SETTLE_STATES = 4     # states (~0.4 s at 10 Hz) a finished move may still be seen moving in
+
+
+def _settled(backend: Backend, state: dict) -> dict:
+    """The first state showing the fingers still, within SETTLE_STATES: a state sampled just
+    before a move ended can arrive after its reply; a jammed move stays moving in them all."""
+    for _ in range(SETTLE_STATES):
+        if not state.get("is_moving"):
+            break
+        state = backend.next_state(timeout_s=1.0)
+    return state

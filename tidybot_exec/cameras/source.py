@@ -426,6 +426,8 @@ class CameraServerSource(FrameStore):
         intrinsics = {}
         for name, device in ids.items():       # one at a time: each answer is that camera's
             reply = self._request(conn, "get_intrinsics", stream="color", device_id=device)
+            if cp.error_of(reply):              # never a camera without intrinsics: retried
+                raise ValueError(f"get_intrinsics of {name} was refused: {cp.error_of(reply)}")
             intrinsics[name] = normalized(reply.get("data") or reply.get("intrinsics") or {})
         self._names = {v: k for k, v in ids.items()}
         self._set_cameras(list(ids), intrinsics)

@@ -33,7 +33,7 @@ class Health:
 
 # what each <backend>_served_by value is called where the node says what it drives
 SERVED_BY_WORDS = {"simulator": "simulator", "hardware": "hardware", "bridge": "bridge",
-                   "": "simulator or hardware not stated"}
+                   "": "(source not stated)"}
 
 
 def drives(name: str, served_by: str, address: str) -> str:

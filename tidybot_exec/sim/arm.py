@@ -54,7 +54,7 @@ class SimArm(BackendServer):
         self.holding = True               # holding the current pose (idle, stopped or silent)
         self.reflex = ""                  # why the arm is in reflex; "" when it is not
         self._reflex_told = False         # the one state after a reflex has been published
-        self._started = time.monotonic()  # robot_time counts from the server's start
+        self._started = time.monotonic()  # robot_time: the robot's own clock (not reset by a restart)
         self.wrench = np.zeros(6)         # O_F_ext_hat_K; tests inject contact through it
         self.gains: dict[str, list[float]] = {}
 

@@ -70,7 +70,7 @@ class SimGripper(BackendServer):
                  state_rate_hz: float = 10.0, object_width_mm: float | None = None,
                  seed: GripperSeed | None = None, world: Fingers | None = None) -> None:
         super().__init__(cmd_addr, state_addr, state_rate_hz=state_rate_hz, tick_hz=100.0)
-        seed = seed or FRESH
+        seed = FRESH if seed is None else seed
         self.object_width_mm = object_width_mm   # an object of this width is always there
         self.world = world
         self._between_mm: float | None = None      # the world's object this close stops on
@@ -112,20 +112,27 @@ class SimGripper(BackendServer):
         if msg_type == GripperMsg.CALIBRATE:
             ok = self._calibrate(fields.get("open_mm", STROKE_MM), fields.get("close_mm", 0.0))
             return self._reply(ok, "Calibration complete" if ok else "Calibration failed")
+        if msg_type == GripperMsg.STOP:
+            return self._reply(self._stop_here(), "Stopped" if self.activated else "Stop failed")
         try:
-            if msg_type == GripperMsg.STOP:     # the driver's stop: a move to where it is
-                self._move(self.position, speed=0, force=0)
-                return self._reply(True, "Stopped")
             position = {GripperMsg.OPEN: 0, GripperMsg.CLOSE: 255}.get(msg_type)
             final, detected = self._move(fields["position"] if position is None else position,
                                          fields.get("speed", 255), fields.get("force", 255))
         except NotActivated:
-            return self._reply(False, "Stop failed" if msg_type == GripperMsg.STOP
-                               else "Gripper not activated")
+            return self._reply(False, "Gripper not activated")
         message = _MOVE_REPLIES[msg_type][0 if detected else 1]
         return self._reply(True, message, {"position": final, "object_detected": detected})
 
     # ---------------------------------------------------------------- what the driver does
+    def _stop_here(self) -> bool:
+        """The driver's stop (a move to where the fingers are, speed 0): they stay there, on
+        what they hold too (the holding force is left as it was)."""
+        with self.lock:
+            if not self.activated:
+                return False
+            self.target, self.moving = self.position, False
+            return True
+
     def _reset(self) -> None:
         """rACT 0: not activated, any activation or move abandoned, faults cleared."""
         self.activated = self.moving = False
@@ -145,7 +152,11 @@ class SimGripper(BackendServer):
             self._release()                      # the fingers open fully: what they held goes
             self.activation_legs = [0.0, 255.0]
             self.activating_until = time.monotonic() + ACTIVATION_S
-        return self._wait(lambda: self.activated, GRIPPER_MOVE_TIMEOUT_S)
+        if self._wait(lambda: self.activated, GRIPPER_MOVE_TIMEOUT_S):
+            return True
+        with self.lock:                          # given up (jammed fingers): not activating
+            self.activation_legs, self.activating_until = [], 0.0
+        return False
 
     def _calibrate(self, open_mm: float, close_mm: float) -> bool:
         """Open fully, then close fully, and remember the bytes at both ends (ends closed)."""
