@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from multiprocessing.managers import BaseManager
 import signal
 import sys
 import threading
@@ -166,6 +167,40 @@ def test_stop_brakes_the_upstream_base_where_it_is(standin, bridge):
     assert max(xs) - stopped_at < 0.02, "the base drove back after STOP"
 
 
+def test_the_bridge_brakes_a_moving_base_before_it_exits(standin, bridge, key_file):
+    """Stopped mid-motion (SIGINT, as a launch ends), the bridge stops the base first: after
+    it nobody re-sends a brake and the base's watchdog would let it coast. Judged from the
+    fork's shared vehicle, read straight from the server once the bridge is gone."""
+    _, port = standin("fork")
+    proc, endpoints = bridge(port)
+    cmd = RequestClient(endpoints["cmd"], "base")
+    states = StateSubscriber(endpoints["state"], "base")
+    try:
+        def streaming_until_fast() -> dict | None:
+            assert cmd.request({"msg_type": int(BaseMsg.EXECUTE_ACTION),
+                                "base_pose": [3.0, 0.0, 0.0]})["success"]
+            s = states.wait_next(2.0)
+            return s if s["base_velocity"][0] > 0.3 else None
+        moving = wait_until(streaming_until_fast, 10, "the base at 0.3 m/s", interval=0.1)
+    finally:
+        cmd.close()
+        states.close()
+    x0, v0 = moving["base_pose"][0], moving["base_velocity"][0]
+    assert proc.stop() == 0
+
+    class Server(BaseManager):
+        pass
+    Server.register("Base")
+    server = Server(address=("127.0.0.1", port), authkey=key_file.read_bytes().rstrip(b"\n"))
+    server.connect()
+    base = server.Base()
+    state = wait_until(lambda: (s := base.get_full_state())["base_velocity"][0] < 1e-3 and s,
+                       10, "a standstill")
+    # a brake from v0 covers v0²/(2·0.25) (and the moment the exit took); the coast its
+    # watchdog would leave (friction 0.1 m/s²) runs v0²/(2·0.1): 0.45 m from 0.3 m/s
+    assert state["base_pose"][0] - x0 < v0 ** 2 / 0.5 + 0.08
+
+
 def test_start_fails_clearly(standin, bridge, tmp_path):
     # nothing listens
     proc, _ = bridge(free_port(), ready=False)
@@ -213,6 +248,7 @@ def test_a_server_killed_mid_motion_is_unavailable_then_back(standin, bridge, sd
     standin("upstream", port=port)               # back on the same port: a new vehicle
     wait_until(lambda: f"connected to the base server at 127.0.0.1:{port}" in proc.stderr,
                20, "the bridge to reconnect", interval=0.05)
+    wait_for_state(robot, lambda s: True, "a state from the new server")   # then it publishes
     robot.base.forward(0.1)
     assert np.allclose(pose_of(robot), [0.1, 0.0, 0.0], atol=0.02)   # odometry from reset
 

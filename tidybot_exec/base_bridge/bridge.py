@@ -152,6 +152,22 @@ class BaseBridge(BackendServer):
             self._brake = brake
             self._brake_until = now + float(np.max(np.abs(vel) / A_MAX)) + 1.0
 
+    def settle(self, timeout_s: float) -> bool:
+        """Brake a base that is still moving, before the bridge goes (SIGINT, SIGTERM):
+        after it nobody would re-send the brake, and the real base's watchdog lets its motors
+        coast. True once it stands (or stood); False after ``timeout_s``."""
+        def moving() -> bool:
+            with self._mx:
+                return self._pose is not None and float(np.max(np.abs(self._vel))) >= SETTLED
+        if not moving() or not self.rpc.up:
+            return not moving()
+        self.handle(BaseMsg.STOP, {})            # the polling loop goes on braking meanwhile
+        deadline = time.monotonic() + timeout_s
+        while moving():
+            if time.monotonic() > deadline or self._stop.wait(RESEND_S):
+                return False
+        return True
+
     def _commanded(self, now: float, *, velocity_mode: bool, target: np.ndarray | None = None,
                    cmd_vel: np.ndarray | None = None) -> None:
         with self._mx:
@@ -174,8 +190,15 @@ class BaseBridge(BackendServer):
             if now >= self._retry_at:
                 self._reconnect()
             return
+        # Not while a command is in flight: the calls run one at a time, and a poll queued
+        # behind a long one (a reset takes seconds) would time out and call the server lost.
+        if not self._send.acquire(blocking=False):
+            return
         try:
-            raw = self.rpc.call(self.rpc.poll_method)
+            try:
+                raw = self.rpc.call(self.rpc.poll_method)
+            finally:
+                self._send.release()
             pose = np.asarray(raw["base_pose"], dtype=float).reshape(3)
             velocity = raw.get("base_velocity")
         except ServerLost as exc:

@@ -68,6 +68,10 @@ def read_authkey(path: str) -> bytes:
     return key
 
 
+# the longest brake from full speed is 0.5 / 0.25 = 2 s (1.57 / 0.79 turning)
+EXIT_BRAKE_S = 4.0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     done = threading.Event()
@@ -97,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{PROG}: listening", f"commands {cmd}", f"state {state}",
           f"base server {host}:{port} ({api} API)", sep="\n  ", flush=True)
     done.wait()
+    if not bridge.settle(EXIT_BRAKE_S):
+        print(f"{PROG}: the base was still moving {EXIT_BRAKE_S:g} s after the exit's stop",
+              file=sys.stderr, flush=True)
     bridge.stop()
     rpc.close()
     print(f"{PROG}: stopped", flush=True)
