@@ -16,6 +16,7 @@ import time
 from typing import Callable
 
 import numpy as np
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -47,6 +48,12 @@ def image_array(msg: Image) -> np.ndarray:
         return np.clip(np.nan_to_num(metres * 1000.0, nan=0.0, posinf=0.0), 0, 65535).astype(np.uint16)
     raise ValueError(f"image encoding {msg.encoding!r} is not supported")
 
+
+# These subscriptions come and go while the node spins. rclpy's default QoS event handler of
+# a subscription is a waitable that the MultiThreadedExecutor may still put in a wait set
+# after destroy_subscription: InvalidHandle in the spin thread (rclpy#1284, seen in CI: the
+# node ended). Without event handlers there is nothing of that kind to race.
+NO_EVENT_HANDLERS = SubscriptionEventCallbacks(use_default_callbacks=False)
 
 class DriverCameras(FrameStore):
     """The cameras ``specs`` ({NAME: NAMESPACE}) of a ROS driver, read by ``node``."""
@@ -84,7 +91,7 @@ class DriverCameras(FrameStore):
                     self._subs[key] = self._node.create_subscription(
                         CameraInfo if stream == "info" else Image, f"{namespace}/{topic}",
                         lambda msg, name=name, stream=stream: self._got(name, stream, msg),
-                        qos_profile_sensor_data)
+                        qos_profile_sensor_data, event_callbacks=NO_EVENT_HANDLERS)
                 elif stream not in wanted and key in self._subs:
                     self._node.destroy_subscription(self._subs.pop(key))
 

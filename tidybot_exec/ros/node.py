@@ -28,7 +28,7 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.exceptions import InvalidParameterTypeException
+from rclpy.exceptions import InvalidHandle, InvalidParameterTypeException
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -569,7 +569,15 @@ def main(args: list[str] | None = None) -> int:
 
     def spin() -> None:
         try:
-            executor.spin()
+            while True:
+                try:
+                    executor.spin()
+                    return
+                except InvalidHandle as exc:
+                    # rclpy#1284: an entity destroyed while the executor was collecting it;
+                    # the next collection no longer has it. Never a reason to end the node.
+                    node.get_logger().warning(f"the executor met a destroyed entity ({exc}); "
+                                              "spinning on")
         finally:
             os.write(wake_w, b"x")   # the context was shut down from elsewhere
 
