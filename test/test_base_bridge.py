@@ -135,6 +135,16 @@ def test_theta_across_pi_goes_the_short_way_on_the_unwrapped_base(standin, bridg
         rpc.close()
 
 
+def drive_until_fast(cmd: RequestClient, states: StateSubscriber) -> dict:
+    """Stream a far pose target at 10 Hz until the base runs at 0.3 m/s; that state."""
+    def streaming_until_fast() -> dict | None:
+        assert cmd.request({"msg_type": int(BaseMsg.EXECUTE_ACTION),
+                            "base_pose": [3.0, 0.0, 0.0]})["success"]
+        s = states.wait_next(2.0)
+        return s if s["base_velocity"][0] > 0.3 else None
+    return wait_until(streaming_until_fast, 10, "the base at 0.3 m/s", interval=0.1)
+
+
 def test_stop_brakes_the_upstream_base_where_it_is(standin, bridge):
     """Upstream has no stop and its watchdog coasts: the bridge's STOP is a pose target where
     a full brake ends, re-sent until the base stands (not where STOP came: no reversing)."""
@@ -145,12 +155,7 @@ def test_stop_brakes_the_upstream_base_where_it_is(standin, bridge):
     states = StateSubscriber(endpoints["state"], "base",
                              on_message=lambda s: xs.append(s["base_pose"][0]))
     try:
-        def streaming_until_fast() -> dict | None:
-            assert cmd.request({"msg_type": int(BaseMsg.EXECUTE_ACTION),
-                                "base_pose": [3.0, 0.0, 0.0]})["success"]
-            s = states.wait_next(2.0)
-            return s if s["base_velocity"][0] > 0.3 else None
-        moving = wait_until(streaming_until_fast, 10, "the base at 0.3 m/s", interval=0.1)
+        moving = drive_until_fast(cmd, states)
         x0, v0 = moving["base_pose"][0], moving["base_velocity"][0]
         assert cmd.request({"msg_type": int(BaseMsg.STOP)})["success"]
         wait_until(lambda: (s := states.wait_next(2.0))["base_velocity"][0] < 1e-3
@@ -176,12 +181,7 @@ def test_the_bridge_brakes_a_moving_base_before_it_exits(standin, bridge, key_fi
     cmd = RequestClient(endpoints["cmd"], "base")
     states = StateSubscriber(endpoints["state"], "base")
     try:
-        def streaming_until_fast() -> dict | None:
-            assert cmd.request({"msg_type": int(BaseMsg.EXECUTE_ACTION),
-                                "base_pose": [3.0, 0.0, 0.0]})["success"]
-            s = states.wait_next(2.0)
-            return s if s["base_velocity"][0] > 0.3 else None
-        moving = wait_until(streaming_until_fast, 10, "the base at 0.3 m/s", interval=0.1)
+        moving = drive_until_fast(cmd, states)
     finally:
         cmd.close()
         states.close()
