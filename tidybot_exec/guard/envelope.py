@@ -29,7 +29,11 @@ from tidybot_sdk.protocol import ArmMsg, BaseMsg, ControlMode, GripperMsg, Proto
 
 State = Callable[[], "dict[str, Any] | None"]
 BURST_S = 0.03                  # motion a target may get ahead of the speed cap, in seconds
-CREDIT_S = 0.05                 # a tick that comes this late may make up for the time
+# A tick that comes this late may make up for the time: up to the backend's hold-off, after
+# which the gate starts again from the measured state anyway. A guard thread not scheduled
+# for ~0.1 s (a busy machine) reads an honest stream that far ahead; refused, every later
+# target would be as far from the last one admitted and the motion would never arrive.
+CREDIT_S = proto.ARM_HOLD_AFTER_S
 FIRST_STEP_S = 0.02             # a motion's first target moves at most this long at the cap
 MAX_STEP_S = 0.04               # a late target makes up for at most this long at the cap
 # The base is commanded at the SDK's 10 Hz and accelerates slowly (0.25 m/s^2): a target

@@ -119,10 +119,14 @@ class SimArm(BackendServer):
         self._hold(mode)
 
     def _hold(self, mode: ControlMode) -> None:
-        """Switch mode and hold the current pose until a new target arrives."""
+        """Switch mode and hold, until a new target arrives, the pose where the arm comes to
+        rest braking at its full deceleration: a real arm's stop brakes along its path. (A
+        hold of the pose at this instant would be passed and then driven back to, a
+        reversal no real arm makes.)"""
         self.mode = mode
         self.holding = True
-        self.q_target = self.q.copy()
+        self.q_target = np.clip(self.q + self.dq * np.abs(self.dq) / (2.0 * kin.DDQ_MAX),
+                                kin.Q_MIN, kin.Q_MAX)
         self.dq_target = np.zeros(7)
         self.twist = np.zeros(6)
 
