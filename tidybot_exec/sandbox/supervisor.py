@@ -36,6 +36,10 @@ if not __package__:      # run as a script under -I: make the package importable
 from tidybot_exec.sandbox import bwrap, cgroup, linux  # noqa: E402  (stdlib only)
 
 HOLD_TIMEOUT_S = 10.0       # for the orphan's hold process (its own requests time out sooner)
+PRIVATE_END_S = 2.0         # a dry run's simulator has this long to leave its world and exit
+WORLD_AT_END = "world-end.json"     # where it leaves it, in the working directory
+WORLD_REPORT_MAX = 48 * 1024    # a dry run's world larger than this is not reported (the
+                                # report pipe holds 64 KiB and is read once)
 
 
 def _children() -> list[int]:
@@ -144,8 +148,9 @@ def supervise(workdir: str, report_fd: str) -> None:
     signal.signal(signal.SIGTERM, kill_now)
     orphan_with_parent(workdir, spec)
 
+    private: subprocess.Popen | None = None
     if spec.get("dry_run") is not None:
-        problem = _start_private_robot(workdir)
+        private, problem = _start_private_robot(workdir)
         if problem:
             kill_tree()
             _report(report, 1 << 8, problem, server_error=True)
@@ -172,6 +177,7 @@ def supervise(workdir: str, report_fd: str) -> None:
             break
         if pid == proc.pid:
             break
+    world = _end_private_robot(private, workdir) if private is not None else None
     kill_tree()                                  # whatever the code left running
     try:       # the code process wrote it, so it is the code's word: only a string is taken
         error = str(json.loads(os.read(report_r, 65536) or b"{}").get("error", ""))
@@ -179,12 +185,13 @@ def supervise(workdir: str, report_fd: str) -> None:
         error = ""
     if cap is not None:
         cap.remove()
-    _report(report, status, error)
+    _report(report, status, error, world=world)
     _exit_like(status, sandboxed)
 
 
-def _start_private_robot(workdir: str, timeout_s: float = 30.0) -> str | None:
-    """Start the dry run's simulator; None once it listens, else why it did not start."""
+def _start_private_robot(workdir: str, timeout_s: float = 30.0
+                         ) -> tuple[subprocess.Popen, str | None]:
+    """Start the dry run's simulator: (it, None once it listens, else why it did not start)."""
     log_path = os.path.join(workdir, "sim.log")
     with open(log_path, "wb") as log:
         private = Path(__file__).resolve().parents[1] / "sim" / "private.py"
@@ -196,19 +203,39 @@ def _start_private_robot(workdir: str, timeout_s: float = 30.0) -> str | None:
         with open(log_path, "rb") as f:
             text = f.read().decode("utf-8", "replace")
         if "listening" in text:
-            return None
+            return sim, None
         if sim.poll() is not None or time.monotonic() > deadline:
             last = text.strip().splitlines()[-1:] or ["no output"]
-            return f"dry run: the simulated robot did not start ({last[0]})"
+            return sim, f"dry run: the simulated robot did not start ({last[0]})"
         time.sleep(0.02)
 
 
-def _report(fd: int, status: int, error: str = "", server_error: bool = False) -> None:
-    """The execution's one report to the node (launchers.read_report); small, so the pipe
-    never blocks (the code's error is bounded by code_process.ERROR_MAX_CHARS)."""
+def _end_private_robot(sim: subprocess.Popen, workdir: str) -> dict | None:
+    """End the dry run's simulator (SIGTERM) and take the world it leaves (WORLD_AT_END,
+    sim/private.py) for the report: what the code did to the world, read after it ended.
+    None when it did not leave one within PRIVATE_END_S or it is too large to report."""
     try:
-        os.write(fd, json.dumps({"status": status, "error": error,
-                                 "server_error": server_error}).encode())
+        sim.send_signal(signal.SIGTERM)
+        sim.wait(PRIVATE_END_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return None                              # killed with the tree next
+    try:
+        with open(os.path.join(workdir, WORLD_AT_END), "rb") as f:
+            data = f.read(WORLD_REPORT_MAX + 1)
+        world = json.loads(data) if len(data) <= WORLD_REPORT_MAX else None
+    except (OSError, ValueError):
+        return None
+    return world if isinstance(world, dict) else None
+
+
+def _report(fd: int, status: int, error: str = "", server_error: bool = False,
+            world: dict | None = None) -> None:
+    """The execution's one report to the node (launchers.read_report); small, so the pipe
+    never blocks (the code's error is bounded by code_process.ERROR_MAX_CHARS, a dry run's
+    world by WORLD_REPORT_MAX)."""
+    try:
+        os.write(fd, json.dumps({"status": status, "error": error, "server_error": server_error,
+                                 **({"world": world} if world is not None else {})}).encode())
     except OSError:
         pass
 

@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+from typing import Callable
 
 import zmq
 
@@ -72,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     return serve(parse_args(argv))
 
 
-def serve(config: SimConfig) -> int:
-    """Run the simulator until SIGINT/SIGTERM; 2 when it cannot start."""
+def serve(config: SimConfig, on_stop: Callable[[Simulator], None] | None = None) -> int:
+    """Run the simulator until SIGINT/SIGTERM (then ``on_stop`` sees it still running);
+    2 when it cannot start."""
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
@@ -85,6 +87,8 @@ def serve(config: SimConfig) -> int:
         return 2
     print("tidybot-sim: listening", *sim.endpoints(), sep="\n  ", flush=True)
     done.wait()
+    if on_stop is not None:
+        on_stop(sim)
     sim.stop()
     print("tidybot-sim: stopped", flush=True)
     return 0
