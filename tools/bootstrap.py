@@ -16,6 +16,7 @@ Prints the venv path on the last line of stdout, so callers can ``venv=$(... | t
 """
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import json
@@ -248,10 +249,14 @@ def main() -> int:
         return 2
     venv_dir = Path(os.environ.get("TIDYBOT_VENV", ROOT / f".venv-{distro}")).resolve()
     start = time.monotonic()
-    ensure_venv(venv_dir)
-    install_requirements(venv_dir, distro)
-    built = build_interfaces(venv_dir, distro)
-    install_package(venv_dir)
+    # one bootstrap of a venv at a time: two terminals that both find the interfaces
+    # changed would build them into the same directory at once and break the build
+    with open(f"{venv_dir}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ensure_venv(venv_dir)
+        install_requirements(venv_dir, distro)
+        built = build_interfaces(venv_dir, distro)
+        install_package(venv_dir)
     log(f"{distro} ready in {time.monotonic() - start:.1f}s"
         + ("" if built else " (interfaces up to date)"))
     print(venv_dir)
