@@ -3,7 +3,11 @@
 Frames: positions are metres in the arm base frame (libfranka "O": x forward, y left, z up,
 origin at the arm's base); orientations are roll/pitch/yaw in radians with
 R = Rz(yaw) Ry(pitch) Rx(roll). Every move blocks until the arm has arrived and settled,
-and raises before anything moves when the target breaks a safety limit.
+and raises before anything moves when the target breaks a safety limit, or when its path
+would bring the arm (links, hand, open fingers) within ``keep_out_margin_m`` (default
+1 cm) of a kept-out body: the floor, the robot's own base and camera mast, and the lab's
+keep-out boxes such as a table, placed where the base measures itself now. An arm
+already closer than that to a body may move away from it, never closer.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import collision
 from . import kinematics as kin
 from .backend import ARM_RECOVERY, Backend, in_reflex, reflex_reason, stop_on_interrupt
 from .errors import ArmError, ArmSafetyError
@@ -41,9 +46,17 @@ class ArmAPI:
     MODE_CARTESIAN_IMPEDANCE = ControlMode.CARTESIAN_IMPEDANCE
     HOME_POSITION = [float(v) for v in kin.HOME_Q]
 
-    def __init__(self, backend: Backend, limits: SafetyLimits) -> None:
+    def __init__(self, backend: Backend, limits: SafetyLimits,
+                 kept_out: collision.KeepOut = collision.KeepOut(),
+                 base: Backend | None = None) -> None:
+        """``base``: where the base's pose is read to place ``kept_out``'s boxes (needed
+        when there are any)."""
+        if kept_out.boxes and base is None:
+            raise ValueError("keep-out boxes are placed where the base measures itself: "
+                             "the arm needs the base's backend")
         self._backend = backend
         self._limits = limits
+        self._kept_out, self._base = kept_out, base
         self.last_stream_lateness: list[float] = []   # per-tick lateness of the last move (s)
 
     # ------------------------------------------------------------------ reading
@@ -66,34 +79,15 @@ class ArmAPI:
         ``duration`` (s): how long the motion takes; default: as fast as half the joint
         speed cap allows (at least 0.5 s). ``timeout`` (s, default 10): how long to wait
         for the arm to settle *after* the planned motion. Raises SafetyError (nothing
-        moves) for a target outside the joint limits, a path leaving the workspace box or a
-        duration that needs more than the joint speed cap; ArmError if the arm does not get
-        there.
+        moves) for a target outside the joint limits, a path leaving the workspace box or
+        coming too close to a kept-out body ("... would hit table"), or a duration that
+        needs more than the joint speed cap; ArmError if the arm does not get there.
         """
-        target = finite(q, "q", 7, ArmError)
-        self._limits.check_joints(target)
-        start = np.array(self._backend.state()["q"])
-        distance = float(np.max(np.abs(target - start)))
-        duration = self._duration(duration, distance / (0.5 * self._limits.joint_speed))
-        self._limits.check_joint_speed(QUINTIC_PEAK * distance / duration, duration)
-        here = kin.fk(start)[:3, 3]
-        for s in np.linspace(0.0, 1.0, 21):
-            self._limits.check_ee_position(kin.fk(start + s * (target - start))[:3, 3],
-                                           "end effector on the way", now=here)
-        self._set_mode(ControlMode.JOINT_POSITION)
-
-        def setpoint(s: float) -> dict[str, Any]:
-            return {"msg_type": ArmMsg.JOINT_POSITION, "q": (start + s * (target - start)).tolist()}
-
-        def arrived(state: dict[str, Any]) -> bool:
-            return float(np.max(np.abs(np.array(state["q"]) - target))) < JOINT_TOLERANCE
-
-        self._stream(setpoint, arrived, duration, timeout,
-                     f"joint target {np.round(target, 3).tolist()}")
+        self._joint_move(q, timeout, duration, "arm.move_joints")
 
     def go_home(self, timeout: float | None = None, duration: float | None = None) -> None:
-        """Move to HOME_POSITION (joints, rad) with move_joints."""
-        self.move_joints(self.HOME_POSITION, timeout=timeout, duration=duration)
+        """Move to HOME_POSITION (joints, rad) as move_joints does."""
+        self._joint_move(self.HOME_POSITION, timeout, duration, "arm.go_home")
 
     def move_to_pose(self, x: float | None = None, y: float | None = None, z: float | None = None,
                      roll: float | None = None, pitch: float | None = None,
@@ -105,7 +99,8 @@ class ArmAPI:
         current roll, pitch or yaw. Done when position (5 mm) and orientation (0.02 rad)
         are reached and the arm has settled. ``duration``/``timeout`` as in move_joints;
         the default duration keeps to half the cartesian speed caps. Raises SafetyError for
-        a target outside the workspace box or out of reach; ArmError if not reached.
+        a target outside the workspace box or out of reach, or a path that comes too close
+        to a kept-out body ("... would hit table"); ArmError if not reached.
         """
         current = self._ee_matrix()
         position = [current[i, 3] if v is None else v for i, v in enumerate((x, y, z))]
@@ -114,7 +109,7 @@ class ArmAPI:
         target = np.eye(4)
         target[:3, 3] = finite(position, "position", 3, ArmError)
         target[:3, :3] = kin.rpy_to_matrix(*finite(rpy, "roll/pitch/yaw", 3, ArmError))
-        self._cartesian_move(current, target, timeout, duration)
+        self._cartesian_move(current, target, timeout, duration, "arm.move_to_pose")
 
     def move_delta(self, dx: float = 0.0, dy: float = 0.0, dz: float = 0.0, droll: float = 0.0,
                    dpitch: float = 0.0, dyaw: float = 0.0, frame: str = "base",
@@ -138,7 +133,7 @@ class ArmAPI:
         else:
             target[:3, 3] += current[:3, :3] @ d[:3]
             target[:3, :3] = current[:3, :3] @ rotation
-        self._cartesian_move(current, target, timeout, duration)
+        self._cartesian_move(current, target, timeout, duration, "arm.move_delta")
 
     def stop(self) -> None:
         """Stop now: the arm decelerates and holds its pose (control mode goes to idle)."""
@@ -158,8 +153,32 @@ class ArmAPI:
             raise ArmError(f"duration must be a positive number of seconds, got {asked!r}")
         return float(asked)
 
+    def _joint_move(self, q: Sequence[float], timeout: float | None, duration: float | None,
+                    call: str) -> None:
+        target = finite(q, "q", 7, ArmError)
+        self._limits.check_joints(target)
+        start = np.array(self._backend.state()["q"])
+        distance = float(np.max(np.abs(target - start)))
+        duration = self._duration(duration, distance / (0.5 * self._limits.joint_speed))
+        self._limits.check_joint_speed(QUINTIC_PEAK * distance / duration, duration)
+        here = kin.fk(start)[:3, 3]
+        for s in np.linspace(0.0, 1.0, 21):
+            self._limits.check_ee_position(kin.fk(start + s * (target - start))[:3, 3],
+                                           "end effector on the way", now=here)
+        self._check_keep_out(call, lambda s, _: start + s * (target - start), duration)
+        self._set_mode(ControlMode.JOINT_POSITION)
+
+        def setpoint(s: float) -> dict[str, Any]:
+            return {"msg_type": ArmMsg.JOINT_POSITION, "q": (start + s * (target - start)).tolist()}
+
+        def arrived(state: dict[str, Any]) -> bool:
+            return float(np.max(np.abs(np.array(state["q"]) - target))) < JOINT_TOLERANCE
+
+        self._stream(setpoint, arrived, duration, timeout,
+                     f"joint target {np.round(target, 3).tolist()}")
+
     def _cartesian_move(self, start: np.ndarray, target: np.ndarray, timeout: float | None,
-                        duration: float | None) -> None:
+                        duration: float | None, call: str) -> None:
         self._limits.check_ee_position(target[:3, 3], now=start[:3, 3])
         q_now = np.array(self._backend.state()["q"])
         if kin.ik(target, q_now) is None:
@@ -173,15 +192,34 @@ class ArmAPI:
             angle / (0.5 * self._limits.cartesian_angular_speed)))
         self._limits.check_cartesian_speed(QUINTIC_PEAK * distance / duration,
                                            QUINTIC_PEAK * angle / duration, duration)
-        self._set_mode(ControlMode.CARTESIAN_IMPEDANCE)
-        self._backend.request(ArmMsg.SET_GAINS, **CARTESIAN_GAINS)
         axis = rot / angle if angle > 1e-12 else np.zeros(3)
 
-        def setpoint(s: float) -> dict[str, Any]:
+        def pose_at(s: float) -> np.ndarray:
             T = np.eye(4)
             T[:3, 3] = start[:3, 3] + s * (target[:3, 3] - start[:3, 3])
             T[:3, :3] = _axis_angle(axis, s * angle) @ start[:3, :3]
-            return {"msg_type": ArmMsg.CARTESIAN_POSE, "pose": kin.column_major(T)}
+            return T
+
+        def q_at(s: float, before: np.ndarray | None) -> np.ndarray:
+            """Where the joints are on the straight path, following it from where they are."""
+            if before is None:
+                return q_now
+            T = pose_at(s)
+            found = collision.follow(T, before)
+            if found is not None:
+                return found[0]
+            q = kin.ik(T, before)
+            if q is None:
+                raise ArmSafetyError(f"{call}: the straight path passes out of the arm's reach "
+                                     f"at {np.round(T[:3, 3], 3).tolist()} m; go there in steps")
+            return q
+
+        self._check_keep_out(call, q_at, duration)
+        self._set_mode(ControlMode.CARTESIAN_IMPEDANCE)
+        self._backend.request(ArmMsg.SET_GAINS, **CARTESIAN_GAINS)
+
+        def setpoint(s: float) -> dict[str, Any]:
+            return {"msg_type": ArmMsg.CARTESIAN_POSE, "pose": kin.column_major(pose_at(s))}
 
         def arrived(state: dict[str, Any]) -> bool:
             err = kin.pose_error(target, kin.matrix_from_column_major(state["O_T_EE"]))
@@ -190,6 +228,23 @@ class ArmAPI:
 
         self._stream(setpoint, arrived, duration, timeout,
                      f"pose at {np.round(target[:3, 3], 3).tolist()} m")
+
+    def _check_keep_out(self, call: str, q_at, duration: float) -> None:
+        """Refuse (ArmSafetyError, nothing moves) a path that breaks the keep-out rule.
+
+        ``q_at(s, q_before)``: the joint angles at path parameter ``s`` (0..1). The path is
+        checked at the stream's ticks at 50 Hz, and finer where a point of the arm would
+        move more than collision.STEP_M between two; the kept-out boxes are placed where
+        the base measures itself now (its state is needed only when there are boxes: a
+        base that is down raises BaseUnavailable, as any missing state does)."""
+        base_pose = self._base.state()["base_pose"] if self._kept_out.boxes else None
+        ticks = np.arange(int(math.ceil(duration * STREAM_HZ))) / (duration * STREAM_HZ)
+        found = self._kept_out.check_path(self._kept_out.scene(base_pose), q_at,
+                                          [*map(quintic, ticks), 1.0])
+        if found is not None:
+            s, breach = found
+            where = "target" if s == 1.0 else f"path, {s:.0%} of the way,"
+            raise ArmSafetyError(f"{call}: the {where} {breach}")
 
     def _set_mode(self, mode: ControlMode) -> None:
         reply = self._backend.request(ArmMsg.SET_CONTROL_MODE, control_mode=int(mode))
