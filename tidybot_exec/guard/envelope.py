@@ -8,6 +8,12 @@ What is checked (``Envelope.admit``):
   measured state when a stream starts) — and what is forwarded is *shaped* to the caps
   (``Shaper``), so the measured motion keeps to them; velocity commands within the caps
   and, held for the backend's 100 ms hold-off, inside the limits; torque mode is refused;
+* arm keep-out (tidybot_sdk.collision.KeepOut): the arm's collision geometry at what is
+  forwarded (a joint target as shaped; a cartesian target's joint angles, followed from the
+  last target's by IK; where a velocity takes the arm within the hold-off) stays
+  ``keep_out_margin_m`` away from the floor, the robot's base and mast and the ``keep_out``
+  boxes, placed where the base measures itself now; a body the arm is already closer to
+  than that it may only move away from;
 * base: the workspace box for pose targets and for a velocity held for the 250 ms
   watchdog, and the speed caps; pose targets are shaped to the caps like the arm's;
 * gripper: the force cap (a command without ``force`` gets the backend's default, 255).
@@ -21,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from tidybot_sdk import collision
 from tidybot_sdk import kinematics as kin
 from tidybot_sdk import protocol as proto
 from tidybot_sdk.errors import BackendUnavailable, SafetyError
@@ -40,6 +47,14 @@ MAX_STEP_S = 0.04               # a late target makes up for at most this long a
 # may carry up to two periods of motion at the cap; silence past its watchdog starts anew.
 BASE_FIRST_STEP_S = 0.1
 BASE_MAX_STEP_S = 0.2
+
+
+class MissingState(BackendUnavailable):
+    """A check needs the state of ``part`` and none is fresh."""
+
+    def __init__(self, part: str, message: str) -> None:
+        super().__init__(message)
+        self.part = part
 
 
 class SpeedGate:
@@ -122,6 +137,16 @@ def _base_blend(a: np.ndarray, b: np.ndarray, f: float) -> np.ndarray:
                      kin.wrap_angle(a[2] + f * kin.wrap_angle(b[2] - a[2]))])
 
 
+def _turn(rotation: np.ndarray) -> np.ndarray:
+    """The rotation matrix of axis-angle vector ``rotation``."""
+    angle = float(np.linalg.norm(rotation))
+    if angle < 1e-12:
+        return np.eye(3)
+    x, y, z = rotation / angle
+    k = np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
+    return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
+
+
 def _pose_blend(a: np.ndarray, b: np.ndarray, f: float) -> np.ndarray:
     """``f`` of the way from pose ``a`` to ``b``: straight in position, about one axis in
     orientation (the relative rotation's, scaled)."""
@@ -134,11 +159,7 @@ def _pose_blend(a: np.ndarray, b: np.ndarray, f: float) -> np.ndarray:
                          relative[1, 0] - relative[0, 1]])
         norm = np.linalg.norm(axis)
         if norm > 1e-12:
-            axis /= norm
-            k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-            turn = f * angle
-            out[:3, :3] = a[:3, :3] @ (np.eye(3) + math.sin(turn) * k
-                                       + (1 - math.cos(turn)) * k @ k)
+            out[:3, :3] = a[:3, :3] @ _turn(axis * (f * angle / norm))
         elif f >= 1.0:                  # a half turn: no unique axis; only all of it
             out[:3, :3] = b[:3, :3]
     return out
@@ -166,15 +187,18 @@ class Shaper:
     def reset(self) -> None:
         self._sent = None
 
-    def toward(self, target: np.ndarray, now: float, measured: Callable[[], np.ndarray]) -> np.ndarray:
+    def toward(self, target: np.ndarray, now: float, measured: Callable[[], np.ndarray],
+               commit: bool = True) -> np.ndarray:
+        """What to forward for ``target`` now (remembered as forwarded only with ``commit``)."""
         if self._sent is None or now - self._at > self._hold_off:
-            self._sent, dt = measured(), self._first
+            sent, dt = measured(), self._first
         else:
-            dt = min(max(0.0, now - self._at), self._max)
-        self._sent = self._blend(self._sent, target,
-                                 self._fraction(self._caps, dt, self._sent, target))
-        self._at = now
-        return self._sent
+            sent, dt = self._sent, min(max(0.0, now - self._at), self._max)
+        f = self._fraction(self._caps, dt, sent, target)
+        shaped = target if f >= 1.0 else self._blend(sent, target, f)
+        if commit:
+            self._sent, self._at = shaped, now
+        return shaped
 
 
 class Envelope:
@@ -182,8 +206,14 @@ class Envelope:
     also returns the message to forward (motion targets shaped to the caps, ``Shaper``)."""
 
     def __init__(self, limits: SafetyLimits, arm_state: State, base_state: State,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 kept_out: collision.KeepOut = collision.KeepOut()) -> None:
         self.limits, self._arm_state, self._base_state, self._clock = limits, arm_state, base_state, clock
+        self.kept_out = kept_out
+        # the joint angles (and their frames) of the last arm target forwarded, and when: a
+        # cartesian target's IK starts from them (from the measured ones after the hold-off)
+        self._q_sent: tuple[np.ndarray, list[np.ndarray]] | None = None
+        self._q_sent_at = -math.inf
         self._joints = SpeedGate(limits.joint_speed)
         self._translation = SpeedGate(limits.cartesian_speed)
         self._rotation = SpeedGate(limits.cartesian_angular_speed)
@@ -214,15 +244,18 @@ class Envelope:
             return str(exc), msg
         except ProtocolError as exc:
             return f"invalid {backend} command: {exc}", msg
-        except BackendUnavailable as exc:
-            return f"cannot check the command without the {backend}'s state: {exc}", msg
+        except MissingState as exc:
+            return f"cannot check the command without the {exc.part}'s state: {exc}", msg
 
     # ------------------------------------------------------------------ arm
     def _measured(self) -> dict[str, Any]:
         state = self._arm_state()
         if state is None:
-            raise BackendUnavailable("no fresh arm state")
+            raise MissingState("arm", "no fresh arm state")
         return state
+
+    def _measured_q(self) -> np.ndarray:
+        return np.asarray(self._measured()["q"], dtype=float)
 
     def _ee_position(self) -> np.ndarray:
         """The measured end-effector position (O_T_EE is column-major: its translation is
@@ -246,22 +279,31 @@ class Envelope:
         if kind == ArmMsg.JOINT_POSITION:
             q = np.asarray(msg["q"], dtype=float)
             lim.check_joints(q)
-            self._check_ee(kin.fk(q)[:3, 3])
-            measured_q = lambda: np.asarray(self._measured()["q"], dtype=float)  # noqa: E731
-            refused = self._joints.admit(q, measured_q, now, _joint_distance)
+            frames = kin.frames(q)
+            self._check_ee(frames[-1][:3, 3])
+            refused = self._joints.admit(q, self._measured_q, now, _joint_distance, commit=False)
             if refused is not None:
                 raise SafetyError(f"joint target {refused[0]:.3f} rad from the last one, more "
                                   f"than the {refused[1]:.3f} rad the joint speed cap "
                                   f"{lim.joint_speed:g} rad/s allows now")
-            return {**original, "q": self._joint_shaper.toward(q, now, measured_q).tolist()}
+            shaped = self._joint_shaper.toward(q, now, self._measured_q, commit=False)
+            if shaped is not q:
+                frames = kin.frames(shaped)
+            self._check_keep_out(frames, "joint target")     # what the arm is sent
+            self._joints.admit(q, self._measured_q, now, _joint_distance)
+            self._joint_shaper.toward(q, now, self._measured_q)
+            self._q_sent, self._q_sent_at = (shaped, frames), now
+            return {**original, "q": shaped.tolist()}
         elif kind == ArmMsg.JOINT_VELOCITY:
             dq = np.asarray(msg["dq"], dtype=float)
             if np.max(np.abs(dq)) > lim.joint_speed + 1e-9:
                 raise SafetyError(f"joint velocity {np.max(np.abs(dq)):.2f} rad/s is above the "
                                   f"joint speed cap {lim.joint_speed:g} rad/s")
-            ahead = np.asarray(self._measured()["q"], dtype=float) + dq * proto.ARM_HOLD_AFTER_S
+            ahead = self._measured_q() + dq * proto.ARM_HOLD_AFTER_S
             lim.check_joints(ahead, "velocity would take it to")
-            self._check_ee(kin.fk(ahead)[:3, 3], "velocity would take the end effector to")
+            frames = kin.frames(ahead)
+            self._check_ee(frames[-1][:3, 3], "velocity would take the end effector to")
+            self._check_keep_out(frames, "joint velocity")
         elif kind == ArmMsg.CARTESIAN_POSE:
             pose = np.asarray(msg["pose"], dtype=float).reshape(4, 4).T     # column-major
             self._check_ee(pose[:3, 3])
@@ -274,25 +316,56 @@ class Envelope:
                     raise SafetyError(
                         f"end-effector target {refused[0]:.3f} {unit} from the last one, more "
                         f"than the {refused[1]:.3f} {unit} the cap {cap:g} {unit}/s allows now")
+            shaped = self._pose_shaper.toward(pose, now, measured, commit=False)
+            seed = self._q_sent if now - self._q_sent_at <= proto.ARM_HOLD_AFTER_S else None
+            followed = self._check_pose(shaped, seed, "end-effector target")
             for gate, distance, _, _ in gates:
                 gate.admit(pose, measured, now, distance)
-            return {**original, "pose": kin.column_major(self._pose_shaper.toward(pose, now, measured))}
+            self._pose_shaper.toward(pose, now, measured)
+            self._q_sent, self._q_sent_at = followed, now
+            return {**original, "pose": kin.column_major(shaped)}
         elif kind == ArmMsg.CARTESIAN_VELOCITY:
             v, w = np.asarray(msg["twist"][:3], dtype=float), np.asarray(msg["twist"][3:], dtype=float)
             lim.check_cartesian_speed(float(np.linalg.norm(v)), float(np.linalg.norm(w)),
                                       proto.ARM_HOLD_AFTER_S)
-            ee = self._ee_position()
+            here = np.asarray(self._measured()["O_T_EE"], dtype=float).reshape(4, 4).T
+            ee = here[:3, 3]
             lim.check_ee_position(ee + v * proto.ARM_HOLD_AFTER_S,
                                   "velocity would take the end effector to", now=ee)
+            ahead = here.copy()
+            ahead[:3, 3] += v * proto.ARM_HOLD_AFTER_S
+            ahead[:3, :3] = _turn(w * proto.ARM_HOLD_AFTER_S) @ here[:3, :3]
+            self._check_pose(ahead, None, "cartesian velocity")
         elif kind == ArmMsg.SET_CONTROL_MODE and msg["control_mode"] == ControlMode.TORQUE:
             raise SafetyError("torque control bypasses every limit and is not available to "
                               "submitted code; use joint or cartesian moves")
+
+    def _check_keep_out(self, frames: list[np.ndarray], what: str) -> None:
+        """The keep-out rule for the arm at ``frames`` (kinematics.frames), the boxes placed
+        where the base measures itself now (its state is read only when there are boxes)."""
+        scene = self.kept_out.scene(self._base_pose() if self.kept_out.boxes else None)
+        breach = self.kept_out.check(scene, frames, self._measured_q)
+        if breach is not None:
+            raise SafetyError(f"{what} {breach}")
+
+    def _check_pose(self, pose: np.ndarray, seed: tuple[np.ndarray, list[np.ndarray]] | None,
+                    what: str) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The keep-out rule for the end effector at ``pose``: its joint angles followed by
+        IK from ``seed`` (joint angles and their frames; None: the measured ones), as the
+        arm would reach it; returns them with their frames."""
+        found = (collision.follow(pose, self._measured_q()) if seed is None
+                 else collision.follow(pose, *seed))
+        if found is None:
+            raise SafetyError(f"{what} at {np.round(pose[:3, 3], 3).tolist()} m cannot be "
+                              f"reached from where the arm is, so its clearance cannot be checked")
+        self._check_keep_out(found[1], what)
+        return found
 
     # ----------------------------------------------------------------- base
     def _base_pose(self) -> np.ndarray:
         state = self._base_state()
         if state is None:
-            raise BackendUnavailable("no fresh base state")
+            raise MissingState("base", "no fresh base state")
         return np.asarray(state["base_pose"], dtype=float)
 
     def _base(self, original: dict[str, Any]) -> dict[str, Any] | None:

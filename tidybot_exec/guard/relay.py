@@ -2,8 +2,8 @@
 
 The code's SDK talks to the guard over unix sockets in the execution's private directory
 (the same msgpack messages as the backends); the guard re-checks **every** command against
-the node's SafetyLimits (envelope.py) and forwards only what is inside the envelope,
-shaped to the speed caps. The SDK checks the same limits first, with the same wording, for
+the node's SafetyLimits and keep-out rule (envelope.py) and forwards only what is inside
+the envelope, shaped to the speed caps. The SDK checks the same limits first, with the same wording, for
 early friendly errors; the guard is the enforcement, so a script that patches the SDK
 gains nothing. A refused request is answered ``{"error": ..., "safety_error": ...}`` (the
 SDK raises SafetyError with that message); a refused stream message is dropped and the arm
@@ -79,7 +79,7 @@ class Guard:
         self._seen: dict[str, tuple[bytes, float]] = {}
         self._view_lock = threading.Lock()
         self.envelope = Envelope(upstream.limits, lambda: self.state("arm"),
-                                 lambda: self.state("base"))
+                                 lambda: self.state("base"), kept_out=upstream.kept_out())
         self._clients = {name: RequestClient(getattr(upstream, name)["cmd"], name, UPSTREAM_TIMEOUT_S)
                          for name in proto.SOCKETS}
         self._threads: list[threading.Thread] = []
