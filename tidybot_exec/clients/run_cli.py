@@ -140,7 +140,14 @@ def result_json(result: ExecuteCode.Result) -> str:
         "execution_id": result.execution_id, "status": Status(result.status).name.lower(),
         "status_code": int(result.status), "exit_code": int(result.exit_code),
         "error": result.error, "duration_s": result.duration_s, "truncated": result.truncated,
-        "stdout": result.stdout, "stderr": result.stderr})
+        "stdout": result.stdout, "stderr": result.stderr,
+        "collisions": list(result.collisions), "moved_objects": list(result.moved_objects)})
+
+
+def world_lines(result: ExecuteCode.Result) -> str:
+    """What a run on a simulator did to its world, for people ("" on hardware: nothing)."""
+    return "".join([*(f"tidybot-run: collision: {line}\n" for line in result.collisions),
+                    *(f"tidybot-run: moved: {line}\n" for line in result.moved_objects)])
 
 
 class LiveOutput:
@@ -211,7 +218,9 @@ def run(client: TidybotClient, args: argparse.Namespace, progress: Progress) -> 
         sys.stderr.write(f"tidybot-run: recovered from lost replies: {', '.join(handle.recovered)}\n")
     if args.json:
         print(result_json(result))
-    elif result.status != Status.SUCCEEDED:
+        return EXIT_CODES[Status(result.status)]
+    sys.stderr.write(world_lines(result))
+    if result.status != Status.SUCCEEDED:
         sys.stderr.write(f"tidybot-run: {Status(result.status).name.lower()}: {result.error}\n")
     return EXIT_CODES[Status(result.status)]
 

@@ -42,6 +42,8 @@ class Record:
     replay_of: str = ""
     skills: str = ""             # NAME@VERSION of each skill imported, space-separated
     skills_as_of: int = 0        # the skill store's newest row when it started (for a replay)
+    collisions: str = ""         # one line each (Result.collisions), newline-separated
+    moved_objects: str = ""      # one line each (Result.moved_objects), newline-separated
 
     @classmethod
     def from_result(cls, r: Result) -> "Record":
@@ -51,7 +53,9 @@ class Record:
                    code_sha256=hashlib.sha256(r.code.encode("utf-8", "surrogatepass")).hexdigest(),
                    code=r.code, stdout_tail=r.stdout_tail, stderr_tail=r.stderr_tail,
                    truncated=r.truncated, dry_run=r.dry_run, replay_of=r.replay_of,
-                   skills=" ".join(r.skills), skills_as_of=r.skills_as_of)
+                   skills=" ".join(r.skills), skills_as_of=r.skills_as_of,
+                   collisions="\n".join(r.collisions),
+                   moved_objects="\n".join(r.moved_objects))
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ class Result:
     replay_of: str = ""
     skills: list[str] = field(default_factory=list)     # NAME@VERSION imported, in order
     skills_as_of: int = 0           # the store's newest row when it started: what a replay sees
+    collisions: list[str] = field(default_factory=list)      # on a simulator (world_watch.py)
+    moved_objects: list[str] = field(default_factory=list)   # on a simulator (world_watch.py)
 
 
 def new_execution_id() -> str:

@@ -45,6 +45,7 @@ from tidybot_exec.execution.validation import duration_error, validate
 from tidybot_exec.execution.rewind_path import Outcome, RewindRequest, summary
 from tidybot_exec.execution.rewinds import Rewinds
 from tidybot_exec.execution.warm import WarmPool
+from tidybot_exec.execution.world_watch import WorldWatch
 from tidybot_exec.execution.writers import (EXECUTION, FROM_CODE, FROM_RESET, REWIND, Writer,
                                             Writers)
 from tidybot_exec.guard.hold import HOLD_TIMEOUT_S
@@ -85,6 +86,8 @@ class _Running:
     cameras: CodeCameras         # the code's camera requests (a dry run: its private ones)
     lease: int | None = None     # the binding's serial: what the trajectory is tagged with
     imported: list[str] = field(default_factory=list)   # NAME@VERSION, in import order
+    world: WorldWatch | None = None         # on a simulator: collisions and moved objects
+    world_source: CameraServerSource | None = None    # a dry run's own, closed at the end
 
     # what a rewind needs of it (rewinds.Running)
     @property
@@ -216,8 +219,25 @@ class ExecutionService:
         recorder.begin_execution(execution.id, lease)
         running = _Running(execution, writer, binding, lease_id if binding else "", recorder,
                            feed, cameras, lease)
+        self._watch_world(running)
         execution.guard.serve_node(self._code_requests(running))
         return running
+
+    def _watch_world(self, running: _Running) -> None:
+        """On a simulator — a dry run's private one, or the node's when its camera source is
+        the simulator's — watch the world: a collision stops the code (FAILED, named)."""
+        execution = running.execution
+        if execution.request.dry_run is not None:
+            running.world_source = source = CameraServerSource(
+                f"ws+unix://{execution.workdir / CAMERA_SOCKET}", self.camera_settings.rate_hz,
+                log=lambda line: None)       # the code's own camera client says what fails
+            world = source.world
+        else:
+            world = getattr(self.cameras, "world", None)
+            if world is None:
+                return
+        running.world = WorldWatch(world, execution.started, lambda line: execution.stop(
+            Status.FAILED, f"collision: {line}"))
 
     def _private_cameras(self, execution: Execution, feed: LiveState) -> Source:
         """A dry run's cameras: its private simulator's camera server, its arm (from the
@@ -282,6 +302,7 @@ class ExecutionService:
             problems += execution.abort(f"internal error: {exc!r}")
             result = execution.fallback_result(f"internal error: {exc!r}")
         try:
+            self._world_outcome(running, result)
             problems += self.rewinds.join(execution.id)
             if result.status != Status.SUCCEEDED and execution.drives_robot:
                 problems += self.hold()
@@ -299,6 +320,8 @@ class ExecutionService:
         finally:
             running.recorder.end_execution(execution.id)
             running.cameras.close()
+            if running.world_source is not None:
+                running.world_source.close()
             if running.feed is not None:
                 running.feed.close()
             running.writer.end()
@@ -312,6 +335,21 @@ class ExecutionService:
                   f"{result.status.name} in {result.duration_s:.2f}s"
                   + (f": {result.error}" if result.error else ""))
         return result
+
+    @staticmethod
+    def _world_outcome(running: _Running, result: Result) -> None:
+        """The world's part of the result; a collision fails a run that would otherwise
+        have succeeded or failed for another reason (the code may have ended on the arm's
+        reflex before the watch saw the log)."""
+        if running.world is None:
+            return
+        result.collisions, result.moved_objects = running.world.finish(
+            running.execution.tree.report().get("world"))
+        if result.collisions and result.status in (Status.SUCCEEDED, Status.FAILED):
+            result.status = Status.FAILED
+            if not result.error.startswith("collision: "):
+                result.error = "; ".join(filter(None, [f"collision: {result.collisions[0]}",
+                                                       result.error]))
 
     def admit(self, kind: str, origin: str, lease_id: str, **fields: object
               ) -> tuple[Writer, Binding | None] | str:

@@ -22,7 +22,7 @@ def result(r: Result) -> ExecuteCode.Result:
     return ExecuteCode.Result(
         execution_id=r.execution_id, status=int(r.status), exit_code=int(r.exit_code),
         stdout=r.stdout, stderr=r.stderr, truncated=r.truncated, error=r.error,
-        duration_s=r.duration_s)
+        duration_s=r.duration_s, collisions=r.collisions, moved_objects=r.moved_objects)
 
 
 def record(r: Record) -> ExecutionRecord:
@@ -31,7 +31,8 @@ def record(r: Record) -> ExecutionRecord:
         exit_code=r.exit_code, error=r.error, started=stamp(r.started),
         finished=stamp(r.finished), duration_s=r.duration_s, code_sha256=r.code_sha256,
         stdout_tail=r.stdout_tail, stderr_tail=r.stderr_tail, truncated=r.truncated,
-        code=r.code, dry_run=r.dry_run, replay_of=r.replay_of, skills=r.skills.split())
+        code=r.code, dry_run=r.dry_run, replay_of=r.replay_of, skills=r.skills.split(),
+        collisions=r.collisions.splitlines(), moved_objects=r.moved_objects.splitlines())
 
 
 def skill_info(s: Skill) -> SkillInfo:

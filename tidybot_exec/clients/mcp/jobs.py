@@ -424,7 +424,9 @@ class CodeJob(Job):
         result = step.result if step and self.done else None
         if result is not None:
             end = dict(status=WORDS[result.status], exit_code=result.exit_code,
-                       error=result.error, duration_s=result.duration_s)
+                       error=result.error, duration_s=result.duration_s,
+                       collisions=list(result.collisions),
+                       moved_objects=list(result.moved_objects))
         else:
             running_s = time.monotonic() - step.started if step and not self.done else 0.0
             end = dict(self._unsettled(), exit_code=None, duration_s=round(running_s, 3))

@@ -63,6 +63,13 @@ class ExecutionAnswer(BaseModel):
                                         "output cap, or to keep this answer small)")
     dry_run: bool = Field(description="the real robot did not move: the code ran against a "
                                       "private simulated robot, the rewind was only planned")
+    collisions: list[str] = Field(default_factory=list, description=(
+        "code run on a simulator (every dry run): each contact of the robot with anything but "
+        "an object it holds or pushes, '<link> hit <body> at t=<s> s, <depth> m deep'; a "
+        "collision fails the run. Empty on the real robot, which does not report them"))
+    moved_objects: list[str] = Field(default_factory=list, description=(
+        "code run on a simulator: the world's objects that moved > 1 cm or turned > 0.1 rad, "
+        "'<name> moved <d> m, turned <a> rad, to [x, y, z]'"))
     approval: DryRunCheck | None = Field(
         default=None, description="the dry run --approval dry-run-first made first")
     rewind: RewindAnswer | None = Field(default=None, description="a rewind's end")

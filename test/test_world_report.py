@@ -1,0 +1,101 @@
+"""What a run on a simulator did to its world (ExecuteCode.Result collisions and
+moved_objects, world_watch.py) and the static world the arm is kept out of (keep_out.py)."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from tidybot_exec.execution import keep_out
+from tidybot_exec.execution.world_watch import WorldWatch, collision_line, moved_lines
+
+
+def _world(objects: dict[str, tuple[float, float, float, float]], collisions=()) -> dict:
+    """A snapshot: each object at (x, y, z) turned by yaw."""
+    out = []
+    for name, (x, y, z, yaw) in objects.items():
+        c, s = np.cos(yaw), np.sin(yaw)
+        pose = np.array([[c, -s, 0, x], [s, c, 0, y], [0, 0, 1, z], [0, 0, 0, 1.0]])
+        out.append({"name": name, "size": [0.05] * 3, "rgba": [1, 0, 0, 1], "pose": pose.tolist()})
+    return {"table": {"center": [0.75, 0.0], "size": [0.6, 0.8], "height": 0.45},
+            "objects": out, "collisions": list(collisions)}
+
+
+def test_moved_objects_beyond_a_centimetre_or_a_tenth_of_a_radian():
+    before = _world({"cube": (0.6, 0.0, 0.475, 0.0), "block": (0.62, -0.25, 0.48, 0.3),
+                     "cup": (0.7, 0.2, 0.5, 0.0)})
+    after = _world({"cube": (0.6, 0.3, 0.475, 0.0), "block": (0.62, -0.25, 0.48, 0.45),
+                    "cup": (0.705, 0.2, 0.5, 0.05)})
+    assert moved_lines(before, after) == [
+        "cube moved 0.300 m, turned 0.00 rad, to [0.600, 0.300, 0.475]",
+        "block moved 0.000 m, turned 0.15 rad, to [0.620, -0.250, 0.480]"]
+
+
+class ScriptedWorld:
+    """A world that answers snapshots in turn (the last one from then on), counting asks."""
+
+    def __init__(self, *snapshots: dict | None) -> None:
+        self.snapshots, self.asked = list(snapshots), threading.Event()
+
+    def __call__(self, timeout_s: float) -> dict | None:
+        self.asked.set()
+        return self.snapshots.pop(0) if len(self.snapshots) > 1 else self.snapshots[0]
+
+
+def test_the_first_collision_after_the_start_stops_the_code_once_and_all_are_reported():
+    started = 100.0
+    old = {"link": "panda_hand", "body": "table", "depth": 0.01, "at": 99.0}   # an earlier run's
+    hit = {"link": "left_finger", "body": "table", "depth": 0.004, "at": 101.25}
+    again = {"link": "right_finger", "body": "table", "depth": 0.002, "at": 101.3}
+    world = ScriptedWorld(_world({"cube": (0.6, 0, 0.475, 0)}, [old]),
+                          _world({"cube": (0.6, 0, 0.475, 0)}, [old, hit]),
+                          _world({"cube": (0.6, 0.1, 0.475, 0)}, [old, hit, again]))
+    told: list[str] = []
+    stopped = threading.Event()
+    watch = WorldWatch(world, started, lambda line: (told.append(line), stopped.set()))
+    assert stopped.wait(10), "the collision did not stop the code"
+    collisions, moved = watch.finish()
+    assert told == ["left_finger hit table at t=1.25 s, 0.004 m deep"]
+    assert collisions == [told[0], collision_line(again, started)]
+    assert moved == ["cube moved 0.100 m, turned 0.00 rad, to [0.600, 0.100, 0.475]"]
+
+
+def test_the_world_a_dry_run_left_is_taken_over_the_last_look():
+    world = ScriptedWorld(_world({"cube": (0.6, 0, 0.475, 0)}))
+    watch = WorldWatch(world, 0.0, lambda line: pytest.fail(line))
+    assert world.asked.wait(10)
+    collisions, moved = watch.finish(_world({"cube": (0.9, 0, 0.2, 0)}))
+    assert collisions == [] and moved[0].startswith("cube moved 0.4")
+
+
+def test_hardware_has_no_world_and_nothing_is_reported():
+    world = ScriptedWorld(None)
+    watch = WorldWatch(world, 0.0, lambda line: pytest.fail(line))
+    assert world.asked.wait(10)
+    assert watch.finish() == ([], [])
+
+
+def test_keep_out_auto_takes_the_simulator_table_and_files_are_checked(tmp_path):
+    boxes, said = keep_out.resolve("auto", lambda: _world({}))
+    assert [(b.name, b.center, b.size) for b in boxes] == [
+        ("table", (0.75, 0.0, 0.225), (0.6, 0.8, 0.45))] and "table" in said
+    assert keep_out.resolve("auto", lambda: None)[0] == []
+    assert keep_out.resolve("", lambda: pytest.fail("not asked"))[0] == []
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("- {name: bench, center: [1.0, -1.0, 0.4], size: [2.0, 0.6, 0.8], yaw: 0.5}\n"
+                   "- {name: wall, center: [0, 2.5, 1], size: [6, 0.1, 2]}\n")
+    boxes, said = keep_out.resolve(str(lab), lambda: pytest.fail("not asked"))
+    assert [b.name for b in boxes] == ["bench", "wall"] and boxes[0].yaw == 0.5
+    for text, why in (("name: bench\n", "expected a list of boxes"),
+                      ("- {name: a, center: [0, 0], size: [1, 1, 1]}\n", "3 finite centre"),
+                      ("- {name: a, center: [0, 0, 0], size: [1, -1, 1]}\n", "positive extents"),
+                      ("- {center: [0, 0, 0], size: [1, 1, 1]}\n", "needs name"),
+                      ("- {name: a, center: [0, 0, 0], size: [1, 1, 1]}\n"
+                       "- {name: a, center: [1, 0, 0], size: [1, 1, 1]}\n", "unique"),
+                      ("- [1, 2]\n", "must be a box mapping")):
+        lab.write_text(text)
+        with pytest.raises(ValueError, match=why):
+            keep_out.resolve(str(lab), lambda: None)
+    with pytest.raises(ValueError, match="cannot read it"):
+        keep_out.resolve(str(tmp_path / "missing.yaml"), lambda: None)
