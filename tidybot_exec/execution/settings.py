@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tidybot_sdk import protocol as proto
+from tidybot_sdk.collision import Box
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.limits import SafetyLimits
 
@@ -49,8 +50,9 @@ class LeasePolicy:
     reset_on_release: bool = False      # rewind to the lease's start before the next grant
 
 
-def sdk_config(p: dict[str, Any]) -> SdkConfig:
-    """What the code process needs: backend endpoints and safety limits, from parameters."""
+def sdk_config(p: dict[str, Any], keep_out: Sequence[Box] = ()) -> SdkConfig:
+    """What the code process needs: backend endpoints, safety limits and the boxes the arm
+    is kept out of (keep_out.resolve), from parameters."""
     q = SafetyLimits()
     limits = SafetyLimits(
         joint_min=q.joint_min, joint_max=q.joint_max, joint_speed=p["joint_speed_cap"],
@@ -62,7 +64,9 @@ def sdk_config(p: dict[str, Any]) -> SdkConfig:
         gripper_max_force=p["gripper_max_force"])
     endpoints = {backend: {role: f"tcp://{p[backend + '_host']}:{p[f'{backend}_{role}_port']}"
                            for role in roles} for backend, roles in proto.SOCKETS.items()}
-    return SdkConfig(limits=limits, request_timeout_s=p["request_timeout_s"]).with_endpoints(endpoints)
+    return SdkConfig(limits=limits, request_timeout_s=p["request_timeout_s"],
+                     keep_out=[b.to_dict() for b in keep_out],
+                     keep_out_margin_m=p["keep_out_margin_m"]).with_endpoints(endpoints)
 
 
 def executor_settings(p: dict[str, Any], config: SdkConfig, isolation: Isolation) -> ExecutorSettings:

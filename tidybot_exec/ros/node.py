@@ -49,6 +49,7 @@ from tidybot_exec.execution.records import Request, Result, Status
 from tidybot_exec.execution.rewind_path import Outcome, RewindRequest
 from tidybot_exec.execution.skills import Skill
 from tidybot_exec.execution.service import ExecutionService
+from tidybot_exec.execution import keep_out
 from tidybot_exec.execution.settings import LeasePolicy, executor_settings, sdk_config
 from tidybot_exec.execution.supervision import Execution
 from tidybot_exec.guard.hold import RobotHold
@@ -62,6 +63,7 @@ from tidybot_exec.sandbox import bwrap
 
 NODE_NAME = "tidybot_exec"
 WORLD_TIMEOUT_S = 0.5       # a dry run waits at most this for the simulated world's snapshot
+KEEP_OUT_WAIT_S = 5.0       # keep_out:=auto waits at most this for the camera source at start
 DESCRIBE_SKILLS = 20        # sdk/describe shows at most this many skills, the newest saved,
 DESCRIBE_SKILLS_BYTES = 16 * 1024   # in at most this much markdown (UTF-8 bytes)
 EXIT_WAIT_S = 5.0           # at exit, for the executor's callbacks and the spin thread to end
@@ -81,8 +83,14 @@ class TidybotExecNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.settings = p = self._declare_parameters()
-        config = sdk_config(p)
         log = self.get_logger()
+        self.camera_topics = CameraTopics(self, p)
+        try:
+            boxes, said = keep_out.resolve(p["keep_out"], self._world_at_start)
+        except ValueError as exc:
+            raise InvalidParameters(str(exc)) from None
+        log.info(said)
+        config = sdk_config(p, boxes)
         self.isolation = bwrap.detect()
         if not self.isolation.sandboxed:
             if not p["allow_unsandboxed"]:
@@ -92,7 +100,6 @@ class TidybotExecNode(Node):
             log.warning(f"running submitted code UNSANDBOXED: {self.isolation.detail}")
         self.robot_hold = RobotHold(config, log.warning)
         self._description = convert.description(config.limits)     # parameters are fixed
-        self.camera_topics = CameraTopics(self, p)
         self.service = ExecutionService(
             executor_settings(p, config, self.isolation),
             History(robot_history_dir(p["history_dir"], self.get_namespace()), p["history_max_records"]),
@@ -229,6 +236,15 @@ class TidybotExecNode(Node):
         fresh = self.settings["state_stale_after_s"]
         return Seed.from_states({name: self.service.live.latest(name, fresh)
                                  for name in BACKENDS}, self._world())
+
+    def _world_at_start(self) -> dict | None:
+        """keep_out:=auto's world: the camera source's once it is connected (the launch
+        starts the node after the simulator listens; a real server answers None at once)."""
+        source = self.camera_topics.source
+        if source is None:
+            return None
+        source.wait_cameras(KEEP_OUT_WAIT_S)
+        return source.world(WORLD_TIMEOUT_S * 4)
 
     def _world(self) -> dict | None:
         """The simulated world's objects, for a dry run's private simulator (a real camera

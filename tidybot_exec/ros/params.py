@@ -140,6 +140,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("base_box_max", [5.0, 5.0], "base workspace, upper corner x y in odometry, m"),
     ParamSpec("gripper_max_force", 150, "largest gripper force byte SDK code may use (0..255)",
               0, 255),
+    ParamSpec("keep_out", "auto", "boxes the arm is kept out of: a YAML file of {name, center, "
+              "size, yaw} in odometry (docs/world.md); 'auto': the simulator scene's table when "
+              "the node's camera source is the simulator's, none otherwise; '': none (the floor "
+              "and the robot's own base and mast are always kept out)", allow_empty=True),
+    ParamSpec("keep_out_margin_m", 0.01, "closest the arm's collision geometry may come to a "
+              "kept-out body, m", 0.0, 0.2),
     # state topics and diagnostics
     ParamSpec("joint_state_rate_hz", 100.0, "most joint_states messages per second", 1.0, 1000.0),
     ParamSpec("state_rate_hz", 20.0,
