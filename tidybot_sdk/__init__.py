@@ -41,7 +41,7 @@ class Robot:
         self._backends = {name: Backend(name, getattr(config, name), config.request_timeout_s,
                                         age) for name, age in _MAX_AGE.items()}
         b = self._backends
-        self.arm = ArmAPI(b["arm"], config.limits)
+        self.arm = ArmAPI(b["arm"], config.limits, config.kept_out(), b["base"])
         self.base = BaseAPI(b["base"], config.limits)
         self.gripper = GripperAPI(b["gripper"], config.limits)
         self._node = NodeChannel(config.node)

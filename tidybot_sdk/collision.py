@@ -112,11 +112,12 @@ class Box:
                 "yaw": self.yaw}
 
 
-# Always kept out, fixed to the base (base_link frame): the base itself and the mast that
-# carries the base camera at its right side.
+# Always kept out, fixed to the base (base_link frame): the base itself and the mast at its
+# rear right corner that carries the base camera (out of the way of the elbow, which
+# sweeps ~0.3 m around the arm's axis when joint 1 turns).
 ROBOT_BOXES: tuple[Box, ...] = (
     Box("the robot's base", (0.0, 0.0, 0.2), (0.5, 0.5, 0.4)),
-    Box("the camera mast", (0.1, -0.22, 0.75), (0.04, 0.04, 0.7)),
+    Box("the camera mast", (-0.22, -0.22, 0.75), (0.04, 0.04, 0.7)),
 )
 FLOOR = "the floor"
 
