@@ -1,9 +1,13 @@
-"""LeaseManager alone: take and drain, refusals, what a busy answer says, tokens."""
+"""LeaseManager alone: take and drain, refusals, what a busy answer says, tokens; leases
+per resource (held side by side, all or nothing, FIFO without starvation, take, status)."""
 from __future__ import annotations
 
 import re
 
-from tidybot_exec.execution.leases import LeaseManager
+import pytest
+
+from support import wait_until
+from tidybot_exec.execution.leases import RESOURCES, Grant, LeaseManager, resource_set
 
 
 def test_lease_manager_unit_take_drain_and_close():
@@ -69,3 +73,188 @@ def test_tokens_are_safe_on_a_command_line():
     manager.close()
     assert len(set(tokens)) == 200
     assert all(re.fullmatch(r"[0-9a-f]{64}", token) for token in tokens), tokens
+
+
+class Agents:
+    """A manager on a fake clock and every answer each holder got, in order."""
+
+    def __init__(self, **options) -> None:
+        self.now = [100.0]
+        self.ended: list[tuple[str, tuple[str, ...], str]] = []
+        self.bindings: list = []        # the ended leases, as on_end got them
+        self.manager = LeaseManager(default_ttl_s=10, max_lease_s=60, max_wait_s=30,
+                                    clock=lambda: self.now[0], on_end=self._ended, **options)
+        self.answers: dict[str, list[Grant]] = {}
+
+    def _ended(self, binding, reason: str) -> None:
+        self.bindings.append(binding)
+        self.ended.append((binding.holder, binding.resources, reason))
+
+    def acquire(self, holder: str, resources=None, wait_s: float = 0.0, ttl_s: float = 0.0
+                ) -> list[Grant]:
+        answers = self.answers.setdefault(holder, [])
+        self.manager.acquire(holder, ttl_s, wait_s, answers.append, resources)
+        return answers
+
+    def take(self, holder: str, resources=None) -> list[Grant]:
+        answers = self.answers.setdefault(holder, [])
+        self.manager.take(holder, 0.0, answers.append, resources)
+        return answers
+
+    def token(self, holder: str) -> str:
+        grant = self.answers[holder][-1]
+        assert grant.success, grant
+        return grant.lease_id
+
+    def holds(self) -> dict[str, str]:
+        return {hold.resource: hold.holder for hold in self.manager.status().holds}
+
+    def advance(self, seconds: float, until, what: str) -> None:
+        """Move the clock on and wait for the clock thread to act on it."""
+        self.now[0] += seconds
+        self.manager.check_deadlines()
+        wait_until(until, 10, what)
+
+
+@pytest.fixture
+def agents():
+    made = Agents()
+    yield made
+    made.manager.close()
+
+
+def test_leases_on_disjoint_resources_are_held_at_once_and_status_shows_each_part(agents):
+    arm = agents.acquire("arm-agent", ["gripper", "arm"])
+    nav = agents.acquire("nav", ["base"], ttl_s=5.0)
+    assert arm[0].success and arm[0].resources == ("arm", "gripper")
+    assert arm[0].message == "granted to 'arm-agent' on arm, gripper for 10s (renew to keep it)"
+    assert nav[0].success and nav[0].resources == ("base",)
+    assert agents.holds() == {"arm": "arm-agent", "gripper": "arm-agent", "base": "nav"}
+    status = agents.manager.status()            # its single fields: the newest lease
+    assert status.held and status.holder == "nav" and status.seconds_to_lapse == 5.0
+
+    busy = agents.acquire("other", ["gripper"])[0]
+    assert not busy.success and busy.message.startswith(
+        "the lease on gripper is held by 'arm-agent' (it lapses in 10s unless renewed or used)")
+
+    binding = agents.manager.begin_execution(agents.token("arm-agent"))
+    assert binding.resources == ("arm", "gripper")
+    agents.manager.name_execution(binding, "exec-1")
+    assert [(h.resource, h.execution_id) for h in agents.manager.status().holds] == [
+        ("arm", "exec-1"), ("gripper", "exec-1"), ("base", "")]
+
+    # each lease lapses on its own ttl: nav's (5 s, no code) lapses, arm-agent's runs code
+    agents.advance(6.0, lambda: agents.ended, "nav's lease to lapse")
+    assert agents.ended == [("nav", ("base",), "lease lapsed: no renew or activity within ttl")]
+    assert agents.holds() == {"arm": "arm-agent", "gripper": "arm-agent", "base": ""}
+    assert agents.manager.status().holder == "arm-agent"
+
+    agents.manager.end_execution(binding)
+    assert agents.manager.status().holds[0].execution_id == ""
+    assert agents.manager.release(agents.token("arm-agent")) == (True, "released")
+    status = agents.manager.status()
+    assert not status.held and status.holder == ""
+    assert agents.holds() == dict.fromkeys(RESOURCES, "")
+
+
+def test_a_grant_is_all_or_nothing_and_overlapping_waiters_are_served_in_order(agents):
+    """Nobody holds one part while waiting for another; a free part that an earlier waiter
+    wants is not given to a later one (it would starve the earlier), a part nobody waits for
+    is."""
+    agents.acquire("nav", ["base"])
+    both = agents.acquire("both", ["arm", "base"], wait_s=20)
+    arm = agents.acquire("arm-agent", ["arm"], wait_s=20)
+    gripper = agents.acquire("gripper-agent", ["gripper"], wait_s=20)
+    assert both == [] and arm == []             # the arm is free, yet nobody holds it
+    assert gripper[0].success                   # overlaps nobody in line: goes ahead
+    assert agents.holds() == {"arm": "", "gripper": "gripper-agent", "base": "nav"}
+    assert agents.manager.status().waiting_holders == ["both", "arm-agent"]
+    refused = agents.acquire("impatient", ["arm"])[0]
+    assert refused.message == ("the lease on arm is promised to 'both'; pass wait_s > 0 to wait "
+                               "in line")
+
+    agents.manager.release(agents.token("nav"))
+    assert both[0].success and both[0].resources == ("arm", "base") and arm == []
+    agents.manager.release(agents.token("both"))
+    assert arm[0].success and agents.holds() == {"arm": "arm-agent", "gripper": "gripper-agent",
+                                                 "base": ""}
+
+
+def test_a_later_waiter_goes_ahead_only_past_waiters_it_overlaps_none_of(agents):
+    """FIFO is by overlap, transitively: 'arm' waits behind 'arm+base', which waits behind
+    'base' for nav's base, although the arm is free; it goes ahead once they left."""
+    agents.acquire("nav", ["base"])
+    first = agents.acquire("base-agent", ["base"], wait_s=1.0)
+    second = agents.acquire("both", ["arm", "base"], wait_s=2.0)
+    third = agents.acquire("arm-agent", ["arm"], wait_s=20)
+    assert first == second == third == []
+
+    agents.advance(1.5, lambda: first, "the first waiter's wait to end")
+    assert first[0].message == "gave up waiting: the lease on base is still held by 'nav'"
+    assert second == third == []
+    agents.advance(1.0, lambda: third, "the arm to go to the last waiter once 'both' left")
+    assert second[0].message == "gave up waiting: the lease on base is still held by 'nav'"
+    assert third[0].success and agents.holds()["arm"] == "arm-agent"
+
+
+def test_take_ends_only_the_leases_it_overlaps_and_waits_for_their_code(agents):
+    agents.acquire("arm-agent", ["arm", "gripper"])
+    agents.acquire("nav", ["base"])
+    binding = agents.manager.begin_execution(agents.token("arm-agent"))   # code runs
+    gripper = agents.acquire("gripper-agent", ["gripper"], wait_s=20)
+    op = agents.take("op", ["arm"])
+    assert agents.ended == [("arm-agent", ("arm", "gripper"), "lease revoked: taken over by 'op'")]
+    assert op == [] and gripper == []           # the ended lease drains: its code stops
+    assert agents.holds() == {"arm": "", "gripper": "", "base": "nav"}
+    busy = agents.acquire("late", ["gripper"])[0]
+    assert busy.message.startswith("the lease of 'arm-agent' on gripper ended and the robot is "
+                                   "not handed on yet")
+
+    agents.manager.end_execution(binding)
+    assert op[0].success and op[0].resources == ("arm",)
+    assert gripper[0].success                   # waited for the part op did not take
+    assert agents.holds() == {"arm": "op", "gripper": "gripper-agent", "base": "nav"}
+    assert agents.manager.renew(agents.token("nav"))[0]     # nav's lease was left alone
+
+
+def test_no_resources_means_the_whole_robot_as_before(agents):
+    for resources in (None, [], ("base", "arm", "gripper")):
+        grant = agents.acquire("a", resources)[-1]
+        assert grant.resources == RESOURCES
+        assert grant.message == "granted to 'a' for 10s (renew to keep it)"
+        assert agents.acquire("b", ["base"])[-1].message.startswith(
+            "the lease on base is held by 'a'")
+        assert agents.acquire("b")[-1].message.startswith("the lease is held by 'a'")
+        agents.manager.release(grant.lease_id)
+    agents.acquire("a")
+    part = agents.acquire("part", ["gripper"], wait_s=20)
+    agents.take("op")
+    assert agents.ended[-1] == ("a", RESOURCES, "lease revoked: taken over by 'op'")
+    assert agents.answers["op"][0].resources == RESOURCES and part == []
+
+
+def test_unknown_resources_are_refused_by_name(agents):
+    message = ("unknown resource 'legs': a lease holds any of arm, gripper, base (none named: "
+               "all three)")
+    assert agents.acquire("a", ["arm", "legs"])[0] == Grant(False, message=message)
+    assert agents.take("op", ["legs"])[0] == Grant(False, message=message)
+    with pytest.raises(ValueError, match="unknown resources '', 'Arm'"):
+        resource_set(["Arm", ""])
+    assert resource_set("base, arm") == ("arm", "base") and resource_set("") == RESOURCES
+    assert not agents.manager.status().held and agents.ended == []
+
+
+def test_reset_on_release_keeps_only_the_ended_leases_parts():
+    agents = Agents(keep_after_end=True)
+    try:
+        agents.acquire("arm-agent", ["arm"])
+        agents.acquire("nav", ["base"])
+        arm = agents.acquire("next", ["arm"], wait_s=20)
+        agents.manager.release(agents.token("arm-agent"))
+        assert arm == []                  # the arm is first reset to where the lease began
+        assert agents.acquire("gripper-agent", ["gripper"])[0].success
+        agents.manager.end_execution(agents.bindings[0])        # the reset is done
+        assert arm[0].success
+        assert agents.holds() == {"arm": "next", "gripper": "gripper-agent", "base": "nav"}
+    finally:
+        agents.manager.close()
