@@ -5,7 +5,7 @@ import pytest
 
 from tidybot_interfaces.action import ExecuteCode
 from tidybot_interfaces.msg import (ExecutionRecord, ExecutionStatus, GripperState, LeaseStatus,
-                                    SkillInfo)
+                                    ResourceHold, SkillInfo)
 from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, GetSkill, ListSkills,
                                     ReleaseLease, RenewLease, ResetEstop, SaveSkill,
                                     StopExecution)
@@ -142,3 +142,14 @@ def test_skills_and_replay_contract():
     assert fields(ExecuteCode.Goal)["replay_of"] == "string"
     record = fields(ExecutionRecord)
     assert (record["replay_of"], record["skills"]) == ("string", "sequence<string>")
+
+
+def test_round_4_contract():
+    """DESIGN §12.2 and §12.3: the world a simulator reports, and leases per resource."""
+    for msg_type in (ExecuteCode.Result, ExecutionRecord):
+        assert {k: fields(msg_type)[k] for k in ("collisions", "moved_objects")} == {
+            "collisions": "sequence<string>", "moved_objects": "sequence<string>"}
+    assert fields(AcquireLease.Request)["resources"] == "sequence<string>"
+    assert_contract(ResourceHold, {"resource": "string", "holder": "string",
+                                   "execution_id": "string"})
+    assert fields(LeaseStatus)["holds"] == "sequence<tidybot_interfaces/ResourceHold>"

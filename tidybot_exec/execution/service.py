@@ -185,6 +185,8 @@ class ExecutionService:
             if self.writers.halted:        # an estop came while it started (writers.py)
                 writer.on_halt()
             self._running = self._bound(execution, writer, binding, lease_id)
+        if binding is not None:   # (lease/status: outside the lock, its publisher takes it)
+            self.leases.name_execution(binding, execution.id)
         self._on_change()
         return execution
 

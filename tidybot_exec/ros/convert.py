@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from builtin_interfaces.msg import Time
 from tidybot_interfaces.action import ExecuteCode
-from tidybot_interfaces.msg import ExecutionRecord, ExecutionStatus, LeaseStatus, SkillInfo
+from tidybot_interfaces.msg import (ExecutionRecord, ExecutionStatus, LeaseStatus,
+                                    ResourceHold, SkillInfo)
 from tidybot_interfaces.srv import AcquireLease, Describe
 
 from tidybot_exec.execution import leases
@@ -68,7 +69,9 @@ def execution_status(snap: Snapshot, isolation: str, now: Time) -> ExecutionStat
 def lease_status(s: leases.LeaseStatus, resetting: bool, now: Time) -> LeaseStatus:
     return LeaseStatus(stamp=now, held=s.held, holder=s.holder,
                        seconds_to_lapse=s.seconds_to_lapse, waiting_holders=s.waiting_holders,
-                       resetting=resetting)
+                       resetting=resetting, holds=[ResourceHold(
+                           resource=h.resource, holder=h.holder, execution_id=h.execution_id)
+                           for h in s.holds])
 
 
 def fill_grant(response: AcquireLease.Response, grant: leases.Grant) -> AcquireLease.Response:

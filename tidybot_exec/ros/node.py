@@ -184,7 +184,8 @@ class TidybotExecNode(Node):
         # Waiting in line holds no executor thread: the callback awaits a future that the
         # lease manager completes from its own thread.
         grant = await self._answer_later(
-            lambda answer: self.leases.acquire(request.holder, request.ttl_s, request.wait_s, answer))
+            lambda answer: self.leases.acquire(request.holder, request.ttl_s, request.wait_s, answer,
+                                               list(request.resources)))
         if grant.success:
             self.get_logger().info(f"lease granted to {request.holder!r} ({grant.ttl_s:g}s ttl)")
         return convert.fill_grant(response, grant)
@@ -200,7 +201,8 @@ class TidybotExecNode(Node):
             return response
         self.get_logger().warning(f"lease taken over by {request.holder!r}")
         grant = await self._answer_later(
-            lambda answer: self.leases.take(request.holder, request.ttl_s, answer))
+            lambda answer: self.leases.take(request.holder, request.ttl_s, answer,
+                                            list(request.resources)))
         return convert.fill_grant(response, grant)
 
     def _answer_later(self, ask) -> Future:
