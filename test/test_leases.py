@@ -261,3 +261,49 @@ def test_an_override_holder_takes_the_lease_and_stops_the_code(stack):
     assert latest_status(client).holder == "operator"
     assert not client.call("lease/renew", RenewLease.Request(lease_id=grant.lease_id)).success
     assert client.release(taken.lease_id).success
+
+
+def test_a_lease_on_the_base_drives_it_reads_the_arm_and_is_refused_the_arm(stack, lease_status):
+    """Leases per resource: a base lease and an arm lease are held at once (lease/status
+    names each part's holder); code under the base lease moves the base and reads the arm,
+    and its arm command is refused by the guard (ResourceNotLeased, naming the arm's
+    holder) before the arm moves."""
+    sim_stack, client = stack
+    wire = Wire(sim_stack.config)
+    try:
+        base = client.call("lease/acquire", AcquireLease.Request(holder="nav", resources=["base"]))
+        arm = client.call("lease/acquire", AcquireLease.Request(holder="arm-agent",
+                                                                resources=["arm", "gripper"]))
+        assert base.success and arm.success, (base.message, arm.message)
+        wait_until(lambda: {h.resource: h.holder for h in _statuses[-1].holds} == {
+            "arm": "arm-agent", "gripper": "arm-agent", "base": "nav"}, 10, "holds per part")
+        q0, x0 = wire.state("arm")["q"], wire.state("base")["base_pose"][0]
+        status, result = client.run(
+            "from tidybot_sdk import arm, base, sensors\n"
+            "from tidybot_sdk.errors import ResourceNotLeased\n"
+            "print('arm at', [round(v, 2) for v in sensors.get_arm_joints()][:2], flush=True)\n"
+            "base.move_delta(dx=0.05)\n"
+            "try:\n    q = list(sensors.get_arm_joints())\n    q[0] += 0.3\n    arm.move_joints(q)\n"
+            "except ResourceNotLeased as exc:\n    print('refused:', exc.resource, exc.holder)\n",
+            lease_id=base.lease_id)
+        # a run the guard refused anything is FAILED, even when the code went on
+        assert (result.status, result.exit_code) == (R.STATUS_FAILED, 0), result.stderr
+        assert "the arm is not leased to this execution: 'arm-agent' holds it" in result.error
+        assert "arm at" in result.stdout and "refused: arm arm-agent" in result.stdout, result.stdout
+        assert wire.state("base")["base_pose"][0] - x0 == pytest.approx(0.05, abs=0.01)
+        assert max(abs(a - b) for a, b in zip(wire.state("arm")["q"], q0)) < 1e-3
+        # a rewind moves only parts the lease holds: arm and base is refused, the base's
+        # goes back to where the lease began
+        status, result = client.run(
+            "from tidybot_sdk import rewind\n"
+            "print(rewind.reset_to_home().error)\n"
+            "print(rewind.reset_to_home(components=['base']).success)\n",
+            lease_id=base.lease_id)
+        assert ("refused: the rewind would move the arm, which this lease does not hold "
+                "(it holds base); ask for parts ['base']") in result.stdout, result.stdout
+        assert result.stdout.endswith("True\n"), result.stdout
+        assert wire.state("base")["base_pose"][0] == pytest.approx(x0, abs=0.01)
+        client.release(base.lease_id)
+        client.release(arm.lease_id)
+    finally:
+        wire.close()

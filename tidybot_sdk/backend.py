@@ -6,7 +6,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from .errors import SAFETY, BackendUnavailable, TidybotError, unavailable
+from .errors import SAFETY, BackendUnavailable, ResourceNotLeased, TidybotError, unavailable
 from .protocol import ProtocolError, RobotMode
 from .transport import RequestClient, StateSubscriber, StreamPublisher
 
@@ -58,6 +58,9 @@ class Backend:
             reply = self._client().request({"msg_type": int(msg_type), **fields}, timeout_s)
         except ProtocolError as exc:
             raise TidybotError(f"{self.name} backend sent an invalid reply: {exc}") from None
+        if "not_leased" in reply:
+            raise ResourceNotLeased(f"refused by the safety guard: {reply['safety_error']}",
+                                    self.name, str(reply["not_leased"]))
         if "safety_error" in reply:
             raise SAFETY[self.name](f"refused by the safety guard: {reply['safety_error']}")
         return reply

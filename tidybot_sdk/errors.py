@@ -38,6 +38,16 @@ class SafetyError(TidybotError):
     """A command was refused before any motion because it breaks a safety limit."""
 
 
+class ResourceNotLeased(SafetyError):
+    """A command to a part of the robot (arm, gripper or base) that this execution's lease
+    does not hold; ``resource`` names the part and ``holder`` who holds it ("" when
+    nobody does). Reading any part's state is always allowed."""
+
+    def __init__(self, message: str, resource: str = "", holder: str = "") -> None:
+        super().__init__(message)
+        self.resource, self.holder = resource, holder
+
+
 class BackendUnavailable(TidybotError, ConnectionError):
     """A backend does not answer, or its state is missing or stale (never read as zeros)."""
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 from tidybot_sdk.config import SdkConfig
 
 from tidybot_exec.execution import rewind_path as path
-from tidybot_exec.execution.leases import Binding
+from tidybot_exec.execution.leases import RESOURCES, Binding
 from tidybot_exec.execution.writers import (FROM_ACTION, FROM_CODE, FROM_FAILURE, REWIND,
                                             Writer, Writers)
 from tidybot_exec.guard.hold import RobotHold
@@ -55,11 +55,18 @@ class Running(Protocol):
     lease_token: str
 
     @property
+    def resources(self) -> tuple[str, ...]: ...   # the parts its lease holds
+    @property
     def execution_id(self) -> str: ...
     @property
     def holder(self) -> str: ...
     @property
     def guard(self) -> Guard: ...
+
+
+def held(parts: Sequence[str], resources: Sequence[str]) -> tuple[str, ...]:
+    """The ``parts`` a lease on ``resources`` may rewind."""
+    return tuple(p for p in parts if p in resources)
 
 
 class Rewinds:
@@ -82,7 +89,8 @@ class Rewinds:
         writer, binding = admitted
         try:
             return self._drive(writer, self._host.recorder, binding.serial if binding else None,
-                               request, self._host.robot, self._host.hold, progress)
+                               request, binding.resources if binding else RESOURCES,
+                               self._host.robot, self._host.hold, progress)
         finally:
             self._host.retire(writer, binding)
 
@@ -97,20 +105,22 @@ class Rewinds:
         if isinstance(writer, str):
             return f"on_failure: not rewound ({writer})"
         try:
-            outcome = self._drive(writer, running.recorder, running.lease,
-                                  path.RewindRequest("execution",
-                                                     execution_id=running.execution_id),
-                                  host.robot, host.hold)
+            outcome = self._drive(writer, running.recorder, running.lease, path.RewindRequest(
+                "execution", parts=held(path.DEFAULT_PARTS, running.resources),
+                execution_id=running.execution_id), running.resources, host.robot, host.hold)
         finally:
             host.retire(writer)
         if not outcome.success:
             return f"on_failure: not rewound: {outcome.message}"
         return "; ".join([f"on_failure: {outcome.message}", *host.hold()])
 
-    def to_lease_start(self, writer: Writer, lease: int) -> path.Outcome:
-        """reset_on_release's rewind, as ``writer`` (admitted by the service)."""
-        return self._drive(writer, self._host.recorder, lease, path.RewindRequest("start"),
-                           self._host.robot, self._host.hold)
+    def to_lease_start(self, writer: Writer, lease: int, resources: tuple[str, ...]
+                       ) -> path.Outcome:
+        """reset_on_release's rewind of the ended lease's parts (``resources``), as
+        ``writer`` (admitted by the service)."""
+        return self._drive(writer, self._host.recorder, lease, path.RewindRequest(
+            "start", parts=held(path.DEFAULT_PARTS, resources)), resources,
+            self._host.robot, self._host.hold)
 
     def for_code(self, running: Running, msg: dict) -> dict:
         """A rewind the code asked for (NodeMsg.REWIND), driven on the code's upstream (the
@@ -136,8 +146,8 @@ class Rewinds:
                 self._changed()
                 with guard.code_paused():
                     outcome = self._drive(writer, running.recorder, running.lease, request,
-                                          guard.upstream, self._hold_on(guard.upstream),
-                                          for_guard=guard)
+                                          running.resources, guard.upstream,
+                                          self._hold_on(guard.upstream), for_guard=guard)
         finally:
             host.retire(writer)
         return {"success": outcome.success, "message": outcome.message,
@@ -171,16 +181,26 @@ class Rewinds:
 
     # ------------------------------------------------------------ the one way through
     def _drive(self, writer: Writer, recorder: Recorder, lease: int | None,
-               request: path.RewindRequest, upstream: SdkConfig, hold: Hold,
-               progress: Progress = lambda fraction: None,
+               request: path.RewindRequest, resources: Sequence[str], upstream: SdkConfig,
+               hold: Hold, progress: Progress = lambda fraction: None,
                for_guard: Guard | None = None) -> path.Outcome:
-        """Plan along ``recorder``'s trajectory of ``lease`` and, unless a dry run, drive it
+        """Refuse a rewind of a part the lease does not hold (``resources``: another holder
+        may be driving it). Plan along ``recorder``'s trajectory of ``lease`` and, unless a dry run, drive it
         as ``writer`` (its guard registered, cancelled by ``writer.cancelled``) on
         ``upstream`` (the real robot, or a dry run's private one); what was undone is dropped
         from the trajectory. A rewind that moved and did not finish ends with ``hold`` (of
         that robot; not once its writer was ended by its owner), its problems named in the
         message. ``for_guard``: the code's guard it drives for, whose refusal (any stop of
         the execution, a timeout too) refuses the rewind's guard at once."""
+        others = [p for p in request.parts if p not in resources]
+        if others:
+            return path.Outcome(False, f"refused: the rewind would move the {' and the '.join(others)}, "
+                                       f"which this lease does not hold (it holds "
+                                       f"{', '.join(resources)}); ask for parts "
+                                       f"{list(held(request.parts, resources))}")
+        if not request.parts:
+            return path.Outcome(True, "nothing to rewind: this lease holds none of the parts "
+                                      "a rewind moves")
         planned = path.plan(recorder.trajectory(lease), recorder.current(), request,
                             upstream.limits)
         if isinstance(planned, str):

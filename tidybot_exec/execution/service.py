@@ -35,7 +35,7 @@ from tidybot_exec.execution.dry_run import Seed
 from tidybot_exec.execution.history import History, Page, Record
 from tidybot_exec.execution.live_state import LiveState
 from tidybot_exec.execution.launchers import Launched, launch_cold
-from tidybot_exec.execution.leases import Binding, LeaseManager
+from tidybot_exec.execution.leases import RESOURCES, Binding, LeaseManager
 from tidybot_exec.execution.records import ON_FAILURE, Request, Result, Status, unstarted
 from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.execution.skill_saver import SkillSaver
@@ -97,6 +97,10 @@ class _Running:
     @property
     def holder(self) -> str:
         return self.execution.request.holder
+
+    @property
+    def resources(self) -> tuple[str, ...]:
+        return self.binding.resources if self.binding is not None else RESOURCES
 
     @property
     def guard(self) -> Guard:
@@ -175,7 +179,8 @@ class ExecutionService:
             try:
                 if request.skills_as_of is None:    # before the code can ask for a skill
                     request.skills_as_of = self.skills.latest_seq()
-                execution = self._execution(request, feedback, verdict.warnings, spare, writer)
+                execution = self._execution(request, feedback, verdict.warnings, spare, writer,
+                                            binding.resources if binding else RESOURCES)
             except Exception as exc:  # noqa: BLE001 - whatever failed, the lease is given back
                 self.retire(writer, binding)
                 self._log(f"could not start an execution: {exc!r}")
@@ -276,18 +281,26 @@ class ExecutionService:
         return ""
 
     def _execution(self, request: Request, feedback: Feedback, warnings: list[str],
-                   spare: Launched | None, writer: Writer) -> Execution:
+                   spare: Launched | None, writer: Writer, resources: Sequence[str]) -> Execution:
         """Start warm from ``spare``; if the spare turns out dead, start cold. The writer
-        knows the guard before the code is handed over (an estop refuses it from then on)."""
+        knows the guard, and the guard the parts the lease holds (``resources``: it refuses
+        commands to the others), before the code is handed over (an estop refuses it from
+        then on)."""
         if spare is not None:
             try:
+                spare.guard.lease(resources, self._holder_of)
                 writer.guard(spare.guard)
                 return Execution(self.settings, request, spare, feedback, warnings, self._log)
             except Exception as exc:  # noqa: BLE001 - the spare is discarded; cold still works
                 self._log(f"warm worker {spare.id} was unusable ({exc!r}); starting cold")
         launched = launch_cold(self.settings, request, self._log)
+        launched.guard.lease(resources, self._holder_of)
         writer.guard(launched.guard)
         return Execution(self.settings, request, launched, feedback, warnings, self._log)
+
+    def _holder_of(self, resource: str) -> str:
+        """Who holds ``resource``'s lease now ("" when nobody does): a refusal names them."""
+        return next((h.holder for h in self.leases.status().holds if h.resource == resource), "")
 
     # -------------------------------------------------------------- the end
     def finish(self, execution: Execution) -> Result:
@@ -484,7 +497,7 @@ class ExecutionService:
                 self._log(f"reset on release of {binding.holder!r} skipped: {refusal}")
                 return
             self._on_change()
-            outcome = self.rewinds.to_lease_start(writer, binding.serial)
+            outcome = self.rewinds.to_lease_start(writer, binding.serial, binding.resources)
             self._log(f"reset on release of {binding.holder!r}: {outcome.message}")
         except Exception as exc:  # noqa: BLE001 - the lease must still be handed on
             self._log(f"reset on release failed: {exc!r}")

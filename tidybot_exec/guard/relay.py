@@ -23,7 +23,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import zmq
 
@@ -42,6 +42,8 @@ STATE_MAX_AGE_S = 0.5           # the checks need state newer than this
 WHILE_STOPPING = {"arm": {ArmMsg.STOP, ArmMsg.GET_STATE}, "base": {BaseMsg.STOP, BaseMsg.GET_STATE},
                   "gripper": {GripperMsg.STOP}}
 STOPPING_REFUSAL = "the execution is being stopped: no more motion is accepted"
+# What may pass to a part the execution's lease does not hold: reading its state.
+STATE_QUERIES = {"arm": {ArmMsg.GET_STATE}, "base": {BaseMsg.GET_STATE}, "gripper": set()}
 
 
 NodeHandler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -94,6 +96,22 @@ class Guard:
         self._node_served = threading.Event()
         self._code_paused = threading.Condition()
         self._pauses = 0
+        self._leased: frozenset[str] = frozenset(proto.SOCKETS)   # lease(): the parts it may command
+        self._holder_of: Callable[[str], str] = lambda name: ""
+
+    def lease(self, resources: Iterable[str], holder_of: Callable[[str], str]) -> None:
+        """Commands go only to ``resources`` (the execution's lease's parts), before the
+        code is handed over; any other part's commands — a STOP too: it would stop another
+        holder's motion — are refused with who holds it (``holder_of``). State is read freely."""
+        self._leased, self._holder_of = frozenset(resources), holder_of
+
+    def _not_leased(self, name: str) -> str | None:
+        """Why this execution may not command ``name`` (None when it may)."""
+        if name in self._leased:
+            return None
+        holder = self._holder_of(name)
+        return (f"the {name} is not leased to this execution: {holder!r} holds it" if holder else
+                f"the {name} is not leased to this execution; acquire a lease with it")
 
     def start(self) -> "Guard":
         """Bind every socket and start relaying; returns once all are bound."""
@@ -297,6 +315,11 @@ class Guard:
             msg = proto.decode(frame)
         except ProtocolError as exc:
             return {"error": str(exc)}
+        if msg.get("msg_type") not in STATE_QUERIES[name] and (
+                not_leased := self._not_leased(name)) is not None:
+            self._refuse(name, not_leased)
+            return {"error": not_leased, "safety_error": not_leased,
+                    "not_leased": self._holder_of(name)}
         if msg.get("msg_type") not in WHILE_STOPPING[name]:
             with self._code_paused:
                 self._code_paused.wait_for(lambda: not self._pauses or self._stopping.is_set())
@@ -343,6 +366,9 @@ class Guard:
         for _ in self._until_terminated("stream", sub, pub):
             frame = sub.recv()
             if self._stopping.is_set() or self._pauses:
+                continue
+            if (not_leased := self._not_leased("arm")) is not None:
+                self._refuse("arm", not_leased)     # never a STOP: another holder's arm
                 continue
             try:
                 msg = proto.decode(frame)
