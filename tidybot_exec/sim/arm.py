@@ -57,6 +57,8 @@ class SimArm(BackendServer):
         self._started = time.monotonic()  # robot_time: the robot's own clock (not reset by a restart)
         self.wrench = np.zeros(6)         # O_F_ext_hat_K; tests inject contact through it
         self.gains: dict[str, list[float]] = {}
+        self._kinematics_key = b""
+        self._kinematics_now: tuple[list[float], np.ndarray, list[float]] = ([], np.zeros(0), [])
 
     # ----------------------------------------------------------------- commands
     def open_extra_sockets(self) -> list[zmq.Socket]:
@@ -176,6 +178,8 @@ class SimArm(BackendServer):
             J = kin.jacobian(self.q)
             target = J.T @ np.linalg.solve(J @ J.T + 1e-4 * np.eye(6), self.twist)
         else:
+            if not self.dq.any() and np.array_equal(self.q, self.q_target):
+                return                   # at rest on the target (the idle arm's 1 kHz tick)
             self.q, self.dq = track_position(self.q, self.dq, self.q_target, kin.DQ_MAX,
                                              kin.DDQ_MAX, dt)
             return
@@ -186,14 +190,27 @@ class SimArm(BackendServer):
             return
         self.q, self.dq = q, dq
 
+    def _kinematics(self) -> tuple[list[float], np.ndarray, list[float]]:
+        """O_T_EE, the Jacobian and O_T_EE_d, computed again only when the joints or the
+        target changed (most of a state's cost, published at 100 Hz by a resting arm)."""
+        key = self.q.tobytes() + self.q_target.tobytes()
+        if key != self._kinematics_key:
+            self._kinematics_key = key
+            self._kinematics_now = (kin.column_major(kin.fk(self.q)), kin.jacobian(self.q),
+                                    kin.column_major(kin.fk(self.q_target)))
+        return self._kinematics_now
+
+    def resting(self) -> bool:
+        return self.holding and not self.dq.any() and np.array_equal(self.q, self.q_target)
+
     def state(self) -> dict[str, Any]:
         moving = bool(np.max(np.abs(self.dq)) > 1e-4)
-        tau_ext = (kin.jacobian(self.q).T @ self.wrench).tolist()
-        target_pose = kin.column_major(kin.fk(self.q_target))
+        pose, jacobian, target_pose = self._kinematics()
+        tau_ext = (jacobian.T @ self.wrench).tolist()
         return {
             "q": self.q.tolist(), "dq": self.dq.tolist(),
             "q_d": self.q_target.tolist(), "dq_d": self.dq_target.tolist(),
-            "O_T_EE": kin.column_major(kin.fk(self.q)), "O_T_EE_d": target_pose,
+            "O_T_EE": pose, "O_T_EE_d": target_pose,
             "O_F_ext_hat_K": self.wrench.tolist(), "K_F_ext_hat_K": self.wrench.tolist(),
             "tau_J": tau_ext, "tau_ext_hat_filtered": tau_ext,
             # libfranka's elbow: joint 3's angle and the flip of joint 4 (always negative here)

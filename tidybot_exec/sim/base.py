@@ -71,6 +71,9 @@ class SimBase(BackendServer):
         if self.active and time.monotonic() - self.last_command > BASE_WATCHDOG_S:
             self.active = False          # watchdog: brake and hold
         if not self.active:
+            if not self.vel.any():       # at rest (the idle base's tick): nothing to integrate
+                self.motors_enabled = False
+                return
             self.pose, self.vel = track_velocity(self.pose, self.vel, np.zeros(3), A_MAX, dt)
             if not np.any(self.vel):
                 self.motors_enabled = False
@@ -82,6 +85,9 @@ class SimBase(BackendServer):
             target[2] = self.pose[2] + wrap_angle(target[2] - self.pose[2])
             self.pose, self.vel = track_position(self.pose, self.vel, target, V_MAX, A_MAX, dt)
         self.pose[2] = wrap_angle(self.pose[2])
+
+    def resting(self) -> bool:
+        return not self.active and not self.vel.any()
 
     def state(self) -> dict[str, Any]:
         return {
