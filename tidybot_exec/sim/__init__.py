@@ -1,8 +1,9 @@
 """Simulated TidyBot backends (arm, gripper, base) on the real wire protocols.
 
 ``Simulator`` runs all three in-process (tests); ``tidybot-sim`` runs them as a command.
-They share a world (world.py: a table and objects the gripper can grasp) that an optional
-camera server (camera_server.py) renders for the node, as the real TidyBot's does.
+They share a physical world (world.py, physics.py: a table and objects, MuJoCo contact,
+the robot's collision geometry following the servers) that an optional camera server
+(camera_server.py) renders for the node, as the real TidyBot's does.
 An optional control socket lets tests in another process inject faults and read what the
 servers received (docs/protocols.md, "Simulator control").
 """
@@ -27,11 +28,15 @@ from .arm import SimArm
 from .base import SimBase
 from .camera_server import CameraServer
 from .gripper import SimGripper
-from .render import Pose
+from .physics import Pose
 from .server import BackendServer
 from .world import Scene, World
 
 
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 @functools.cache
@@ -100,13 +105,13 @@ class Simulator:
         self.base = SimBase(*at["base"].values(), state_rate_hz=c.base_state_rate_hz,
                             pose0=c.initial_base_pose)
         self.world = World(Scene.from_dict(c.scene) if c.scene else Scene.default(),
-                           self.hand_pose)
+                           self.robot_pose, self.arm, log=_log)
         self.gripper.world = self.world
         self.cameras = None if c.camera_port is None else CameraServer(
             self.world, self.robot_pose, width=c.camera_size[0], height=c.camera_size[1],
             host=c.host, port=c.camera_port,
             path=os.path.join(c.ipc_dir, proto.CAMERA_SOCKET) if c.ipc_dir else None,
-            log=lambda line: print(line, file=sys.stderr, flush=True))
+            log=_log)
         self.servers: dict[str, BackendServer] = {
             "arm": self.arm, "gripper": self.gripper, "base": self.base}
         self._control_stop = threading.Event()
@@ -121,10 +126,14 @@ class Simulator:
             raise
         if self.cameras is not None and self.cameras.path:
             # a dry run's: started beside its first commands (importing websockets takes
-            # ~80 ms that the code's start should not wait for; the node retries meanwhile)
+            # ~80 ms that the code's start should not wait for; the node retries meanwhile),
+            # and the physics after them (importing MuJoCo takes ~120 ms more of a CPU,
+            # which slowed the cameras' start and so the node's first look at the world)
             threading.Thread(target=self._start_private_cameras, daemon=True,
                              name="sim-cameras").start()
-        elif self.cameras is not None:
+        else:
+            self.world.start()
+        if self.cameras is not None and not self.cameras.path:
             try:
                 self.cameras.start()
             except ImportError as exc:        # websockets missing or older than 14
@@ -146,13 +155,17 @@ class Simulator:
             self.cameras.start()
         except (OSError, ImportError) as exc:
             print(f"tidybot-sim: cameras not served: {exc}", file=sys.stderr, flush=True)
+        self.world.start()
 
     def stop(self) -> None:
+        self.world.stop()
         self._control_stop.set()
         if self._control_thread is not None:
             self._control_thread.join(timeout=5)
         if self.cameras is not None:
             self.cameras.stop()
+        for server in self.servers.values():
+            server.stop(wait=False)
         for server in self.servers.values():
             server.stop()
 

@@ -9,9 +9,12 @@ A command that would break a joint limit is a reflex, and as on the real robot t
 then stops publishing its state (one last state says why, in ``last_error``) and refuses
 everything but STOP until it is restarted: the real arm is recovered outside the protocol
 (``franka_server.recover``, then a new server), here by restarting the simulated server
-(the control socket's ``restart``, docs/protocols.md). The state has the real server's
-fields; torques are not modelled beyond the external ones (``tau_J`` = ``tau_ext_hat_filtered``
-= Jᵀ·the injected wrench; no gravity).
+(the control socket's ``restart``, docs/protocols.md). The world's physics (world.py) makes
+a collision of an arm link with the table, the floor or the robot's own base or mast such
+a reflex too (``collide``), and feeds the contact forces on the hand and fingers into the
+external wrench (``feel``). The state has the real server's fields; torques are not
+modelled beyond the external ones (``tau_J`` = ``tau_ext_hat_filtered`` = Jᵀ·the external
+wrench: contact plus injected; no gravity).
 """
 from __future__ import annotations
 
@@ -55,7 +58,8 @@ class SimArm(BackendServer):
         self.reflex = ""                  # why the arm is in reflex; "" when it is not
         self._reflex_told = False         # the one state after a reflex has been published
         self._started = time.monotonic()  # robot_time: the robot's own clock (not reset by a restart)
-        self.wrench = np.zeros(6)         # O_F_ext_hat_K; tests inject contact through it
+        self.wrench = np.zeros(6)         # injected external wrench (tests, control socket)
+        self.contact_wrench = np.zeros(6)  # the world's contact forces on the hand and fingers
         self.gains: dict[str, list[float]] = {}
         self._kinematics_key = b""
         self._kinematics_now: tuple[list[float], np.ndarray, list[float]] = ([], np.zeros(0), [])
@@ -158,6 +162,26 @@ class SimArm(BackendServer):
         self.last_command = time.monotonic()
         return True
 
+    # ------------------------------------------------------------------ the world
+    def in_reflex(self) -> bool:
+        with self.lock:
+            return bool(self.reflex)
+
+    def collide(self, why: str, q: np.ndarray) -> bool:
+        """A collision (world.py) where the joints were ``q``: the arm stops there in a
+        reflex, unless it is in one already; True if it entered it."""
+        with self.lock:
+            if self.reflex:
+                return False
+            self.q = np.array(q, dtype=float)
+            self._enter_reflex(why)
+            return True
+
+    def feel(self, wrench: np.ndarray) -> None:
+        """The contact wrench on the hand and fingers (arm base frame, about the EE)."""
+        with self.lock:
+            self.contact_wrench = wrench
+
     def _enter_reflex(self, why: str) -> bool:
         self.reflex = why
         self.dq[:] = 0.0
@@ -206,12 +230,13 @@ class SimArm(BackendServer):
     def state(self) -> dict[str, Any]:
         moving = bool(np.max(np.abs(self.dq)) > 1e-4)
         pose, jacobian, target_pose = self._kinematics()
-        tau_ext = (jacobian.T @ self.wrench).tolist()
+        external = self.wrench + self.contact_wrench
+        wrench, tau_ext = external.tolist(), (jacobian.T @ external).tolist()
         return {
             "q": self.q.tolist(), "dq": self.dq.tolist(),
             "q_d": self.q_target.tolist(), "dq_d": self.dq_target.tolist(),
             "O_T_EE": pose, "O_T_EE_d": target_pose,
-            "O_F_ext_hat_K": self.wrench.tolist(), "K_F_ext_hat_K": self.wrench.tolist(),
+            "O_F_ext_hat_K": wrench, "K_F_ext_hat_K": wrench,
             "tau_J": tau_ext, "tau_ext_hat_filtered": tau_ext,
             # libfranka's elbow: joint 3's angle and the flip of joint 4 (always negative here)
             "elbow": [float(self.q[2]), -1.0 if self.q[3] < 0 else 1.0],

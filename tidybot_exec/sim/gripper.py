@@ -9,10 +9,11 @@ replies success with where the fingers are; nothing is calibrated (0.0 mm) until
 The server starts activated, as the real one activates the gripper when it starts.
 
 Position 0 (open, 85 mm) .. 255 (closed); fingers move at 20..150 mm/s with the speed byte;
-closing onto an object stops the fingers there and reports object_detected: the object the
-world finds between the fingers when the close starts (world.py), or one of a configured
-width anywhere (``object_width_mm``, for tests). Replies come when the motion is done and
-the REP loop is single-threaded, so a STOP sent during a move is answered after it.
+closing onto an object stops the fingers there and reports object_detected: an object
+both pads touch (world.py's physics; the fingers stop at its extent between the pads), or
+one of a configured width anywhere (``object_width_mm``, for tests). Replies come when the
+motion is done and the REP loop is single-threaded, so a STOP sent during a move is
+answered after it.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def clamp_byte(value: float) -> int:
 class Fingers(Protocol):
     """What the gripper asks the world (world.World)."""
 
-    def between_fingers(self, opening_mm: float) -> float | None: ...
+    def pinched(self, opening_mm: float) -> float | None: ...
     def grasped(self) -> None: ...
     def released(self) -> None: ...
 
@@ -73,7 +74,6 @@ class SimGripper(BackendServer):
         seed = FRESH if seed is None else seed
         self.object_width_mm = object_width_mm   # an object of this width is always there
         self.world = world
-        self._between_mm: float | None = None      # the world's object this close stops on
         self.position = float(check_byte("position", int(seed.get("position", 0))))
         self.target = self.position
         self.speed = 255
@@ -84,8 +84,6 @@ class SimGripper(BackendServer):
         self.moving = False
         self.jammed = False                        # fault injection: the fingers cannot move
         self.object_detected = bool(seed.get("object_detected", False))
-        if self.object_detected:                  # what it holds stays between the fingers
-            self._between_mm = stroke_mm(self.position)
         self.calibrated = bool(seed.get("is_calibrated", False))
         self.open_mm = float(seed.get("open_mm", 0.0)) if self.calibrated else 0.0
         self.close_mm = float(seed.get("close_mm", 0.0)) if self.calibrated else 0.0
@@ -187,9 +185,6 @@ class SimGripper(BackendServer):
             self._release()
             self.target = float(position)
             self.moving = self.target != self.position
-            self._between_mm = (self.world.between_fingers(stroke_mm(self.position))
-                                if self.world is not None and self.target > self.position
-                                else None)
         done = self._wait(lambda: not self.moving, GRIPPER_MOVE_TIMEOUT_S)
         with self.lock:
             return int(round(self.position)), done and self.object_detected
@@ -222,14 +217,22 @@ class SimGripper(BackendServer):
             return
         closing = self.target > self.position
         arrived = self._travel(self.target, self.speed, dt)
-        width = self.object_width_mm if self.object_width_mm is not None else self._between_mm
-        if closing and width is not None and stroke_mm(self.position) <= width:
-            self.position = 255.0 * (1.0 - width / STROKE_MM)
+        width = self._stopped_on() if closing else None
+        if width is not None:
+            self.position = 255.0 * (1.0 - min(width, STROKE_MM) / STROKE_MM)  # on its faces
             self.object_detected, self.moving = True, False
             if self.world is not None and self.object_width_mm is None:
                 self.world.grasped()
         elif arrived:
             self.moving = False
+
+    def _stopped_on(self) -> float | None:
+        """The width (mm) of what the closing fingers stop on now, if anything: the
+        configured object once they reach its width, else the one the pads pinch."""
+        if self.object_width_mm is not None:
+            return self.object_width_mm if stroke_mm(self.position) <= self.object_width_mm \
+                else None
+        return self.world.pinched(stroke_mm(self.position)) if self.world is not None else None
 
     def _travel(self, target: float, speed: int, dt: float) -> bool:
         """Move the fingers toward ``target`` for dt; True once they are there."""

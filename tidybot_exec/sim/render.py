@@ -2,20 +2,24 @@
 
 The MJCF model is built here from the project's URDF (its primitive visuals, its joints),
 the scene's table and objects (mocap bodies, placed each frame) and the camera mounts of
-robot_model.MOUNTS; MuJoCo is used only to render — motion comes from the kinematic
-simulator. OpenGL runs through EGL (Mesa's llvmpipe on a machine without a GPU); the
-context belongs to the thread that created the renderer, so one thread renders.
+robot_model.MOUNTS; this model only renders — the robot's motion comes from the simulated
+servers, the objects' poses from the world's physics (physics.py, its own model). OpenGL
+runs through EGL (Mesa's llvmpipe on a machine without a GPU); the context belongs to the
+thread that created the renderer, so one thread renders.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
 import numpy as np
 
 from tidybot_exec.cameras.robot_model import (MOUNTS, ROOT_LINK, CameraMount, RobotModel,
                                               robot_model)
 
+from .physics import Pose, import_mujoco
 from .world import Body
+
+__all__ = ["Pose", "Renderer", "describe_gl_failure", "mjcf"]
 
 MAX_RANGE_M = 10.0          # depth beyond this (the background) is "no reading"
 _OPTICAL_TO_GL = np.diag([1.0, -1.0, -1.0])      # optical (z forward, y down) -> GL camera
@@ -81,23 +85,11 @@ def mjcf(model: RobotModel, bodies: list[Body], mounts: dict[str, CameraMount],
 </mujoco>"""
 
 
-@dataclass
-class Pose:
-    """Where the robot is when a frame is taken."""
-
-    q: np.ndarray
-    base: np.ndarray               # x, y, theta
-    gripper: float                 # position byte
-
-
 class Renderer:
     """Renders each camera of MOUNTS at width × height. Build and use it in one thread."""
 
     def __init__(self, bodies: list[Body], width: int, height: int) -> None:
-        os.environ.setdefault("MUJOCO_GL", "egl")          # before mujoco is imported
-        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
-        import mujoco                                       # noqa: PLC0415 - heavy, on demand
-        self._mj = mujoco
+        self._mj = mujoco = import_mujoco()
         self.width, self.height = width, height
         self.names = [b.name for b in bodies[1:]]
         self.model = mujoco.MjModel.from_xml_string(
