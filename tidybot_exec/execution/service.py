@@ -336,7 +336,9 @@ class ExecutionService:
             running.recorder.end_execution(execution.id)
             running.cameras.close()
             if running.world_source is not None:
-                running.world_source.close()
+                # closed aside: its thread may be reconnecting to the ended simulator
+                threading.Thread(target=running.world_source.close, daemon=True,
+                                 name="world-source-close").start()
             if running.feed is not None:
                 running.feed.close()
             running.writer.end()

@@ -62,25 +62,27 @@ class WorldWatch:
         self._first: dict[str, Any] | None = None
         self._last: dict[str, Any] | None = None
         self._told = False
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="world-watch", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._look()
+            snapshot = self._world(ASK_TIMEOUT_S)
+            if snapshot is not None and not self._stop.is_set():    # (a late look is not used)
+                self._take(snapshot, tell=True)
             self._stop.wait(PERIOD_S)
 
-    def _look(self) -> None:
-        snapshot = self._world(ASK_TIMEOUT_S)
-        if snapshot is None:
-            return
-        if self._first is None:
-            self._first = snapshot
-        self._last = snapshot
-        hits = self._collisions(snapshot)
-        if hits and not self._told:
-            self._told = True
+    def _take(self, snapshot: dict[str, Any], tell: bool) -> None:
+        with self._lock:
+            if self._first is None:
+                self._first = snapshot
+            self._last = snapshot
+            hits = self._collisions(snapshot)
+            tell = tell and bool(hits) and not self._told
+            self._told = self._told or tell
+        if tell:
             self._on_collision(hits[0])
 
     def _collisions(self, snapshot: dict[str, Any]) -> list[str]:
@@ -89,14 +91,16 @@ class WorldWatch:
 
     def finish(self, at_end: dict[str, Any] | None = None) -> tuple[list[str], list[str]]:
         """(collisions, moved objects) once the code has ended: from ``at_end`` (the world a
-        dry run's simulator left as it was ended), else from one last look."""
+        dry run's simulator left as it was ended; a look in flight is not waited for), else
+        from one last look (after the one in flight, if any)."""
         self._stop.set()
-        self._thread.join(ASK_TIMEOUT_S + PERIOD_S + 1.0)
+        if at_end is None:
+            self._thread.join(ASK_TIMEOUT_S + 0.5)
+            at_end = None if self._thread.is_alive() else self._world(ASK_TIMEOUT_S)
         if at_end is not None:
-            self._last = at_end
-        elif not self._thread.is_alive():     # (a world that does not answer: what we have)
-            self._look()
-        snapshot = self._last
-        if snapshot is None or self._first is None:
+            self._take(at_end, tell=False)
+        with self._lock:
+            first, last = self._first, self._last
+        if first is None or last is None:
             return [], []
-        return self._collisions(snapshot), moved_lines(self._first, snapshot)
+        return self._collisions(last), moved_lines(first, last)

@@ -214,13 +214,20 @@ def _end_private_robot(sim: subprocess.Popen, workdir: str) -> dict | None:
     """End the dry run's simulator (SIGTERM) and take the world it leaves (WORLD_AT_END,
     sim/private.py) for the report: what the code did to the world, read after it ended.
     None when it did not leave one within PRIVATE_END_S or it is too large to report."""
+    path = os.path.join(workdir, WORLD_AT_END)
     try:
         sim.send_signal(signal.SIGTERM)
-        sim.wait(PRIVATE_END_S)
-    except (OSError, subprocess.TimeoutExpired):
-        return None                              # killed with the tree next
+    except OSError:
+        return None
+    # The file is renamed into place whole; then the simulator is killed with the tree (its
+    # own stop would take ~0.2 s more).
+    deadline = time.monotonic() + PRIVATE_END_S
+    while not os.path.exists(path):
+        if sim.poll() is not None or time.monotonic() > deadline:
+            return None
+        time.sleep(0.005)
     try:
-        with open(os.path.join(workdir, WORLD_AT_END), "rb") as f:
+        with open(path, "rb") as f:
             data = f.read(WORLD_REPORT_MAX + 1)
         world = json.loads(data) if len(data) <= WORLD_REPORT_MAX else None
     except (OSError, ValueError):
