@@ -118,7 +118,7 @@ def test_look_and_pick_picks_the_cube_and_a_dry_run_sees_its_own_world(stack):
     # does to its own world (letting go) leaves the real one as it is
     (seen,) = run_ok(client, INFO + (
         "import numpy as np\nfrom tidybot_sdk import gripper\n"
-        "rgb, d, i = sensors.get_image('base'), sensors.get_depth('base'), info('base')\n"
+        "rgb, d, i = sensors.get_image('base').astype(int), sensors.get_depth('base'), info('base')\n"
         "red = (rgb[..., 0] > 120) & (rgb[..., 0] > 2 * rgb[..., 1]) & np.isfinite(d)\n"
         "v, u = np.nonzero(red)\nz = d[v, u]\n"
         "p = np.array(i['T_base_camera']) @ np.stack([(u - i['cx']) * z / i['fx'],"

@@ -2,13 +2,20 @@
 moved_objects, world_watch.py) and the static world the arm is kept out of (keep_out.py)."""
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
 import pytest
+from tidybot_interfaces.action import ExecuteCode
 
+from support import Wire
 from tidybot_exec.execution import keep_out
 from tidybot_exec.execution.world_watch import WorldWatch, collision_line, moved_lines
+
+R = ExecuteCode.Result
+STACK_CAMERAS = True          # the node reads the simulator's world through its cameras
+STACK_PARAMS = {"require_lease": False, "camera_rate_hz": 10.0, "camera_budget_mb": 1}
 
 
 def _world(objects: dict[str, tuple[float, float, float, float]], collisions=()) -> dict:
@@ -76,6 +83,79 @@ def test_hardware_has_no_world_and_nothing_is_reported():
     assert watch.finish() == ([], [])
 
 
+INTO_THE_TABLE = ("from tidybot_sdk import arm\nprint('moving', flush=True)\n"
+                  "arm.move_to_pose(x=0.60, y=0.25, z=0.025)\nprint('REACHED')\n")
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["real", "dry"])
+def test_the_hand_ordered_into_the_table_is_refused_before_anything_moves(stack, dry_run):
+    """keep_out:=auto on the simulator: the scene's table is kept out. The SDK refuses
+    the move into it (the issue's first finding: it printed REACHED), nothing moves."""
+    sim_stack, client = stack
+    wire = Wire(sim_stack.config)
+    try:
+        q0 = wire.state("arm")["q"]
+        status, result = client.run(INTO_THE_TABLE, dry_run=dry_run)
+        assert result.status == R.STATUS_FAILED and "REACHED" not in result.stdout
+        assert "would hit table" in result.error, result.error
+        assert max(abs(a - b) for a, b in zip(wire.state("arm")["q"], q0)) < 1e-3
+        assert list(result.collisions) == [] and list(result.moved_objects) == []
+    finally:
+        wire.close()
+
+
+def test_a_patched_sdk_streaming_into_the_table_is_stopped_by_the_guard(stack):
+    """Code that takes the SDK's keep-out check away: the guard refuses its targets before
+    the arm comes within the margin, judged by the simulator's own arm (the fingertips,
+    at the end effector's height, stay above the table top at z = 0.05)."""
+    sim_stack, client = stack
+    wire = Wire(sim_stack.config)
+    try:
+        status, result = client.run(
+            "from tidybot_sdk import arm, collision\narm._kept_out = collision.KeepOut()\n"
+            "arm.move_to_pose(x=0.55, y=0.0, z=0.2)\nprint('above', flush=True)\n"
+            "arm.move_to_pose(x=0.55, y=0.0, z=0.025, timeout=2)\n")
+        assert "above" in result.stdout, result.stderr
+        assert result.status == R.STATUS_FAILED
+        assert "safety guard refused" in result.error and "would hit table" in result.error
+        assert wire.state("arm")["O_T_EE"][14] > 0.05 + 0.005
+    finally:
+        client.run("from tidybot_sdk import arm\narm.go_home()\n")
+        wire.close()
+
+
+SWEEP = """\
+import numpy as np
+from tidybot_sdk import arm, sensors
+
+def red_centre():
+    r, g, b = np.moveaxis(sensors.get_image('base').astype(int), -1, 0)
+    v, u = np.nonzero((r > 100) & (g < 0.4 * r) & (b < 0.4 * r))
+    return np.array([u.mean(), v.mean()])
+
+before = red_centre()
+arm.move_to_pose(x=0.5, y=-0.12, z=0.09)
+arm.move_to_pose(x=0.5, y=0.08, z=0.09)
+print('the camera saw the cube move', round(float(np.linalg.norm(red_centre() - before))), 'px')
+arm.go_home()
+"""
+
+
+def test_a_sweep_pushes_the_cube_and_a_dry_run_says_so(stack):
+    """A dry run on the physical twin: the hand sweeps through the cube's place at its
+    height and pushes it; moved_objects names the cube (moved toward +y), the base camera
+    saw it move, and pushing an object is no collision."""
+    _, client = stack
+    status, result = client.run(SWEEP, dry_run=True, timeout_s=60)
+    assert result.status == R.STATUS_SUCCEEDED, result.stderr
+    assert list(result.collisions) == []
+    (moved,) = [line for line in result.moved_objects if line.startswith("cube ")]
+    to = [float(v) for v in moved.split("to [")[1].rstrip("]").split(",")]
+    assert to[1] > 0.08, moved                       # pushed along +y, off its place at y = 0
+    pixels = int(result.stdout.split("move ")[1].split()[0])
+    assert pixels > 10, result.stdout
+
+
 def test_keep_out_auto_takes_the_simulator_table_and_files_are_checked(tmp_path):
     boxes, said = keep_out.resolve("auto", lambda: _world({}))
     assert [(b.name, b.center, b.size) for b in boxes] == [
@@ -99,3 +179,18 @@ def test_keep_out_auto_takes_the_simulator_table_and_files_are_checked(tmp_path)
             keep_out.resolve(str(lab), lambda: None)
     with pytest.raises(ValueError, match="cannot read it"):
         keep_out.resolve(str(tmp_path / "missing.yaml"), lambda: None)
+
+
+def test_tidybot_run_prints_what_a_run_did_to_its_world():
+    from tidybot_exec.clients.run_cli import result_json, world_lines
+
+    result = R(status=R.STATUS_FAILED, error="collision: panda_hand hit table at t=1.00 s, "
+               "0.001 m deep", collisions=["panda_hand hit table at t=1.00 s, 0.001 m deep"],
+               moved_objects=["cube moved 0.100 m, turned 0.00 rad, to [0.6, 0.1, 0.475]"])
+    assert world_lines(result) == (
+        "tidybot-run: collision: panda_hand hit table at t=1.00 s, 0.001 m deep\n"
+        "tidybot-run: moved: cube moved 0.100 m, turned 0.00 rad, to [0.6, 0.1, 0.475]\n")
+    assert world_lines(R()) == ""
+    as_json = json.loads(result_json(result))
+    assert (as_json["collisions"], as_json["moved_objects"]) == (
+        list(result.collisions), list(result.moved_objects))
