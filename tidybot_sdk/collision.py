@@ -361,14 +361,6 @@ def _scene(boxes: tuple[Box, ...], base_pose: tuple[float, ...] | None) -> Scene
     return Scene(base_pose, boxes)
 
 
-def jacobian(frames: Sequence[np.ndarray]) -> np.ndarray:
-    """The end effector's 6×7 geometric Jacobian from kinematics.frames (as kinematics.
-    jacobian, vectorised: a fifth of its cost, which the guard pays for every target)."""
-    F = np.array(frames[:7])
-    z, d = F[:, :3, 2], frames[-1][:3, 3] - F[:, :3, 3]
-    return np.vstack([np.cross(z, d).T, z.T])
-
-
 def follow(T_target: np.ndarray, q_seed: Sequence[float],
            seed_frames: list[np.ndarray] | None = None, max_iter: int = 20
            ) -> tuple[np.ndarray, list[np.ndarray]] | None:
@@ -384,7 +376,7 @@ def follow(T_target: np.ndarray, q_seed: Sequence[float],
         if (np.linalg.norm(err[:3]) < FOLLOW_TOLERANCE[0]
                 and np.linalg.norm(err[3:]) < FOLLOW_TOLERANCE[1]):
             return q, frames
-        J = jacobian(frames)
+        J = kin.frames_jacobian(frames)
         step = J.T @ np.linalg.solve(J @ J.T + 1e-4 * np.eye(6), err)
         q = np.clip(q + step / max(1.0, np.max(np.abs(step)) / 0.3), kin.Q_MIN, kin.Q_MAX)
         frames = kin.frames(q)

@@ -56,11 +56,16 @@ def fk(q) -> np.ndarray:
 
 def jacobian(q) -> np.ndarray:
     """6x7 geometric Jacobian of the end effector (linear rows first), base frame."""
-    fs = np.asarray(frames(np.asarray(q, dtype=float)))
-    z, p = fs[:7, :3, 2], fs[:7, :3, 3]
-    # one cross product for all joints: the IK (and so the simulator's cartesian mode)
-    # calls this every iteration, and seven small np.cross calls cost ~4x as much
-    return np.vstack([np.cross(z, fs[-1, :3, 3] - p).T, z.T])
+    return frames_jacobian(frames(np.asarray(q, dtype=float)))
+
+
+def frames_jacobian(fs: list[np.ndarray]) -> np.ndarray:
+    """``jacobian`` from the frames already computed (``frames``): the guard's IK has them.
+    One cross product for all joints: the IK (and so the simulator's cartesian mode) calls
+    this every iteration, and seven small np.cross calls cost ~4x as much."""
+    F = np.asarray(fs[:7])
+    z = F[:, :3, 2]
+    return np.vstack([np.cross(z, fs[-1][:3, 3] - F[:, :3, 3]).T, z.T])
 
 
 def rotation_error(R_target: np.ndarray, R: np.ndarray) -> np.ndarray:

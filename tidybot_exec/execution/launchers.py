@@ -203,8 +203,10 @@ def _pidfd_open(pid: int) -> int | None:
         return None
 
 
-def launch_cold(settings: ExecutorSettings, request: Request, log: Log) -> Launched:
-    """Start a supervisor for ``request`` now, behind a guard of its own. The code reaches
+def launch_cold(settings: ExecutorSettings, request: Request, log: Log,
+                lease: Callable[[Guard], None] = lambda guard: None) -> Launched:
+    """Start a supervisor for ``request`` now, behind a guard of its own, given the parts of
+    its lease (``lease``) before it listens: the code starts at once. The code reaches
     the robot — or a dry run's private simulator, which its supervisor starts on sockets in
     the workdir — only through that guard, on unix sockets in files/guard
     (bwrap.INSIDE/guard seen from inside the sandbox)."""
@@ -215,6 +217,7 @@ def launch_cold(settings: ExecutorSettings, request: Request, log: Log) -> Launc
         proto.ipc_endpoints(str(workdir)))
     guard = Guard(upstream, workdir / "files" / "guard", log)
     try:
+        lease(guard)
         guard.start()
         tree = _spawn(settings, request, execution_id, workdir, robot)
     except BaseException:

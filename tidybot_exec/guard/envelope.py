@@ -299,11 +299,15 @@ class Envelope:
             if np.max(np.abs(dq)) > lim.joint_speed + 1e-9:
                 raise SafetyError(f"joint velocity {np.max(np.abs(dq)):.2f} rad/s is above the "
                                   f"joint speed cap {lim.joint_speed:g} rad/s")
-            ahead = self._measured_q() + dq * proto.ARM_HOLD_AFTER_S
+            here = self._measured_q()
+            ahead = here + dq * proto.ARM_HOLD_AFTER_S
             lim.check_joints(ahead, "velocity would take it to")
             frames = kin.frames(ahead)
             self._check_ee(frames[-1][:3, 3], "velocity would take the end effector to")
-            self._check_keep_out(frames, "joint velocity")
+            # the whole way it may go: the hold-off at dq, then braking at the hardware's rate
+            # (a thin box between here and ``ahead`` would be passed over by its end alone)
+            stop = ahead + dq * np.abs(dq) / (2.0 * kin.DDQ_MAX)
+            self._check_keep_out_path(here, stop, "joint velocity")
         elif kind == ArmMsg.CARTESIAN_POSE:
             pose = np.asarray(msg["pose"], dtype=float).reshape(4, 4).T     # column-major
             self._check_ee(pose[:3, 3])
@@ -347,6 +351,14 @@ class Envelope:
         breach = self.kept_out.check(scene, frames, self._measured_q)
         if breach is not None:
             raise SafetyError(f"{what} {breach}")
+
+    def _check_keep_out_path(self, here: np.ndarray, there: np.ndarray, what: str) -> None:
+        """The keep-out rule along the straight joint-space way from ``here`` (where the arm
+        is) to ``there``, finely enough that no point of the arm moves a centimetre unchecked."""
+        scene = self.kept_out.scene(self._base_pose() if self.kept_out.boxes else None)
+        found = self.kept_out.check_path(scene, lambda s, _: here + s * (there - here), (0.0, 1.0))
+        if found is not None:
+            raise SafetyError(f"{what} {found[1]}")
 
     def _check_pose(self, pose: np.ndarray, seed: tuple[np.ndarray, list[np.ndarray]] | None,
                     what: str) -> tuple[np.ndarray, list[np.ndarray]]:

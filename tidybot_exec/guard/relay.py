@@ -363,6 +363,7 @@ class Guard:
         sub.bind(self.endpoints["arm"]["stream"])
         pub = self._socket(zmq.PUB, connect=self.upstream.arm["stream"])
         last, last_at = b"", -math.inf          # the last target forwarded, and when
+        last_is_pose = False
         for _ in self._until_terminated("stream", sub, pub):
             frame = sub.recv()
             if self._stopping.is_set() or self._pauses:
@@ -379,10 +380,12 @@ class Guard:
             now = time.monotonic()
             if reason is None:
                 last, last_at = frame if forward is msg else proto.encode(forward), now
+                # a velocity re-sent would keep driving past the one hold-off it was checked for
+                last_is_pose = msg["msg_type"] in (ArmMsg.JOINT_POSITION, ArmMsg.CARTESIAN_POSE)
                 self._stream(pub, last)
                 continue
             self._refuse("arm", reason)
-            if now - last_at <= proto.ARM_HOLD_AFTER_S:
+            if now - last_at <= proto.ARM_HOLD_AFTER_S and last_is_pose:
                 # The arm is on its way to the last target admitted (inside the limits):
                 # it brakes to arrive there and holds when the stream goes quiet. A STOP
                 # would brake from its speed wherever it is, overshooting that target.
