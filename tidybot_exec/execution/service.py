@@ -40,6 +40,7 @@ from tidybot_exec.execution.records import ON_FAILURE, Request, Result, Status, 
 from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.execution.skill_saver import SkillSaver
 from tidybot_exec.execution.skills import MAX_NAME, Saved, SkillStore
+from tidybot_exec.execution.steps import attempt
 from tidybot_exec.execution.supervision import Execution, Feedback
 from tidybot_exec.execution.validation import duration_error, validate
 from tidybot_exec.execution.rewind_path import Outcome, RewindRequest, summary
@@ -226,7 +227,10 @@ class ExecutionService:
         recorder.begin_execution(execution.id, lease)
         running = _Running(execution, writer, binding, lease_id if binding else "", recorder,
                            feed, cameras, lease)
-        self._watch_world(running)
+        try:
+            self._watch_world(running)
+        except Exception as exc:  # noqa: BLE001 - the code runs: it must not lose its owner
+            self._log(f"execution {execution.id}: its world is not watched: {exc!r}")
         execution.guard.serve_node(self._code_requests(running))
         return running
 
@@ -234,7 +238,8 @@ class ExecutionService:
         """On a simulator — a dry run's private one, or the node's when its camera source is
         the simulator's — watch the world: a collision stops the code (FAILED, named)."""
         execution = running.execution
-        if execution.request.dry_run is not None:
+        seed = execution.request.dry_run
+        if seed is not None:
             running.world_source = source = CameraServerSource(
                 f"ws+unix://{execution.workdir / CAMERA_SOCKET}", self.camera_settings.rate_hz,
                 log=lambda line: None)       # the code's own camera client says what fails
@@ -244,7 +249,7 @@ class ExecutionService:
             if world is None:
                 return
         running.world = WorldWatch(world, execution.started, lambda line: execution.stop(
-            Status.FAILED, f"collision: {line}"))
+            Status.FAILED, f"collision: {line}"), seed.world if seed is not None else None)
 
     def _private_cameras(self, execution: Execution, feed: LiveState) -> Source:
         """A dry run's cameras: its private simulator's camera server, its arm (from the
@@ -293,8 +298,8 @@ class ExecutionService:
                 return Execution(self.settings, request, spare, feedback, warnings, self._log)
             except Exception as exc:  # noqa: BLE001 - the spare is discarded; cold still works
                 self._log(f"warm worker {spare.id} was unusable ({exc!r}); starting cold")
-        launched = launch_cold(self.settings, request, self._log)
-        launched.guard.lease(resources, self._holder_of)
+        launched = launch_cold(self.settings, request, self._log,
+                               lambda guard: guard.lease(resources, self._holder_of))
         writer.guard(launched.guard)
         return Execution(self.settings, request, launched, feedback, warnings, self._log)
 
@@ -317,7 +322,8 @@ class ExecutionService:
             problems += execution.abort(f"internal error: {exc!r}")
             result = execution.fallback_result(f"internal error: {exc!r}")
         try:
-            self._world_outcome(running, result)
+            attempt(problems, "reading the simulated world",
+                    lambda: self._world_outcome(running, result))
             problems += self.rewinds.join(execution.id)
             if result.status != Status.SUCCEEDED and execution.drives_robot:
                 problems += self.hold()
@@ -329,6 +335,7 @@ class ExecutionService:
             result.replay_of = execution.request.replay_of
             result.skills = list(running.imported)
             result.skills_as_of = execution.request.skills_as_of or 0
+            result.resources = list(running.resources)
             written = self._record(result)
             if written:
                 result.error = "; ".join(filter(None, [result.error, *written]))

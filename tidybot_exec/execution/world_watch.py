@@ -56,10 +56,12 @@ def moved_lines(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 class WorldWatch:
     """Watches one execution's world from ``started`` (monotonic) until ``finish``."""
 
-    def __init__(self, world: World, started: float,
-                 on_collision: Callable[[str], None]) -> None:
+    def __init__(self, world: World, started: float, on_collision: Callable[[str], None],
+                 at_start: dict[str, Any] | None = None) -> None:
+        """``at_start``: the world as the code found it when known (a dry run's seed), else
+        the first look is taken for it."""
         self._world, self._started, self._on_collision = world, started, on_collision
-        self._first: dict[str, Any] | None = None
+        self._first: dict[str, Any] | None = at_start
         self._last: dict[str, Any] | None = None
         self._told = False
         self._lock = threading.Lock()
@@ -70,12 +72,16 @@ class WorldWatch:
     def _run(self) -> None:
         while not self._stop.is_set():
             snapshot = self._world(ASK_TIMEOUT_S)
-            if snapshot is not None and not self._stop.is_set():    # (a late look is not used)
+            if snapshot is not None:
                 self._take(snapshot, tell=True)
             self._stop.wait(PERIOD_S)
 
     def _take(self, snapshot: dict[str, Any], tell: bool) -> None:
+        """Keep ``snapshot`` as the newest; ``tell``: a look of the running code's, which
+        comes too late once ``finish`` began (its own world is newer)."""
         with self._lock:
+            if tell and self._stop.is_set():
+                return
             if self._first is None:
                 self._first = snapshot
             self._last = snapshot

@@ -89,7 +89,7 @@ class TidybotExecNode(Node):
             boxes, said = keep_out.resolve(p["keep_out"], self._world_at_start)
         except ValueError as exc:
             raise InvalidParameters(str(exc)) from None
-        log.info(said)
+        (log.info if boxes or p["keep_out"].strip() != keep_out.AUTO else log.warning)(said)
         config = sdk_config(p, boxes)
         self.isolation = bwrap.detect()
         if not self.isolation.sandboxed:
