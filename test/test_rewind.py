@@ -67,6 +67,33 @@ def test_marks_are_kept_whatever_moved_and_the_count_is_bounded():
     assert rec.trajectory(7) == [] and len(rec.trajectory(8)) == 1
 
 
+def test_a_lease_on_other_parts_keeps_the_running_executions_trajectory_its_own():
+    """Leases per part: B granted the base while A's execution moves the arm: A's waypoints
+    stay, and what A's code moves next is recorded under A, not B."""
+    clock = FakeClock()
+    rec = Recorder(clock=clock)
+    rec.begin_lease(1)
+    rec.begin_execution("a1", 1)
+    q = np.array(HOME)
+
+    def move() -> None:
+        for _ in range(5):
+            clock.now += 0.2
+            q[0] += 0.1
+            rec.observe("arm", arm(q))
+
+    move()
+    rec.begin_lease(2, others=[1])
+    move()
+    a = rec.trajectory(1)
+    assert [w.mark for w in a[:2]] == ["lease", "execution"] and len(a) == 11   # 4 + 5 moved
+    assert a[-1].execution == "a1" and a[-1].q[0] == pytest.approx(q[0])
+    assert [w.mark for w in rec.trajectory(2)] == ["lease"]
+    rec.end_execution("a1")
+    rec.begin_lease(3)                                   # nobody else holds anything now
+    assert rec.trajectory(1) == rec.trajectory(2) == []
+
+
 def test_truncate_and_clear():
     clock = FakeClock()
     rec = Recorder(clock=clock)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Mapping, Sequence, TypedDict
+from typing import Any, Iterable, Mapping, Sequence, TypedDict
 
 import msgpack
 
@@ -281,3 +281,20 @@ def check_byte(name: str, value: int) -> int:
         raise ProtocolError(f"{name} must be 0..255, got {value}")
     return value
 
+
+# The robot's parts, as leases name them (DESIGN §12.3).
+RESOURCES = ("arm", "gripper", "base")
+
+
+def resource_set(names: Iterable[str] | str | None) -> tuple[str, ...]:
+    """The resources ``names`` asks for, in ``RESOURCES`` order; none: all three. A string
+    is a comma-separated list (a command line's ``--resources arm,gripper``). Raises
+    ValueError naming the unknown ones (a typo must not become a lease on something else)."""
+    if isinstance(names, str):
+        names = [name for name in names.split(",") if name.strip()]
+    wanted = {name.strip() for name in names or ()}
+    if unknown := sorted(wanted - set(RESOURCES)):
+        raise ValueError(f"unknown resource{'s' * (len(unknown) > 1)} "
+                         f"{', '.join(map(repr, unknown))}: a lease holds any of "
+                         f"{', '.join(RESOURCES)} (none named: all three)")
+    return tuple(r for r in RESOURCES if r in wanted) or RESOURCES

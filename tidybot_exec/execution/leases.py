@@ -42,22 +42,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from tidybot_exec.execution.validation import duration_error
+from tidybot_sdk.protocol import RESOURCES, resource_set  # noqa: F401 - the core's names too
 
-RESOURCES = ("arm", "gripper", "base")
-
-
-def resource_set(names: Iterable[str] | str | None) -> tuple[str, ...]:
-    """The resources ``names`` asks for, in ``RESOURCES`` order; none: all three. A string
-    is a comma-separated list (a command line's ``--resources arm,gripper``). Raises
-    ValueError naming the unknown ones (a typo must not become a lease on something else)."""
-    if isinstance(names, str):
-        names = [name for name in names.split(",") if name.strip()]
-    wanted = {name.strip() for name in names or ()}
-    if unknown := sorted(wanted - set(RESOURCES)):
-        raise ValueError(f"unknown resource{'s' * (len(unknown) > 1)} "
-                         f"{', '.join(map(repr, unknown))}: a lease holds any of "
-                         f"{', '.join(RESOURCES)} (none named: all three)")
-    return tuple(r for r in RESOURCES if r in wanted) or RESOURCES
 
 
 def _on(resources: Iterable[str]) -> str:
@@ -136,7 +122,7 @@ class LeaseManager:
     def __init__(self, *, default_ttl_s: float, max_lease_s: float, max_wait_s: float,
                  on_end: Callable[["Binding", str], None] = lambda binding, reason: None,
                  on_change: Callable[[], None] = lambda: None,
-                 on_grant: Callable[[int], None] = lambda serial: None,
+                 on_grant: Callable[[int, list[int]], None] = lambda serial, others: None,
                  keep_after_end: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.default_ttl_s, self.max_lease_s, self.max_wait_s = default_ttl_s, max_lease_s, max_wait_s
@@ -341,7 +327,8 @@ class LeaseManager:
         # hex: a token never starts with '-', which a command line takes for an option
         lease = _Lease(secrets.token_hex(32), holder, ttl, now, now, resources)
         self._leases.append(lease)
-        self._on_grant(lease.serial)
+        self._on_grant(lease.serial, [other.serial for other in self._leases
+                                      if other is not lease])
         self._cond.notify_all()
         return Grant(True, lease.token, f"granted to {holder!r}{_on(resources)} for {ttl:g}s "
                                         f"(renew to keep it)", ttl, resources)

@@ -15,7 +15,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Hashable, Iterator, Protocol
+from typing import Any, Callable, Collection, Hashable, Iterator, Protocol
 
 from tidybot_sdk import kinematics as kin
 
@@ -89,13 +89,16 @@ class Recorder:
                 return
             self._append("")
 
-    def begin_lease(self, lease: Hashable) -> None:
-        """A lease was granted: the trajectories of earlier leases are forgotten, and a
-        waypoint is kept where this one begins."""
+    def begin_lease(self, lease: Hashable, others: Collection[Hashable] = ()) -> None:
+        """A lease was granted: the trajectories of earlier leases are forgotten but those of
+        ``others`` (leases on other parts still held, or draining), and a waypoint is kept
+        where this one begins. An execution under another lease that runs meanwhile keeps
+        what it moves recorded under its own lease."""
         with self._lock:
-            self._lease, self._execution = lease, ""
-            self._waypoints = [w for w in self._waypoints if w.lease == lease]
-            self._append("lease")
+            if not self._execution:
+                self._lease = lease
+            self._waypoints = [w for w in self._waypoints if w.lease == lease or w.lease in others]
+            self._append("lease", lease)
 
     def begin_execution(self, execution_id: str, lease: Hashable) -> None:
         with self._lock:
@@ -153,13 +156,15 @@ class Recorder:
             self._waypoints = [w for w in self._waypoints if id(w) not in dropped]
 
     # ----------------------------------------------------------- internals
-    def _waypoint(self, mark: str) -> Waypoint:
+    def _waypoint(self, mark: str, lease: Hashable = None) -> Waypoint:
+        """Where the robot is, under ``lease`` (None: the one recording now)."""
         latest = self._latest
         return Waypoint(self._clock(), latest["q"], latest["base"], latest["gripper"],
-                        self._lease, self._execution, mark)
+                        self._lease if lease is None else lease,
+                        self._execution if lease is None else "", mark)
 
-    def _append(self, mark: str) -> None:
-        self._waypoints.append(self._waypoint(mark))
+    def _append(self, mark: str, lease: Hashable = None) -> None:
+        self._waypoints.append(self._waypoint(mark, lease))
         if len(self._waypoints) > self.max_waypoints:
             oldest = next((i for i, w in enumerate(self._waypoints) if not w.mark), 0)
             del self._waypoints[oldest]
