@@ -150,6 +150,7 @@ def test_round_4_contract():
         assert {k: fields(msg_type)[k] for k in ("collisions", "moved_objects")} == {
             "collisions": "sequence<string>", "moved_objects": "sequence<string>"}
     assert fields(AcquireLease.Request)["resources"] == "sequence<string>"
+    assert fields(ExecutionRecord)["resources"] == "sequence<string>"
     assert_contract(ResourceHold, {"resource": "string", "holder": "string",
                                    "execution_id": "string"})
     assert fields(LeaseStatus)["holds"] == "sequence<tidybot_interfaces/ResourceHold>"

@@ -292,6 +292,9 @@ def test_a_lease_on_the_base_drives_it_reads_the_arm_and_is_refused_the_arm(stac
         assert "arm at" in result.stdout and "refused: arm arm-agent" in result.stdout, result.stdout
         assert wire.state("base")["base_pose"][0] - x0 == pytest.approx(0.05, abs=0.01)
         assert max(abs(a - b) for a, b in zip(wire.state("arm")["q"], q0)) < 1e-3
+        (record,) = client.call("execution/history", GetHistory.Request(
+            execution_id=result.execution_id)).records
+        assert list(record.resources) == ["base"]
         # a rewind moves only parts the lease holds: arm and base is refused, the base's
         # goes back to where the lease began
         status, result = client.run(

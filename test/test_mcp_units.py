@@ -104,7 +104,8 @@ class FakeClient:
     def status(self, timeout_s: float = 5.0) -> tuple[None, None]:
         return None, None
 
-    def acquire(self, holder: str, ttl_s: float = 0.0, wait_s: float = 0.0) -> str:
+    def acquire(self, holder: str, ttl_s: float = 0.0, wait_s: float = 0.0,
+                resources: tuple[str, ...] = ()) -> str:
         self.acquisitions += 1
         self.lease_id = f"token-{self.acquisitions}"
         return self.lease_id

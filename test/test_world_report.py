@@ -194,3 +194,19 @@ def test_tidybot_run_prints_what_a_run_did_to_its_world():
     as_json = json.loads(result_json(result))
     assert (as_json["collisions"], as_json["moved_objects"]) == (
         list(result.collisions), list(result.moved_objects))
+
+
+def test_both_command_lines_ask_for_the_parts_they_name_and_refuse_unknown_ones(capsys):
+    """``--resources`` of tidybot-run and tidybot-mcp: checked where it is typed (a typo
+    must not become a lease on the whole robot); none: the whole robot."""
+    from tidybot_exec.clients.mcp import server
+    from tidybot_exec.clients import run_cli
+
+    token = ["--http", "8000", "--token-file", "t"]
+    assert run_cli.parse_args(["--resources", "base,arm", "-c", "x"]).resources == ("arm", "base")
+    assert server.parse_args(["--resources", "gripper", *token]).resources == ("gripper",)
+    assert run_cli.parse_args(["-c", "x"]).resources == ()
+    for parse, extra in ((run_cli.parse_args, ["-c", "x"]), (server.parse_args, token)):
+        with pytest.raises(SystemExit):
+            parse(["--resources", "arm,legs", *extra])
+        assert "unknown resource 'legs'" in capsys.readouterr().err

@@ -50,6 +50,18 @@ from tidybot_interfaces.srv import (AcquireLease, Describe, GetHistory, GetSkill
                                     ReleaseLease, RenewLease, SaveSkill, StopExecution)
 
 from tidybot_exec.ros.qos import LATCHED, SERVICES
+from tidybot_sdk.protocol import resource_set
+
+
+def resources_arg(text: str) -> tuple[str, ...]:
+    """``--resources LIST`` of tidybot-run and tidybot-mcp: parts of the robot, checked here
+    (a typo must not become a lease on the whole robot)."""
+    import argparse  # noqa: PLC0415 - only the command lines need it
+
+    try:
+        return resource_set(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class TidybotClientError(RuntimeError):
@@ -362,17 +374,19 @@ class TidybotClient:
 
     # ---------------------------------------------------------------- lease
     def acquire(self, holder: str, ttl_s: float = 0.0, wait_s: float = 0.0,
-                keep_alive: bool = True) -> str:
-        """Acquire the robot lease (waiting up to ``wait_s`` in line); returns the token and
-        keeps it for later calls. With ``keep_alive`` it is renewed every ttl/3 while the node
-        spins. Raises TidybotClientError when it is not granted."""
+                keep_alive: bool = True, resources: Sequence[str] = ()) -> str:
+        """Acquire the lease of ``resources`` (any of arm, gripper, base; none: the whole
+        robot), waiting up to ``wait_s`` in line; returns the token and keeps it for later
+        calls. With ``keep_alive`` it is renewed every ttl/3 while the node spins. Raises
+        TidybotClientError when it is not granted."""
         # Not sent twice (a second one would find the lease held by the first): the handshake
         # makes sure the reply can reach us.
         if not self._met:
             self._handshake(15.0)
         # float(): unless ROS_PYTHON_CHECK_FIELDS=1, an int in a float64 field is sent as garbage
         reply = self._call(self._acquire, AcquireLease.Request(holder=holder, ttl_s=float(ttl_s),
-                                                               wait_s=float(wait_s)),
+                                                               wait_s=float(wait_s),
+                                                               resources=list(resources)),
                            wait_s + 15.0, "the lease", resend=False)
         if not reply.success:
             raise TidybotClientError(f"lease not granted: {reply.message}")

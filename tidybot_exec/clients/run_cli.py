@@ -35,7 +35,8 @@ from action_msgs.msg import GoalStatus
 from tidybot_interfaces.action import ExecuteCode
 
 from tidybot_exec.clients import skill_cli
-from tidybot_exec.clients.client import ExecutionHandle, TidybotClient, TidybotClientError, spun_client
+from tidybot_exec.clients.client import (ExecutionHandle, TidybotClient, TidybotClientError,
+                                         resources_arg, spun_client)
 from tidybot_exec.execution.records import Status
 from tidybot_exec.execution.skills import MAX_DRY_RUNS
 
@@ -94,6 +95,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lease-id", default=None, help="use this lease instead of acquiring one")
     p.add_argument("--holder", default=f"tidybot-run@{socket.gethostname()}:{os.getpid()}",
                    help="lease holder name (default: tidybot-run@host:pid)")
+    p.add_argument("--resources", type=resources_arg, default=(), metavar="LIST",
+                   help="the lease acquired for the run: comma-separated subset of "
+                        "arm,gripper,base (default: the whole robot); code that commands "
+                        "another part is refused (ResourceNotLeased)")
     p.add_argument("--wait-lease", type=float, default=0.0, metavar="S",
                    help="wait up to S seconds in line for the lease (default: fail if held)")
     p.add_argument("--wait-server", type=float, default=30.0, metavar="S",
@@ -189,7 +194,7 @@ def leased(client: TidybotClient, args: argparse.Namespace, progress: Progress) 
     acquired = args.lease_id is None
     if acquired:
         progress.show("acquiring the lease...")
-        client.acquire(args.holder, wait_s=args.wait_lease)
+        client.acquire(args.holder, wait_s=args.wait_lease, resources=args.resources)
     else:
         client.lease_id = args.lease_id
     progress.clear()

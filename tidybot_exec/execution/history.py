@@ -44,6 +44,8 @@ class Record:
     skills_as_of: int = 0        # the skill store's newest row when it started (for a replay)
     collisions: str = ""         # one line each (Result.collisions), newline-separated
     moved_objects: str = ""      # one line each (Result.moved_objects), newline-separated
+    resources: str = ""          # the parts its lease held, space-separated ("": before leases
+                                 # per part, the whole robot)
 
     @classmethod
     def from_result(cls, r: Result) -> "Record":
@@ -55,7 +57,8 @@ class Record:
                    truncated=r.truncated, dry_run=r.dry_run, replay_of=r.replay_of,
                    skills=" ".join(r.skills), skills_as_of=r.skills_as_of,
                    collisions="\n".join(r.collisions),
-                   moved_objects="\n".join(r.moved_objects))
+                   moved_objects="\n".join(r.moved_objects),
+                   resources=" ".join(r.resources))
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class Result:
     skills_as_of: int = 0           # the store's newest row when it started: what a replay sees
     collisions: list[str] = field(default_factory=list)      # on a simulator (world_watch.py)
     moved_objects: list[str] = field(default_factory=list)   # on a simulator (world_watch.py)
+    resources: list[str] = field(default_factory=list)       # the parts its lease held
 
 
 def new_execution_id() -> str:

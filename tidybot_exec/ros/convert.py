@@ -33,7 +33,8 @@ def record(r: Record) -> ExecutionRecord:
         finished=stamp(r.finished), duration_s=r.duration_s, code_sha256=r.code_sha256,
         stdout_tail=r.stdout_tail, stderr_tail=r.stderr_tail, truncated=r.truncated,
         code=r.code, dry_run=r.dry_run, replay_of=r.replay_of, skills=r.skills.split(),
-        collisions=r.collisions.splitlines(), moved_objects=r.moved_objects.splitlines())
+        collisions=r.collisions.splitlines(), moved_objects=r.moved_objects.splitlines(),
+        resources=r.resources.split() or list(leases.RESOURCES))
 
 
 def skill_info(s: Skill) -> SkillInfo:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from tidybot_exec.clients.client import TidybotClient, TidybotClientError
 
@@ -28,8 +28,9 @@ class ServerLease:
     """Hands out a valid lease token to the server's goals and services, taking one when needed."""
 
     def __init__(self, client: TidybotClient, holder: str, closing: threading.Event,
-                 release_after_s: float = 0.0) -> None:
+                 release_after_s: float = 0.0, resources: Sequence[str] = ()) -> None:
         self.client, self.holder, self._closing = client, holder, closing
+        self.resources = tuple(resources)        # none: the whole robot
         self._release_after_s = release_after_s
         self._lock = threading.RLock()          # the lease itself: held across ROS calls
         self._use_lock = threading.Lock()       # who uses it: never held across a wait
@@ -72,7 +73,7 @@ class ServerLease:
             self._release_quietly()
         _, self._granted_under = self.client.status(timeout_s=0)
         try:
-            self.client.acquire(self.holder)
+            self.client.acquire(self.holder, resources=self.resources)
         except TidybotClientError as exc:
             raise RobotBusy(self._busy(str(exc))) from None
         self._forgotten = False

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
@@ -62,12 +62,13 @@ class Robot:
     """One tidybot_exec node, as seen from the MCP server."""
 
     def __init__(self, client: TidybotClient, namespace: str, holder: str,
-                 release_after_s: float = 0.0, wait_server_s: float = 10.0) -> None:
+                 release_after_s: float = 0.0, wait_server_s: float = 10.0,
+                 resources: Sequence[str] = ()) -> None:
         self.client, self.node = client, client.node
         self.namespace = f"/{namespace.strip('/')}" if namespace.strip("/") else ""
         self.holder = holder
         self.closing = threading.Event()       # set on exit: nothing new starts, waiters leave
-        self.lease = ServerLease(client, holder, self.closing, release_after_s)
+        self.lease = ServerLease(client, holder, self.closing, release_after_s, resources)
         self._wait_server_s = wait_server_s
         self._started = time.monotonic()
         self._met = False

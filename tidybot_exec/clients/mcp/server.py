@@ -29,7 +29,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 
-from tidybot_exec.clients.client import spun_client
+from tidybot_exec.clients.client import resources_arg, spun_client
 from tidybot_exec.clients.mcp.jobs import JobBook
 from tidybot_exec.clients.mcp.robot import Robot
 from tidybot_exec.clients.mcp.tools import Tools
@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--release-after", type=float, metavar="S",
                    help="release the lease after S seconds without use (default: "
                         f"{HTTP_RELEASE_AFTER_S:g} with --http; with stdio only at exit)")
+    p.add_argument("--resources", type=resources_arg, default=(), metavar="LIST",
+                   help="the lease this server takes: comma-separated subset of "
+                        "arm,gripper,base (default: the whole robot)")
     p.add_argument("--wait-server", type=float, default=10.0, metavar="S",
                    help="how long a tool waits for the node to answer (default 10)")
     args = p.parse_args(argv)
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     with spun_client(f"tidybot_mcp_{os.getpid()}", args.namespace,
                      signal_handler_options=rclpy.signals.SignalHandlerOptions.NO) as client:
         robot = Robot(client, args.namespace, f"mcp:{args.name}", release_after,
-                      args.wait_server)
+                      args.wait_server, args.resources)
         book = JobBook(robot)
         leave_on_signals(robot)
         try:
