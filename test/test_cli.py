@@ -44,7 +44,8 @@ def test_stdin_json_and_live_streams(stack):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert set(result) == {"execution_id", "status", "status_code", "exit_code", "error",
-                           "duration_s", "truncated", "stdout", "stderr"}
+                           "duration_s", "truncated", "stdout", "stderr", "collisions",
+                           "moved_objects"}
     assert (result["status"], result["status_code"], result["stdout"], result["stderr"]) == (
         "succeeded", 0, "out\n", "err\n")
     assert "out\n" in done.stderr and "err\n" in done.stderr     # live output went to stderr

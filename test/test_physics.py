@@ -107,14 +107,14 @@ def test_a_grasp_holds_through_a_fast_move_and_weighs_on_the_hand(robot):
     r.arm.move_delta(dz=-0.1)
     assert r.gripper.grasp(force=80) and simulator.world.held == "cube"
     r.arm.move_delta(dz=0.1)
-    # the cube's weight (0.1 kg) pulls the hand down; an injected wrench adds to it
-    weight = wait_until(lambda: (f := wire.state("arm")["O_F_ext_hat_K"]) and f[2] < -0.5 and f,
-                        5, "the cube's weight on the hand")
-    assert weight[2] == pytest.approx(-0.981, abs=0.1), weight
+    # the cube's weight (0.1 kg) pulls the hand down once the grasp has settled (a state
+    # sampled while the arm still decelerates reads less); an injected wrench adds to it
+    wait_until(lambda: abs(wire.state("arm")["O_F_ext_hat_K"][2] + 0.981) < 0.1, 10,
+               "the cube's weight (0.98 N) on the hand")
     assert simulator.control({"cmd": "inject_wrench", "server": "arm",
                               "value": [0.0, 0.0, -5.0, 0.0, 0.0, 0.0]})["ok"]
-    wait_until(lambda: abs(wire.state("arm")["O_F_ext_hat_K"][2] - (weight[2] - 5.0)) < 0.1,
-               5, "the injected wrench added to the contact's")
+    wait_until(lambda: abs(wire.state("arm")["O_F_ext_hat_K"][2] + 5.981) < 0.1,
+               10, "the injected wrench added to the contact's")
     simulator.control({"cmd": "inject_wrench", "server": "arm", "value": [0.0] * 6})
     in_hand = np.array(simulator.world.snapshot()["held_in_hand"])
     drifts: list[float] = []
