@@ -166,11 +166,17 @@ def robot(tmp_path, sim_factory):
 
 
 class Speeds:
-    """The arm's and the base's measured speeds, each state message as it arrives."""
+    """The arm's and the base's measured speeds, each state message stamped with when the
+    simulator made it (its own clocks, read back on time.monotonic()'s scale): under load a
+    state can reach the test tens of ms after it was made, and a state from before the
+    STOP must not be judged as one after it."""
 
-    def __init__(self, wire) -> None:
+    def __init__(self, wire, simulator) -> None:
         self.samples: list[tuple[float, str, float]] = []
         self._stop = threading.Event()
+        # the arm's robot_time counts from its start; the base stamps the wall clock
+        self._made = {"arm": lambda s: simulator.arm._started + s["robot_time"],
+                      "base": lambda s: s["timestamp"] - (time.time() - time.monotonic())}
         self._threads = [threading.Thread(target=self._follow, args=(name,), daemon=True)
                          for name in ("arm", "base")]
         for thread in self._threads:
@@ -184,7 +190,7 @@ class Speeds:
             except Exception:  # noqa: BLE001 - a slow state: keep following
                 continue
             v = state["dq"] if name == "arm" else state["base_velocity"][:2]
-            self.samples.append((time.monotonic(), name, float(np.max(np.abs(v)))))
+            self.samples.append((self._made[name](state), name, float(np.max(np.abs(v)))))
 
     def close(self) -> None:
         self._stop.set()
@@ -222,7 +228,7 @@ def estop_while(robot, slow_hold: bool, driving: Callable[[], bool], what: str,
     and check that nothing but stop commands reached a backend after the estop's reply and
     that each part only slowed down from the estop's STOP on."""
     harness, simulator, wire = robot
-    speeds = Speeds(wire)
+    speeds = Speeds(wire, simulator)
     try:
         wait_until(driving, 30, what)
         if slow_hold:
@@ -242,6 +248,12 @@ def estop_while(robot, slow_hold: bool, driving: Callable[[], bool], what: str,
     return outcome
 
 
+def move_away(harness, token: str) -> None:
+    """MOVE_AWAY, run to its end (what went wrong, said whole when it did not succeed)."""
+    result = harness.service.run(Request(MOVE_AWAY, timeout_s=60), token)
+    assert result.status == Status.SUCCEEDED, f"{result.error}\n{result.stderr}"
+
+
 def arm_moving(wire) -> bool:
     return max(map(abs, wire.state("arm")["dq"])) > 0.05
 
@@ -255,7 +267,7 @@ MOVE_AWAY = ("from tidybot_sdk import arm, base, rewind\n"
 def test_an_estop_during_an_action_rewind(robot, slow_hold):
     harness, _, wire = robot
     token = harness.token("alice")
-    assert harness.service.run(Request(MOVE_AWAY, timeout_s=60), token).status == Status.SUCCEEDED
+    move_away(harness, token)
     outcomes: list = []
     rewinding = threading.Thread(target=lambda: outcomes.append(
         harness.service.rewind(RewindRequest("start"), token)))
@@ -301,7 +313,7 @@ def test_a_rewind_goes_on_from_where_it_was_after_a_stall(robot):
     harness, _, wire = robot
     token = harness.token("alice")
     q0 = np.array(wire.state("arm")["q"])
-    assert harness.service.run(Request(MOVE_AWAY, timeout_s=60), token).status == Status.SUCCEEDED
+    move_away(harness, token)
     stalled: list[float] = []
 
     def progress(fraction: float) -> None:
