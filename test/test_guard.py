@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from support import sdk_config_for, wait_until
-from tidybot_exec.guard.envelope import Envelope, _joint_distance
+from tidybot_exec.guard.envelope import BURST_S, CREDIT_S, Envelope, _joint_distance
 from tidybot_exec.guard.relay import Guard
 from tidybot_sdk import Robot, kinematics as kin
 from tidybot_sdk.errors import ArmError, SafetyError
@@ -63,7 +63,7 @@ def test_joint_targets_within_limits_box_and_speed(envelope):
     q[0] += 0.063
     assert env.check("arm", joints(q)) is None
     clock.now += 0.02
-    q[0] += 0.1                              # 5 rad/s: more than credit and burst allow
+    q[0] += (CREDIT_S + BURST_S) * 1.0 + 0.05    # a jump more than credit and burst allow
     assert "the joint speed cap 1 rad/s allows now" in env.check("arm", joints(q))
     clock.now += 0.3                         # a new stream starts from the measured state
     assert "joint speed cap" in env.check("arm", joints(q))     # still 0.9+ rad from HOME
