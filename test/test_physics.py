@@ -159,8 +159,9 @@ def test_the_hand_driven_into_the_table_stops_in_a_reflex_until_restarted(sim):
     def stream_down_to(z: float) -> None:
         """Joint targets at 50 Hz along a straight line at 0.2 m/s to (0.6, 0.25, z), the
         hand pointing down, until the arm stops publishing its state."""
-        T, q = kin.fk(kin.HOME_Q), np.array(wire.state("arm")["q"])
-        begin, end = kin.fk(q)[:3, 3], np.array([0.6, 0.25, z])
+        q = np.array(wire.state("arm")["q"])
+        T = kin.fk(q)              # the hand as it is: only its position changes on the way
+        begin, end = T[:3, 3].copy(), np.array([0.6, 0.25, z])
         steps = int(np.linalg.norm(end - begin) / (0.2 * 0.02)) + 1      # 0.2 m/s at 50 Hz
         for s in np.linspace(0.0, 1.0, steps):
             T[:3, 3] = begin + s * (end - begin)
