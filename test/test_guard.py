@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from support import sdk_config_for, wait_until
-from tidybot_exec.guard.envelope import BURST_S, CREDIT_S, Envelope, _joint_distance
+from tidybot_exec.guard.envelope import (BURST_S, CREDIT_S, RESUME_CREDIT_S, Envelope,
+                                         _joint_distance)
 from tidybot_exec.guard.relay import Guard
 from tidybot_sdk import Robot, kinematics as kin
 from tidybot_sdk.errors import ArmError, SafetyError
@@ -68,6 +69,29 @@ def test_joint_targets_within_limits_box_and_speed(envelope):
     clock.now += 0.3                         # a new stream starts from the measured state
     assert "joint speed cap" in env.check("arm", joints(q))     # still 0.9+ rad from HOME
     assert env.check("arm", joints(HOME + [0.02, 0, 0, 0, 0, 0, 0])) is None
+
+
+def test_a_stream_read_late_by_a_stalled_guard_goes_on_and_a_jump_after_it_does_not(envelope):
+    """The relay conflates: a guard thread not scheduled for 0.4 s reads an honest 0.9 rad/s
+    stream 0.36 rad ahead of the arm, which held at the last target it was sent. That target
+    resumes the motion (CI failed a dry run on one such stall); more than the silence
+    allows at the cap, or a silence longer than RESUME_CREDIT_S, still does not."""
+    env, clock, arm, _ = envelope
+    q = HOME.copy()
+    for _ in range(10):
+        clock.now += 0.02
+        q[0] += 0.018
+        assert env.check("arm", joints(q)) is None
+    arm.update(q=q.tolist(), O_T_EE=kin.column_major(kin.fk(q)))      # it holds there
+    late = q.copy()
+    clock.now += 0.4
+    late[0] += 0.36
+    assert env.check("arm", joints(late + [0.1, 0, 0, 0, 0, 0, 0])) is not None  # 0.46 > 0.43
+    assert env.check("arm", joints(late)) is None
+    arm.update(q=late.tolist(), O_T_EE=kin.column_major(kin.fk(late)))
+    clock.now += RESUME_CREDIT_S + 1.0
+    late[0] += RESUME_CREDIT_S + 0.5          # slower than the cap over the silence, but
+    assert "joint speed cap" in env.check("arm", joints(late))      # more than the credit
 
 
 def test_an_arm_resting_just_outside_the_box_may_move_back_in_never_farther_out(envelope):

@@ -43,6 +43,11 @@ BURST_S = 0.03                  # motion a target may get ahead of the speed cap
 # for the guard's own stall. The gate is not what bounds the arm's speed — the Shaper keeps
 # every forwarded target within the caps of the last one — so its credit covers such stalls.
 CREDIT_S = 0.25
+# A stream that resumes after a silence longer than the hold-off — the guard's own thread
+# not scheduled for longer than CREDIT_S (0.3 s seen in CI), or code that paused — is judged
+# from the measured state with credit for the silence, up to this long: what the arm is sent
+# is still shaped from where it is, one step per target.
+RESUME_CREDIT_S = 1.0
 FIRST_STEP_S = 0.02             # a motion's first target moves at most this long at the cap
 MAX_STEP_S = 0.04               # a late target makes up for at most this long at the cap
 # The base is commanded at the SDK's 10 Hz and accelerates slowly (0.25 m/s^2): a target
@@ -66,9 +71,10 @@ class SpeedGate:
     passes. The largest single jump is (CREDIT_S + BURST_S) of motion at the cap. The
     stream relay conflates (as the backend does), so ticks bunched by a busy machine are
     judged as one step over their real time. A stream that pauses longer than the
-    backend's hold-off starts again from the measured state, with a late tick's credit:
-    code that was not scheduled for a while sends the target it computed before, then the
-    next at once (the Shaper still moves the arm from rest at most FIRST_STEP_S)."""
+    backend's hold-off starts again from the measured state, with credit for the silence
+    (at most RESUME_CREDIT_S): a guard thread not scheduled for a while reads the stream
+    that far ahead, and code that was not scheduled sends the target it computed before,
+    then the next at once (the Shaper still moves the arm from rest at most FIRST_STEP_S)."""
 
     def __init__(self, cap: float) -> None:
         self.cap = cap
@@ -78,17 +84,22 @@ class SpeedGate:
 
     def reset(self) -> None:
         """Another kind of motion moved the arm: start again from the measured state."""
-        self._ref = None
+        self._ref, self._last = None, -math.inf
 
     def admit(self, target: np.ndarray, measured: Callable[[], np.ndarray], now: float,
               distance: Callable[[np.ndarray, np.ndarray], float],
               commit: bool = True) -> tuple[float, float] | None:
         """None when admitted (remembered only with ``commit``), else (the step, the most
         the cap allows now)."""
-        if self._ref is None or now - self._last > proto.ARM_HOLD_AFTER_S:
-            self._ref, self._tat = measured(), now - CREDIT_S
+        silent = now - self._last                     # inf: a new motion
+        if self._ref is None or silent > proto.ARM_HOLD_AFTER_S:
+            credit = CREDIT_S if math.isinf(silent) else min(max(silent, CREDIT_S),
+                                                            RESUME_CREDIT_S)
+            self._ref, self._tat = measured(), now - credit
+            start = self._tat
+        else:
+            start = max(self._tat, now - CREDIT_S)
         step = distance(target, self._ref)
-        start = max(self._tat, now - CREDIT_S)
         if start + step / self.cap > now + BURST_S:
             return step, max(0.0, (now + BURST_S - start) * self.cap)
         if commit:
