@@ -13,6 +13,7 @@ from tidybot_exec.execution.service import ExecutionService
 from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.execution.supervision import Execution
 from tidybot_exec.sandbox import bwrap
+from tidybot_sdk.protocol import RESOURCES
 
 STUBBORN = ("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
             "print('started', flush=True)\nwhile True:\n    time.sleep(0.01)\n")
@@ -45,18 +46,20 @@ class Harness:
         if self.service.pool is not None:
             wait_until(lambda: self.service.pool.ready, 60, "the warm worker")
 
-    def _hold(self) -> list[str]:
-        self.events.append("hold")
-        return list(self.hold_problems) + (self.robot_hold() if self.robot_hold else [])
+    def _hold(self, parts=RESOURCES) -> list[str]:
+        """Logged "hold" (every part) or "hold arm,gripper" (some)."""
+        self.events.append("hold" if tuple(parts) == RESOURCES else f"hold {','.join(parts)}")
+        return list(self.hold_problems) + (self.robot_hold(parts) if self.robot_hold else [])
 
-    def acquire(self, holder: str, wait_s: float = 0.0):
+    def acquire(self, holder: str, wait_s: float = 0.0, resources=None):
         answers: list = []
         self.leases.acquire(holder, 0.0, wait_s,
-                            lambda grant: (answers.append(grant), self.events.append(f"grant {holder}")))
+                            lambda grant: (answers.append(grant), self.events.append(f"grant {holder}")),
+                            resources)
         return answers
 
-    def token(self, holder: str) -> str:
-        (grant,) = self.acquire(holder)
+    def token(self, holder: str, resources=None) -> str:
+        (grant,) = self.acquire(holder, resources=resources)
         assert grant.success, grant.message
         return grant.lease_id
 

@@ -1,6 +1,7 @@
 """Leases on a real node: one token at a time, FIFO waiting, lapse, enforcement, secrecy."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -309,4 +310,88 @@ def test_a_lease_on_the_base_drives_it_reads_the_arm_and_is_refused_the_arm(stac
         client.release(base.lease_id)
         client.release(arm.lease_id)
     finally:
+        wire.close()
+
+
+def test_overlapping_waiters_are_served_in_order_and_a_disjoint_request_goes_ahead(stack, ros):
+    """Per part, FIFO among overlapping waiters: 'both' waits for the arm and the base;
+    'nav', later, wants only the base — free now, but it would overtake 'both', so it
+    waits too (nobody starves behind later requests); 'hand' wants only the gripper,
+    overlaps no waiter and is granted at once."""
+    _, client = stack
+    arm = client.call("lease/acquire", AcquireLease.Request(holder="arm-agent", resources=["arm"]))
+    assert arm.success, arm.message
+    pending = {}
+    for holder, resources in (("both", ["arm", "base"]), ("nav", ["base"])):
+        c = ros.node.create_client(AcquireLease, "/lease/acquire")
+        assert c.wait_for_service(timeout_sec=10)
+        pending[holder] = (c, c.call_async(AcquireLease.Request(holder=holder, wait_s=20.0,
+                                                                resources=resources)))
+        wait_until(lambda: latest_status(client).waiting_holders[-1:] == [holder], 10,
+                   f"{holder} in the queue")
+    hand = client.call("lease/acquire", AcquireLease.Request(holder="hand", resources=["gripper"]))
+    assert hand.success, hand.message
+    assert not pending["both"][1].done() and not pending["nav"][1].done()
+    assert client.release(arm.lease_id).success
+    both = ros.result(pending["both"][1], 10)
+    assert both.success and not pending["nav"][1].done()
+    assert client.release(both.lease_id).success
+    assert ros.result(pending["nav"][1], 10).success
+    for c, _ in pending.values():
+        ros.node.destroy_client(c)
+    # (lease_left_free takes what is still held)
+
+
+def test_two_agents_run_side_by_side(stack):
+    """An arm agent and a base agent, each with its own lease, send goals at once: both run
+    (execution/status lists both), the simulator measures the arm and the base moving at
+    the same instant, and both succeed with their own output."""
+    from tidybot_interfaces.msg import ExecutionStatus
+
+    from tidybot_exec.ros.qos import LATCHED
+
+    sim_stack, client = stack
+    wire = Wire(sim_stack.config)
+    statuses: list = []
+    sub = client.ros.node.create_subscription(ExecutionStatus, "/execution/status",
+                                              statuses.append, LATCHED)
+    both_moving: list[float] = []
+    done = threading.Event()
+
+    def watch() -> None:            # the measured state, not the results' word
+        while not done.is_set():
+            arm_s, base_s = wire.state("arm"), wire.state("base")
+            if max(map(abs, arm_s["dq"])) > 0.05 and max(map(abs, base_s["base_velocity"])) > 0.02:
+                both_moving.append(time.monotonic())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    try:
+        nav = client.call("lease/acquire", AcquireLease.Request(holder="nav", resources=["base"]))
+        hand = client.call("lease/acquire", AcquireLease.Request(holder="arm-agent",
+                                                                 resources=["arm", "gripper"]))
+        assert nav.success and hand.success, (nav.message, hand.message)
+        watcher.start()
+        driving = client.send("from tidybot_sdk import base\nprint('base: off', flush=True)\n"
+                              "base.move_delta(dx=0.25)\nbase.move_delta(dx=-0.25)\n"
+                              "print('base: back')\n", lease_id=nav.lease_id)
+        waving = client.send("from tidybot_sdk import arm\nq0 = arm.get_state()['q']\n"
+                             "q1 = list(q0)\nq1[0] += 0.4\nprint('arm: wave', flush=True)\n"
+                             "arm.move_joints(q1)\narm.move_joints(q0)\nprint('arm: done')\n",
+                             lease_id=hand.lease_id)
+        (_, base_result), (_, arm_result) = driving.result(60), waving.result(60)
+        assert (base_result.status, arm_result.status) == (R.STATUS_SUCCEEDED,) * 2, (
+            base_result.error, arm_result.error)
+        assert base_result.stdout == "base: off\nbase: back\n"
+        assert arm_result.stdout == "arm: wave\narm: done\n"
+        assert both_moving, "the arm and the base never moved at the same time"
+        ids = {base_result.execution_id, arm_result.execution_id}
+        assert any(set(s.running_execution_ids) == ids for s in statuses), \
+            [list(s.running_execution_ids) for s in statuses]
+        client.release(nav.lease_id)
+        client.release(hand.lease_id)
+    finally:
+        done.set()
+        if watcher.is_alive():
+            watcher.join(10)
+        client.ros.node.destroy_subscription(sub)
         wire.close()

@@ -94,6 +94,39 @@ def test_a_lease_on_other_parts_keeps_the_running_executions_trajectory_its_own(
     assert rec.trajectory(1) == rec.trajectory(2) == []
 
 
+def test_two_leases_on_disjoint_parts_each_record_what_their_own_parts_do():
+    """An arm agent and a base agent at once: the arm's motion is recorded under the arm's
+    lease and execution, the base's under the base's — neither's motion lands in the
+    other's trajectory, so each rewinds only what it did."""
+    clock = FakeClock()
+    rec = Recorder(clock=clock)
+    rec.observe("base", {"base_pose": [0.0, 0.0, 0.0]})
+    rec.observe("arm", arm(HOME))
+    rec.begin_lease(1, parts=("arm", "gripper"))
+    rec.begin_lease(2, others=[1], parts=("base",))
+    rec.begin_execution("arm-run", 1, ("arm", "gripper"))
+    rec.begin_execution("base-run", 2, ("base",))
+    q, x = np.array(HOME), 0.0
+    for _ in range(5):
+        clock.now += 0.2
+        q[0] += 0.1
+        rec.observe("arm", arm(q))
+        x += 0.05
+        rec.observe("base", {"base_pose": [x, 0.0, 0.0]})
+    arm_way, base_way = rec.trajectory(1), rec.trajectory(2)
+    assert [w.mark for w in arm_way[:2]] == ["lease", "execution"] and len(arm_way) == 7
+    assert {w.execution for w in arm_way[1:]} == {"arm-run"}
+    assert {w.execution for w in base_way[1:]} == {"base-run"} and len(base_way) == 7
+    # each waypoint was taken when its own part moved
+    assert [round(w.q[0] - HOME[0], 3) for w in arm_way[2:]] == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert [round(w.base[0], 3) for w in base_way[2:]] == [0.05, 0.1, 0.15, 0.2, 0.25]
+    rec.end_execution("arm-run")
+    clock.now += 0.2
+    x += 0.05
+    rec.observe("base", {"base_pose": [x, 0.0, 0.0]})
+    assert len(rec.trajectory(1)) == 7 and len(rec.trajectory(2)) == 8
+
+
 def test_truncate_and_clear():
     clock = FakeClock()
     rec = Recorder(clock=clock)
@@ -240,8 +273,9 @@ def test_rewind_to_start_undoes_arm_and_base_motion_within_tolerance(robot):
     assert np.max(np.abs(q_of(wire) - q0)) <= 0.02
     assert np.hypot(*(base_of(wire) - b0)[:2]) <= 0.02
     assert fractions[-1] == pytest.approx(1.0) and fractions == sorted(fractions)
-    recorder = harness.service.recorder
-    assert len(recorder.trajectory(recorder.current().lease)) == 1      # all of it undone
+    binding = harness.leases.begin_execution(token)          # the lease's serial
+    harness.leases.end_execution(binding)
+    assert len(harness.service.recorder.trajectory(binding.serial)) == 1     # all of it undone
 
 
 def test_rewind_to_the_last_execution_and_steps(robot):

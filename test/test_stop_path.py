@@ -391,3 +391,72 @@ def test_a_code_rewind_that_ignores_its_cancel_is_ended_and_cannot_hold_late(rob
     wait_until(lambda: any("gave up late" in e for e in harness.events), 10, "the rewind to end")
     late = {name: simulator.servers[name].received.since(ended) for name in ("arm", "base")}
     assert "STOP" not in late["arm"] + late["base"], late
+
+
+# ------------------------------------------------------- several agents (DESIGN §12.3)
+DRIVING_ON = DRIVING.split("signal.SIG_IGN)\n", 1)[1]     # a stop's SIGINT ends it
+WAVING = ("from tidybot_sdk import arm\nq0 = arm.get_state()['q']\nq1 = list(q0)\nq1[0] += 0.5\n"
+          "print('started', flush=True)\n"
+          "while True:\n    arm.move_joints(q1)\n    arm.move_joints(q0)\n")
+
+
+def two_agents(harness) -> tuple[str, str]:
+    """Leases of disjoint parts: (the base's token, the arm and gripper's)."""
+    return harness.token("nav", ["base"]), harness.token("arm-agent", ["arm", "gripper"])
+
+
+def test_two_agents_drive_at_once_and_a_third_goal_waits_only_for_its_own_parts(robot):
+    """Goals on leases of disjoint parts run side by side (both in execution/status, in the
+    order they started); a second goal on the arm's lease is busy, naming the execution."""
+    harness, _, wire = robot
+    nav, arm_agent = two_agents(harness)
+    driving = harness.begin(DRIVING_ON, lease_id=nav)
+    waving = harness.begin(WAVING, lease_id=arm_agent)
+    snap = harness.service.snapshot()
+    assert snap.running_ids == (driving.execution.id, waving.execution.id)
+    assert snap.current is waving.execution                 # the most recently started
+    wait_until(lambda: arm_moving(wire) and abs(wire.state("base")["base_velocity"][0]) > 0.1,
+               30, "the arm and the base to move at once")
+    busy = harness.service.run(Request("print(1)"), arm_agent)
+    assert busy.status == Status.REJECTED
+    assert busy.error == (f"busy: execution {waving.execution.id} is running on the arm and "
+                          f"the gripper; wait for it or stop it first")
+    assert harness.service.stop(arm_agent)[0] == [waving.execution.id]
+    assert harness.service.stop(nav)[0] == [driving.execution.id]
+    assert {driving.result().status, waving.result().status} == {Status.CANCELED}
+
+
+def test_a_stop_of_one_agent_holds_its_parts_and_the_other_drives_on(robot):
+    """execution/stop with the arm agent's lease stops its execution and holds the arm and
+    the gripper only (the hold sent to those two backends): the base agent's code goes on
+    driving."""
+    harness, _, wire = robot
+    nav, arm_agent = two_agents(harness)
+    driving = harness.begin(DRIVING_ON, lease_id=nav)
+    waving = harness.begin(WAVING, lease_id=arm_agent)
+    wait_until(lambda: arm_moving(wire), 30, "the arm to wave")
+    assert harness.service.stop(arm_agent) == ([waving.execution.id], "")
+    assert waving.result().status == Status.CANCELED
+    assert "hold arm,gripper" in harness.events and "hold" not in harness.events
+    x = wire.state("base")["base_pose"][0]
+    wait_until(lambda: wire.state("base")["base_pose"][0] > x + 0.05, 30,
+               "the base to drive on")
+    assert harness.service.snapshot().running_ids == (driving.execution.id,)
+    assert harness.service.stop(nav) == ([driving.execution.id], "")
+    assert driving.result().status == Status.CANCELED
+
+
+@pytest.mark.parametrize("slow_hold", [False, True], ids=["hold", "slow-hold"])
+def test_an_estop_during_two_agents_executions_stops_both(robot, slow_hold):
+    """An estop stops every execution, with §12.0's order, and holds every part."""
+    harness, _, wire = robot
+    nav, arm_agent = two_agents(harness)
+    driving = harness.begin(DRIVING, lease_id=nav)
+    waving = harness.begin(WAVING, lease_id=arm_agent)
+    results = estop_while(
+        robot, slow_hold,
+        lambda: arm_moving(wire) and abs(wire.state("base")["base_velocity"][0]) > 0.1,
+        "the arm and the base to move at once", lambda: (driving.result(), waving.result()))
+    for result in results:
+        assert result.status == Status.CANCELED and result.error.startswith("emergency stop")
+    assert harness.events.count("hold") >= 1              # every part, not only one lease's

@@ -22,7 +22,7 @@ from tidybot_exec.execution.settings import ExecutorSettings, LeasePolicy
 from tidybot_exec.sandbox import bwrap
 assert bwrap.__file__.startswith(sys.argv[1])
 service = ExecutionService(ExecutorSettings(bwrap=bwrap.detect().bwrap),
-                           History(tempfile.mkdtemp(), 10), hold=lambda: [],
+                           History(tempfile.mkdtemp(), 10), hold=lambda parts: [],
                            policy=LeasePolicy(require_lease=False))
 code = (f"import tidybot_exec.execution.history\\n"   # not imported by the zygote: read from /tmp
         f"open('/tmp/mine', 'w').write('x')\\n"
@@ -62,4 +62,26 @@ def test_a_spare_from_before_a_lease_ended_is_never_handed_out():
         assert new.id != old.id
         new.discard()
     finally:
+        pool.close()
+
+
+def test_the_pool_keeps_a_spare_for_each_lease_held():
+    """Two agents' leases: two spares ready, so both goals start warm; back to one lease,
+    the extra spare is retired (killed), not kept."""
+    pool = WarmPool(ExecutorSettings(bwrap=bwrap.detect().bwrap))
+    taken = []
+    try:
+        pool.want(2)
+        wait_until(lambda: len(pool._spares) == 2, 60, "two spares")
+        first, second = pool.take(), pool.take()
+        assert first is not None and second is not None and first.id != second.id
+        taken += [first, second]
+        wait_until(lambda: len(pool._spares) == 2, 60, "two spares again")
+        extra = pool._spares[1]
+        pool.want(1)
+        wait_until(lambda: extra.tree.returncode is not None, 10, "the extra spare to be killed")
+        assert len(pool._spares) == 1
+    finally:
+        for spare in taken:
+            spare.discard()
         pool.close()

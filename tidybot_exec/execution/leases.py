@@ -122,7 +122,8 @@ class LeaseManager:
     def __init__(self, *, default_ttl_s: float, max_lease_s: float, max_wait_s: float,
                  on_end: Callable[["Binding", str], None] = lambda binding, reason: None,
                  on_change: Callable[[], None] = lambda: None,
-                 on_grant: Callable[[int, list[int]], None] = lambda serial, others: None,
+                 on_grant: Callable[[int, list[int], tuple[str, ...]], None] = (
+                     lambda serial, others, resources: None),
                  keep_after_end: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.default_ttl_s, self.max_lease_s, self.max_wait_s = default_ttl_s, max_lease_s, max_wait_s
@@ -269,6 +270,11 @@ class LeaseManager:
                                seconds_to_lapse=self._remaining(latest) if latest else 0.0,
                                waiting_holders=[w.holder for w in self._waiters], holds=holds)
 
+    def count(self) -> int:
+        """How many leases hold parts now (draining ones too)."""
+        with self._cond:
+            return len(self._leases)
+
     def check_deadlines(self) -> None:
         """Look at the deadlines now: for a clock that jumps (tests' fake clocks)."""
         with self._cond:
@@ -328,7 +334,7 @@ class LeaseManager:
         lease = _Lease(secrets.token_hex(32), holder, ttl, now, now, resources)
         self._leases.append(lease)
         self._on_grant(lease.serial, [other.serial for other in self._leases
-                                      if other is not lease])
+                                      if other is not lease], resources)
         self._cond.notify_all()
         return Grant(True, lease.token, f"granted to {holder!r}{_on(resources)} for {ttl:g}s "
                                         f"(renew to keep it)", ttl, resources)

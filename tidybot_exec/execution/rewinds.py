@@ -24,7 +24,7 @@ from tidybot_exec.guard.hold import RobotHold
 from tidybot_exec.guard.recorder import Recorder
 from tidybot_exec.guard.relay import Guard
 
-Hold = Callable[[], list]
+Hold = Callable[[], list]         # a hold of the parts a rewind may move
 Progress = Callable[[float], None]
 STOPPING_REWIND = "the execution is being stopped: no rewind"
 # the execution's end waits this long for a rewind the code asked for to end after its
@@ -44,7 +44,7 @@ class Host(Protocol):
     def enlist(self, origin: str, lease_token: str, **fields: object) -> Writer | str: ...
     def retire(self, writer: Writer, binding: Binding | None = None) -> None: ...
     def halted(self) -> str: ...
-    def hold(self) -> list[str]: ...
+    def hold(self, parts: Sequence[str] = RESOURCES) -> list[str]: ...
 
 
 class Running(Protocol):
@@ -89,8 +89,8 @@ class Rewinds:
         writer, binding = admitted
         try:
             return self._drive(writer, self._host.recorder, binding.serial if binding else None,
-                               request, binding.resources if binding else RESOURCES,
-                               self._host.robot, self._host.hold, progress)
+                               request, writer.resources, self._host.robot,
+                               lambda: self._host.hold(writer.resources), progress)
         finally:
             self._host.retire(writer, binding)
 
@@ -100,19 +100,20 @@ class Rewinds:
         if not drives_robot:
             return "on_failure: a dry run's private robot ended with it: nothing to rewind"
         host = self._host
+        parts = running.resources
         writer = host.enlist(FROM_FAILURE, running.lease_token, holder=running.holder,
-                             execution_id=running.execution_id)
+                             execution_id=running.execution_id, resources=parts)
         if isinstance(writer, str):
             return f"on_failure: not rewound ({writer})"
         try:
             outcome = self._drive(writer, running.recorder, running.lease, path.RewindRequest(
-                "execution", parts=held(path.DEFAULT_PARTS, running.resources),
-                execution_id=running.execution_id), running.resources, host.robot, host.hold)
+                "execution", parts=held(path.DEFAULT_PARTS, parts),
+                execution_id=running.execution_id), parts, host.robot, lambda: host.hold(parts))
         finally:
             host.retire(writer)
         if not outcome.success:
             return f"on_failure: not rewound: {outcome.message}"
-        return "; ".join([f"on_failure: {outcome.message}", *host.hold()])
+        return "; ".join([f"on_failure: {outcome.message}", *host.hold(parts)])
 
     def to_lease_start(self, writer: Writer, lease: int, resources: tuple[str, ...]
                        ) -> path.Outcome:
@@ -120,7 +121,7 @@ class Rewinds:
         ``writer`` (admitted by the service)."""
         return self._drive(writer, self._host.recorder, lease, path.RewindRequest(
             "start", parts=held(path.DEFAULT_PARTS, resources)), resources,
-            self._host.robot, self._host.hold)
+            self._host.robot, lambda: self._host.hold(resources))
 
     def for_code(self, running: Running, msg: dict) -> dict:
         """A rewind the code asked for (NodeMsg.REWIND), driven on the code's upstream (the
@@ -137,7 +138,7 @@ class Rewinds:
         host, guard = self._host, running.guard
         # registered before the checks, so a stop or an estop that comes after them reaches it
         writer = host.writers.add(REWIND, FROM_CODE, holder=running.holder,
-                                  lease_token=running.lease_token,
+                                  lease_token=running.lease_token, resources=running.resources,
                                   execution_id=running.execution_id, cancelled=guard.stopping)
         try:
             if host.halted() or guard.stopping.is_set():
@@ -147,7 +148,8 @@ class Rewinds:
                 with guard.code_paused():
                     outcome = self._drive(writer, running.recorder, running.lease, request,
                                           running.resources, guard.upstream,
-                                          self._hold_on(guard.upstream), for_guard=guard)
+                                          self._hold_on(guard.upstream, running.resources),
+                                          for_guard=guard)
         finally:
             host.retire(writer)
         return {"success": outcome.success, "message": outcome.message,
@@ -231,12 +233,12 @@ class Rewinds:
         if for_guard is not None:
             for_guard.refuse_with(guard)
 
-    def _hold_on(self, upstream: SdkConfig) -> Hold:
-        """A hold of the robot at ``upstream`` (a dry run's private one too)."""
+    def _hold_on(self, upstream: SdkConfig, parts: Sequence[str]) -> Hold:
+        """A hold of ``parts`` of the robot at ``upstream`` (a dry run's private one too)."""
         def hold() -> list[str]:
             robot_hold = RobotHold(upstream, self._log)
             try:
-                return [f"hold failed: {p}" for p in robot_hold()]
+                return [f"hold failed: {p}" for p in robot_hold(parts)]
             finally:
                 robot_hold.close()
         return hold

@@ -9,6 +9,11 @@ that can fail on the way — feedback publishing, the history write, a backend t
 acknowledge the hold — skips a later step; each failure is logged and named in the
 result's ``error``.
 
+Executions on leases of disjoint parts run side by side (DESIGN §12.3), each in its own
+sandbox behind its own guard (which refuses commands to parts its lease does not hold); a
+goal that needs a part another writer drives is refused ``busy``. A stop, a cancel and an
+abnormal end hold only the execution's parts; the estop and shutdown stop every one.
+
 The lease and the execution are bound atomically at admission, under one lock with the
 lease's end: a lease that ends before admission refuses the goal; one that ends after it
 stops the code, and the next holder is granted only once ``finish`` has given the binding
@@ -55,7 +60,7 @@ from tidybot_exec.guard.relay import Guard
 from tidybot_sdk.config import SdkConfig
 from tidybot_sdk.protocol import CAMERA_SOCKET, NodeMsg
 
-Hold = Callable[[], list]          # commands stop-and-hold; returns the problems
+Hold = Callable[[Sequence[str]], list]   # commands stop-and-hold to those parts; the problems
 Log = Callable[[str], None]
 SHUTDOWN_REASON = "node shutting down"
 ESTOP_REASON = "emergency stop"
@@ -66,7 +71,7 @@ ESTOPPED_REFUSAL = "estopped: call estop/reset"
 class Snapshot:
     """What execution/status and /diagnostics show, taken under the service's lock."""
 
-    current: Execution | None
+    current: Execution | None  # the most recently started of those running
     stopping: bool
     last: Result | None
     estopped: bool
@@ -74,6 +79,7 @@ class Snapshot:
     rewinding: bool = False
     resetting: bool = False
     writers: tuple[str, ...] = ()   # every writer of the robot, one line each (writers.py)
+    running_ids: tuple[str, ...] = ()   # every execution running, in the order they started
 
 
 @dataclass
@@ -121,12 +127,13 @@ class ExecutionService:
         self._hold, self._log, self._on_change = hold, log, on_change
         self._on_lease_change = on_lease_change
         self._cond = threading.Condition()
-        self._running: _Running | None = None
+        self._running: dict[str, _Running] = {}     # by execution id, in the order started
         self._last: Result | None = None
         self.writers = Writers()        # halted: the estop's latch
         self._closing = False
         self._hold_problem = ""
-        self._resetting = False         # reset_on_release: a reset is pending or running
+        # reset_on_release: the parts of each ended lease whose reset is pending or running
+        self._resetting: list[tuple[str, ...]] = []
         self.robot = SdkConfig.from_dict(json.loads(settings.sdk_config_json))
         self.cameras, self.camera_settings = cameras, camera_settings
         self.recorder = Recorder()
@@ -139,8 +146,14 @@ class ExecutionService:
         self.leases = LeaseManager(
             default_ttl_s=policy.default_ttl_s, max_lease_s=policy.max_lease_s,
             max_wait_s=policy.max_wait_s, on_end=self._lease_ended,
-            on_change=on_lease_change, on_grant=self.recorder.begin_lease,
+            on_change=self._leases_changed, on_grant=self.recorder.begin_lease,
             keep_after_end=policy.reset_on_release, clock=clock)
+
+    def _leases_changed(self) -> None:
+        """A spare for each lease held (each agent's next goal starts warm), then tell."""
+        if self.pool is not None:
+            self.pool.want(self.leases.count())
+        self._on_lease_change()
 
     # ------------------------------------------------------------- admission
     def authorize(self, lease_id: str) -> tuple[str, str]:
@@ -154,7 +167,8 @@ class ExecutionService:
 
     def start(self, request: Request, lease_id: str, feedback: Feedback) -> Execution | Result:
         """Start ``request`` under ``lease_id`` or return the REJECTED/ERROR result saying
-        why not. The estop latch, the lease binding and the one-at-a-time check are one step."""
+        why not. The estop latch, the lease binding and the check that no other writer drives
+        its parts are one step."""
         refusal = self._replayed(request)
         verdict = validate(request.code, self.settings.max_code_bytes)
         refusal = (refusal or verdict.error or duration_error("timeout_s", request.timeout_s)
@@ -166,7 +180,7 @@ class ExecutionService:
         # Taken before the lock (it may wait for the spare being prepared), given back if
         # the goal is refused.
         spare = (self.pool.take() if self.pool is not None and request.dry_run is None
-                 and self._running is None else None)
+                 else None)
         with self._cond:
             binding, refusal = self._admit(lease_id)
             request.holder = binding.holder if binding is not None else ""
@@ -174,14 +188,15 @@ class ExecutionService:
                 if spare is not None:
                     self.pool.give_back(spare)
                 return unstarted(request, Status.REJECTED, refusal)
+            resources = binding.resources if binding else RESOURCES
             writer = self.writers.add(EXECUTION, "dry run" if request.dry_run else "goal",
-                                      holder=request.holder,
+                                      holder=request.holder, resources=resources,
                                       lease_token=lease_id if binding else "")
             try:
                 if request.skills_as_of is None:    # before the code can ask for a skill
                     request.skills_as_of = self.skills.latest_seq()
                 execution = self._execution(request, feedback, verdict.warnings, spare, writer,
-                                            binding.resources if binding else RESOURCES)
+                                            resources)
             except Exception as exc:  # noqa: BLE001 - whatever failed, the lease is given back
                 self.retire(writer, binding)
                 self._log(f"could not start an execution: {exc!r}")
@@ -190,7 +205,7 @@ class ExecutionService:
             writer.on_halt = lambda: execution.stop(Status.CANCELED, ESTOP_REASON, hard=True)
             if self.writers.halted:        # an estop came while it started (writers.py)
                 writer.on_halt()
-            self._running = self._bound(execution, writer, binding, lease_id)
+            self._running[execution.id] = self._bound(execution, writer, binding, lease_id)
         if binding is not None:   # (lease/status: outside the lock, its publisher takes it)
             self.leases.name_execution(binding, execution.id)
         self._on_change()
@@ -224,9 +239,9 @@ class ExecutionService:
             if self.cameras is not None:    # a robot without cameras has none in a dry run
                 cameras = CodeCameras(lambda: self._private_cameras(execution, private),
                                       self.camera_settings, owned=True)
-        recorder.begin_execution(execution.id, lease)
         running = _Running(execution, writer, binding, lease_id if binding else "", recorder,
                            feed, cameras, lease)
+        recorder.begin_execution(execution.id, lease, running.resources)
         try:
             self._watch_world(running)
         except Exception as exc:  # noqa: BLE001 - the code runs: it must not lose its owner
@@ -264,8 +279,9 @@ class ExecutionService:
         """Under the lock: a new writer of the robot (code or a rewind) bound to the lease
         ``lease_id`` names, or why not (the binding is then given back already)."""
         binding = self.leases.begin_execution(lease_id) if lease_id else None
-        refusal = self.halted() or (self.authorize(lease_id)[1] if binding is None
-                                     and self.policy.require_lease else self._busy())
+        refusal = self.halted() or (
+            self.authorize(lease_id)[1] if binding is None and self.policy.require_lease
+            else self._busy(binding.resources if binding is not None else RESOURCES))
         if refusal:
             self._unbind(binding)
         return binding, refusal
@@ -274,14 +290,17 @@ class ExecutionService:
         """Why nothing may drive the robot now: shutting down or estopped ("" when neither)."""
         return SHUTDOWN_REASON if self._closing else ESTOPPED_REFUSAL if self.writers.halted else ""
 
-    def _busy(self) -> str:
-        """Why the robot has a writer already ("" when it has none); under the lock."""
-        if self._running is not None:
-            return (f"busy: execution {self._running.execution.id} is running; wait for it "
-                    f"or stop it first")
-        if self.writers.rewinds():
-            return "busy: a rewind is running; wait for it or cancel it first"
-        if self._resetting:
+    def _busy(self, resources: Sequence[str]) -> str:
+        """Why one of ``resources`` has a writer already ("" when none has); under the lock.
+        Writers of disjoint parts (leases of their own) run side by side."""
+        writer = self.writers.driving(resources)
+        if writer is not None:
+            parts = " and the ".join(p for p in writer.resources if p in resources)
+            if writer.kind == EXECUTION:
+                return (f"busy: execution {writer.execution_id} is running on the {parts}; "
+                        f"wait for it or stop it first")
+            return f"busy: a rewind is driving the {parts}; wait for it or cancel it first"
+        if any(set(parts) & set(resources) for parts in self._resetting):
             return "busy: the robot is being reset to where the last lease began (reset_on_release)"
         return ""
 
@@ -313,8 +332,8 @@ class ExecutionService:
         Every step runs whatever the steps before it did; a step that fails is named in the
         result's ``error`` (and the record's)."""
         with self._cond:
-            running = self._running
-            assert running is not None and running.execution is execution, "not the current execution"
+            running = self._running.get(execution.id)
+            assert running is not None and running.execution is execution, "not a running execution"
         problems: list[str] = []
         try:
             result = execution.wait()           # exception-safe itself: this is a last resort
@@ -326,7 +345,7 @@ class ExecutionService:
                     lambda: self._world_outcome(running, result))
             problems += self.rewinds.join(execution.id)
             if result.status != Status.SUCCEEDED and execution.drives_robot:
-                problems += self.hold()
+                problems += self.hold(running.resources)
             if result.status in (Status.FAILED, Status.TIMEOUT) and (
                     execution.request.on_failure == "rewind"):
                 problems.append(self.rewinds.undo(running, execution.drives_robot))
@@ -350,7 +369,8 @@ class ExecutionService:
                 running.feed.close()
             running.writer.end()
             with self._cond:
-                self._running, self._last = None, result
+                del self._running[execution.id]
+                self._last = result
                 self.writers.remove(running.writer)
                 self._cond.notify_all()
             self._unbind(running.binding)
@@ -384,7 +404,9 @@ class ExecutionService:
             if refusal:
                 return refusal
             writer = self.writers.add(kind, origin, holder=binding.holder if binding else "",
-                                      lease_token=lease_id if binding else "", **fields)
+                                      lease_token=lease_id if binding else "",
+                                      resources=binding.resources if binding else RESOURCES,
+                                      **fields)
         self._on_change()
         return writer, binding
 
@@ -413,10 +435,11 @@ class ExecutionService:
         started = self.start(request, lease_id, feedback)
         return started if isinstance(started, Result) else self.finish(started)
 
-    def hold(self) -> list[str]:
-        """Command stop-and-hold to every backend; returns (and remembers) the problems."""
+    def hold(self, parts: Sequence[str] = RESOURCES) -> list[str]:
+        """Command stop-and-hold to the backends of ``parts`` (default: every one); returns
+        (and remembers) the problems."""
         try:
-            problems = [f"hold failed: {p}" for p in self._hold()]
+            problems = [f"hold failed: {p}" for p in self._hold(parts)]
         except Exception as exc:  # noqa: BLE001 - reported, never raised into the end path
             problems = [f"hold failed: {exc!r}"]
         self._hold_problem = "; ".join(problems)     # one assignment: no lock to wait for
@@ -493,47 +516,50 @@ class ExecutionService:
         lease began, then hand the lease on (the one writer meanwhile; an estop or shutdown
         cancels it, and the robot holds)."""
         writer: Writer | None = None
+        parts = binding.resources
         try:
             with self._cond:
-                self._cond.wait_for(lambda: not any(self.writers) or self._closing,
+                self._cond.wait_for(lambda: self.writers.driving(parts) is None or self._closing,
                                     self.settings.stop_grace_s + 15.0)
-                refusal = self.halted() or ("" if not any(self.writers)
-                                             else "the ended lease's code did not stop in time")
+                refusal = self.halted() or (
+                    "" if self.writers.driving(parts) is None
+                    else "the ended lease's code did not stop in time")
                 if not refusal:      # not bound to the ended lease: its end must not cancel it
-                    writer = self.writers.add(REWIND, FROM_RESET, holder=binding.holder)
+                    writer = self.writers.add(REWIND, FROM_RESET, holder=binding.holder,
+                                              resources=parts)
             self._on_lease_change()
             if writer is None:
                 self._log(f"reset on release of {binding.holder!r} skipped: {refusal}")
                 return
             self._on_change()
-            outcome = self.rewinds.to_lease_start(writer, binding.serial, binding.resources)
+            outcome = self.rewinds.to_lease_start(writer, binding.serial, parts)
             self._log(f"reset on release of {binding.holder!r}: {outcome.message}")
         except Exception as exc:  # noqa: BLE001 - the lease must still be handed on
             self._log(f"reset on release failed: {exc!r}")
-            self.hold()
+            self.hold(parts)
         finally:
             with self._cond:
                 if writer is not None:
                     self.writers.remove(writer)
-                self._resetting = False
+                self._resetting.remove(parts)
                 self._cond.notify_all()
             self.leases.end_execution(binding)
             self._on_change()
             self._on_lease_change()
 
     # ------------------------------------------------------------- stopping
-    def _stop_current(self, status: Status, reason: str,
-                      lease_token: str | None = None) -> str | None:
-        """Stop what runs (only if bound to ``lease_token`` when given); its id or None."""
+    def _stop_running(self, status: Status, reason: str,
+                      lease_token: str | None = None) -> list[str]:
+        """Stop every execution that runs (only those bound to ``lease_token`` when given)
+        and the rewinds run for them; their ids."""
         with self._cond:
-            running = self._running
-            if running is None or (lease_token is not None and running.lease_token != lease_token):
-                return None
-            stopped = running.execution.stop(status, reason)
-        stopped = self.rewinds.cancel(execution_id=running.execution.id) or stopped
-        if stopped:
+            stopping = [r.execution for r in self._running.values()
+                        if lease_token is None or r.lease_token == lease_token]
+            changed = [execution.stop(status, reason) for execution in stopping]
+        changed += [self.rewinds.cancel(execution_id=execution.id) for execution in stopping]
+        if any(changed):
             self._on_change()
-        return running.execution.id
+        return [execution.id for execution in stopping]
 
     def _lease_ended(self, binding: Binding, reason: str) -> None:
         """A lease lapsed, was released or taken over: stop the code bound to it; the next
@@ -541,12 +567,13 @@ class ExecutionService:
         the robot until it was rewound to where the lease began (``_reset``)."""
         token = binding.token
         if self.policy.reset_on_release:      # the lease manager kept the robot for it
-            self._resetting = True
+            with self._cond:
+                self._resetting.append(binding.resources)
             threading.Thread(target=self._reset, args=(binding,), name="reset-on-release",
                              daemon=True).start()
         if self.pool is not None:
             self.pool.discard()
-        if self._stop_current(Status.CANCELED, reason, lease_token=token):
+        if self._stop_running(Status.CANCELED, reason, lease_token=token):
             self._log(f"lease ended ({reason}): stopping its code")
         if self.rewinds.cancel(token):
             self._log(f"lease ended ({reason}): canceling its rewind")
@@ -556,12 +583,14 @@ class ExecutionService:
         execution.stop(Status.CANCELED, reason)
         self.rewinds.cancel(execution_id=execution.id)
 
-    def stop(self, lease_id: str) -> tuple[str | None, str]:
-        """execution/stop: (stopped execution id, refusal reason)."""
-        refusal = self.authorize(lease_id)[1]
+    def stop(self, lease_id: str) -> tuple[list[str], str]:
+        """execution/stop: (the executions stopped, refusal reason). With a lease, those of
+        that lease (another agent's go on); without one (require_lease off), every one."""
+        holder, refusal = self.authorize(lease_id)
         if refusal:
-            return None, refusal
-        return self._stop_current(Status.CANCELED, "stopped via execution/stop"), ""
+            return [], refusal
+        return self._stop_running(Status.CANCELED, "stopped via execution/stop",
+                                  lease_token=lease_id if holder else None), ""
 
     def estop(self) -> tuple[str | None, list[str]]:
         """Latch, stop the code without grace and refuse motion on every live guard, let the
@@ -591,15 +620,15 @@ class ExecutionService:
     # ------------------------------------------------------------- queries
     def snapshot(self) -> Snapshot:
         with self._cond:
-            running = self._running
-            current = running.execution if running else None
+            running = tuple(self._running)
+            current = self._running[running[-1]].execution if running else None
             return Snapshot(current=current, stopping=bool(current and current.stopping),
                             last=self._last, estopped=self.writers.halted,
                             hold_problem=self._hold_problem,
                             # the code's own rewinds are its execution's: state "running"
                             rewinding=any(w.origin != FROM_CODE for w in self.writers.rewinds()),
-                            resetting=self._resetting,
-                            writers=tuple(self.writers.describe()))
+                            resetting=bool(self._resetting),
+                            writers=tuple(self.writers.describe()), running_ids=running)
 
     def page(self, offset: int = 0, limit: int = 0, holder: str = "",
              statuses: Sequence[int] = (), include_code: bool = False,
@@ -608,19 +637,19 @@ class ExecutionService:
 
     # ------------------------------------------------------------- shutdown
     def shutdown(self) -> None:
-        """Refuse new goals, end the running execution through ``finish`` (whose caller
+        """Refuse new goals, end every running execution through ``finish`` (whose caller
         still answers its goal) and wait for that; then close the leases and the history.
         Safe to call more than once."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()             # a reset waiting to start gives up
-        self._stop_current(Status.CANCELED, SHUTDOWN_REASON)
+        self._stop_running(Status.CANCELED, SHUTDOWN_REASON)
         self.rewinds.cancel()
         with self._cond:
             ended = self._cond.wait_for(lambda: not any(self.writers),
                                         self.settings.stop_grace_s + 15.0)
         if not ended:          # finish's thread is stuck: at least the robot must hold
-            self._log("shutdown: the running execution did not end in time; holding the robot")
+            self._log("shutdown: an execution did not end in time; holding the robot")
             self.hold()
         self.leases.close()
         self.live.close()

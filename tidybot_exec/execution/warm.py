@@ -1,11 +1,12 @@
 """The warm worker: the next execution's process, started before its goal (no rclpy).
 
-A ``WarmPool`` keeps one **spare**: a code process forked by the sandboxed zygote
-(zygote.py) with the SDK imported, in namespaces of its own, its safety guard listening,
-waiting for code on a pipe. A goal takes the spare and writes its code; the pool starts the
-next one in the background. Every execution still gets a fresh process and a fresh
+A ``WarmPool`` keeps a **spare** for each lease held (at least one; leases of disjoint parts
+run side by side, so each agent's next goal finds its own): a code process forked by the
+sandboxed zygote (zygote.py) with the SDK imported, in namespaces of its own, its safety
+guard listening, waiting for code on a pipe. A goal takes a spare and writes its code; the
+pool starts the next one in the background. Every execution still gets a fresh process and a fresh
 filesystem — a spare is never reused — so nothing passes from one holder's code to the next;
-when a lease ends the spare is replaced anyway, so no process prepared during one holder's
+when a lease ends the spares are replaced anyway, so no process prepared during one holder's
 lease runs another's code.
 
 A goal that finds no spare ready (the zygote starting or restarting, or goals faster than
@@ -44,6 +45,7 @@ TAKE_WAIT_S = 0.5           # a goal waits this long for a spare being prepared,
 START_TIMEOUT_S = 60.0      # for the zygote's imports (a busy machine)
 REPLY_TIMEOUT_S = 10.0      # for one spawn
 HOST_CHECK_S = 1.0          # how often an idle pool looks whether its zygote still lives
+MAX_SPARES = 3              # one per part: no more leases can be held at once
 
 
 class SpawnRefused(Exception):
@@ -131,7 +133,7 @@ class WarmTree:
 
 
 class WarmPool:
-    """One spare at a time, from a zygote that this pool starts and restarts."""
+    """Spares (``want`` of them) from a zygote that this pool starts and restarts."""
 
     def __init__(self, settings: ExecutorSettings, log: Log = lambda line: None) -> None:
         self._settings, self._log = settings, log
@@ -150,7 +152,8 @@ class WarmPool:
         self._env = bwrap.environment(bwrap.WORKDIR, inside.to_json())
         self._env["OPENBLAS_NUM_THREADS"] = "1"     # the zygote must stay one thread to fork
         self._cond = threading.Condition()
-        self._spare: Launched | None = None
+        self._spares: list[Launched] = []
+        self._wanted = 1
         self._retired: list[Launched] = []
         self._generation = 0        # lease ends so far: a spare from an older one is retired
         self._lent: set[str] = set()     # spares handed out whose execution has not ended
@@ -165,14 +168,23 @@ class WarmPool:
     @property
     def ready(self) -> bool:
         with self._cond:
-            return self._spare is not None
+            return bool(self._spares)
+
+    def want(self, count: int) -> None:
+        """Keep ``count`` spares ready (1 to MAX_SPARES): one per lease held. Spares beyond
+        it are retired."""
+        with self._cond:
+            self._wanted = max(1, min(count, MAX_SPARES))
+            self._retired += self._spares[self._wanted:]
+            del self._spares[self._wanted:]
+            self._cond.notify_all()
 
     def take(self) -> Launched | None:
-        """The spare, or None (start cold). Waits up to TAKE_WAIT_S for one being prepared."""
+        """A spare, or None (start cold). Waits up to TAKE_WAIT_S for one being prepared."""
         with self._cond:
-            self._cond.wait_for(lambda: self._spare is not None or not self._zygote_up
+            self._cond.wait_for(lambda: self._spares or not self._zygote_up
                                 or self._closed, TAKE_WAIT_S)
-            spare, self._spare = self._spare, None
+            spare = self._spares.pop(0) if self._spares else None
             if spare is not None:
                 self._lent.add(spare.id)
             self._cond.notify_all()
@@ -188,20 +200,20 @@ class WarmPool:
         """A spare taken for a goal that was then refused."""
         with self._cond:
             self._lent.discard(spare.id)
-            if self._spare is None and not self._closed and spare.generation == self._generation:
-                self._spare = spare
+            if (len(self._spares) < self._wanted and not self._closed
+                    and spare.generation == self._generation):
+                self._spares.append(spare)
             else:
                 self._retired.append(spare)
             self._cond.notify_all()
 
     def discard(self) -> None:
-        """Replace the spare (a lease ended): the next holder's code gets a new one."""
+        """Replace the spares (a lease ended): the next holder's code gets a new one."""
         with self._cond:
             self._generation += 1
-            if self._spare is not None:
-                self._retired.append(self._spare)
-                self._spare = None
-                self._cond.notify_all()
+            self._retired += self._spares
+            self._spares = []
+            self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:
@@ -249,14 +261,16 @@ class WarmPool:
         self._log(f"warm worker: {problem}; goals start cold meanwhile")
 
     def _fill(self) -> bool:
-        """One step: retire, or prepare a spare when none is ready. False once closed."""
+        """One step: retire, or prepare a spare when fewer are ready than wanted. False once
+        closed."""
         with self._cond:
-            self._cond.wait_for(lambda: self._closed or self._retired or self._spare is None,
-                                HOST_CHECK_S)
+            self._cond.wait_for(lambda: self._closed or self._retired
+                                or len(self._spares) < self._wanted, HOST_CHECK_S)
             if self._host.poll() is not None and not self._closed:
                 raise RuntimeError(f"the zygote exited ({self._host.returncode})")
             retired, self._retired = self._retired, []
-            closed, needed, generation = self._closed, self._spare is None, self._generation
+            closed, generation = self._closed, self._generation
+            needed = len(self._spares) < self._wanted
         for spare in retired:
             self._discard(spare)
         if closed:
@@ -265,8 +279,10 @@ class WarmPool:
             spare = self._prepare()
             spare.generation = generation
             with self._cond:
-                if self._spare is None and not self._closed and generation == self._generation:
-                    self._spare, self.problem = spare, ""
+                if (len(self._spares) < self._wanted and not self._closed
+                        and generation == self._generation):
+                    self._spares.append(spare)
+                    self.problem = ""
                     self._cond.notify_all()
                     return True
             self._discard(spare)
@@ -326,8 +342,8 @@ class WarmPool:
     def _stop_zygote(self) -> None:
         with self._cond:
             self._zygote_up = False
-            spares = self._retired + ([self._spare] if self._spare else [])
-            self._retired, self._spare = [], None
+            spares = self._retired + self._spares
+            self._retired, self._spares = [], []
             self._cond.notify_all()
         for spare in spares:
             self._discard(spare)

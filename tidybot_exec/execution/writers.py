@@ -29,9 +29,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol, Sequence
 
 from tidybot_exec.execution.steps import attempt
+from tidybot_sdk.protocol import RESOURCES
 
 EXECUTION = "execution"
 REWIND = "rewind"
@@ -55,6 +56,7 @@ class Writer:
     holder: str = ""
     lease_token: str = ""
     execution_id: str = ""          # the execution it is (or, a rewind, runs for)
+    resources: tuple[str, ...] = RESOURCES     # the parts it may drive (its lease's)
     cancelled: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     on_halt: Callable[[], object] | None = None     # an execution's hard stop for the estop
@@ -128,6 +130,10 @@ class Writers:
         """The writers that may still move the robot (an ended one cannot, even while its
         thread finishes)."""
         return iter([w for w in self._all if not w.ended])
+
+    def driving(self, resources: Sequence[str]) -> Writer | None:
+        """The first writer that may drive any of ``resources``, or None."""
+        return next((w for w in self if set(w.resources) & set(resources)), None)
 
     def rewinds(self, lease_token: str | None = None, execution_id: str | None = None,
                 origin: str | None = None) -> list[Writer]:

@@ -1,4 +1,4 @@
-"""Hold every backend: the last step of every abnormal end, and the estop.
+"""Hold the backends: the last step of every abnormal end (its lease's parts), and the estop (all).
 
 Stop commands go out to the three backends in parallel, on sockets of their own (never the
 guard's, which may be stuck on a dead backend) with a short timeout, so one backend that is
@@ -11,13 +11,14 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 if not __package__:      # run as a script by an orphaned supervisor: make the SDK importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tidybot_sdk.config import SdkConfig  # noqa: E402
 from tidybot_sdk.errors import BackendUnavailable  # noqa: E402
-from tidybot_sdk.protocol import ArmMsg, BaseMsg, GripperMsg, ProtocolError  # noqa: E402
+from tidybot_sdk.protocol import (RESOURCES, ArmMsg, BaseMsg, GripperMsg,  # noqa: E402
+                                  ProtocolError)
 from tidybot_sdk.transport import RequestClient  # noqa: E402
 
 Log = Callable[[str], None]
@@ -34,11 +35,14 @@ class RobotHold:
             (RequestClient(config.gripper["cmd"], "gripper", timeout_s), GripperMsg.STOP)]
         self._log, self.timeout_s = log, timeout_s
 
-    def __call__(self) -> list[str]:
-        """Send stop to every backend; returns the problems (empty when all acknowledged)."""
+    def __call__(self, parts: Sequence[str] = RESOURCES) -> list[str]:
+        """Send stop to the backends of ``parts`` (default: every one; an execution's end
+        holds only the parts its lease holds — another agent may be driving the rest);
+        returns the problems (empty when all acknowledged)."""
         problems: list[str] = []
         threads = [threading.Thread(target=self._stop_one, args=(c, m, problems),
-                                    name=f"hold-{c.name}") for c, m in self._targets]
+                                    name=f"hold-{c.name}") for c, m in self._targets
+                   if c.name in parts]
         for t in threads:
             t.start()
         for t in threads:

@@ -3,10 +3,14 @@
 The node feeds it the backends' *measured* state (``follow``: the live-state feed); code cannot
 write to it. A waypoint (arm joints, base pose, gripper position) is kept at most every
 ``PERIOD_S`` and only once some part moved past its threshold since the last one, as the
-predecessor did, tagged with the lease and the execution it happened under. Two waypoints
-are always kept whatever moved: one at the lease's grant and one at each execution's
-start, so a rewind to "start" or "execution" reaches those poses however small the motion.
-The count is bounded: past ``max_waypoints`` the oldest unmarked waypoint is dropped.
+predecessor did, tagged with the lease and the execution it happened under. Leases are per
+part (DESIGN §12.3): each part is recorded with the lease that holds it (and the execution
+that runs under it), so two agents driving the arm and the base at once each get their own
+trajectory; a waypoint carries every part's pose, and a rewind moves only its lease's
+parts. Two waypoints are always kept whatever moved: one at the lease's grant and one at
+each execution's start, so a rewind to "start" or "execution" reaches those poses however
+small the motion. The count is bounded: past ``max_waypoints`` the oldest unmarked waypoint
+is dropped.
 """
 from __future__ import annotations
 
@@ -18,12 +22,14 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Collection, Hashable, Iterator, Protocol
 
 from tidybot_sdk import kinematics as kin
+from tidybot_sdk.protocol import RESOURCES
 
 PERIOD_S = 0.1              # at most one waypoint per this
 JOINT_STEP_RAD = 0.01       # a waypoint once any joint moved this far from the last one
 BASE_STEP_M = 0.01
 BASE_TURN_RAD = 0.02
 GRIPPER_STEP = 5            # of 0..255
+KEYS = {"arm": "q", "base": "base", "gripper": "gripper"}     # a part's field in a Waypoint
 MAX_WAYPOINTS = 20_000      # 2000 s of continuous motion at PERIOD_S; ~4 MB
 
 
@@ -56,8 +62,9 @@ class Recorder:
         self._lock = threading.Lock()
         self._waypoints: list[Waypoint] = []
         self._latest: dict[str, Any] = {"q": None, "base": None, "gripper": None}
-        self._lease: Hashable = None
-        self._execution = ""
+        # who records each part: the lease that holds it and the execution running under it
+        self._owner: dict[str, tuple[Hashable, str]] = {part: (None, "") for part in RESOURCES}
+        self._last: dict[Hashable, Waypoint] = {}     # each lease's newest waypoint
         self._paused = 0
 
     # ------------------------------------------------------------- feeding
@@ -77,38 +84,47 @@ class Recorder:
                 value = int(state["position"])
         except (KeyError, TypeError, ValueError):
             return                                   # not a state message: nothing to keep
-        key = {"arm": "q", "base": "base", "gripper": "gripper"}[backend]
+        key = KEYS[backend]
         with self._lock:
             if self._latest[key] is None:      # first seen: it was there all along
                 self._waypoints = [w if getattr(w, key) is not None else replace(w, **{key: value})
                                    for w in self._waypoints]
+                self._index()
             self._latest[key] = value
-            last = self._waypoints[-1] if self._waypoints else None
+            lease, execution = self._owner[backend]
+            last = self._last.get(lease)
             if self._paused or (last is not None and (
-                    self._clock() - last.t < PERIOD_S or not self._moved(last))):
+                    self._clock() - last.t < PERIOD_S or not self._moved(last, key))):
                 return
-            self._append("")
+            self._append("", lease, execution)
 
-    def begin_lease(self, lease: Hashable, others: Collection[Hashable] = ()) -> None:
-        """A lease was granted: the trajectories of earlier leases are forgotten but those of
-        ``others`` (leases on other parts still held, or draining), and a waypoint is kept
-        where this one begins. An execution under another lease that runs meanwhile keeps
-        what it moves recorded under its own lease."""
+    def begin_lease(self, lease: Hashable, others: Collection[Hashable] = (),
+                    parts: Collection[str] = RESOURCES) -> None:
+        """A lease of ``parts`` was granted: the trajectories of earlier leases are forgotten
+        but those of ``others`` (leases on other parts still held, or draining), and a
+        waypoint is kept where this one begins. A part an execution is moving meanwhile (one
+        under no lease, or draining) stays recorded under that execution's lease."""
         with self._lock:
-            if not self._execution:
-                self._lease = lease
+            for part in parts:
+                if not self._owner[part][1]:
+                    self._owner[part] = (lease, "")
             self._waypoints = [w for w in self._waypoints if w.lease == lease or w.lease in others]
-            self._append("lease", lease)
+            self._index()
+            self._append("lease", lease, "")
 
-    def begin_execution(self, execution_id: str, lease: Hashable) -> None:
+    def begin_execution(self, execution_id: str, lease: Hashable,
+                        parts: Collection[str] = RESOURCES) -> None:
+        """``execution_id`` runs under ``lease`` on ``parts``: what they do is its."""
         with self._lock:
-            self._lease, self._execution = lease, execution_id
-            self._append("execution")
+            for part in parts:
+                self._owner[part] = (lease, execution_id)
+            self._append("execution", lease, execution_id)
 
     def end_execution(self, execution_id: str) -> None:
         with self._lock:
-            if self._execution == execution_id:
-                self._execution = ""
+            for part, (lease, execution) in self._owner.items():
+                if execution == execution_id:
+                    self._owner[part] = (lease, "")
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -135,7 +151,7 @@ class Recorder:
     def current(self) -> Waypoint:
         """Where the robot is now, as far as the recorder has seen (not kept)."""
         with self._lock:
-            return self._waypoint("")
+            return self._waypoint("", None, "")
 
     def clear(self, lease: Hashable) -> int:
         """Forget ``lease``'s trajectory but where the robot is now, which becomes its
@@ -144,8 +160,10 @@ class Recorder:
             before = len(self._waypoints)
             self._waypoints = [w for w in self._waypoints if w.lease != lease]
             dropped = before - len(self._waypoints)
-            if self._lease == lease:
-                self._append("lease")
+            self._index()
+            owner = next((o for o in self._owner.values() if o[0] == lease), None)
+            if owner is not None:
+                self._append("lease", *owner)
             return dropped
 
     def truncate(self, lease: Hashable, keep: int) -> None:
@@ -154,29 +172,36 @@ class Recorder:
             mine = [w for w in self._waypoints if w.lease == lease]
             dropped = {id(w) for w in mine[max(1, keep):]}
             self._waypoints = [w for w in self._waypoints if id(w) not in dropped]
+            self._index()
 
     # ----------------------------------------------------------- internals
-    def _waypoint(self, mark: str, lease: Hashable = None) -> Waypoint:
-        """Where the robot is, under ``lease`` (None: the one recording now)."""
+    def _waypoint(self, mark: str, lease: Hashable, execution: str) -> Waypoint:
+        """Where the robot is, under ``lease`` and ``execution``."""
         latest = self._latest
         return Waypoint(self._clock(), latest["q"], latest["base"], latest["gripper"],
-                        self._lease if lease is None else lease,
-                        self._execution if lease is None else "", mark)
+                        lease, execution, mark)
 
-    def _append(self, mark: str, lease: Hashable = None) -> None:
-        self._waypoints.append(self._waypoint(mark, lease))
+    def _append(self, mark: str, lease: Hashable, execution: str) -> None:
+        self._waypoints.append(waypoint := self._waypoint(mark, lease, execution))
+        self._last[lease] = waypoint
         if len(self._waypoints) > self.max_waypoints:
             oldest = next((i for i, w in enumerate(self._waypoints) if not w.mark), 0)
             del self._waypoints[oldest]
 
-    def _moved(self, last: Waypoint) -> bool:
-        q, base, gripper = self._latest["q"], self._latest["base"], self._latest["gripper"]
-        if q is not None and (last.q is None or max(
-                abs(a - b) for a, b in zip(q, last.q)) > JOINT_STEP_RAD):
+    def _index(self) -> None:
+        """Each lease's newest waypoint, again (after waypoints were dropped or replaced)."""
+        self._last = {w.lease: w for w in self._waypoints}
+
+    def _moved(self, last: Waypoint, key: str) -> bool:
+        """Whether the part ``key`` (a Waypoint field) moved past its threshold since ``last``."""
+        now, then = self._latest[key], getattr(last, key)
+        if now is None:
+            return False
+        if then is None:
             return True
-        if base is not None and (last.base is None or math.hypot(
-                base[0] - last.base[0], base[1] - last.base[1]) > BASE_STEP_M
-                or abs(kin.wrap_angle(base[2] - last.base[2])) > BASE_TURN_RAD):
-            return True
-        return gripper is not None and (last.gripper is None
-                                        or abs(gripper - last.gripper) > GRIPPER_STEP)
+        if key == "q":
+            return max(abs(a - b) for a, b in zip(now, then)) > JOINT_STEP_RAD
+        if key == "base":
+            return (math.hypot(now[0] - then[0], now[1] - then[1]) > BASE_STEP_M
+                    or abs(kin.wrap_angle(now[2] - then[2])) > BASE_TURN_RAD)
+        return abs(now - then) > GRIPPER_STEP

@@ -46,9 +46,11 @@ def skill_info(s: Skill) -> SkillInfo:
 
 
 def execution_status(snap: Snapshot, isolation: str, now: Time) -> ExecutionStatus:
-    """The current execution (or, when idle, the last one), the estop latch, the sandbox."""
+    """The most recently started execution of those running (or, when idle, the last
+    one), every running one's id, the estop latch, the sandbox."""
     msg = ExecutionStatus(stamp=now, estopped=snap.estopped, hold_error=snap.hold_problem,
-                          isolation=isolation, writers=list(snap.writers))
+                          isolation=isolation, writers=list(snap.writers),
+                          running_execution_ids=list(snap.running_ids))
     current, last = snap.current, snap.last
     if current is not None:
         msg.state = ExecutionStatus.STATE_STOPPING if snap.stopping else ExecutionStatus.STATE_RUNNING

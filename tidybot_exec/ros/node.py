@@ -430,9 +430,10 @@ class TidybotExecNode(Node):
     def _stop_service(self, request: StopExecution.Request,
                       response: StopExecution.Response) -> StopExecution.Response:
         stopped, refusal = self.service.stop(request.lease_id)
-        response.success = stopped is not None
-        response.execution_id = stopped or ""
-        response.message = refusal or (f"stopping {stopped}" if stopped else "nothing is running")
+        response.success = bool(stopped)
+        response.execution_id = ", ".join(stopped)
+        response.message = refusal or (f"stopping {', '.join(stopped)}" if stopped
+                                       else "nothing is running")
         return response
 
     def _describe(self, request: Describe.Request, response: Describe.Response) -> Describe.Response:
@@ -582,7 +583,8 @@ def main(args: list[str] | None = None) -> int:
         print(f"tidybot_exec: invalid parameters: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    executor = MultiThreadedExecutor(num_threads=6)
+    # goals, rewinds and lease waits each keep a thread: several agents at once need some
+    executor = MultiThreadedExecutor(num_threads=10)
     executor.add_node(node)
 
     def spin() -> None:
