@@ -67,3 +67,38 @@ def test_a_rewind_is_refused_while_code_runs_and_while_estopped(stack):
         assert client.call("estop/reset", ResetEstop.Request(lease_id=token)).success
     finally:
         client.client.release()
+
+
+def test_a_released_base_lease_is_reset_while_the_arm_agent_works_on(stack):
+    """reset_on_release per lease: the base agent's lease ends and its base is driven back
+    to where that lease began, while the arm agent's code keeps running (its arm is not
+    rewound, its goal succeeds)."""
+    from tidybot_interfaces.srv import AcquireLease
+
+    sim_stack, client = stack
+    wire = Wire(sim_stack.config)
+    try:
+        nav = client.call("lease/acquire", AcquireLease.Request(holder="nav", resources=["base"],
+                                                                wait_s=30.0), timeout=60)
+        hand = client.call("lease/acquire", AcquireLease.Request(
+            holder="arm-agent", resources=["arm", "gripper"], wait_s=30.0), timeout=60)
+        assert nav.success and hand.success, (nav.message, hand.message)
+        x0 = wire.state("base")["base_pose"][0]
+        _, moved = client.run("from tidybot_sdk import base\nbase.move_delta(dx=0.2)\n",
+                              lease_id=nav.lease_id)
+        assert moved.status == 0, moved.stderr
+        waving = client.send(
+            "from tidybot_sdk import arm\nq0 = arm.get_state()['q']\nq1 = list(q0)\n"
+            "q1[0] += 0.4\nprint('waving', flush=True)\n"
+            "for _ in range(6):\n    arm.move_joints(q1)\n    arm.move_joints(q0)\n"
+            "print('done')\n", lease_id=hand.lease_id)
+        wait_until(lambda: "waving" in waving.stdout(), 30, "the arm agent's code to run")
+        assert client.release(nav.lease_id).success
+        wait_until(lambda: abs(wire.state("base")["base_pose"][0] - x0) <= 0.02, 60,
+                   "the base to be driven back")
+        assert "done" not in waving.stdout()            # while the arm agent's code ran
+        _, result = waving.result(90)
+        assert result.status == 0 and result.stdout == "waving\ndone\n", result.error
+        client.release(hand.lease_id)
+    finally:
+        wire.close()

@@ -109,3 +109,34 @@ def test_ctrl_c_on_launch_stops_node_and_simulator_at_once_with_the_arm_moving(f
     (record,) = [r for r in history.newest() if r.execution_id == result.execution_id]
     assert record.error == result.error
     history.close()
+
+
+def test_shutdown_with_two_agents_running_ends_both_each_answered_once(fresh_stack):
+    """Several agents: SIGTERM with an arm agent's and a base agent's goals running side by
+    side ends both through the end path, each answered once, and the node exits 0."""
+    from tidybot_interfaces.srv import AcquireLease
+
+    stack, client = fresh_stack
+    wire = Wire(stack.config)
+    try:
+        nav = client.call("lease/acquire", AcquireLease.Request(holder="nav", resources=["base"]))
+        hand = client.call("lease/acquire", AcquireLease.Request(holder="arm-agent",
+                                                                 resources=["arm", "gripper"]))
+        assert nav.success and hand.success, (nav.message, hand.message)
+        arm_run = client.send(MOVE, lease_id=hand.lease_id)
+        base_run = client.send("from tidybot_sdk import base\nprint('driving', flush=True)\n"
+                               "while True:\n    base.drive(0.1, duration=0.5)\n",
+                               lease_id=nav.lease_id)
+        wait_until(lambda: "moving" in arm_run.stdout() and "driving" in base_run.stdout()
+                   and wire.state("arm")["q"][0] > 0.1, 60, "both agents to drive")
+        arm_run.handle()
+        base_run.handle()
+        stack.node.signal(signal.SIGTERM)
+        for run in (arm_run, base_run):
+            status, result = run.result(30)
+            assert status == GoalStatus.STATUS_ABORTED
+            assert (result.status, result.error) == (R.STATUS_CANCELED, "node shutting down")
+        assert stack.node.wait(30) == 0, stack.node.stderr[-2000:]
+        assert "Traceback" not in stack.node.stderr + stack.node.stdout
+    finally:
+        wire.close()
