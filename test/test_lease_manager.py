@@ -258,3 +258,19 @@ def test_reset_on_release_keeps_only_the_ended_leases_parts():
         assert agents.holds() == {"arm": "next", "gripper": "gripper-agent", "base": "nav"}
     finally:
         agents.manager.close()
+
+
+def test_a_grant_while_another_lease_drains_keeps_that_leases_trajectory():
+    """on_grant names every lease whose trajectory must stay: held ones and one that ended
+    and still drains (its code stopping, or reset_on_release about to rewind it)."""
+    grants: list[tuple[int, list[int], tuple[str, ...]]] = []
+    made = Agents(on_grant=lambda serial, others, parts: grants.append((serial, others, parts)))
+    try:
+        made.acquire("nav", ["base"])
+        binding = made.manager.begin_execution(made.token("nav"))      # its code runs
+        made.manager.release(made.token("nav"))                        # ... and drains
+        made.acquire("hand", ["gripper"])
+        assert grants[-1] == (grants[-1][0], [binding.serial], ("gripper",))
+        made.manager.end_execution(binding)
+    finally:
+        made.manager.close()

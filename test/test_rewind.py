@@ -121,10 +121,14 @@ def test_two_leases_on_disjoint_parts_each_record_what_their_own_parts_do():
     assert [round(w.q[0] - HOME[0], 3) for w in arm_way[2:]] == [0.1, 0.2, 0.3, 0.4, 0.5]
     assert [round(w.base[0], 3) for w in base_way[2:]] == [0.05, 0.1, 0.15, 0.2, 0.25]
     rec.end_execution("arm-run")
-    clock.now += 0.2
-    x += 0.05
-    rec.observe("base", {"base_pose": [x, 0.0, 0.0]})
-    assert len(rec.trajectory(1)) == 7 and len(rec.trajectory(2)) == 8
+    with rec.paused(("arm",)):              # the arm agent's rewind: the base is still its own
+        for _ in range(2):
+            clock.now += 0.2
+            x += 0.05
+            rec.observe("base", {"base_pose": [x, 0.0, 0.0]})
+            q[0] -= 0.1
+            rec.observe("arm", arm(q))
+    assert len(rec.trajectory(1)) == 7 and len(rec.trajectory(2)) == 9
 
 
 def test_truncate_and_clear():

@@ -103,7 +103,7 @@ def test_estop_kills_without_grace_latches_and_resets_with_the_lease(harness):
     h.service.cancel(run.execution)        # a soft stop in its grace ...
     started = time.monotonic()
     stopped, problems = h.service.estop()  # ... is cut short by the estop
-    assert stopped == run.execution.id and problems == []
+    assert stopped == [run.execution.id] and problems == []
     result = run.result()
     assert time.monotonic() - started < 20.0
     assert result.status == Status.CANCELED and result.exit_code < 0
@@ -130,3 +130,29 @@ def test_shutdown_ends_the_running_execution_through_the_end_path(harness):
     assert (result.status, result.error) == (Status.CANCELED, "node shutting down")
     refused = h.service.run(Request("print(1)"), token)
     assert (refused.status, refused.error) == (Status.REJECTED, "node shutting down")
+
+
+def test_a_stop_with_a_token_stops_that_leases_code_only_and_hold_errors_stay_per_part(tmp_path):
+    """Without require_lease: execution/stop with a token that is no lease's stops nothing
+    (an agent whose lease lapsed must not stop another's code); with none, everything. A
+    hold that fails for the arm stays reported until the arm's own hold succeeds, whatever
+    the other parts' holds did meanwhile."""
+    from service_harness import STUBBORN, Harness
+
+    h = Harness(tmp_path, "", require_lease=False)
+    try:
+        run = h.begin(STUBBORN.replace("signal.SIG_IGN", "signal.SIG_DFL"))
+        assert h.service.stop("f" * 64) == ([], "")
+        assert not run.execution.stopping
+        assert h.service.stop("") == ([run.execution.id], "")
+        assert run.result().status == Status.CANCELED
+        h.hold_problems = ["arm: no answer in 0.5 s (tcp://127.0.0.1:1)"]
+        h.service.hold(("arm", "gripper"))
+        h.hold_problems = []
+        h.service.hold(("base",))
+        assert h.service.snapshot().hold_problem == ("hold failed: arm: no answer in 0.5 s "
+                                                     "(tcp://127.0.0.1:1)")
+        h.service.hold(("arm",))
+        assert h.service.snapshot().hold_problem == ""
+    finally:
+        h.close()

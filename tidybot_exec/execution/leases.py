@@ -214,6 +214,12 @@ class LeaseManager:
             self._end(lease, f"lease revoked: taken over by {holder!r}")
         self._grant_next()
 
+    def resources_of(self, token: str) -> tuple[str, ...] | None:
+        """The parts ``token``'s lease holds, or None when it is no current lease."""
+        with self._cond:
+            lease = self._match(token)
+            return lease.resources if lease is not None else None
+
     def holder_of(self, token: str) -> str | None:
         """The holder when ``token`` is a current lease, else None. Counts as activity."""
         with self._cond:
@@ -271,7 +277,7 @@ class LeaseManager:
                                waiting_holders=[w.holder for w in self._waiters], holds=holds)
 
     def count(self) -> int:
-        """How many leases hold parts now (draining ones too)."""
+        """How many leases are held now."""
         with self._cond:
             return len(self._leases)
 
@@ -333,7 +339,7 @@ class LeaseManager:
         # hex: a token never starts with '-', which a command line takes for an option
         lease = _Lease(secrets.token_hex(32), holder, ttl, now, now, resources)
         self._leases.append(lease)
-        self._on_grant(lease.serial, [other.serial for other in self._leases
+        self._on_grant(lease.serial, [other.serial for other in self._leases + self._draining
                                       if other is not lease], resources)
         self._cond.notify_all()
         return Grant(True, lease.token, f"granted to {holder!r}{_on(resources)} for {ttl:g}s "

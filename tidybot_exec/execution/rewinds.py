@@ -77,8 +77,9 @@ class Rewinds:
     # ------------------------------------------------------------ entry points
     def run(self, request: path.RewindRequest, lease_id: str, progress: Progress,
             cancelled: threading.Event | None = None) -> path.Outcome:
-        """The rewind action: along the lease's recorded trajectory. One writer at a time:
-        refused while code runs, while estopped and without the lease; bound to the lease
+        """The rewind action: along the lease's recorded trajectory. Refused while another
+        writer drives one of its parts (code, or another rewind), while estopped and without
+        the lease; bound to the lease
         like an execution (it keeps the lease alive and the next holder waits for its end).
         Cancelled (``cancelled`` set, an estop, the lease's end or shutdown) it stops at
         once and the robot holds; so does a rewind that fails."""
@@ -214,7 +215,7 @@ class Rewinds:
                                       f"{planned.duration_s:.1f}s; nothing moved",
                                 planned.waypoints, planned.duration_s)
         started = time.monotonic()
-        with recorder.paused():
+        with recorder.paused(request.parts):
             try:
                 outcome = path.drive(upstream, planned, writer.cancelled, progress, self._log,
                                      lambda guard: self._registered(writer, guard, for_guard))

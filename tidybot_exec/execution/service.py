@@ -75,7 +75,7 @@ class Snapshot:
     stopping: bool
     last: Result | None
     estopped: bool
-    hold_problem: str          # the last stop-and-hold that failed ("" once one succeeds)
+    hold_problem: str          # each part's last stop-and-hold that failed ("" once one of it succeeds)
     rewinding: bool = False
     resetting: bool = False
     writers: tuple[str, ...] = ()   # every writer of the robot, one line each (writers.py)
@@ -131,7 +131,8 @@ class ExecutionService:
         self._last: Result | None = None
         self.writers = Writers()        # halted: the estop's latch
         self._closing = False
-        self._hold_problem = ""
+        # the last hold's problems, per part ("" once a hold of that part succeeds)
+        self._hold_problems = dict.fromkeys(RESOURCES, "")
         # reset_on_release: the parts of each ended lease whose reset is pending or running
         self._resetting: list[tuple[str, ...]] = []
         self.robot = SdkConfig.from_dict(json.loads(settings.sdk_config_json))
@@ -177,39 +178,60 @@ class ExecutionService:
                        f"{request.on_failure!r}"))
         if refusal:
             return unstarted(request, Status.REJECTED, refusal)
-        # Taken before the lock (it may wait for the spare being prepared), given back if
-        # the goal is refused.
+        # Taken before the lock (it may wait for the spare being prepared) unless the goal
+        # would be refused now; given back if it is refused all the same.
         spare = (self.pool.take() if self.pool is not None and request.dry_run is None
-                 else None)
+                 and not self._refusal(lease_id) else None)
+        failed: Exception | None = None
         with self._cond:
             binding, refusal = self._admit(lease_id)
             request.holder = binding.holder if binding is not None else ""
-            if refusal:               # a goal that never ran is answered, not kept in history
+            if not refusal:
+                resources = binding.resources if binding else RESOURCES
+                writer = self.writers.add(EXECUTION, "dry run" if request.dry_run else "goal",
+                                          holder=request.holder, resources=resources,
+                                          lease_token=lease_id if binding else "")
+                try:
+                    if request.skills_as_of is None:    # before the code can ask for a skill
+                        request.skills_as_of = self.skills.latest_seq()
+                    execution = self._execution(request, feedback, verdict.warnings, spare,
+                                                writer, resources)
+                except Exception as exc:  # noqa: BLE001 - whatever failed, the lease is given back
+                    failed = exc
+                    self.writers.remove(writer)
+                    self._cond.notify_all()
+                else:
+                    writer.execution_id = execution.id
+                    writer.on_halt = lambda: execution.stop(Status.CANCELED, ESTOP_REASON,
+                                                            hard=True)
+                    if self.writers.halted:        # an estop came while it started (writers.py)
+                        writer.on_halt()
+                    self._running[execution.id] = self._bound(execution, writer, binding,
+                                                              lease_id)
+        # Outside the lock: giving a binding back may grant the lease to the next holder,
+        # and lease/status's publisher takes its own lock before the service's.
+        if refusal or failed is not None:
+            self._unbind(binding)
+            if refusal:           # a goal that never ran is answered, not kept in history
                 if spare is not None:
                     self.pool.give_back(spare)
                 return unstarted(request, Status.REJECTED, refusal)
-            resources = binding.resources if binding else RESOURCES
-            writer = self.writers.add(EXECUTION, "dry run" if request.dry_run else "goal",
-                                      holder=request.holder, resources=resources,
-                                      lease_token=lease_id if binding else "")
-            try:
-                if request.skills_as_of is None:    # before the code can ask for a skill
-                    request.skills_as_of = self.skills.latest_seq()
-                execution = self._execution(request, feedback, verdict.warnings, spare, writer,
-                                            resources)
-            except Exception as exc:  # noqa: BLE001 - whatever failed, the lease is given back
-                self.retire(writer, binding)
-                self._log(f"could not start an execution: {exc!r}")
-                return unstarted(request, Status.ERROR, f"could not start the execution: {exc!r}")
-            writer.execution_id = execution.id
-            writer.on_halt = lambda: execution.stop(Status.CANCELED, ESTOP_REASON, hard=True)
-            if self.writers.halted:        # an estop came while it started (writers.py)
-                writer.on_halt()
-            self._running[execution.id] = self._bound(execution, writer, binding, lease_id)
-        if binding is not None:   # (lease/status: outside the lock, its publisher takes it)
+            self._on_change()
+            self._log(f"could not start an execution: {failed!r}")
+            return unstarted(request, Status.ERROR, f"could not start the execution: {failed!r}")
+        if binding is not None:
             self.leases.name_execution(binding, execution.id)
         self._on_change()
         return execution
+
+    def _refusal(self, lease_id: str) -> str:
+        """Why a goal under ``lease_id`` would be refused now, as far as can be told without
+        binding the lease (a warm spare is not taken for it)."""
+        refusal = self.halted() or self.authorize(lease_id)[1]
+        if refusal:
+            return refusal
+        with self._cond:
+            return self._busy(self.leases.resources_of(lease_id) or RESOURCES)
 
     def _replayed(self, request: Request) -> str:
         """A replay takes the code and the skill versions of the execution it replays;
@@ -277,13 +299,12 @@ class ExecutionService:
 
     def _admit(self, lease_id: str) -> tuple[Binding | None, str]:
         """Under the lock: a new writer of the robot (code or a rewind) bound to the lease
-        ``lease_id`` names, or why not (the binding is then given back already)."""
+        ``lease_id`` names, or why not (the caller gives the binding back, outside the
+        lock)."""
         binding = self.leases.begin_execution(lease_id) if lease_id else None
         refusal = self.halted() or (
             self.authorize(lease_id)[1] if binding is None and self.policy.require_lease
             else self._busy(binding.resources if binding is not None else RESOURCES))
-        if refusal:
-            self._unbind(binding)
         return binding, refusal
 
     def halted(self) -> str:
@@ -401,12 +422,14 @@ class ExecutionService:
         why not; give it back with ``retire``."""
         with self._cond:
             binding, refusal = self._admit(lease_id)
-            if refusal:
-                return refusal
-            writer = self.writers.add(kind, origin, holder=binding.holder if binding else "",
-                                      lease_token=lease_id if binding else "",
-                                      resources=binding.resources if binding else RESOURCES,
-                                      **fields)
+            if not refusal:
+                writer = self.writers.add(
+                    kind, origin, holder=binding.holder if binding else "",
+                    lease_token=lease_id if binding else "",
+                    resources=binding.resources if binding else RESOURCES, **fields)
+        if refusal:
+            self._unbind(binding)
+            return refusal
         self._on_change()
         return writer, binding
 
@@ -442,7 +465,11 @@ class ExecutionService:
             problems = [f"hold failed: {p}" for p in self._hold(parts)]
         except Exception as exc:  # noqa: BLE001 - reported, never raised into the end path
             problems = [f"hold failed: {exc!r}"]
-        self._hold_problem = "; ".join(problems)     # one assignment: no lock to wait for
+        for part in parts:      # one assignment each: no lock to wait for
+            # a problem names its backend ("arm: no answer ..."); one that names none, all
+            self._hold_problems[part] = "; ".join(
+                p for p in problems if p.startswith(f"hold failed: {part}:")
+                or not any(p.startswith(f"hold failed: {other}:") for other in RESOURCES))
         for problem in problems:
             self._log(problem)
         return problems
@@ -512,9 +539,9 @@ class ExecutionService:
         return {"name": skill.name, "version": skill.version, "code": skill.code}
 
     def _reset(self, binding: Binding) -> None:
-        """reset_on_release: once the ended lease's code has stopped, rewind to where the
-        lease began, then hand the lease on (the one writer meanwhile; an estop or shutdown
-        cancels it, and the robot holds)."""
+        """reset_on_release: once the ended lease's code has stopped, rewind its parts to
+        where the lease began, then hand the lease on (the one writer of those parts
+        meanwhile; an estop or shutdown cancels it, and they hold)."""
         writer: Writer | None = None
         parts = binding.resources
         try:
@@ -585,12 +612,13 @@ class ExecutionService:
 
     def stop(self, lease_id: str) -> tuple[list[str], str]:
         """execution/stop: (the executions stopped, refusal reason). With a lease, those of
-        that lease (another agent's go on); without one (require_lease off), every one."""
-        holder, refusal = self.authorize(lease_id)
+        that lease (another agent's go on; a token that is no lease's stops none); without
+        one (require_lease off), every one."""
+        refusal = self.authorize(lease_id)[1]
         if refusal:
             return [], refusal
         return self._stop_running(Status.CANCELED, "stopped via execution/stop",
-                                  lease_token=lease_id if holder else None), ""
+                                  lease_token=lease_id or None), ""
 
     def estop(self) -> tuple[str | None, list[str]]:
         """Latch, stop the code without grace and refuse motion on every live guard, let the
@@ -598,14 +626,14 @@ class ExecutionService:
         so nothing it is doing (admission starting processes) delays them — then hold every
         backend (also during a dry run: an estop is about the real robot); the end path
         holds again once the code is dead. Once this returns no motion command reaches a
-        backend until ``reset_estop``. Returns (stopped id, hold problems)."""
+        backend until ``reset_estop``. Returns (the executions stopped, hold problems)."""
         stopped: list[str] = []
         try:
             stopped = self.writers.halt(self._log, HOLD_TIMEOUT_S)
         finally:
             problems = self.hold()
             self._on_change()
-        return (stopped[0] if stopped else None), problems
+        return stopped, problems
 
     def reset_estop(self, lease_id: str) -> tuple[bool, str]:
         refusal = self.authorize(lease_id)[1]
@@ -624,9 +652,13 @@ class ExecutionService:
             current = self._running[running[-1]].execution if running else None
             return Snapshot(current=current, stopping=bool(current and current.stopping),
                             last=self._last, estopped=self.writers.halted,
-                            hold_problem=self._hold_problem,
-                            # the code's own rewinds are its execution's: state "running"
-                            rewinding=any(w.origin != FROM_CODE for w in self.writers.rewinds()),
+                            hold_problem="; ".join(dict.fromkeys(
+                                filter(None, self._hold_problems.values()))),
+                            # the code's own rewinds are its execution's: state "running";
+                            # another agent's rewind does not hide the execution shown
+                            rewinding=any(w.origin != FROM_CODE and (
+                                current is None or w.execution_id == current.id)
+                                for w in self.writers.rewinds()),
                             resetting=bool(self._resetting),
                             writers=tuple(self.writers.describe()), running_ids=running)
 

@@ -4,10 +4,9 @@ A ``WarmPool`` keeps a **spare** for each lease held (at least one; leases of di
 run side by side, so each agent's next goal finds its own): a code process forked by the
 sandboxed zygote (zygote.py) with the SDK imported, in namespaces of its own, its safety
 guard listening, waiting for code on a pipe. A goal takes a spare and writes its code; the
-pool starts the next one in the background. Every execution still gets a fresh process and a fresh
-filesystem — a spare is never reused — so nothing passes from one holder's code to the next;
-when a lease ends the spares are replaced anyway, so no process prepared during one holder's
-lease runs another's code.
+pool starts the next one in the background. Every execution still gets a fresh process and a
+fresh filesystem — a spare runs no code before it is taken and is never reused — so nothing
+passes from one holder's code to the next; when a lease ends the spares are replaced anyway.
 
 A goal that finds no spare ready (the zygote starting or restarting, or goals faster than
 spares) waits a moment for the one being prepared, else starts cold (launchers.launch_cold: correct,

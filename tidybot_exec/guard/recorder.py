@@ -65,7 +65,7 @@ class Recorder:
         # who records each part: the lease that holds it and the execution running under it
         self._owner: dict[str, tuple[Hashable, str]] = {part: (None, "") for part in RESOURCES}
         self._last: dict[Hashable, Waypoint] = {}     # each lease's newest waypoint
-        self._paused = 0
+        self._paused = {part: 0 for part in RESOURCES}   # parts a rewind is moving now
 
     # ------------------------------------------------------------- feeding
     def follow(self, live: "Feed") -> None:
@@ -93,7 +93,7 @@ class Recorder:
             self._latest[key] = value
             lease, execution = self._owner[backend]
             last = self._last.get(lease)
-            if self._paused or (last is not None and (
+            if self._paused[backend] or (last is not None and (
                     self._clock() - last.t < PERIOD_S or not self._moved(last, key))):
                 return
             self._append("", lease, execution)
@@ -127,15 +127,18 @@ class Recorder:
                     self._owner[part] = (lease, "")
 
     @contextmanager
-    def paused(self) -> Iterator[None]:
-        """Record nothing meanwhile (a rewind's own motion is not a step to undo)."""
+    def paused(self, parts: Collection[str] = RESOURCES) -> Iterator[None]:
+        """Record nothing of ``parts`` meanwhile (a rewind's own motion is not a step to
+        undo); the other parts — another agent's — are recorded as ever."""
         with self._lock:
-            self._paused += 1
+            for part in parts:
+                self._paused[part] += 1
         try:
             yield
         finally:
             with self._lock:
-                self._paused -= 1
+                for part in parts:
+                    self._paused[part] -= 1
 
     # ------------------------------------------------------------- reading
     def trajectory(self, lease: Hashable) -> list[Waypoint]:

@@ -471,7 +471,7 @@ class TidybotExecNode(Node):
         stopped, problems = self.service.estop()
         response.success = not problems
         response.message = "; ".join(
-            ([f"killed execution {stopped}"] if stopped else [])
+            ([f"killed execution {', '.join(stopped)}"] if stopped else [])
             + (problems or ["arm, base and gripper commanded to stop and hold"])
             + ["estopped: goals are refused until estop/reset"])
         self.get_logger().warning(f"estop: {response.message}")
@@ -583,7 +583,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"tidybot_exec: invalid parameters: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    # goals, rewinds and lease waits each keep a thread: several agents at once need some
+    # each running goal and rewind keeps a thread (several agents: some at once)
     executor = MultiThreadedExecutor(num_threads=10)
     executor.add_node(node)
 
