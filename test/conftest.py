@@ -329,12 +329,22 @@ class ExecClient:
         """The reply of the node's service ``name`` (see RosClient.call)."""
         return self.ros.call_on(self._services[name], request, timeout, retry)
 
-    def acquire(self, holder: str, ttl_s: float = 0.0, wait_s: float = 0.0, timeout: float = 30):
+    def acquire(self, holder: str, ttl_s: float = 0.0, wait_s: float = 0.0, timeout: float = 30,
+                resources: tuple[str, ...] = ()):
         """lease/acquire's reply (success or not)."""
         from tidybot_interfaces.srv import AcquireLease
 
         return self.call("lease/acquire", AcquireLease.Request(
-            holder=holder, ttl_s=float(ttl_s), wait_s=float(wait_s)), timeout)
+            holder=holder, ttl_s=float(ttl_s), wait_s=float(wait_s), resources=list(resources)),
+            timeout + wait_s)
+
+    def two_agents(self, wait_s: float = 0.0) -> tuple:
+        """Leases of disjoint parts, granted: a base agent's ('nav', the base) and an arm
+        agent's ('arm-agent', the arm and the gripper) acquire replies."""
+        nav = self.acquire("nav", wait_s=wait_s, resources=("base",))
+        hand = self.acquire("arm-agent", wait_s=wait_s, resources=("arm", "gripper"))
+        assert nav.success and hand.success, (nav.message, hand.message)
+        return nav, hand
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Until execution/status says idle (a stop returns before the code has ended)."""

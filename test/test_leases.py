@@ -272,10 +272,7 @@ def test_a_lease_on_the_base_drives_it_reads_the_arm_and_is_refused_the_arm(stac
     sim_stack, client = stack
     wire = Wire(sim_stack.config)
     try:
-        base = client.call("lease/acquire", AcquireLease.Request(holder="nav", resources=["base"]))
-        arm = client.call("lease/acquire", AcquireLease.Request(holder="arm-agent",
-                                                                resources=["arm", "gripper"]))
-        assert base.success and arm.success, (base.message, arm.message)
+        base, arm = client.two_agents()
         wait_until(lambda: {h.resource: h.holder for h in _statuses[-1].holds} == {
             "arm": "arm-agent", "gripper": "arm-agent", "base": "nav"}, 10, "holds per part")
         q0, x0 = wire.state("arm")["q"], wire.state("base")["base_pose"][0]
@@ -366,10 +363,7 @@ def test_two_agents_run_side_by_side(stack):
 
     watcher = threading.Thread(target=watch, daemon=True)
     try:
-        nav = client.call("lease/acquire", AcquireLease.Request(holder="nav", resources=["base"]))
-        hand = client.call("lease/acquire", AcquireLease.Request(holder="arm-agent",
-                                                                 resources=["arm", "gripper"]))
-        assert nav.success and hand.success, (nav.message, hand.message)
+        nav, hand = client.two_agents()
         watcher.start()
         driving = client.send("from tidybot_sdk import base\nprint('base: off', flush=True)\n"
                               "base.move_delta(dx=0.25)\nbase.move_delta(dx=-0.25)\n"

@@ -73,16 +73,10 @@ def test_a_released_base_lease_is_reset_while_the_arm_agent_works_on(stack):
     """reset_on_release per lease: the base agent's lease ends and its base is driven back
     to where that lease began, while the arm agent's code keeps running (its arm is not
     rewound, its goal succeeds)."""
-    from tidybot_interfaces.srv import AcquireLease
-
     sim_stack, client = stack
     wire = Wire(sim_stack.config)
     try:
-        nav = client.call("lease/acquire", AcquireLease.Request(holder="nav", resources=["base"],
-                                                                wait_s=30.0), timeout=60)
-        hand = client.call("lease/acquire", AcquireLease.Request(
-            holder="arm-agent", resources=["arm", "gripper"], wait_s=30.0), timeout=60)
-        assert nav.success and hand.success, (nav.message, hand.message)
+        nav, hand = client.two_agents(wait_s=30.0)      # after the last test's reset
         x0 = wire.state("base")["base_pose"][0]
         _, moved = client.run("from tidybot_sdk import base\nbase.move_delta(dx=0.2)\n",
                               lease_id=nav.lease_id)

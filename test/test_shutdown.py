@@ -114,15 +114,10 @@ def test_ctrl_c_on_launch_stops_node_and_simulator_at_once_with_the_arm_moving(f
 def test_shutdown_with_two_agents_running_ends_both_each_answered_once(fresh_stack):
     """Several agents: SIGTERM with an arm agent's and a base agent's goals running side by
     side ends both through the end path, each answered once, and the node exits 0."""
-    from tidybot_interfaces.srv import AcquireLease
-
     stack, client = fresh_stack
     wire = Wire(stack.config)
     try:
-        nav = client.call("lease/acquire", AcquireLease.Request(holder="nav", resources=["base"]))
-        hand = client.call("lease/acquire", AcquireLease.Request(holder="arm-agent",
-                                                                 resources=["arm", "gripper"]))
-        assert nav.success and hand.success, (nav.message, hand.message)
+        nav, hand = client.two_agents()
         arm_run = client.send(MOVE, lease_id=hand.lease_id)
         base_run = client.send("from tidybot_sdk import base\nprint('driving', flush=True)\n"
                                "while True:\n    base.drive(0.1, duration=0.5)\n",
