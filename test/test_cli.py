@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -144,6 +146,22 @@ def test_examples_run_on_the_simulator(stack, example):
     assert done.returncode == 0, done.stdout + done.stderr
     for line in EXAMPLE_OUTPUT[example]:
         assert line in done.stdout
+
+
+def test_two_agents_example_runs_side_by_side(stack):
+    """examples/two_agents.py: a base agent and an arm agent, leases on their own parts, run at
+    once and both succeed: their lines interleave, and the arm agent saw the base move."""
+    done = subprocess.run([sys.executable, str(EXAMPLES / "two_agents.py")], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "nav | corner 4" in done.stdout and "arm-agent | wave 5" in done.stdout
+    # the code's own lines, in the order they arrived (not the status lines printed after)
+    order = [line.split(" | ")[0].strip() for line in done.stdout.splitlines()
+             if re.search(r"\| (corner \d|wave \d)", line)]
+    switches = sum(a != b for a, b in zip(order, order[1:]))
+    assert switches >= 2, f"the agents' output did not interleave:\n{done.stdout}"
+    seen = set(re.findall(r"wave \d: the base is at (x=\S+ y=\S+)", done.stdout))
+    assert len(seen) >= 2, f"the arm agent never saw the base move:\n{done.stdout}"
 
 
 def lose_replies(action_client, method: str, count: int) -> list:
