@@ -115,10 +115,13 @@ class StopTap:
 
 
 def timed(client, code: str) -> tuple[float, float]:
-    """(goal -> first feedback, goal -> result) of one goal, in seconds."""
+    """(goal -> first feedback, goal -> result) of one goal, in seconds. A feedback lost on
+    the way (a topic) fails the run after 60 s instead of waiting for ever."""
     sent = time.monotonic()
     run = client.execute(code)
     while not run.feedback():
+        if time.monotonic() - sent > 60:
+            raise RuntimeError(f"no feedback within 60 s of the goal: {run.result(10)}")
         time.sleep(0.0002)
     first = time.monotonic() - sent
     run.result(60)
