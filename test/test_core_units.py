@@ -132,3 +132,25 @@ def test_tidybot_skills_has_no_public_name_a_skill_could_have():
 
     public = {n for n in dir(tidybot_skills) if not n.startswith("_")}
     assert public == RESERVED == set(tidybot_skills.__all__)
+
+
+def test_a_traceback_ends_at_the_users_line_when_it_goes_on_into_the_sdk(capsys):
+    """Below the user's last frame, the SDK and whatever it calls (msgpack here; a stop's
+    KeyboardInterrupt can land there too) are one line; a library the user called directly
+    keeps its frames."""
+    from tidybot_exec.sandbox.code_process import FILENAME, _print_traceback
+
+    def traceback_of(source: str) -> str:
+        try:
+            exec(compile(source, FILENAME, "exec"), {})
+        except Exception as exc:  # noqa: BLE001 - what the code process prints for it
+            _print_traceback(exc, exc.__traceback__.tb_next)
+        return capsys.readouterr().err
+
+    through_sdk = traceback_of("from tidybot_sdk import protocol\n"
+                               "protocol.encode({'x': object()})\n")
+    assert 'File "<submitted>", line 2' in through_sdk
+    assert "frame(s) inside the tidybot SDK\nTypeError" in through_sdk, through_sdk
+    assert "msgpack" not in through_sdk and "tidybot_sdk/" not in through_sdk
+    direct = traceback_of("import json\njson.loads('{')\n")
+    assert "inside the tidybot SDK" not in direct and "json" in direct.split("line 2")[1]

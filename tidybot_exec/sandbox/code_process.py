@@ -54,14 +54,15 @@ def _user_line(tb: types.TracebackType | None) -> int | None:
 
 
 def _print_traceback(exc: BaseException, tb: types.TracebackType | None) -> None:
-    """The traceback as the user needs it: the frames below the user's last one that are
-    the SDK's own internals (a KeyboardInterrupt from a stop lands deep in a motion loop,
-    an SDK error is raised a few calls down) become one line, without install paths."""
+    """The traceback as the user needs it: the frames below the user's last one, when they
+    go into the SDK, are its internals (a KeyboardInterrupt from a stop lands deep in a
+    motion loop — in the SDK or a library it calls, msgpack, zmq; an SDK error is raised a
+    few calls down) and become one line, without install paths."""
     frames = traceback.extract_tb(tb)
     keep = len(frames)
-    while keep > 0 and frames[keep - 1].filename.startswith(_INTERNAL):
+    while keep > 0 and frames[keep - 1].filename != FILENAME:
         keep -= 1
-    if keep == 0 or keep == len(frames):
+    if keep == 0 or keep == len(frames) or not frames[keep].filename.startswith(_INTERNAL):
         traceback.print_exception(type(exc), exc, tb)
         return
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames[:keep]),
