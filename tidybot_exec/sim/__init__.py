@@ -157,8 +157,10 @@ class Simulator:
             print(f"tidybot-sim: cameras not served: {exc}", file=sys.stderr, flush=True)
         self.world.start()
 
-    def stop(self) -> None:
-        self.world.stop()
+    def stop(self) -> bool:
+        """Stop serving; whether every thread has ended (the physics may still be inside
+        MuJoCo's import, which cannot be interrupted)."""
+        ended = self.world.stop()
         self._control_stop.set()
         if self._control_thread is not None:
             self._control_thread.join(timeout=5)
@@ -168,6 +170,7 @@ class Simulator:
             server.stop(wait=False)
         for server in self.servers.values():
             server.stop()
+        return ended
 
     def robot_pose(self) -> Pose:
         """Joints, base pose and gripper position now (each read under its own lock)."""

@@ -189,13 +189,15 @@ class World:
             self._thread = threading.Thread(target=self._run, name="sim-physics", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
         """Stop the physics; a thread still importing MuJoCo (a dry run whose code ended
-        at once) is not waited for: it ends as soon as it could start."""
+        at once) is not waited for: it ends as soon as it could start. Whether the physics
+        thread has ended."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5 if self.ready.is_set() else 0)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=5 if self.ready.is_set() else 0)
+        return thread is None or not thread.is_alive()
 
     # ------------------------------------------------------------ the gripper's hooks
     def pinched(self, opening_mm: float) -> float | None:
