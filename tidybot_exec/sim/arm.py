@@ -28,7 +28,7 @@ from tidybot_sdk import kinematics as kin
 from tidybot_sdk.protocol import (ARM_HOLD_AFTER_S, ARM_STREAM_TYPES, ArmMsg, ControlMode,
                                   ProtocolError, RobotMode, decode, parse_command)
 
-from .motion import track_position, track_velocity
+from .motion import brake, track_position, track_velocity
 from .server import BackendServer
 
 _MOTION_MODES = {
@@ -126,9 +126,9 @@ class SimArm(BackendServer):
 
     def _hold(self, mode: ControlMode) -> None:
         """Switch mode and hold, until a new target arrives, the pose where the arm comes to
-        rest braking at its full deceleration: a real arm's stop brakes along its path. (A
-        hold of the pose at this instant would be passed and then driven back to, a
-        reversal no real arm makes.)"""
+        rest braking at its full deceleration (``step`` brakes, only ever slower): a real
+        arm's stop brakes along its path. (A hold of the pose at this instant would be
+        passed and then driven back to, a reversal no real arm makes.)"""
         self.mode = mode
         self.holding = True
         self.q_target = np.clip(self.q + self.dq * np.abs(self.dq) / (2.0 * kin.DDQ_MAX),
@@ -202,6 +202,11 @@ class SimArm(BackendServer):
             J = kin.jacobian(self.q)
             target = J.T @ np.linalg.solve(J @ J.T + 1e-4 * np.eye(6), self.twist)
         else:
+            if self.holding and self.dq.any():     # a stop: brake to rest, then hold there
+                self.q, self.dq = brake(self.q, self.dq, kin.DDQ_MAX, dt)
+                if not self.dq.any():
+                    self.q_target = self.q.copy()
+                return
             if not self.dq.any() and np.array_equal(self.q, self.q_target):
                 return                   # at rest on the target (the idle arm's 1 kHz tick)
             self.q, self.dq = track_position(self.q, self.dq, self.q_target, kin.DQ_MAX,

@@ -18,6 +18,14 @@ def track_position(x: np.ndarray, v: np.ndarray, target: np.ndarray, v_max: np.n
     return integrate(x, v, v_want, a_max, dt)
 
 
+def brake(x: np.ndarray, v: np.ndarray, a_max: np.ndarray, dt: float
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """One step of braking at ``a_max`` per axis: only ever slower, never reversing (a
+    tracker aimed at the rest point re-accelerates after a late step braked too hard)."""
+    v_new = v - np.sign(v) * np.minimum(np.abs(v), a_max * dt)
+    return x + 0.5 * (v + v_new) * dt, v_new
+
+
 def track_velocity(x: np.ndarray, v: np.ndarray, v_target: np.ndarray, a_max: np.ndarray,
                    dt: float) -> tuple[np.ndarray, np.ndarray]:
     """One step towards velocity ``v_target`` with |dv/dt| <= a_max."""
